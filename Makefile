@@ -1,0 +1,42 @@
+# preftrack developer commands. `make up` runs the system, `make test` runs the tests.
+PYTHON ?= /usr/bin/python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+REPOSITORY ?= model_repository
+DATASET ?= synthetic
+
+.PHONY: setup up train test test-all lint bench clean
+
+# The venv is made from Debian's python3.11: Triton's python-backend stub links that exact libpython.
+$(BIN)/.installed: requirements-dev.txt gateway/pyproject.toml trainer/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt -e gateway -e trainer
+	touch $@
+
+setup: $(BIN)/.installed
+
+train: setup
+	$(BIN)/preftrack-trainer train --dataset $(DATASET) --repository $(REPOSITORY)
+
+# Trains a first version if the repository has none, then serves it with Triton until Ctrl-C.
+up: setup
+	@ls -d $(REPOSITORY)/preftrack/[0-9]* >/dev/null 2>&1 || $(BIN)/preftrack-trainer train --dataset $(DATASET) --repository $(REPOSITORY)
+	$(BIN)/preftrack-trainer serve-triton --repository $(REPOSITORY)
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-all: setup
+	$(BIN)/python -m pytest -m ""
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/python bench/bench_serving.py
+	$(BIN)/python bench/bench_quality.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

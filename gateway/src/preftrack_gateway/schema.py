@@ -1,0 +1,122 @@
+"""The one event schema shared by the gateway (online) and the trainer (offline).
+
+Everything that flows through preftrack is an :class:`Event` (what a user did to an item) or an
+:class:`Item` (what the catalogue says about an item). Both are plain frozen dataclasses so that the
+gateway, the event store and the trainer agree on them without importing TensorFlow or protobuf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Mapping
+
+#: Event types the platform understands, in the order used by the feature vector.
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
+
+#: Oldest timestamp accepted (1990-01-01T00:00:00Z); anything older is a broken clock or a unit mistake.
+MIN_TIMESTAMP_S = 631_152_000.0
+
+_HASH_MASK = (1 << 63) - 1
+
+
+def stable_hash(value: str) -> int:
+    """Hash a string id into a stable non-negative 63-bit integer.
+
+    The hash is the same in every process and on every machine, so an id hashed by the gateway
+    lands in the same embedding bucket as the same id hashed by the trainer.
+
+    >>> stable_hash("user-1") == stable_hash("user-1")
+    True
+    >>> 0 <= stable_hash("") < 2**63
+    True
+    """
+    digest = hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & _HASH_MASK
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class Item:
+    """An item of the catalogue.
+
+    Attributes:
+        item_id: the shop's id of the item.
+        categories: one or more category names; the first is the primary category.
+        price: price in the shop's currency; 0 when unknown.
+    """
+
+    item_id: str
+    categories: tuple[str, ...] = ("unknown",)
+    price: float = 0.0
+
+    @property
+    def primary_category(self) -> str:
+        """The category used for the item's category embedding."""
+        return self.categories[0] if self.categories else "unknown"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    """One behaviour event: a user did something to an item at a time.
+
+    Attributes:
+        event_id: client-generated unique id; re-sending the same id is a no-op.
+        user_id: the user (pseudonymised by the gateway before it is stored).
+        item_id: the item.
+        event_type: one of :data:`EVENT_TYPES`.
+        value: the event's value (the rating for ``rating``, quantity or amount otherwise).
+        timestamp_s: when it happened, seconds since the Unix epoch.
+        recommendation_id: the recommendation that showed the item, when known.
+        context: optional free-form attributes (device, page, ...).
+    """
+
+    event_id: str
+    user_id: str
+    item_id: str
+    event_type: str
+    value: float = 1.0
+    timestamp_s: float
+    recommendation_id: str | None = None
+    context: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+class EventValidationError(ValueError):
+    """An event is malformed; the message names the field and says what to fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def validate_event(event: Event, *, now_s: float, max_future_skew_s: float = 300.0) -> None:
+    """Check one event and raise :class:`EventValidationError` naming the first bad field.
+
+    Args:
+        event: the event to check.
+        now_s: the current time, seconds since the epoch.
+        max_future_skew_s: how far in the future a timestamp may be (client clock skew).
+    """
+    for name in ("event_id", "user_id", "item_id"):
+        value = getattr(event, name)
+        if not isinstance(value, str) or not value.strip():
+            raise EventValidationError(name, "must be a non-empty string")
+        if len(value) > 256:
+            raise EventValidationError(name, "must be at most 256 characters")
+    if event.event_type not in EVENT_TYPES:
+        raise EventValidationError(
+            "event_type", f"unknown type {event.event_type!r}; expected one of {', '.join(EVENT_TYPES)}"
+        )
+    if not isinstance(event.value, (int, float)) or not math.isfinite(event.value):
+        raise EventValidationError("value", "must be a finite number")
+    if event.event_type == "rating" and not 0.0 <= event.value <= 10.0:
+        raise EventValidationError("value", "a rating must lie in [0, 10]")
+    ts = event.timestamp_s
+    if not isinstance(ts, (int, float)) or not math.isfinite(ts):
+        raise EventValidationError("timestamp_s", "must be a finite number of seconds since the epoch")
+    if ts < MIN_TIMESTAMP_S:
+        raise EventValidationError("timestamp_s", f"{ts:.0f} is before 1990-01-01; send seconds since the epoch")
+    if ts > now_s + max_future_skew_s:
+        raise EventValidationError(
+            "timestamp_s", f"{ts:.0f} is {ts - now_s:.0f} s in the future; check the client clock"
+        )

@@ -1,0 +1,171 @@
+"""``preftrack-trainer``: train and export a version, serve a repository with Triton, evaluate a version."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from preftrack_trainer.data.movielens import DatasetUnavailableError
+from preftrack_trainer.triton_launcher import TritonStartError
+
+_LOGGER = logging.getLogger("preftrack_trainer")
+
+_COLUMNS = ("auc", "log_loss", "accuracy", "precision", "recall", "f1", "hr@10", "ndcg@10")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from preftrack_trainer import metrics, model, pipeline
+
+    cfg = pipeline.TrainerConfig.from_env(
+        dataset=args.dataset,
+        repository=args.repository,
+        model=model.ModelConfig(epochs=args.epochs) if args.epochs is not None else None,
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
+    )
+    result = pipeline.run(cfg)
+    print("\n".join(result.report.lines()))
+    print(f"\ntrained on {result.n_train} examples, evaluated on the last {result.n_test} (temporal holdout)\n")
+    print(metrics.format_table({"mlp": result.metrics, "item popularity": result.baseline_metrics}, _COLUMNS))
+    print(f"\nexported version {result.version} to {cfg.repository / 'preftrack' / str(result.version)}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+    import tensorflow as tf
+
+    from preftrack_trainer import export, metrics, pipeline
+    from preftrack_trainer.preprocess import build_examples
+
+    cfg = pipeline.TrainerConfig.from_env(
+        dataset=args.dataset, repository=args.repository, cache_dir=args.cache_dir, progress=not args.no_progress
+    )
+    versions = export.existing_versions(cfg.repository / "preftrack")
+    if not versions:
+        print(f"no versions in {cfg.repository / 'preftrack'}; run `preftrack-trainer train` first", file=sys.stderr)
+        return 2
+    version = args.version or versions[-1]
+    if version not in versions:
+        print(f"version {version} not found; available: {versions}", file=sys.stderr)
+        return 2
+    data = pipeline.load_dataset(cfg)
+    examples, _ = build_examples(data.events, data.items, spec=data.spec, labels=data.labels, progress=cfg.progress)
+    train, test = examples.split_by_time(cfg.train_fraction)
+    path = cfg.repository / "preftrack" / str(version) / export.SAVEDMODEL_DIR
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    scores = np.concatenate(
+        [
+            signature(
+                user_id=tf.constant(test.user_id[i : i + 4096]),
+                item_id=tf.constant(test.item_id[i : i + 4096]),
+                category_id=tf.constant(test.category_id[i : i + 4096]),
+                features=tf.constant(test.features[i : i + 4096]),
+            )["score"]
+            .numpy()
+            .reshape(-1)
+            for i in range(0, len(test), 4096)
+        ]
+    )
+    rows = {
+        f"version {version}": metrics.evaluate(test.label, scores, test.users),
+        "item popularity": metrics.evaluate(test.label, pipeline.popularity_scores(train, test), test.users),
+    }
+    print(metrics.format_table(rows, _COLUMNS))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
+
+    server = TritonServer(
+        TritonConfig(
+            repository=args.repository,
+            grpc_port=args.grpc_port,
+            http_port=args.http_port,
+            metrics_port=args.metrics_port,
+            log_file=args.log_file,
+            model_config_name=args.model_config_name,
+        )
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server.start()
+    print(f"Triton ready: gRPC {server.grpc_url}, metrics {server.metrics_url}, log {server.log_file}", flush=True)
+    try:
+        while not stop.is_set() and server.running:
+            stop.wait(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping Triton...", flush=True)
+        server.stop()
+    return 0
+
+
+def _write_config(args: argparse.Namespace) -> int:
+    from preftrack_trainer.export import TritonModelConfig, write_model_config
+
+    path = write_model_config(args.repository, TritonModelConfig(), overwrite=True)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="preftrack-trainer", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dataset", choices=("synthetic", "movielens"), default=None, help="default: synthetic")
+        p.add_argument("--repository", type=Path, default=None, help="Triton model repository (model_repository)")
+        p.add_argument("--cache-dir", type=Path, default=None, help="dataset cache (~/.cache/preftrack)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    train = sub.add_parser("train", help="train on a dataset and export the next version")
+    data_args(train)
+    train.add_argument("--epochs", type=int, default=None, help="training epochs (default 3)")
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a version on the dataset's temporal holdout")
+    data_args(evaluate)
+    evaluate.add_argument("--version", type=int, default=None, help="default: the latest")
+    evaluate.set_defaults(func=_evaluate)
+
+    serve = sub.add_parser("serve-triton", help="serve a repository with Triton until Ctrl-C")
+    serve.add_argument("--repository", type=Path, default=Path("model_repository"))
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--log-file", type=Path, default=None)
+    serve.add_argument("--model-config-name", default=None, help="e.g. gpu, for configs/gpu.pbtxt")
+    serve.set_defaults(func=_serve)
+
+    config = sub.add_parser("write-config", help="(re)generate the model's config.pbtxt files")
+    config.add_argument("--repository", type=Path, default=Path("model_repository"))
+    config.set_defaults(func=_write_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``preftrack-trainer``."""
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except (ValueError, DatasetUnavailableError, TritonStartError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

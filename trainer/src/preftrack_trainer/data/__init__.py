@@ -1,0 +1,1 @@
+"""Datasets: the synthetic drifting shop and MovieLens-100k, both as preftrack events."""

@@ -1,0 +1,217 @@
+"""Cleaning and point-in-time correct example building.
+
+:func:`clean` removes what a real tracker sends by mistake and reports every drop with its reason.
+:func:`build_examples` replays the cleaned, time-ordered events through the shared
+:class:`~preftrack_gateway.features.FeatureState`, reading each example's features *before* the example's
+own event (and everything after it) is folded in.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import dataclasses
+import math
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from preftrack_gateway.features import NUM_FEATURES, FeatureSpec, FeatureState
+from preftrack_gateway.schema import EVENT_TYPES, MIN_TIMESTAMP_S, Event, Item, stable_hash
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CleaningReport:
+    """How many events went in, came out, and why the rest were dropped."""
+
+    events_in: int
+    events_out: int
+    dropped: dict[str, int]
+    bot_users: tuple[str, ...]
+
+    def lines(self) -> list[str]:
+        """Human-readable summary, one line per reason."""
+        out = [f"events in: {self.events_in}, kept: {self.events_out}"]
+        out += [f"  dropped {count:>7} {reason}" for reason, count in sorted(self.dropped.items())]
+        if self.bot_users:
+            out.append(f"  bot-like users removed: {len(self.bot_users)}")
+        return out
+
+
+def clean(
+    events: Iterable[Event],
+    *,
+    now_s: float | None = None,
+    max_future_skew_s: float = 300.0,
+    bot_events_per_hour: int = 300,
+) -> tuple[list[Event], CleaningReport]:
+    """Dedupe, drop malformed or impossible records and bot-like users; return time-ordered events.
+
+    Args:
+        events: raw events in any order.
+        now_s: current time; timestamps later than this (plus skew) are impossible. Defaults to the clock.
+        max_future_skew_s: tolerated client clock skew.
+        bot_events_per_hour: a user with more events than this in one clock hour is treated as a bot.
+    """
+    now = time.time() if now_s is None else now_s
+    dropped: collections.Counter[str] = collections.Counter()
+    seen: set[str] = set()
+    kept: list[Event] = []
+    n_in = 0
+    for event in events:
+        n_in += 1
+        if not event.event_id:
+            dropped["missing event_id"] += 1
+            continue
+        if event.event_id in seen:
+            dropped["duplicate event_id"] += 1
+            continue
+        seen.add(event.event_id)
+        if not event.user_id or not event.item_id:
+            dropped["missing user_id or item_id"] += 1
+        elif event.event_type not in EVENT_TYPES:
+            dropped["unknown event_type"] += 1
+        elif not math.isfinite(event.value):
+            dropped["non-finite value"] += 1
+        elif not math.isfinite(event.timestamp_s) or event.timestamp_s < MIN_TIMESTAMP_S:
+            dropped["timestamp before 1990"] += 1
+        elif event.timestamp_s > now + max_future_skew_s:
+            dropped["timestamp in the future"] += 1
+        else:
+            kept.append(event)
+    per_hour: collections.Counter[tuple[str, int]] = collections.Counter(
+        (e.user_id, int(e.timestamp_s // 3600)) for e in kept
+    )
+    bots = sorted({user for (user, _), count in per_hour.items() if count > bot_events_per_hour})
+    if bots:
+        bot_set = set(bots)
+        before = len(kept)
+        kept = [e for e in kept if e.user_id not in bot_set]
+        dropped["bot-like user"] += before - len(kept)
+    kept.sort(key=lambda e: e.timestamp_s)
+    report = CleaningReport(events_in=n_in, events_out=len(kept), dropped=dict(dropped), bot_users=tuple(bots))
+    return kept, report
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LabelSpec:
+    """Which events become labelled examples and when they are positive.
+
+    An example is an event whose type is in ``example_types``. It is positive when the event itself is
+    positive (a rating at or above the threshold) or when the same user does a positive event on the same
+    item within ``attribution_window_s`` after it.
+    """
+
+    example_types: tuple[str, ...] = ("view",)
+    attribution_window_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if not set(self.example_types) <= set(EVENT_TYPES):
+            raise ValueError(f"example_types must be event types from {EVENT_TYPES}")
+        if self.attribution_window_s < 0:
+            raise ValueError("attribution_window_s must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """Labelled examples as model-ready arrays (raw ids hashed, features not yet normalised)."""
+
+    user_id: np.ndarray  # int64 stable hashes
+    item_id: np.ndarray
+    category_id: np.ndarray
+    features: np.ndarray  # float32 (n, NUM_FEATURES)
+    label: np.ndarray  # float32 0/1
+    timestamp_s: np.ndarray  # float64
+    users: list[str]
+    items: list[str]
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    def take(self, mask_or_index: np.ndarray) -> Examples:
+        """A subset, selected by boolean mask or index array."""
+        index = np.flatnonzero(mask_or_index) if mask_or_index.dtype == bool else mask_or_index
+        return Examples(
+            user_id=self.user_id[index],
+            item_id=self.item_id[index],
+            category_id=self.category_id[index],
+            features=self.features[index],
+            label=self.label[index],
+            timestamp_s=self.timestamp_s[index],
+            users=[self.users[i] for i in index],
+            items=[self.items[i] for i in index],
+        )
+
+    def split_by_time(self, train_fraction: float) -> tuple[Examples, Examples]:
+        """Temporal split: the first ``train_fraction`` of the time span trains, the rest tests."""
+        lo, hi = float(self.timestamp_s.min()), float(self.timestamp_s.max())
+        cut = lo + train_fraction * (hi - lo)
+        return self.take(self.timestamp_s < cut), self.take(self.timestamp_s >= cut)
+
+
+def model_inputs(
+    user_ids: Sequence[str], items: Sequence[Item], features: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The model's raw inputs for rows of (user, item, features), as Triton and the SavedModel take them."""
+    return {
+        "user_id": np.array([stable_hash(u) for u in user_ids], dtype=np.int64),
+        "item_id": np.array([stable_hash(i.item_id) for i in items], dtype=np.int64),
+        "category_id": np.array([stable_hash(i.primary_category) for i in items], dtype=np.int64),
+        "features": np.asarray(features, dtype=np.float32).reshape(len(user_ids), NUM_FEATURES),
+    }
+
+
+def build_examples(
+    events: Sequence[Event],
+    catalog: dict[str, Item],
+    *,
+    spec: FeatureSpec,
+    labels: LabelSpec,
+    state: FeatureState | None = None,
+    progress: bool = False,
+) -> tuple[Examples, FeatureState]:
+    """Replay time-ordered events into labelled, point-in-time correct examples.
+
+    Returns the examples and the feature state after the last event (what serving would start from).
+    """
+    state = state or FeatureState(spec, catalog)
+    positives: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for event in events:
+        if spec.is_positive(event.event_type, event.value):
+            positives[(event.user_id, event.item_id)].append(event.timestamp_s)
+    example_types = set(labels.example_types)
+    rows: list[list[float]] = []
+    label: list[float] = []
+    times: list[float] = []
+    users: list[str] = []
+    item_rows: list[Item] = []
+    for event in tqdm(events, desc="features", unit="ev", disable=not progress, mininterval=0.5):
+        if event.event_type in example_types:
+            t = event.timestamp_s
+            rows.append(state.row(event.user_id, event.item_id, t))
+            if spec.is_positive(event.event_type, event.value):
+                y = 1.0
+            else:
+                later = positives.get((event.user_id, event.item_id), [])
+                k = bisect.bisect_right(later, t)
+                y = 1.0 if k < len(later) and later[k] <= t + labels.attribution_window_s else 0.0
+            label.append(y)
+            times.append(t)
+            users.append(event.user_id)
+            item_rows.append(state.item(event.item_id))
+        state.update(event)
+    feats = np.array(rows, dtype=np.float32).reshape(len(rows), NUM_FEATURES)
+    inputs = model_inputs(users, item_rows, feats)
+    examples = Examples(
+        user_id=inputs["user_id"],
+        item_id=inputs["item_id"],
+        category_id=inputs["category_id"],
+        features=inputs["features"],
+        label=np.array(label, dtype=np.float32),
+        timestamp_s=np.array(times, dtype=np.float64),
+        users=users,
+        items=[i.item_id for i in item_rows],
+    )
+    return examples, state
