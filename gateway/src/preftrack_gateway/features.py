@@ -109,7 +109,7 @@ _NEVER_LOG_HOURS = math.log1p(24 * 365)
 class _Decayed:
     """A vector of exponentially decayed counters sharing one clock."""
 
-    __slots__ = ("values", "t")
+    __slots__ = ("t", "values")
 
     def __init__(self, size: int) -> None:
         self.values = [0.0] * size
@@ -132,7 +132,7 @@ class _Decayed:
 class _Mean:
     """A running sum and count, for smoothed averages."""
 
-    __slots__ = ("total", "n")
+    __slots__ = ("n", "total")
 
     def __init__(self) -> None:
         self.total = 0.0

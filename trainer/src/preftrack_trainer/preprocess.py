@@ -151,9 +151,7 @@ class Examples:
         return self.take(self.timestamp_s < cut), self.take(self.timestamp_s >= cut)
 
 
-def model_inputs(
-    user_ids: Sequence[str], items: Sequence[Item], features: np.ndarray
-) -> dict[str, np.ndarray]:
+def model_inputs(user_ids: Sequence[str], items: Sequence[Item], features: np.ndarray) -> dict[str, np.ndarray]:
     """The model's raw inputs for rows of (user, item, features), as Triton and the SavedModel take them."""
     return {
         "user_id": np.array([stable_hash(u) for u in user_ids], dtype=np.int64),

@@ -9,6 +9,7 @@ and the requested models are ready, and stops it cleanly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import logging
@@ -50,7 +51,9 @@ def find_triton() -> TritonInstall:
     """Locate ``tritonserver`` and the python backend inside the installed ``nvidia-pytriton`` wheel."""
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
-        raise TritonStartError("nvidia-pytriton is not installed in this environment: pip install nvidia-pytriton==0.7.0")
+        raise TritonStartError(
+            "nvidia-pytriton is not installed in this environment: pip install nvidia-pytriton==0.7.0"
+        )
     package = Path(next(iter(spec.submodule_search_locations)))
     root = package / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -62,7 +65,9 @@ def find_triton() -> TritonInstall:
     )
     for label, path in dataclasses.asdict(install).items():
         if not Path(path).exists():
-            raise TritonStartError(f"{label} not found at {path}; reinstall nvidia-pytriton==0.7.0 for Python {version}")
+            raise TritonStartError(
+                f"{label} not found at {path}; reinstall nvidia-pytriton==0.7.0 for Python {version}"
+            )
     return install
 
 
@@ -164,7 +169,9 @@ class TritonServer:
         assert self.log_file is not None
         _LOGGER.info("starting tritonserver (grpc %s), log at %s", self.grpc_url, self.log_file)
         with open(self.log_file, "ab") as log:
-            self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self._process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         try:
             self._wait_ready()
         except BaseException:
@@ -195,7 +202,7 @@ class TritonServer:
                 try:
                     if client.is_server_ready() and all(client.is_model_ready(m) for m in self.config.models):
                         return
-                except Exception:  # noqa: BLE001 - not listening yet
+                except Exception:
                     pass
                 if time.monotonic() > deadline:
                     raise TritonStartError(
@@ -224,10 +231,8 @@ class TritonServer:
                 process.wait()
         # Stubs are Triton's children in the same session; make sure none outlives the server.
         if process is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self._process = None
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -43,8 +43,12 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def fetch(cache_dir: Path | None = None) -> Path:
+def fetch(cache_dir: Path | None = None, *, requirement: str = RECBOLE_REQUIREMENT) -> Path:
     """Make sure the ML-100k files are in ``cache_dir/ml-100k`` and return that folder.
+
+    Args:
+        cache_dir: cache root (default :func:`default_cache_dir`).
+        requirement: the pip requirement of the wheel that carries the files.
 
     Raises:
         DatasetUnavailableError: pip could not download the wheel, or a file's checksum is wrong.
@@ -56,9 +60,9 @@ def fetch(cache_dir: Path | None = None) -> Path:
         return target
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        _LOGGER.info("downloading %s to extract MovieLens-100k", RECBOLE_REQUIREMENT)
+        _LOGGER.info("downloading %s to extract MovieLens-100k", requirement)
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", RECBOLE_REQUIREMENT, "-d", tmp],
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", tmp],
             capture_output=True,
             text=True,
             check=False,
@@ -66,7 +70,7 @@ def fetch(cache_dir: Path | None = None) -> Path:
         wheels = list(Path(tmp).glob("recbole-*.whl"))
         if result.returncode != 0 or not wheels:
             raise DatasetUnavailableError(
-                f"could not download {RECBOLE_REQUIREMENT} from the package index (pip said: "
+                f"could not download {requirement} from the package index (pip said: "
                 f"{result.stderr.strip()[-500:] or 'nothing'}); check network access to PyPI or put "
                 f"ml-100k.inter/.item/.user into {target}"
             )
@@ -102,9 +106,7 @@ def load(cache_dir: Path | None = None) -> MovieLens:
     for row in _rows(folder / "ml-100k.item"):
         genres = tuple(row[3].split()) if len(row) > 3 and row[3].strip() else ("unknown",)
         items[row[0]] = Item(item_id=row[0], categories=genres, price=0.0)
-    users = {
-        row[0]: {"age": row[1], "gender": row[2], "occupation": row[3]} for row in _rows(folder / "ml-100k.user")
-    }
+    users = {row[0]: {"age": row[1], "gender": row[2], "occupation": row[3]} for row in _rows(folder / "ml-100k.user")}
     raw = _rows(folder / "ml-100k.inter")
     # Stable sort by timestamp keeps the file's order among equal timestamps: deterministic everywhere.
     raw.sort(key=lambda r: float(r[3]))

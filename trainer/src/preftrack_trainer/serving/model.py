@@ -71,12 +71,12 @@ class TritonPythonModel:
                 responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
                 continue
             good.append((index, rows))
-            for column, array in zip(columns, arrays):
+            for column, array in zip(columns, arrays, strict=False):
                 column.append(array)
         if good:
             try:
                 feeds = {}
-                for (name, _, dims), column in zip(self._inputs, columns):
+                for (name, _, dims), column in zip(self._inputs, columns, strict=False):
                     batch = np.concatenate(column) if len(column) > 1 else column[0]
                     # Scalar-per-row inputs are declared [1] for Triton and [None] in the signature.
                     feeds[name.lower()] = self._tf.constant(batch.reshape(-1) if dims == [1] else batch)
@@ -87,7 +87,7 @@ class TritonPythonModel:
                     out = pb_utils.Tensor(self._output_name, scores[start : start + rows])
                     responses[index] = pb_utils.InferenceResponse(output_tensors=[out])
                     start += rows
-            except Exception as exc:  # noqa: BLE001 - a model must answer every request, never raise
+            except Exception as exc:
                 for index, _ in good:
                     responses[index] = pb_utils.InferenceResponse(
                         error=pb_utils.TritonError(f"scoring failed: {type(exc).__name__}: {exc}")

@@ -1,0 +1,91 @@
+"""Feature definitions: point-in-time correctness and online/offline identity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from preftrack_gateway.features import FEATURE_NAMES, NUM_FEATURES, FeatureSpec, FeatureState
+from preftrack_gateway.schema import Event, Item
+from preftrack_trainer.data import synthetic
+from preftrack_trainer.preprocess import LabelSpec, build_examples, clean
+
+
+@pytest.fixture(scope="module")
+def shop_events():
+    shop = synthetic.generate(synthetic.SyntheticConfig(n_users=80, n_items=60, days=10, seed=3))
+    events, _ = clean(shop.events)
+    return shop, events
+
+
+def test_feature_names_match_row_length() -> None:
+    state = FeatureState()
+    assert len(state.row("u", "i", 1.8e9)) == NUM_FEATURES == len(FEATURE_NAMES)
+
+
+def test_row_never_counts_an_event_later_than_its_timestamp(shop_events) -> None:
+    shop, events = shop_events
+    examples, _ = build_examples(events, shop.items, spec=FeatureSpec(), labels=LabelSpec())
+    rng = np.random.default_rng(0)
+    for index in rng.choice(len(examples), 60, replace=False):
+        t = float(examples.timestamp_s[index])
+        user, item = examples.users[index], examples.items[index]
+        # Rebuild the state from strictly earlier events only: the row must be identical.
+        past = FeatureState(FeatureSpec(), shop.items)
+        past.update_many(e for e in events if e.timestamp_s < t)
+        expected = np.array(past.row(user, item, t), dtype=np.float32)
+        np.testing.assert_allclose(examples.features[index], expected, rtol=1e-5, atol=1e-6)
+        # And a state that also saw the future would differ for at least the counters of this user.
+    future = FeatureState(FeatureSpec(), shop.items)
+    future.update_many(events)
+    index = int(np.argmax(examples.timestamp_s < np.median(examples.timestamp_s)))
+    leaked = np.array(
+        future.row(examples.users[index], examples.items[index], float(examples.timestamp_s[index])), dtype=np.float32
+    )
+    assert not np.allclose(leaked, examples.features[index])
+
+
+def test_online_updates_give_the_same_rows_as_offline_replay(shop_events) -> None:
+    shop, events = shop_events
+    offline, _ = build_examples(events, shop.items, spec=FeatureSpec(), labels=LabelSpec())
+    online = FeatureState(FeatureSpec(), shop.items)
+    rows = []
+    for event in events:  # what the gateway does: read before folding each committed event in
+        if event.event_type == "view":
+            rows.append(online.row(event.user_id, event.item_id, event.timestamp_s))
+        online.update(event)
+    np.testing.assert_array_equal(np.array(rows, dtype=np.float32), offline.features)
+
+
+def test_affinity_moves_with_a_purchase_in_the_category() -> None:
+    items = {"a": Item(item_id="a", categories=("shoes",)), "b": Item(item_id="b", categories=("books",))}
+    state = FeatureState(FeatureSpec(), items)
+    t = 1.8e9
+    state.update(Event(event_id="1", user_id="u", item_id="b", event_type="purchase", timestamp_s=t))
+    before = state.row("u", "a", t + 10)[FEATURE_NAMES.index("user_category_affinity")]
+    state.update(Event(event_id="2", user_id="u", item_id="a", event_type="purchase", timestamp_s=t + 5))
+    after = state.row("u", "a", t + 10)[FEATURE_NAMES.index("user_category_affinity")]
+    assert before == 0.0 and after > 0.3
+
+
+def test_decayed_counts_fade_with_time() -> None:
+    state = FeatureState(FeatureSpec(short_window_s=3600, long_window_s=86_400))
+    t = 1.8e9
+    for k in range(10):
+        state.update(Event(event_id=str(k), user_id="u", item_id="i", event_type="view", timestamp_s=t))
+    index = FEATURE_NAMES.index("user_view_short")
+    now = state.row("u", "i", t)[index]
+    later = state.row("u", "i", t + 3 * 3600)[index]
+    assert now == pytest.approx(np.log1p(10))
+    assert later == pytest.approx(np.log1p(10 * np.exp(-3)))
+
+
+def test_schema_hash_changes_with_the_spec() -> None:
+    assert FeatureSpec().schema_hash() == FeatureSpec().schema_hash()
+    assert FeatureSpec().schema_hash() != FeatureSpec(rating_threshold=3.0).schema_hash()
+    assert FeatureSpec.from_dict(FeatureSpec().to_dict()) == FeatureSpec()
+
+
+def test_spec_rejects_unknown_positive_types() -> None:
+    with pytest.raises(ValueError, match="unknown event types"):
+        FeatureSpec(positive_types=("like",))
