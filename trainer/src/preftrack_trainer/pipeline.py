@@ -78,7 +78,7 @@ def load_dataset(config: TrainerConfig) -> Dataset:
     """Load and clean the configured dataset."""
     if config.dataset == "movielens":
         ml = movielens.load(config.cache_dir)
-        events, report = clean(ml.events)
+        events, report = clean(ml.events, bot_events_per_hour=None)
         return Dataset(
             "movielens", events, ml.items, FeatureSpec(positive_types=()), LabelSpec(example_types=("rating",)), report
         )

@@ -45,7 +45,7 @@ def clean(
     *,
     now_s: float | None = None,
     max_future_skew_s: float = 300.0,
-    bot_events_per_hour: int = 300,
+    bot_events_per_hour: int | None = 300,
 ) -> tuple[list[Event], CleaningReport]:
     """Dedupe, drop malformed or impossible records and bot-like users; return time-ordered events.
 
@@ -53,7 +53,8 @@ def clean(
         events: raw events in any order.
         now_s: current time; timestamps later than this (plus skew) are impossible. Defaults to the clock.
         max_future_skew_s: tolerated client clock skew.
-        bot_events_per_hour: a user with more events than this in one clock hour is treated as a bot.
+        bot_events_per_hour: a user with more events than this in one clock hour is treated as a bot;
+            ``None`` turns bot detection off (MovieLens users legitimately rate hundreds of films at sign-up).
     """
     now = time.time() if now_s is None else now_s
     dropped: collections.Counter[str] = collections.Counter()
@@ -84,7 +85,8 @@ def clean(
     per_hour: collections.Counter[tuple[str, int]] = collections.Counter(
         (e.user_id, int(e.timestamp_s // 3600)) for e in kept
     )
-    bots = sorted({user for (user, _), count in per_hour.items() if count > bot_events_per_hour})
+    limit = bot_events_per_hour
+    bots = sorted({user for (user, _), count in per_hour.items() if limit is not None and count > limit})
     if bots:
         bot_set = set(bots)
         before = len(kept)

@@ -92,6 +92,7 @@ class MovieLens:
     events: list[Event]
     items: dict[str, Item]
     users: dict[str, dict[str, str]]
+    item_attributes: dict[str, dict[str, str]]
 
 
 def _rows(path: Path) -> list[list[str]]:
@@ -103,9 +104,11 @@ def load(cache_dir: Path | None = None) -> MovieLens:
     """Load ML-100k (fetching it first if needed), ratings sorted by time."""
     folder = fetch(cache_dir)
     items: dict[str, Item] = {}
+    attributes: dict[str, dict[str, str]] = {}
     for row in _rows(folder / "ml-100k.item"):
         genres = tuple(row[3].split()) if len(row) > 3 and row[3].strip() else ("unknown",)
         items[row[0]] = Item(item_id=row[0], categories=genres, price=0.0)
+        attributes[row[0]] = {"title": row[1], "year": row[2] if len(row) > 2 else ""}
     users = {row[0]: {"age": row[1], "gender": row[2], "occupation": row[3]} for row in _rows(folder / "ml-100k.user")}
     raw = _rows(folder / "ml-100k.inter")
     # Stable sort by timestamp keeps the file's order among equal timestamps: deterministic everywhere.
@@ -121,4 +124,4 @@ def load(cache_dir: Path | None = None) -> MovieLens:
         )
         for n, row in enumerate(raw)
     ]
-    return MovieLens(events=events, items=items, users=users)
+    return MovieLens(events=events, items=items, users=users, item_attributes=attributes)
