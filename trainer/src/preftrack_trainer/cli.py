@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--metrics-port", type=int, default=8002)
-    serve.add_argument("--log-file", type=Path, default=None)
+    serve.add_argument("--log-file", type=Path, default=Path("var/tritonserver.log"))
     serve.add_argument("--model-config-name", default=None, help="e.g. gpu, for configs/gpu.pbtxt")
     serve.set_defaults(func=_serve)
 
