@@ -8,10 +8,10 @@ DATASET ?= synthetic
 .PHONY: setup up train test test-all lint bench clean
 
 # The venv is made from Debian's python3.11: Triton's python-backend stub links that exact libpython.
-$(BIN)/.installed: requirements-dev.txt gateway/pyproject.toml trainer/pyproject.toml
+$(BIN)/.installed: requirements-dev.txt sdk/pyproject.toml gateway/pyproject.toml trainer/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt -e gateway -e trainer
+	$(BIN)/pip install --quiet -r requirements-dev.txt -e sdk -e gateway -e trainer
 	touch $@
 
 setup: $(BIN)/.installed

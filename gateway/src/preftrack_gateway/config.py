@@ -1,0 +1,98 @@
+"""Gateway configuration: one frozen dataclass, validated on creation, buildable from ``PREFTRACK_*``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the setting."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GatewayConfig:
+    """Everything the gateway needs.
+
+    Attributes:
+        host / port: where the gRPC server listens (port 0 picks a free one).
+        triton_url: Triton's KServe v2 gRPC endpoint, ``host:port``.
+        model_name: the Triton model to call.
+        store_url: ``sqlite:///path/to/events.db`` or ``postgresql://user:pass@host/db``.
+        pseudonym_key: secret key of the keyed hash applied to user ids before anything is stored or logged.
+        api_keys: when non-empty, callers must send ``authorization: Bearer <key>`` with one of these.
+        metrics_port: Prometheus metrics over HTTP (0: disabled).
+        max_items_per_call: most items one Score/Recommend may carry.
+        max_events_per_call: most events one SendFeedback may carry.
+        max_stream_events: most events one StreamFeedback stream may carry.
+        max_message_bytes: largest request message accepted.
+        max_pending_events: events waiting for commit before new ones are refused (RESOURCE_EXHAUSTED).
+        max_future_skew_s: how far in the future an event's timestamp may be.
+        commit_batch_events: most events committed in one transaction.
+        triton_timeout_s: deadline for a Triton call when the caller sets none.
+        health_interval_s: how often model readiness is probed.
+        shutdown_grace_s: how long in-flight calls may finish on shutdown.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    triton_url: str = "127.0.0.1:8001"
+    model_name: str = "preftrack"
+    store_url: str = "sqlite:///var/preftrack.db"
+    pseudonym_key: str = ""
+    api_keys: tuple[str, ...] = ()
+    metrics_port: int = 0
+    max_items_per_call: int = 1000
+    max_events_per_call: int = 10_000
+    max_stream_events: int = 1_000_000
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_pending_events: int = 200_000
+    max_future_skew_s: float = 300.0
+    commit_batch_events: int = 20_000
+    triton_timeout_s: float = 5.0
+    health_interval_s: float = 1.0
+    shutdown_grace_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if len(self.pseudonym_key) < 16:
+            raise ConfigError("pseudonym_key (PREFTRACK_PSEUDONYM_KEY) must be set to a secret of >= 16 characters")
+        if not (self.store_url.startswith("sqlite:///") or self.store_url.startswith("postgresql://")):
+            raise ConfigError("store_url must start with sqlite:/// or postgresql://")
+        if not 0 <= self.port < 65536 or not 0 <= self.metrics_port < 65536:
+            raise ConfigError("port and metrics_port must lie in [0, 65535]")
+        for name in (
+            "max_items_per_call",
+            "max_events_per_call",
+            "max_stream_events",
+            "max_message_bytes",
+            "max_pending_events",
+            "commit_batch_events",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if min(self.triton_timeout_s, self.health_interval_s) <= 0 or self.shutdown_grace_s < 0:
+            raise ConfigError("triton_timeout_s and health_interval_s must be > 0, shutdown_grace_s >= 0")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> GatewayConfig:
+        """Defaults, overridden by ``PREFTRACK_<FIELD>`` variables, overridden by ``overrides``."""
+        source = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            raw = source.get(f"PREFTRACK_{field.name.upper()}")
+            if raw is None:
+                continue
+            try:
+                if field.name == "api_keys":
+                    values[field.name] = tuple(k for k in raw.split(",") if k)
+                elif field.type in ("int", int):
+                    values[field.name] = int(raw)
+                elif field.type in ("float", float):
+                    values[field.name] = float(raw)
+                else:
+                    values[field.name] = raw
+            except ValueError as exc:
+                raise ConfigError(f"PREFTRACK_{field.name.upper()}={raw!r}: {exc}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,63 @@
+"""The gateway's errors: one base with a gRPC ``code`` and a ``message`` that says what to fix."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway answers with a status other than INTERNAL."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequestError(GatewayError):
+    """The caller sent something malformed (INVALID_ARGUMENT); the message names the field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFoundError(GatewayError):
+    """The caller named something that does not exist (NOT_FOUND)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class UnauthenticatedError(GatewayError):
+    """Missing or wrong API key (UNAUTHENTICATED)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class OverloadedError(GatewayError):
+    """Too much work queued; retry later (RESOURCE_EXHAUSTED)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class ModelNotReadyError(GatewayError):
+    """No model version is ready to serve (UNAVAILABLE)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class TritonUnavailableError(GatewayError):
+    """Triton could not be reached or did not answer in time (UNAVAILABLE)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class StoreUnavailableError(GatewayError):
+    """The event store could not commit; nothing was acknowledged (UNAVAILABLE)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceededError(GatewayError):
+    """The caller's deadline passed before the answer was ready (DEADLINE_EXCEEDED)."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED

@@ -1,0 +1,138 @@
+"""Durable, idempotent feedback ingestion with group commit.
+
+Concurrent SendFeedback calls and stream batches hand their (already validated, pseudonymised) events to one
+:class:`GroupCommitWriter`. It commits whatever is waiting in one transaction, folds the new events into the
+real-time features, and only then resolves each caller's future: an acknowledgement always means "stored".
+Batching the commits is what lets thousands of unary calls per second share a few fsyncs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+
+from preftrack_gateway.errors import OverloadedError, StoreUnavailableError
+from preftrack_gateway.schema import Event
+from preftrack_gateway.store import EventStore, StoreError
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WriteResult:
+    """Outcome of one write: events newly stored and events whose id was already stored."""
+
+    accepted: int
+    duplicates: int
+
+
+@dataclasses.dataclass(slots=True)
+class _Pending:
+    events: Sequence[Event]
+    future: asyncio.Future[WriteResult]
+
+
+class GroupCommitWriter:
+    """Commits queued writes in batches; at most one transaction in flight.
+
+    Args:
+        store: where events go.
+        on_commit: called with the newly stored events (in commit order) after each commit.
+        max_batch_events: most events in one transaction.
+        max_pending_events: queued events beyond which :meth:`write` raises :class:`OverloadedError`.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        on_commit: Callable[[list[Event]], None],
+        *,
+        max_batch_events: int,
+        max_pending_events: int,
+    ) -> None:
+        self._store = store
+        self._on_commit = on_commit
+        self._max_batch = max_batch_events
+        self._max_pending = max_pending_events
+        self._queue: list[_Pending] = []
+        self._pending_events = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        """Start the commit loop on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+
+    def submit(self, events: Sequence[Event]) -> asyncio.Future[WriteResult]:
+        """Queue events; the returned future resolves once they are committed."""
+        if self._closing:
+            raise StoreUnavailableError("the gateway is shutting down; retry on another replica")
+        if self._pending_events + len(events) > self._max_pending:
+            raise OverloadedError(
+                f"{self._pending_events} events are waiting to be committed; slow down and retry (same event_ids)"
+            )
+        future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(events, future))
+        self._pending_events += len(events)
+        self._wakeup.set()
+        return future
+
+    async def write(self, events: Sequence[Event]) -> WriteResult:
+        """Queue events and wait until they are committed."""
+        return await self.submit(events)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch: list[_Pending] = []
+                size = 0
+                while self._queue and (not batch or size + len(self._queue[0].events) <= self._max_batch):
+                    item = self._queue.pop(0)
+                    batch.append(item)
+                    size += len(item.events)
+                await self._commit(batch, size)
+            if self._closing and not self._queue:
+                return
+
+    async def _commit(self, batch: list[_Pending], size: int) -> None:
+        events = [event for item in batch for event in item.events]
+        try:
+            stored = await self._store.append(events)
+        except StoreError as exc:
+            _LOGGER.error("commit of %d events failed: %s", len(events), exc)
+            error = StoreUnavailableError(f"the event store could not commit; nothing was stored: {exc}")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            self._pending_events -= size
+            return
+        except BaseException as exc:  # cancelled or a bug: fail the waiters, never leave them hanging
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(StoreUnavailableError(f"commit aborted: {type(exc).__name__}"))
+            self._pending_events -= size
+            raise
+        self._pending_events -= size
+        try:
+            self._on_commit([e for e, new in zip(events, stored, strict=True) if new])
+        except Exception:  # the events are durable; a feature bug must not turn that into an error
+            _LOGGER.exception("updating real-time features failed after a commit")
+        start = 0
+        for item in batch:
+            flags = stored[start : start + len(item.events)]
+            start += len(item.events)
+            if not item.future.done():
+                accepted = sum(flags)
+                item.future.set_result(WriteResult(accepted, len(flags) - accepted))
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task

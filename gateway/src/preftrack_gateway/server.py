@@ -1,0 +1,114 @@
+"""Assembles and runs the gateway: store, Triton client, core, servicers, health, reflection, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from preftrack.v1 import feedback_service_pb2, feedback_service_pb2_grpc, scoring_service_pb2, scoring_service_pb2_grpc
+from preftrack_gateway.config import GatewayConfig
+from preftrack_gateway.interceptors import EdgeInterceptor
+from preftrack_gateway.metrics import GatewayMetrics
+from preftrack_gateway.service import GatewayCore
+from preftrack_gateway.servicers.feedback import FeedbackServicer
+from preftrack_gateway.servicers.scoring import ScoringServicer
+from preftrack_gateway.store import open_store
+from preftrack_gateway.triton import TritonScorer
+
+_LOGGER = logging.getLogger(__name__)
+
+_SERVICES = (
+    scoring_service_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name,
+    feedback_service_pb2.DESCRIPTOR.services_by_name["FeedbackService"].full_name,
+)
+
+
+class GatewayServer:
+    """One running gateway. ``await start()``, then ``await stop()``; :attr:`port` is the bound port."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.metrics = GatewayMetrics()
+        self.port = 0
+        self.core: GatewayCore | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._health_tasks: set[asyncio.Task[None]] = set()
+
+    def _set_health(self, ready: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *_SERVICES):
+            task = asyncio.get_running_loop().create_task(self._health.set(name, status))
+            self._health_tasks.add(task)
+            task.add_done_callback(self._health_tasks.discard)
+
+    async def start(self) -> None:
+        """Open the store, rebuild features, bind the port and start serving."""
+        cfg = self.config
+        store = await open_store(cfg.store_url)
+        scorer = TritonScorer(cfg.triton_url, cfg.model_name)
+        self.core = GatewayCore(cfg, store, scorer, on_readiness=self._set_health)
+        server = grpc.aio.server(
+            interceptors=[EdgeInterceptor(self.metrics, cfg.api_keys)],
+            options=[
+                ("grpc.max_receive_message_length", cfg.max_message_bytes),
+                ("grpc.max_send_message_length", cfg.max_message_bytes),
+            ],
+        )
+        scoring_service_pb2_grpc.add_ScoringServiceServicer_to_server(ScoringServicer(self.core, self.metrics), server)
+        feedback_service_pb2_grpc.add_FeedbackServiceServicer_to_server(
+            FeedbackServicer(self.core, self.metrics), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection((*_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {cfg.host}:{cfg.port}")
+        self._set_health(False)
+        await self.core.start()
+        await server.start()
+        self._server = server
+        if cfg.metrics_port:
+            self.metrics.serve(cfg.metrics_port, cfg.host)
+        _LOGGER.info(
+            "gateway listening on %s:%d (Triton %s, store %s, serving version %s)",
+            cfg.host,
+            self.port,
+            cfg.triton_url,
+            cfg.store_url.split("://", 1)[0],
+            self.core.serving_version,
+        )
+
+    async def stop(self) -> None:
+        """Stop taking calls, let in-flight ones finish (up to the grace period), commit, close."""
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.config.shutdown_grace_s)
+        if self.core is not None:
+            await self.core.close()
+        self.metrics.close()
+        _LOGGER.info("gateway stopped")
+
+    async def wait(self) -> None:
+        """Until the server terminates."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(config: GatewayConfig) -> None:
+    """Run a gateway until SIGINT or SIGTERM, then shut down gracefully."""
+    gateway = GatewayServer(config)
+    await gateway.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"preftrack gateway ready on {config.host}:{gateway.port}", flush=True)
+    await stop.wait()
+    _LOGGER.info("shutting down (grace %.1f s)", config.shutdown_grace_s)
+    await gateway.stop()

@@ -1,0 +1,248 @@
+"""The gateway's core, free of protobuf: scoring, recommendation, ingestion and model readiness.
+
+The servicers translate messages to and from these calls; everything here works with the project's own
+dataclasses, so it can be reasoned about (and reused by the rollout controller) without gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from preftrack_gateway.config import GatewayConfig
+from preftrack_gateway.errors import InvalidRequestError, ModelNotReadyError, TritonUnavailableError
+from preftrack_gateway.features import NUM_FEATURES, FeatureSpec, FeatureState
+from preftrack_gateway.ingest import GroupCommitWriter, WriteResult
+from preftrack_gateway.privacy import Pseudonymiser
+from preftrack_gateway.schema import Event, EventValidationError, Item, stable_hash, validate_event
+from preftrack_gateway.store import EventStore, Impression
+from preftrack_gateway.triton import TritonScorer
+
+_LOGGER = logging.getLogger(__name__)
+
+_MAX_ID_CHARS = 256
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Scored:
+    """Scores for items, in the order asked, and the version that produced them."""
+
+    item_ids: tuple[str, ...]
+    scores: tuple[float, ...]
+    model_version: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Recommended:
+    """A ranked list (best first) with its recommendation id."""
+
+    item_ids: tuple[str, ...]
+    scores: tuple[float, ...]
+    model_version: int
+    recommendation_id: str
+
+
+def _check_id(field: str, value: str) -> None:
+    if not value or not value.strip():
+        raise InvalidRequestError(f"{field} must be a non-empty string")
+    if len(value) > _MAX_ID_CHARS:
+        raise InvalidRequestError(f"{field} must be at most {_MAX_ID_CHARS} characters")
+
+
+class GatewayCore:
+    """State and behaviour shared by the servicers of one gateway process."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        store: EventStore,
+        scorer: TritonScorer,
+        *,
+        spec: FeatureSpec | None = None,
+        on_readiness: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.scorer = scorer
+        self.features = FeatureState(spec or FeatureSpec())
+        self.pseudonymise = Pseudonymiser(config.pseudonym_key)
+        self.writer = GroupCommitWriter(
+            store,
+            self.features.update_many,
+            max_batch_events=config.commit_batch_events,
+            max_pending_events=config.max_pending_events,
+        )
+        self.serving_version: int | None = None
+        self._on_readiness = on_readiness or (lambda ready: None)
+        self._health_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Rebuild the real-time features from the store, start the commit loop and the readiness probe."""
+        started = time.perf_counter()
+        for item in await self.store.items():
+            self.features.upsert_item(item)
+        replayed: list[Event] = []
+        async for batch in self.store.events():
+            replayed.extend(event for _, event in batch)
+        replayed.sort(key=lambda e: e.timestamp_s)
+        self.features.update_many(replayed)
+        _LOGGER.info(
+            "rebuilt features from %d events and %d items in %.2f s",
+            len(replayed),
+            len(self.features.catalog),
+            time.perf_counter() - started,
+        )
+        self.writer.start()
+        await self.refresh_readiness()
+        self._health_task = asyncio.get_running_loop().create_task(self._health_loop(), name="readiness")
+
+    async def refresh_readiness(self) -> bool:
+        """Find the newest ready version; reload the model when Triton is up but nothing is ready."""
+        try:
+            versions = await self.scorer.ready_versions()
+            if not versions:
+                _LOGGER.warning("no ready version of %s; asking Triton to load it", self.scorer.model_name)
+                try:
+                    await self.scorer.load()
+                except ModelNotReadyError as exc:
+                    _LOGGER.warning("%s", exc.message)
+                versions = await self.scorer.ready_versions()
+        except TritonUnavailableError as exc:
+            _LOGGER.warning("%s", exc.message)
+            versions = []
+        version = versions[-1] if versions else None
+        if version != self.serving_version:
+            _LOGGER.info("serving version changed: %s -> %s", self.serving_version, version)
+        self.serving_version = version
+        self._on_readiness(version is not None)
+        return version is not None
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_interval_s)
+            try:
+                await self.refresh_readiness()
+            except Exception:  # keep probing whatever happens
+                _LOGGER.exception("readiness probe failed")
+
+    def _version(self) -> int:
+        if self.serving_version is None:
+            raise ModelNotReadyError(f"no version of model {self.scorer.model_name} is ready in Triton yet")
+        return self.serving_version
+
+    async def _score_items(
+        self, user_key: str, item_ids: Sequence[str], *, timeout_s: float, request_id: str
+    ) -> tuple[np.ndarray, int]:
+        version = self._version()
+        now = time.time()
+        n = len(item_ids)
+        features = np.empty((n, NUM_FEATURES), dtype=np.float32)
+        item_hash = np.empty(n, dtype=np.int64)
+        category_hash = np.empty(n, dtype=np.int64)
+        for row, item_id in enumerate(item_ids):
+            features[row] = self.features.row(user_key, item_id, now)
+            item = self.features.item(item_id)
+            item_hash[row] = stable_hash(item_id)
+            category_hash[row] = stable_hash(item.primary_category)
+        user_hash = np.full(n, stable_hash(user_key), dtype=np.int64)
+        scores = await self.scorer.score(
+            user_hash, item_hash, category_hash, features, version=version, timeout_s=timeout_s, request_id=request_id
+        )
+        return scores, version
+
+    def _check_items(self, field: str, item_ids: Sequence[str]) -> None:
+        if not item_ids:
+            raise InvalidRequestError(f"{field} must name at least one item")
+        if len(item_ids) > self.config.max_items_per_call:
+            raise InvalidRequestError(
+                f"{field} has {len(item_ids)} items; at most {self.config.max_items_per_call} per call"
+            )
+        for index, item_id in enumerate(item_ids):
+            _check_id(f"{field}[{index}]", item_id)
+
+    async def score(self, user_id: str, item_ids: Sequence[str], *, timeout_s: float, request_id: str) -> Scored:
+        """Score each item for the user, in the order given."""
+        _check_id("user_id", user_id)
+        self._check_items("item_ids", item_ids)
+        scores, version = await self._score_items(
+            self.pseudonymise(user_id), item_ids, timeout_s=timeout_s, request_id=request_id
+        )
+        return Scored(tuple(item_ids), tuple(float(s) for s in scores), version)
+
+    async def recommend(
+        self,
+        user_id: str,
+        candidates: Sequence[str],
+        k: int,
+        exclude: Sequence[str],
+        *,
+        timeout_s: float,
+        request_id: str,
+    ) -> Recommended:
+        """Rank the candidates (minus ``exclude``) for the user; return the top ``k`` and log the impression."""
+        _check_id("user_id", user_id)
+        self._check_items("candidate_item_ids", candidates)
+        if k < 1:
+            raise InvalidRequestError("k must be >= 1")
+        excluded = set(exclude)
+        pool = list(dict.fromkeys(c for c in candidates if c not in excluded))
+        user_key = self.pseudonymise(user_id)
+        recommendation_id = uuid.uuid4().hex
+        if not pool:
+            return Recommended((), (), self._version(), recommendation_id)
+        scores, version = await self._score_items(user_key, pool, timeout_s=timeout_s, request_id=request_id)
+        top = np.argsort(-scores, kind="stable")[:k]
+        result = Recommended(
+            tuple(pool[i] for i in top), tuple(float(scores[i]) for i in top), version, recommendation_id
+        )
+        await self.store.log_impression(
+            Impression(
+                recommendation_id=recommendation_id,
+                user_key=user_key,
+                item_ids=result.item_ids,
+                scores=result.scores,
+                model_version=str(version),
+                timestamp_s=time.time(),
+            )
+        )
+        return result
+
+    def prepare(self, event: Event, *, now_s: float) -> Event:
+        """Validate one event from a caller and pseudonymise its user id; raises EventValidationError."""
+        validate_event(event, now_s=now_s, max_future_skew_s=self.config.max_future_skew_s)
+        if event.recommendation_id is not None and len(event.recommendation_id) > _MAX_ID_CHARS:
+            raise EventValidationError("recommendation_id", f"must be at most {_MAX_ID_CHARS} characters")
+        return dataclasses.replace(event, user_id=self.pseudonymise(event.user_id))
+
+    async def ingest(self, events: Sequence[Event]) -> WriteResult:
+        """Commit prepared events durably (idempotent by event_id); the features move before this returns."""
+        if not events:
+            return WriteResult(0, 0)
+        return await self.writer.write(events)
+
+    async def upsert_items(self, items: Sequence[Item]) -> int:
+        """Add or replace catalogue items."""
+        for index, item in enumerate(items):
+            _check_id(f"items[{index}].item_id", item.item_id)
+            if not item.categories or any(not c for c in item.categories):
+                raise InvalidRequestError(f"items[{index}].categories must hold at least one non-empty category")
+            if not np.isfinite(item.price) or item.price < 0:
+                raise InvalidRequestError(f"items[{index}].price must be a finite number >= 0")
+        await self.store.upsert_items(items)
+        for item in items:
+            self.features.upsert_item(item)
+        return len(items)
+
+    async def close(self) -> None:
+        """Stop probing, commit what is queued, close the store and the Triton channel."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+        await self.writer.close()
+        await self.store.close()
+        await self.scorer.close()

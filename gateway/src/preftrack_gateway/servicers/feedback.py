@@ -1,0 +1,125 @@
+"""FeedbackService: SendFeedback, StreamFeedback and UpsertItems."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from preftrack.v1 import feedback_service_pb2, feedback_service_pb2_grpc, types_pb2
+from preftrack_gateway.errors import InvalidRequestError
+from preftrack_gateway.ingest import WriteResult
+from preftrack_gateway.metrics import GatewayMetrics
+from preftrack_gateway.schema import Event, EventValidationError, Item
+from preftrack_gateway.service import GatewayCore
+
+_LOGGER = logging.getLogger(__name__)
+
+_EVENT_TYPES = {
+    types_pb2.EVENT_TYPE_VIEW: "view",
+    types_pb2.EVENT_TYPE_CLICK: "click",
+    types_pb2.EVENT_TYPE_ADD_TO_CART: "add_to_cart",
+    types_pb2.EVENT_TYPE_PURCHASE: "purchase",
+    types_pb2.EVENT_TYPE_RATING: "rating",
+}
+# Commits a stream may have in flight before it waits for the oldest.
+_MAX_STREAM_IN_FLIGHT = 8
+
+
+def to_event(message: types_pb2.Event, now_s: float) -> Event:
+    """A schema Event from its message; raises EventValidationError for an unknown type."""
+    kind = _EVENT_TYPES.get(message.type)
+    if kind is None:
+        raise EventValidationError(
+            "type", f"unknown or unset event type {message.type}; use one of EVENT_TYPE_VIEW ... EVENT_TYPE_RATING"
+        )
+    value = message.value if (message.value != 0.0 or kind == "rating") else 1.0
+    timestamp = message.time.seconds + message.time.nanos / 1e9 if message.HasField("time") else now_s
+    return Event(
+        event_id=message.event_id,
+        user_id=message.user_id,
+        item_id=message.item_id,
+        event_type=kind,
+        value=value,
+        timestamp_s=timestamp,
+        recommendation_id=message.recommendation_id or None,
+        context=dict(message.context),
+    )
+
+
+class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
+    """Translates FeedbackService messages to :class:`GatewayCore` calls."""
+
+    def __init__(self, core: GatewayCore, metrics: GatewayMetrics) -> None:
+        self._core = core
+        self._metrics = metrics
+
+    def _count(self, result: WriteResult) -> None:
+        self._metrics.events.labels("accepted").inc(result.accepted)
+        self._metrics.events.labels("duplicate").inc(result.duplicates)
+
+    async def SendFeedback(self, request, context):  # noqa: N802 - the proto's name
+        limit = self._core.config.max_events_per_call
+        if not request.events:
+            raise InvalidRequestError("events must hold at least one event")
+        if len(request.events) > limit:
+            raise InvalidRequestError(f"events has {len(request.events)} events; at most {limit} per call")
+        now = time.time()
+        prepared = []
+        for index, message in enumerate(request.events):
+            try:
+                prepared.append(self._core.prepare(to_event(message, now), now_s=now))
+            except EventValidationError as exc:
+                self._metrics.events.labels("rejected").inc(len(request.events))
+                raise InvalidRequestError(
+                    f"events[{index}].{exc} (event_id {message.event_id!r}); nothing in this call was stored"
+                ) from exc
+        result = await self._core.ingest(prepared)
+        self._count(result)
+        return feedback_service_pb2.SendFeedbackResponse(accepted=result.accepted, duplicates=result.duplicates)
+
+    async def StreamFeedback(self, request_iterator, context):  # noqa: N802
+        limit = self._core.config.max_stream_events
+        seen = 0
+        rejected: list[feedback_service_pb2.RejectedEvent] = []
+        in_flight: list[asyncio.Future[WriteResult]] = []
+        accepted = duplicates = 0
+
+        async def settle(keep: int) -> None:
+            nonlocal accepted, duplicates
+            while len(in_flight) > keep:
+                result = await in_flight.pop(0)
+                accepted += result.accepted
+                duplicates += result.duplicates
+                self._count(result)
+
+        async for request in request_iterator:
+            seen += len(request.events)
+            if seen > limit:
+                await settle(0)
+                raise InvalidRequestError(
+                    f"a stream may carry at most {limit} events; the first {accepted + duplicates} were stored, "
+                    "send the rest in a new stream"
+                )
+            now = time.time()
+            prepared = []
+            for message in request.events:
+                try:
+                    prepared.append(self._core.prepare(to_event(message, now), now_s=now))
+                except EventValidationError as exc:
+                    rejected.append(feedback_service_pb2.RejectedEvent(event_id=message.event_id, reason=str(exc)))
+            if prepared:
+                in_flight.append(self._core.writer.submit(prepared))
+                await settle(_MAX_STREAM_IN_FLIGHT)
+        await settle(0)
+        self._metrics.events.labels("rejected").inc(len(rejected))
+        return feedback_service_pb2.StreamFeedbackResponse(accepted=accepted, duplicates=duplicates, rejected=rejected)
+
+    async def UpsertItems(self, request, context):  # noqa: N802
+        if not request.items:
+            raise InvalidRequestError("items must hold at least one item")
+        items = [
+            Item(item_id=m.item_id, categories=tuple(m.categories) or ("unknown",), price=float(m.price))
+            for m in request.items
+        ]
+        return feedback_service_pb2.UpsertItemsResponse(upserted=await self._core.upsert_items(items))

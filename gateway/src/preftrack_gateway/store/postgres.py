@@ -1,0 +1,167 @@
+"""PostgreSQL event store (psycopg 3, async): the scale-out backend several gateway replicas can share."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+
+import psycopg
+
+from preftrack_gateway.schema import Event, Item
+from preftrack_gateway.store.base import (
+    EventStore,
+    Impression,
+    StoreError,
+    context_json,
+    event_from_row,
+    first_occurrences,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq BIGSERIAL PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    user_key TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,
+    recommendation_id TEXT,
+    context TEXT,
+    committed_at DOUBLE PRECISION NOT NULL DEFAULT extract(epoch FROM clock_timestamp())
+);
+CREATE TABLE IF NOT EXISTS items (
+    item_id TEXT PRIMARY KEY,
+    categories TEXT NOT NULL,
+    price DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS impressions (
+    recommendation_id TEXT PRIMARY KEY,
+    user_key TEXT NOT NULL,
+    item_ids TEXT NOT NULL,
+    scores TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL
+);
+"""
+
+_EVENT_COLUMNS = "event_id, user_key, item_id, event_type, value, ts, recommendation_id, context"
+
+
+class PostgresStore(EventStore):
+    """Events, items and impressions in PostgreSQL. Writes use one connection; reads another."""
+
+    def __init__(self, writer: psycopg.AsyncConnection, reader: psycopg.AsyncConnection) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, url: str) -> PostgresStore:
+        """Connect to ``url`` and create the tables if needed."""
+        try:
+            writer = await psycopg.AsyncConnection.connect(url, autocommit=True)
+            reader = await psycopg.AsyncConnection.connect(url, autocommit=True)
+            await writer.execute(_SCHEMA)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open PostgreSQL store: {exc}") from exc
+        return cls(writer, reader)
+
+    async def append(self, events: Sequence[Event]) -> list[bool]:
+        firsts = first_occurrences(events)
+        candidates = [e for e, first in zip(events, firsts, strict=True) if first]
+        columns: list[list[object]] = [[] for _ in range(8)]
+        for e in candidates:
+            row = (e.event_id, e.user_id, e.item_id, e.event_type, e.value, e.timestamp_s, e.recommendation_id)
+            for column, value in zip(columns, (*row, context_json(e)), strict=True):
+                column.append(value)
+        try:
+            async with self._write_lock, self._writer.transaction():
+                cursor = await self._writer.execute(
+                    f"INSERT INTO events ({_EVENT_COLUMNS}) "
+                    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
+                    "%s::float8[], %s::float8[], %s::text[], %s::text[]) "
+                    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                    columns,
+                )
+                inserted = {row[0] for row in await cursor.fetchall()}
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+        return [first and e.event_id in inserted for e, first in zip(events, firsts, strict=True)]
+
+    async def upsert_items(self, items: Sequence[Item]) -> None:
+        try:
+            async with self._write_lock, self._writer.transaction(), self._writer.cursor() as cursor:
+                await cursor.executemany(
+                    "INSERT INTO items (item_id, categories, price) VALUES (%s, %s, %s) ON CONFLICT (item_id) "
+                    "DO UPDATE SET categories = excluded.categories, price = excluded.price",
+                    [(i.item_id, json.dumps(list(i.categories)), i.price) for i in items],
+                )
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+
+    async def _fetch(self, query: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        try:
+            async with self._read_lock:
+                cursor = await self._reader.execute(query, params)
+                return await cursor.fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+
+    async def items(self) -> list[Item]:
+        rows = await self._fetch("SELECT item_id, categories, price FROM items")
+        return [Item(item_id=str(r[0]), categories=tuple(json.loads(str(r[1]))), price=float(r[2])) for r in rows]  # type: ignore[arg-type]
+
+    async def log_impression(self, impression: Impression) -> None:
+        try:
+            async with self._write_lock:
+                await self._writer.execute(
+                    "INSERT INTO impressions VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (
+                        impression.recommendation_id,
+                        impression.user_key,
+                        json.dumps(list(impression.item_ids)),
+                        json.dumps(list(impression.scores)),
+                        impression.model_version,
+                        impression.timestamp_s,
+                    ),
+                )
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+
+    async def impression(self, recommendation_id: str) -> Impression | None:
+        rows = await self._fetch("SELECT * FROM impressions WHERE recommendation_id = %s", (recommendation_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return Impression(
+            recommendation_id=str(r[0]),
+            user_key=str(r[1]),
+            item_ids=tuple(json.loads(str(r[2]))),
+            scores=tuple(json.loads(str(r[3]))),
+            model_version=str(r[4]),
+            timestamp_s=float(r[5]),  # type: ignore[arg-type]
+        )
+
+    async def events(self, *, after_seq: int = 0, batch_size: int = 10_000) -> AsyncIterator[list[tuple[int, Event]]]:
+        last = after_seq
+        while True:
+            rows = await self._fetch(
+                f"SELECT seq, {_EVENT_COLUMNS} FROM events WHERE seq > %s ORDER BY seq LIMIT %s", (last, batch_size)
+            )
+            if not rows:
+                return
+            yield [(int(r[0]), event_from_row(r[1:])) for r in rows]  # type: ignore[call-overload]
+            last = int(rows[-1][0])  # type: ignore[call-overload]
+
+    async def count_events(self) -> int:
+        return int((await self._fetch("SELECT count(*) FROM events"))[0][0])  # type: ignore[call-overload]
+
+    async def has_event(self, event_id: str) -> bool:
+        return bool(await self._fetch("SELECT 1 FROM events WHERE event_id = %s", (event_id,)))
+
+    async def close(self) -> None:
+        await self._writer.close()
+        await self._reader.close()

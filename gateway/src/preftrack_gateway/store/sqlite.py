@@ -1,0 +1,207 @@
+"""SQLite event store: WAL journal, full fsync on commit, one connection on one dedicated thread."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from preftrack_gateway.schema import Event, Item
+from preftrack_gateway.store.base import (
+    EventStore,
+    Impression,
+    StoreError,
+    context_json,
+    event_from_row,
+    first_occurrences,
+)
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    user_key TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    value REAL NOT NULL,
+    ts REAL NOT NULL,
+    recommendation_id TEXT,
+    context TEXT,
+    committed_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+);
+CREATE TABLE IF NOT EXISTS items (
+    item_id TEXT PRIMARY KEY,
+    categories TEXT NOT NULL,
+    price REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS impressions (
+    recommendation_id TEXT PRIMARY KEY,
+    user_key TEXT NOT NULL,
+    item_ids TEXT NOT NULL,
+    scores TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+"""
+
+_EVENT_COLUMNS = "event_id, user_key, item_id, event_type, value, ts, recommendation_id, context"
+
+
+class SQLiteStore(EventStore):
+    """The embedded default store. Safe for one gateway process; use PostgreSQL for several replicas."""
+
+    def __init__(self, connection: sqlite3.Connection, executor: concurrent.futures.ThreadPoolExecutor) -> None:
+        self._db = connection
+        self._executor = executor
+
+    @classmethod
+    async def open(cls, path: str) -> SQLiteStore:
+        """Open or create the database file at ``path``."""
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+
+        def connect() -> sqlite3.Connection:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: the WAL is fsynced at every commit, so an acknowledged event survives a power cut.
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=10000")
+            db.executescript(_SCHEMA)
+            return db
+
+        try:
+            db = await asyncio.get_running_loop().run_in_executor(executor, connect)
+        except sqlite3.Error as exc:
+            executor.shutdown()
+            raise StoreError(f"cannot open SQLite database {path}: {exc}") from exc
+        return cls(db, executor)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite: {exc}") from exc
+
+    async def append(self, events: Sequence[Event]) -> list[bool]:
+        firsts = first_occurrences(events)
+
+        def write() -> list[bool]:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                candidates = [e for e, first in zip(events, firsts, strict=True) if first]
+                existing: set[str] = set()
+                ids = [e.event_id for e in candidates]
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    existing.update(
+                        r[0] for r in db.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
+                    )
+                db.executemany(
+                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            e.event_id,
+                            e.user_id,
+                            e.item_id,
+                            e.event_type,
+                            e.value,
+                            e.timestamp_s,
+                            e.recommendation_id,
+                            context_json(e),
+                        )
+                        for e in candidates
+                        if e.event_id not in existing
+                    ],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return [first and e.event_id not in existing for e, first in zip(events, firsts, strict=True)]
+
+        return await self._run(write)
+
+    async def upsert_items(self, items: Sequence[Item]) -> None:
+        def write() -> None:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO items (item_id, categories, price) VALUES (?, ?, ?) "
+                    "ON CONFLICT(item_id) DO UPDATE SET categories = excluded.categories, price = excluded.price",
+                    [(i.item_id, json.dumps(list(i.categories)), i.price) for i in items],
+                )
+
+        await self._run(write)
+
+    async def items(self) -> list[Item]:
+        rows = await self._run(lambda: self._db.execute("SELECT item_id, categories, price FROM items").fetchall())
+        return [Item(item_id=r[0], categories=tuple(json.loads(r[1])), price=float(r[2])) for r in rows]
+
+    async def log_impression(self, impression: Impression) -> None:
+        def write() -> None:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute(
+                    "INSERT OR IGNORE INTO impressions VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        impression.recommendation_id,
+                        impression.user_key,
+                        json.dumps(list(impression.item_ids)),
+                        json.dumps(list(impression.scores)),
+                        impression.model_version,
+                        impression.timestamp_s,
+                    ),
+                )
+
+        await self._run(write)
+
+    async def impression(self, recommendation_id: str) -> Impression | None:
+        row = await self._run(
+            lambda: self._db.execute(
+                "SELECT * FROM impressions WHERE recommendation_id = ?", (recommendation_id,)
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        return Impression(
+            recommendation_id=row[0],
+            user_key=row[1],
+            item_ids=tuple(json.loads(row[2])),
+            scores=tuple(json.loads(row[3])),
+            model_version=row[4],
+            timestamp_s=float(row[5]),
+        )
+
+    async def events(self, *, after_seq: int = 0, batch_size: int = 10_000) -> AsyncIterator[list[tuple[int, Event]]]:
+        last = after_seq
+        while True:
+            rows = await self._run(
+                lambda last=last: self._db.execute(
+                    f"SELECT seq, {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (last, batch_size)
+                ).fetchall()
+            )
+            if not rows:
+                return
+            yield [(int(r[0]), event_from_row(r[1:])) for r in rows]
+            last = int(rows[-1][0])
+
+    async def count_events(self) -> int:
+        return int((await self._run(lambda: self._db.execute("SELECT count(*) FROM events").fetchone()))[0])
+
+    async def has_event(self, event_id: str) -> bool:
+        row = await self._run(
+            lambda: self._db.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,)).fetchone()
+        )
+        return row is not None
+
+    async def close(self) -> None:
+        await self._run(self._db.close)
+        self._executor.shutdown(wait=True)

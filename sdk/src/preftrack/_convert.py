@@ -1,0 +1,111 @@
+"""The one module of the SDK that touches protobuf messages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from preftrack.types import (
+    EventType,
+    FeedbackEvent,
+    FeedbackSummary,
+    Item,
+    Recommendation,
+    RejectedEvent,
+    ScoredItem,
+    Scores,
+)
+from preftrack.v1 import feedback_service_pb2, scoring_service_pb2, types_pb2
+
+_EVENT_TYPES = {
+    EventType.VIEW: types_pb2.EVENT_TYPE_VIEW,
+    EventType.CLICK: types_pb2.EVENT_TYPE_CLICK,
+    EventType.ADD_TO_CART: types_pb2.EVENT_TYPE_ADD_TO_CART,
+    EventType.PURCHASE: types_pb2.EVENT_TYPE_PURCHASE,
+    EventType.RATING: types_pb2.EVENT_TYPE_RATING,
+}
+
+
+def event_type(value: EventType | str) -> int:
+    """Proto enum value of an event type; raises ValueError naming the accepted values."""
+    try:
+        return _EVENT_TYPES[EventType(value)]
+    except ValueError:
+        raise ValueError(
+            f"unknown event_type {value!r}; expected one of {', '.join(t.value for t in EventType)}"
+        ) from None
+
+
+def event(e: FeedbackEvent) -> types_pb2.Event:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(e.timestamp_s * 1e9))
+    return types_pb2.Event(
+        event_id=e.event_id,
+        user_id=e.user_id,
+        item_id=e.item_id,
+        type=event_type(e.event_type),  # type: ignore[arg-type]
+        value=e.value,
+        time=ts,
+        recommendation_id=e.recommendation_id or "",
+        context=dict(e.context),
+    )
+
+
+def score_request(user_id: str, item_ids: Sequence[str], context: Mapping[str, str] | None):
+    return scoring_service_pb2.ScoreRequest(user_id=user_id, item_ids=list(item_ids), context=dict(context or {}))
+
+
+def recommend_request(
+    user_id: str, candidates: Sequence[str], k: int, exclude: Sequence[str], context: Mapping[str, str] | None
+):
+    return scoring_service_pb2.RecommendRequest(
+        user_id=user_id,
+        candidate_item_ids=list(candidates),
+        k=k,
+        exclude_item_ids=list(exclude),
+        context=dict(context or {}),
+    )
+
+
+def _scored(items) -> tuple[ScoredItem, ...]:
+    return tuple(ScoredItem(i.item_id, float(i.score)) for i in items)
+
+
+def scores(response: scoring_service_pb2.ScoreResponse) -> Scores:
+    return Scores(_scored(response.items), response.model_version, response.request_id)
+
+
+def recommendation(response: scoring_service_pb2.RecommendResponse) -> Recommendation:
+    return Recommendation(_scored(response.items), response.model_version, response.recommendation_id)
+
+
+def send_request(events: Sequence[FeedbackEvent]) -> feedback_service_pb2.SendFeedbackRequest:
+    return feedback_service_pb2.SendFeedbackRequest(events=[event(e) for e in events])
+
+
+def stream_request(events: Sequence[FeedbackEvent]) -> feedback_service_pb2.StreamFeedbackRequest:
+    return feedback_service_pb2.StreamFeedbackRequest(events=[event(e) for e in events])
+
+
+def send_summary(response: feedback_service_pb2.SendFeedbackResponse) -> FeedbackSummary:
+    return FeedbackSummary(int(response.accepted), int(response.duplicates))
+
+
+def stream_summary(response: feedback_service_pb2.StreamFeedbackResponse) -> FeedbackSummary:
+    return FeedbackSummary(
+        int(response.accepted),
+        int(response.duplicates),
+        tuple(RejectedEvent(r.event_id, r.reason) for r in response.rejected),
+    )
+
+
+def upsert_request(items: Sequence[Item]) -> feedback_service_pb2.UpsertItemsRequest:
+    return feedback_service_pb2.UpsertItemsRequest(
+        items=[
+            types_pb2.Item(
+                item_id=i.item_id, categories=list(i.categories), price=i.price, attributes=dict(i.attributes)
+            )
+            for i in items
+        ]
+    )

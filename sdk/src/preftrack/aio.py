@@ -1,0 +1,124 @@
+"""Asyncio client of the preftrack gateway: the same surface as :class:`preftrack.Client`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from preftrack import _convert
+from preftrack._channel import channel_options, metadata
+from preftrack.client import _batches
+from preftrack.errors import InvalidRequestError, PreftrackError, translate
+from preftrack.types import FeedbackEvent, FeedbackSummary, Item, Recommendation, Scores
+from preftrack.v1 import feedback_service_pb2_grpc, scoring_service_pb2_grpc
+
+
+class AsyncClient:
+    """Talks to a preftrack gateway over gRPC from asyncio code. Arguments as for :class:`preftrack.Client`."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 5.0,
+        max_attempts: int = 4,
+        max_message_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self._channel = grpc.aio.insecure_channel(
+            target, options=channel_options(max_attempts=max_attempts, max_message_bytes=max_message_bytes)
+        )
+        self._scoring = scoring_service_pb2_grpc.ScoringServiceStub(self._channel)
+        self._feedback = feedback_service_pb2_grpc.FeedbackServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._metadata = metadata(api_key)
+        self.timeout_s = timeout_s
+
+    async def _call(self, method, request, timeout_s: float | None):
+        try:
+            return await method(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise translate(e) from e
+
+    async def score(
+        self,
+        user_id: str,
+        item_ids: Sequence[str],
+        *,
+        context: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Scores:
+        """Score each item for the user; the answer keeps the request's order."""
+        request = _convert.score_request(user_id, item_ids, context)
+        return _convert.scores(await self._call(self._scoring.Score, request, timeout_s))
+
+    async def recommend(
+        self,
+        user_id: str,
+        candidates: Sequence[str],
+        k: int = 10,
+        *,
+        exclude: Sequence[str] = (),
+        context: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Recommendation:
+        """The ``k`` best candidates for the user, best first (logged as an impression)."""
+        request = _convert.recommend_request(user_id, candidates, k, exclude, context)
+        return _convert.recommendation(await self._call(self._scoring.Recommend, request, timeout_s))
+
+    async def send(
+        self, events: FeedbackEvent | Sequence[FeedbackEvent], *, timeout_s: float | None = None
+    ) -> FeedbackSummary:
+        """Store one event or a batch, all or nothing; returns once they are durable."""
+        batch = [events] if isinstance(events, FeedbackEvent) else list(events)
+        try:
+            request = _convert.send_request(batch)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), "INVALID_ARGUMENT") from exc
+        return _convert.send_summary(await self._call(self._feedback.SendFeedback, request, timeout_s))
+
+    async def stream(
+        self, events: Iterable[FeedbackEvent], *, batch_size: int = 1000, timeout_s: float | None = None
+    ) -> FeedbackSummary:
+        """Stream events in batches; invalid ones are skipped and reported in the summary."""
+        try:
+            requests = [_convert.stream_request(b) for b in _batches(events, batch_size)]
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), "INVALID_ARGUMENT") from exc
+
+        async def produce() -> AsyncIterator:
+            for request in requests:
+                yield request
+
+        try:
+            response = await self._feedback.StreamFeedback(
+                produce(), timeout=timeout_s or 300.0, metadata=self._metadata
+            )
+        except grpc.RpcError as e:
+            raise translate(e) from e
+        return _convert.stream_summary(response)
+
+    async def upsert_items(self, items: Sequence[Item], *, timeout_s: float | None = None) -> int:
+        """Add or replace catalogue items; returns how many."""
+        response = await self._call(self._feedback.UpsertItems, _convert.upsert_request(items), timeout_s)
+        return int(response.upserted)
+
+    async def healthy(self, *, timeout_s: float | None = None) -> bool:
+        """Whether the gateway reports SERVING (a model is ready)."""
+        try:
+            response = await self._call(self._health.Check, health_pb2.HealthCheckRequest(service=""), timeout_s)
+        except PreftrackError:
+            return False
+        return response.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

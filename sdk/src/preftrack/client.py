@@ -1,0 +1,146 @@
+"""Synchronous client of the preftrack gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from preftrack import _convert
+from preftrack._channel import channel_options, metadata
+from preftrack.errors import InvalidRequestError, PreftrackError, translate
+from preftrack.types import FeedbackEvent, FeedbackSummary, Item, Recommendation, Scores
+from preftrack.v1 import feedback_service_pb2_grpc, scoring_service_pb2_grpc
+
+T = TypeVar("T")
+
+
+def _batches(events: Iterable[FeedbackEvent], size: int) -> Iterator[list[FeedbackEvent]]:
+    batch: list[FeedbackEvent] = []
+    for event in events:
+        batch.append(event)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class Client:
+    """Talks to a preftrack gateway over gRPC.
+
+    Args:
+        target: ``host:port`` of the gateway.
+        api_key: sent as ``authorization: Bearer <key>`` when the gateway requires one.
+        timeout_s: default deadline of each call.
+        max_attempts: attempts per call when the gateway is UNAVAILABLE (2 to 5).
+        max_message_bytes: largest message sent or received.
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 5.0,
+        max_attempts: int = 4,
+        max_message_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self._channel = grpc.insecure_channel(
+            target, options=channel_options(max_attempts=max_attempts, max_message_bytes=max_message_bytes)
+        )
+        self._scoring = scoring_service_pb2_grpc.ScoringServiceStub(self._channel)
+        self._feedback = feedback_service_pb2_grpc.FeedbackServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._metadata = metadata(api_key)
+        self.timeout_s = timeout_s
+
+    def _call(self, method, request, timeout_s: float | None):
+        try:
+            return method(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise translate(e) from e
+
+    def score(
+        self,
+        user_id: str,
+        item_ids: Sequence[str],
+        *,
+        context: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Scores:
+        """Score each item for the user; the answer keeps the request's order."""
+        return _convert.scores(
+            self._call(self._scoring.Score, _convert.score_request(user_id, item_ids, context), timeout_s)
+        )
+
+    def recommend(
+        self,
+        user_id: str,
+        candidates: Sequence[str],
+        k: int = 10,
+        *,
+        exclude: Sequence[str] = (),
+        context: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Recommendation:
+        """The ``k`` best candidates for the user, best first (logged as an impression)."""
+        request = _convert.recommend_request(user_id, candidates, k, exclude, context)
+        return _convert.recommendation(self._call(self._scoring.Recommend, request, timeout_s))
+
+    def send(
+        self, events: FeedbackEvent | Sequence[FeedbackEvent], *, timeout_s: float | None = None
+    ) -> FeedbackSummary:
+        """Store one event or a batch, all or nothing; returns once they are durable."""
+        batch = [events] if isinstance(events, FeedbackEvent) else list(events)
+        try:
+            request = _convert.send_request(batch)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), "INVALID_ARGUMENT") from exc
+        return _convert.send_summary(self._call(self._feedback.SendFeedback, request, timeout_s))
+
+    def stream(
+        self, events: Iterable[FeedbackEvent], *, batch_size: int = 1000, timeout_s: float | None = None
+    ) -> FeedbackSummary:
+        """Stream events in batches; invalid ones are skipped and reported in the summary."""
+        requests = (_convert.stream_request(b) for b in _batches(events, batch_size))
+        try:
+            response = self._feedback.StreamFeedback(requests, timeout=timeout_s or 300.0, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise translate(e) from e
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), "INVALID_ARGUMENT") from exc
+        return _convert.stream_summary(response)
+
+    def upsert_items(self, items: Sequence[Item], *, timeout_s: float | None = None) -> int:
+        """Add or replace catalogue items; returns how many."""
+        response = self._call(self._feedback.UpsertItems, _convert.upsert_request(items), timeout_s)
+        return int(response.upserted)
+
+    def healthy(self, *, timeout_s: float | None = None) -> bool:
+        """Whether the gateway reports SERVING (a model is ready)."""
+        try:
+            response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=""), timeout_s)
+        except PreftrackError:
+            return False
+        return response.status == health_pb2.HealthCheckResponse.SERVING
+
+    def feedback_sender(self, *, batch_size: int = 500, flush_interval_s: float = 0.2, max_queued: int = 100_000):
+        """A background sender that batches events; see :class:`preftrack.sender.FeedbackSender`."""
+        from preftrack.sender import FeedbackSender
+
+        return FeedbackSender(self, batch_size=batch_size, flush_interval_s=flush_interval_s, max_queued=max_queued)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

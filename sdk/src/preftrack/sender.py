@@ -1,0 +1,155 @@
+"""Background batching of feedback events that never drops one silently.
+
+:meth:`FeedbackSender.send` queues an event (blocking when the queue is full: back-pressure, not loss). A
+thread sends batches with :meth:`Client.send`. A batch the gateway cannot take now (unavailable, overloaded,
+timed out) stays queued and is retried on the next cycle with the same event ids, so nothing is stored twice.
+A batch refused as invalid is split to find the bad events, which are reported in :attr:`rejected`; the rest
+are sent. :meth:`close` flushes and raises :class:`FeedbackNotDeliveredError` listing whatever could not be
+delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from preftrack.errors import InvalidRequestError, PreftrackError
+from preftrack.types import FeedbackEvent, RejectedEvent
+
+if TYPE_CHECKING:
+    from preftrack.client import Client
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class FeedbackNotDeliveredError(PreftrackError):
+    """Events that could not be delivered before :meth:`FeedbackSender.close` gave up; see ``events``."""
+
+    def __init__(self, events: list[FeedbackEvent], cause: str) -> None:
+        super().__init__(f"{len(events)} events not delivered: {cause}", "UNAVAILABLE")
+        self.events = events
+
+
+class FeedbackSender:
+    """Sends events in batches from a background thread. Create with :meth:`Client.feedback_sender`."""
+
+    def __init__(self, client: Client, *, batch_size: int, flush_interval_s: float, max_queued: int) -> None:
+        if batch_size < 1 or flush_interval_s <= 0 or max_queued < 1:
+            raise ValueError("batch_size and max_queued must be >= 1 and flush_interval_s > 0")
+        self._client = client
+        self._batch_size = batch_size
+        self._interval = flush_interval_s
+        self._queue: queue.Queue[FeedbackEvent] = queue.Queue(maxsize=max_queued)
+        self._retry: list[FeedbackEvent] = []
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
+        self._stop = threading.Event()
+        self._last_error = ""
+        self.accepted = 0
+        self.duplicates = 0
+        self.rejected: list[RejectedEvent] = []
+        self._thread = threading.Thread(target=self._run, name="preftrack-feedback-sender", daemon=True)
+        self._thread.start()
+
+    def send(self, event: FeedbackEvent, *, timeout_s: float | None = None) -> str:
+        """Queue an event; returns its event_id. Blocks while the queue is full."""
+        if self._stop.is_set():
+            raise RuntimeError("the sender is closed")
+        with self._lock:
+            self._in_flight += 1
+        try:
+            self._queue.put(event, timeout=timeout_s)
+        except queue.Full:
+            with self._lock:
+                self._in_flight -= 1
+            raise
+        return event.event_id
+
+    @property
+    def pending(self) -> int:
+        """Events queued or being sent."""
+        with self._lock:
+            return self._in_flight
+
+    def _take(self) -> list[FeedbackEvent]:
+        with self._lock:
+            batch, self._retry = self._retry[: self._batch_size], self._retry[self._batch_size :]
+        try:
+            if not batch:
+                batch.append(self._queue.get(timeout=self._interval))
+            while len(batch) < self._batch_size:
+                batch.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return batch
+
+    def _deliver(self, batch: list[FeedbackEvent]) -> list[FeedbackEvent]:
+        """Send a batch; returns the events to retry later."""
+        try:
+            summary = self._client.send(batch)
+        except InvalidRequestError as exc:
+            if len(batch) == 1:
+                self.rejected.append(RejectedEvent(batch[0].event_id, exc.message))
+                _LOGGER.warning("event %s rejected: %s", batch[0].event_id, exc.message)
+                return []
+            middle = len(batch) // 2
+            return self._deliver(batch[:middle]) + self._deliver(batch[middle:])
+        except PreftrackError as exc:
+            self._last_error = str(exc)
+            _LOGGER.warning("sending %d events failed (%s); will retry", len(batch), exc)
+            return batch
+        self.accepted += summary.accepted
+        self.duplicates += summary.duplicates
+        return []
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if self._stop.is_set() and (self._in_flight == 0 or self._retry):
+                    return
+            batch = self._take()
+            if not batch:
+                continue
+            retry = self._deliver(batch)
+            with self._lock:
+                self._retry = retry + self._retry
+                self._in_flight -= len(batch) - len(retry)
+                self._idle.notify_all()
+            if retry:
+                time.sleep(self._interval)
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every queued event is delivered (or rejected); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.1))
+        return True
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush, stop the thread, and raise FeedbackNotDeliveredError if anything is left undelivered."""
+        delivered = self.flush(timeout_s)
+        self._stop.set()
+        self._thread.join(timeout=max(5.0, self._interval * 2))
+        if not delivered:
+            with self._lock:
+                left = list(self._retry)
+            while True:
+                try:
+                    left.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            raise FeedbackNotDeliveredError(left, self._last_error or "timed out")
+
+    def __enter__(self) -> FeedbackSender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
