@@ -157,9 +157,9 @@ def main() -> None:
                 rps4, _ = concurrent_calls(server.grpc_url, contract.MODEL_NAME, arrays, 4, args.seconds)
                 r1, r4 = rps1 * batch / local[batch], rps4 * batch / local[batch]
                 ratios[batch] = (r1, r4)
-                print(
-                    f"| {batch} | {local[batch]:,.0f} | {rps1 * batch:,.0f} | {r1:.2f} | {rps4 * batch:,.0f} | {r4:.2f} |"
-                )
+                cells = (local[batch], rps1 * batch, r1, rps4 * batch, r4)
+                cells = tuple(f"{c:,.0f}" if c > 10 else f"{c:.2f}" for c in cells)
+                print(f"| {batch} | " + " | ".join(cells) + " |")
             single = _tile(examples, 1)
             on, on_lat = concurrent_calls(server.grpc_url, contract.MODEL_NAME, single, 32, args.seconds)
             off, off_lat = concurrent_calls(server.grpc_url, NO_BATCHING, single, 32, args.seconds)

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping
 
 
-class EventType(str, enum.Enum):
+class EventType(str, enum.Enum):  # noqa: UP042 - StrEnum needs 3.11; the SDK supports 3.10
     """What a user did to an item."""
 
     VIEW = "view"
