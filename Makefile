@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 REPOSITORY ?= model_repository
 DATASET ?= synthetic
 
-.PHONY: setup up train test test-all lint bench clean
+PG_URL ?= postgresql://preftrack:preftrack@127.0.0.1:5432/preftrack
+
+.PHONY: setup up train postgres test test-all lint bench clean
 
 # The venv is made from Debian's python3.11: Triton's python-backend stub links that exact libpython.
 $(BIN)/.installed: requirements-dev.txt sdk/pyproject.toml gateway/pyproject.toml trainer/pyproject.toml
@@ -24,15 +26,20 @@ up: setup
 	@ls -d $(REPOSITORY)/preftrack/[0-9]* >/dev/null 2>&1 || $(BIN)/preftrack-trainer train --dataset $(DATASET) --repository $(REPOSITORY)
 	$(BIN)/preftrack-trainer serve-triton --repository $(REPOSITORY)
 
-test: setup
-	$(BIN)/python -m pytest
+# A local PostgreSQL server for the tests (installs Debian's package when missing; needs root).
+postgres:
+	./.ci/postgres.sh
 
-test-all: setup
-	$(BIN)/python -m pytest -m ""
+test: setup postgres
+	PREFTRACK_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/python -m pytest
+
+test-all: setup postgres
+	PREFTRACK_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/python -m pytest -m ""
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python proto/generate.py --check
 
 bench: setup
 	$(BIN)/python bench/bench_serving.py

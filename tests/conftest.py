@@ -87,3 +87,70 @@ def triton_inputs(examples: Examples, rows: slice | np.ndarray):
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
     return inputs
+
+
+# --- databases and the gateway -------------------------------------------------------------------------
+
+PSEUDONYM_KEY = "test-pseudonym-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The test PostgreSQL server (``make test`` starts one with .ci/postgres.sh)."""
+    url = os.environ.get("PREFTRACK_TEST_POSTGRES_URL", "postgresql://preftrack:preftrack@127.0.0.1:5432/preftrack")
+    import psycopg
+
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {url} is not reachable ({exc}); run `make postgres` (or .ci/postgres.sh)")
+    return url
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A new, empty database on the test server, dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store backend in turn: SQLite in a temp dir, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'events.db'}"
+    return request.getfixturevalue("fresh_postgres_url")
+
+
+def gateway_env(triton_url: str, store_url: str, **extra: str) -> dict[str, str]:
+    """PREFTRACK_* settings for a gateway process."""
+    return {
+        "PREFTRACK_TRITON_URL": triton_url,
+        "PREFTRACK_STORE_URL": store_url,
+        "PREFTRACK_PSEUDONYM_KEY": PSEUDONYM_KEY,
+        "PREFTRACK_HEALTH_INTERVAL_S": "0.5",
+        **extra,
+    }
+
+
+@pytest.fixture
+def gateway(triton: TritonServer, tmp_path: Path):
+    """A real gateway process on SQLite in front of the session's Triton."""
+    from preftrack_gateway.process import GatewayProcess
+
+    process = GatewayProcess(
+        gateway_env(triton.grpc_url, f"sqlite:///{tmp_path / 'events.db'}"), tmp_path / "gateway.log"
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0, process.log_tail()

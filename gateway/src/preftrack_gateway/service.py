@@ -81,6 +81,7 @@ class GatewayCore:
         self.serving_version: int | None = None
         self._on_readiness = on_readiness or (lambda ready: None)
         self._health_task: asyncio.Task[None] | None = None
+        self._triton_down_logged = False
 
     async def start(self) -> None:
         """Rebuild the real-time features from the store, start the commit loop and the readiness probe."""
@@ -114,8 +115,12 @@ class GatewayCore:
                     _LOGGER.warning("%s", exc.message)
                 versions = await self.scorer.ready_versions()
         except TritonUnavailableError as exc:
-            _LOGGER.warning("%s", exc.message)
+            if self.serving_version is not None or not self._triton_down_logged:
+                _LOGGER.warning("%s", exc.message)
+            self._triton_down_logged = True
             versions = []
+        else:
+            self._triton_down_logged = False
         version = versions[-1] if versions else None
         if version != self.serving_version:
             _LOGGER.info("serving version changed: %s -> %s", self.serving_version, version)

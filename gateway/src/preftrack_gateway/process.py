@@ -1,0 +1,108 @@
+"""Run the gateway as a child process and wait until it serves (used by ``make up``, tests and benchmarks)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+class GatewayStartError(RuntimeError):
+    """The gateway process exited or did not become ready; the message carries its log's tail."""
+
+
+def free_port() -> int:
+    """An unused TCP port on loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class GatewayProcess:
+    """``python -m preftrack_gateway`` on a free port with ``PREFTRACK_*`` settings from ``env``.
+
+    Args:
+        env: settings, e.g. ``{"PREFTRACK_TRITON_URL": ..., "PREFTRACK_STORE_URL": ...}``.
+        log_file: where the gateway's output goes.
+        port: the port to listen on (0 picks a free one).
+    """
+
+    def __init__(self, env: Mapping[str, str], log_file: Path, port: int = 0) -> None:
+        self.port = port or free_port()
+        self.env = {**os.environ, **env, "PREFTRACK_PORT": str(self.port)}
+        self.log_file = log_file
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        """``host:port`` for clients."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        assert self._process is not None
+        return self._process.pid
+
+    def start(self, *, timeout_s: float = 60.0, require_serving: bool = True) -> GatewayProcess:
+        """Start and wait until health answers (SERVING when ``require_serving``)."""
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "preftrack_gateway"], stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
+        deadline = time.monotonic() + timeout_s
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if self._process.poll() is not None:
+                    raise GatewayStartError(f"gateway exited with {self._process.returncode}:\n{self.log_tail()}")
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
+                    if not require_serving or status == health_pb2.HealthCheckResponse.SERVING:
+                        return self
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise GatewayStartError(f"gateway not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+                time.sleep(0.1)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the gateway's log."""
+        if not self.log_file.exists():
+            return "(no log)"
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM (graceful: drains in-flight calls) and wait; returns the exit code."""
+        if self._process is None:
+            return 0
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        return int(self._process.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    def __enter__(self) -> GatewayProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,122 @@
+"""Every documented bad input is answered with its status and a message that says what to fix."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+import preftrack
+
+pytestmark = pytest.mark.e2e
+
+EVENT = dict(user_id="u", item_id="i-1", event_type="view")
+
+
+def _event(**changes) -> preftrack.FeedbackEvent:
+    return preftrack.FeedbackEvent(**{**EVENT, **changes})
+
+
+CASES = [
+    ("score: empty user_id", lambda c: c.score("", ["i-1"]), preftrack.InvalidRequestError, "user_id"),
+    ("score: no items", lambda c: c.score("u", []), preftrack.InvalidRequestError, "item_ids must name"),
+    (
+        "score: too many items",
+        lambda c: c.score("u", [f"i{n}" for n in range(1001)]),
+        preftrack.InvalidRequestError,
+        "at most 1000",
+    ),
+    ("score: empty item id", lambda c: c.score("u", ["i-1", ""]), preftrack.InvalidRequestError, r"item_ids\[1\]"),
+    ("score: item id too long", lambda c: c.score("u", ["x" * 300]), preftrack.InvalidRequestError, "256 characters"),
+    ("recommend: k = 0", lambda c: c.recommend("u", ["i-1"], k=0), preftrack.InvalidRequestError, "k must be >= 1"),
+    (
+        "recommend: no candidates",
+        lambda c: c.recommend("u", [], k=3),
+        preftrack.InvalidRequestError,
+        "candidate_item_ids",
+    ),
+    ("feedback: no events", lambda c: c.send([]), preftrack.InvalidRequestError, "at least one event"),
+    ("feedback: empty event_id", lambda c: c.send(_event(event_id="")), preftrack.InvalidRequestError, "event_id"),
+    ("feedback: empty user_id", lambda c: c.send(_event(user_id="")), preftrack.InvalidRequestError, "user_id"),
+    ("feedback: empty item_id", lambda c: c.send(_event(item_id=" ")), preftrack.InvalidRequestError, "item_id"),
+    (
+        "feedback: unknown type",
+        lambda c: c.send(_event(event_type="like")),
+        preftrack.InvalidRequestError,
+        "unknown event_type",
+    ),
+    (
+        "feedback: far future",
+        lambda c: c.send(_event(timestamp_s=time.time() + 86_400)),
+        preftrack.InvalidRequestError,
+        "in the future",
+    ),
+    (
+        "feedback: milliseconds",
+        lambda c: c.send(_event(timestamp_s=1000.0)),
+        preftrack.InvalidRequestError,
+        "before 1990",
+    ),
+    (
+        "feedback: rating out of range",
+        lambda c: c.send(_event(event_type="rating", value=11)),
+        preftrack.InvalidRequestError,
+        "rating must lie",
+    ),
+    ("feedback: NaN value", lambda c: c.send(_event(value=math.nan)), preftrack.InvalidRequestError, "finite"),
+    (
+        "feedback: one bad event in a batch",
+        lambda c: c.send([_event(), _event(user_id="")]),
+        preftrack.InvalidRequestError,
+        r"events\[1\].user_id.*nothing in this call was stored",
+    ),
+    (
+        "feedback: too many events",
+        lambda c: c.send([_event() for _ in range(10_001)]),
+        preftrack.InvalidRequestError,
+        "at most 10000",
+    ),
+    (
+        "feedback: message too large",
+        lambda c: c.send(_event(context={"blob": "x" * (17 * 1024 * 1024)})),
+        preftrack.ResourceExhaustedError,
+        "larger than max|exceeds|too large|Received message",
+    ),
+    (
+        "items: negative price",
+        lambda c: c.upsert_items([preftrack.Item(item_id="z", categories=("c",), price=-1)]),
+        preftrack.InvalidRequestError,
+        "price",
+    ),
+    (
+        "items: no category",
+        lambda c: c.upsert_items([preftrack.Item(item_id="z", categories=("",))]),
+        preftrack.InvalidRequestError,
+        "categories",
+    ),
+    ("items: none", lambda c: c.upsert_items([]), preftrack.InvalidRequestError, "at least one item"),
+]
+
+
+@pytest.fixture(scope="module")
+def gateway(triton, tmp_path_factory):
+    """One gateway for the whole table (each case is independent of the others)."""
+    from preftrack_gateway.process import GatewayProcess
+
+    from .conftest import gateway_env
+
+    folder = tmp_path_factory.mktemp("errors")
+    with GatewayProcess(gateway_env(triton.grpc_url, f"sqlite:///{folder / 'e.db'}"), folder / "gw.log") as process:
+        yield process
+
+
+@pytest.mark.parametrize(("name", "call", "error", "message"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_answered_clearly(gateway, name, call, error, message) -> None:
+    with preftrack.Client(gateway.target, max_message_bytes=64 * 1024 * 1024) as client:
+        with pytest.raises(error, match=message) as caught:
+            call(client)
+    assert caught.value.code != "INTERNAL"
+    # Nothing from a refused call was stored and the gateway still serves.
+    with preftrack.Client(gateway.target) as client:
+        assert client.healthy()

@@ -1,0 +1,318 @@
+"""The gateway as a real process in front of a real Triton, called through the SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+import preftrack
+from preftrack_gateway import contract
+from preftrack_gateway.features import FeatureSpec, FeatureState
+from preftrack_gateway.privacy import Pseudonymiser
+from preftrack_gateway.process import GatewayProcess
+from preftrack_gateway.schema import Event, Item, stable_hash
+
+from .conftest import PSEUDONYM_KEY, gateway_env
+
+pytestmark = pytest.mark.e2e
+
+ITEMS = [preftrack.Item(item_id=f"i-{n}", categories=(f"cat-{n % 4}",), price=10.0 + n) for n in range(12)]
+
+
+def _sync_score(target: str, user: str, items: list[str]) -> preftrack.Scores:
+    with preftrack.Client(target) as client:
+        return client.score(user, items)
+
+
+def _async_score(target: str, user: str, items: list[str]) -> preftrack.Scores:
+    async def run() -> preftrack.Scores:
+        async with preftrack.AsyncClient(target) as client:
+            return await client.score(user, items)
+
+    return asyncio.run(run())
+
+
+@pytest.fixture(params=["sync", "async"])
+def score_with(request: pytest.FixtureRequest):
+    """Score through the sync or the async SDK client."""
+    return _sync_score if request.param == "sync" else _async_score
+
+
+def _direct_triton(triton_url: str, user: str, items: list[str], history: list[Event]) -> np.ndarray:
+    """What the gateway should answer, computed here from the same history and sent to Triton directly."""
+    key = Pseudonymiser(PSEUDONYM_KEY)(user)
+    state = FeatureState(
+        FeatureSpec(), {i.item_id: Item(item_id=i.item_id, categories=i.categories, price=i.price) for i in ITEMS}
+    )
+    state.update_many(history)
+    now = time.time()
+    features = np.array([state.row(key, item, now) for item in items], dtype=np.float32)
+    arrays = {
+        contract.USER_ID: np.full((len(items), 1), stable_hash(key), dtype=np.int64),
+        contract.ITEM_ID: np.array([[stable_hash(i)] for i in items], dtype=np.int64),
+        contract.CATEGORY_ID: np.array([[stable_hash(state.item(i).primary_category)] for i in items], dtype=np.int64),
+        contract.FEATURES: features,
+    }
+    inputs = []
+    for name, array in arrays.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), "INT64" if array.dtype == np.int64 else "FP32")
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    client = grpcclient.InferenceServerClient(triton_url)
+    try:
+        return client.infer(contract.MODEL_NAME, inputs, model_version="1").as_numpy(contract.SCORE).reshape(-1)
+    finally:
+        client.close()
+
+
+def test_scores_match_triton_directly_with_the_same_history(gateway, triton, score_with) -> None:
+    t0 = time.time() - 3600
+    sent = [
+        preftrack.FeedbackEvent(user_id="alice", item_id=f"i-{n % 5}", event_type=kind, timestamp_s=t0 + n * 60)
+        for n, kind in enumerate(["view", "click", "view", "add_to_cart", "purchase", "view", "click"])
+    ]
+    with preftrack.Client(gateway.target) as client:
+        client.upsert_items(ITEMS)
+        assert client.send(sent).accepted == len(sent)
+    items = [i.item_id for i in ITEMS]
+    answer = score_with(gateway.target, "alice", items)
+    key = Pseudonymiser(PSEUDONYM_KEY)("alice")
+    history = [
+        Event(
+            event_id=e.event_id, user_id=key, item_id=e.item_id, event_type=str(e.event_type), timestamp_s=e.timestamp_s
+        )
+        for e in sent
+    ]
+    expected = _direct_triton(gateway.env["PREFTRACK_TRITON_URL"], "alice", items, history)
+    assert [s.item_id for s in answer.items] == items  # request order
+    np.testing.assert_allclose([s.score for s in answer.items], expected, rtol=1e-4, atol=1e-5)
+    assert answer.model_version == "1" and len(answer.request_id) == 32
+
+
+def test_recommend_ranks_excludes_and_logs_the_impression(gateway, tmp_path: Path) -> None:
+    with preftrack.Client(gateway.target) as client:
+        client.upsert_items(ITEMS)
+        candidates = [i.item_id for i in ITEMS]
+        scores = client.score("bob", candidates).as_dict()
+        rec = client.recommend("bob", candidates, k=3, exclude=["i-0"])
+    expected = sorted((c for c in candidates if c != "i-0"), key=lambda c: -scores[c])[:3]
+    assert [i.item_id for i in rec.items] == expected
+    assert [i.score for i in rec.items] == sorted((i.score for i in rec.items), reverse=True)
+    db = sqlite3.connect(gateway.env["PREFTRACK_STORE_URL"].removeprefix("sqlite:///"))
+    row = db.execute(
+        "SELECT model_version, item_ids FROM impressions WHERE recommendation_id = ?", (rec.recommendation_id,)
+    ).fetchone()
+    db.close()
+    assert row is not None and row[0] == "1" and expected[0] in row[1]
+
+
+def test_a_purchase_raises_the_next_score_in_its_category(gateway, score_with) -> None:
+    with preftrack.Client(gateway.target) as client:
+        client.upsert_items(ITEMS)
+        same_category = ["i-1", "i-5", "i-9"]  # cat-1
+        before = score_with(gateway.target, "carol", same_category)
+        for item in ("i-1", "i-5"):
+            client.send(preftrack.FeedbackEvent(user_id="carol", item_id=item, event_type="purchase"))
+        after = score_with(gateway.target, "carol", same_category)
+    # The untouched item of the same category (i-9) moves too: the category affinity feature changed.
+    assert after.as_dict()["i-9"] > before.as_dict()["i-9"]
+    assert sum(s.score for s in after.items) > sum(s.score for s in before.items)
+
+
+def _stream_with_duplicates(target: str, n: int) -> tuple[preftrack.FeedbackSummary, list[str]]:
+    t0 = time.time() - 7200
+    events = [
+        preftrack.FeedbackEvent(
+            user_id=f"u{k % 97}", item_id=f"i-{k % 12}", event_type="view", timestamp_s=t0 + k * 0.5
+        )
+        for k in range(n)
+    ]
+    resent = events[::10]  # 10% re-sent, interleaved at the end as a retrying client would
+    with preftrack.Client(target) as client:
+        summary = client.stream(events + resent, batch_size=500)
+    return summary, [e.event_id for e in events]
+
+
+def test_streamed_feedback_with_duplicates_is_stored_exactly_once(gateway) -> None:
+    summary, ids = _stream_with_duplicates(gateway.target, 10_000)
+    assert (summary.accepted, summary.duplicates, summary.rejected) == (10_000, 1_000, ())
+    db = sqlite3.connect(gateway.env["PREFTRACK_STORE_URL"].removeprefix("sqlite:///"))
+    assert db.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone() == (10_000, 10_000)
+    db.close()
+
+
+def test_postgres_backed_gateway_stores_streamed_feedback_exactly_once(triton, fresh_postgres_url, tmp_path) -> None:
+    import psycopg
+
+    with GatewayProcess(gateway_env(triton.grpc_url, fresh_postgres_url), tmp_path / "gw.log") as gw:
+        summary, _ = _stream_with_duplicates(gw.target, 10_000)
+        assert (summary.accepted, summary.duplicates) == (10_000, 1_000)
+        with preftrack.Client(gw.target) as client:
+            client.upsert_items(ITEMS)
+            assert len(client.score("dave", ["i-1", "i-2"]).items) == 2
+    with psycopg.connect(fresh_postgres_url) as db:
+        assert db.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone() == (10_000, 10_000)
+
+
+def test_stream_reports_rejected_events_and_stores_the_rest(gateway) -> None:
+    now = time.time()
+    good = [preftrack.FeedbackEvent(user_id="eve", item_id="i-1", event_type="view") for _ in range(3)]
+    bad = [
+        preftrack.FeedbackEvent(user_id="", item_id="i-1", event_type="view", event_id="bad-user"),
+        preftrack.FeedbackEvent(
+            user_id="eve", item_id="i-1", event_type="view", event_id="bad-time", timestamp_s=now + 86_400
+        ),
+        preftrack.FeedbackEvent(user_id="eve", item_id="i-1", event_type="rating", value=42, event_id="bad-rating"),
+    ]
+    with preftrack.Client(gateway.target) as client:
+        summary = client.stream(good + bad)
+    assert summary.accepted == 3
+    reasons = {r.event_id: r.reason for r in summary.rejected}
+    assert set(reasons) == {"bad-user", "bad-time", "bad-rating"}
+    assert "user_id" in reasons["bad-user"] and "future" in reasons["bad-time"] and "rating" in reasons["bad-rating"]
+
+
+def test_kill_9_loses_no_acknowledged_event(triton, tmp_path) -> None:
+    store = tmp_path / "events.db"
+    env = gateway_env(triton.grpc_url, f"sqlite:///{store}")
+    gw = GatewayProcess(env, tmp_path / "gw.log").start()
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def producer(worker: int) -> None:
+        with preftrack.Client(gw.target, timeout_s=2.0) as client:
+            k = 0
+            while not stop.is_set():
+                batch = [
+                    preftrack.FeedbackEvent(user_id=f"w{worker}", item_id=f"i-{k % 9}", event_type="click")
+                    for _ in range(20)
+                ]
+                k += 1
+                try:
+                    client.send(batch)
+                except preftrack.PreftrackError:
+                    return  # the gateway died under us: these were not acknowledged
+                acknowledged.extend(e.event_id for e in batch)
+
+    threads = [threading.Thread(target=producer, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    gw.kill()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert len(acknowledged) > 100
+    restarted = GatewayProcess(env, tmp_path / "gw2.log").start()
+    try:
+        db = sqlite3.connect(store)
+        stored = dict(db.execute("SELECT event_id, count(*) FROM events GROUP BY event_id").fetchall())
+        db.close()
+        missing = [e for e in acknowledged if e not in stored]
+        assert not missing, f"{len(missing)} acknowledged events lost"
+        assert all(stored[e] == 1 for e in acknowledged)
+        # The restarted gateway rebuilt its features from the store and still scores.
+        with preftrack.Client(restarted.target) as client:
+            assert len(client.score("w0", ["i-1"]).items) == 1
+    finally:
+        restarted.stop()
+
+
+def test_sigterm_drains_and_exits_cleanly(triton, tmp_path) -> None:
+    gw = GatewayProcess(gateway_env(triton.grpc_url, f"sqlite:///{tmp_path / 'e.db'}"), tmp_path / "gw.log").start()
+    with preftrack.Client(gw.target) as client:
+        summary = client.send(
+            [preftrack.FeedbackEvent(user_id="f", item_id="i-1", event_type="view") for _ in range(5)]
+        )
+    assert summary.accepted == 5
+    assert gw.stop() == 0
+    assert "gateway stopped" in gw.log_tail()
+
+
+def test_no_raw_user_id_reaches_the_database_files(gateway) -> None:
+    raw = "frank.raw-user-4711@example.com"
+    with preftrack.Client(gateway.target) as client:
+        client.upsert_items(ITEMS)
+        client.send([preftrack.FeedbackEvent(user_id=raw, item_id="i-2", event_type="purchase") for _ in range(3)])
+        client.recommend(raw, ["i-1", "i-2", "i-3"], k=2)
+        client.score(raw, ["i-1"])
+    folder = Path(gateway.env["PREFTRACK_STORE_URL"].removeprefix("sqlite:///")).parent
+    files = [p for p in folder.iterdir() if p.name.startswith("events.db")]
+    assert files
+    for path in files:
+        assert raw.encode() not in path.read_bytes(), path
+    assert raw not in gateway.log_file.read_text()
+
+
+def test_sender_batches_in_the_background_and_flushes_on_close(gateway) -> None:
+    with preftrack.Client(gateway.target) as client:
+        sender = client.feedback_sender(batch_size=100, flush_interval_s=0.05)
+        ids = [sender.send(preftrack.FeedbackEvent(user_id="g", item_id="i-3", event_type="view")) for _ in range(1234)]
+        sender.send(preftrack.FeedbackEvent(user_id="g", item_id="i-3", event_type="rating", value=99, event_id="bad"))
+        sender.close()
+    assert sender.accepted == 1234 and len(set(ids)) == 1234
+    assert [r.event_id for r in sender.rejected] == ["bad"]
+
+
+def test_sender_never_drops_silently_when_the_gateway_is_gone(tmp_path) -> None:
+    from preftrack_gateway.process import free_port
+
+    with preftrack.Client(f"127.0.0.1:{free_port()}", timeout_s=0.5, max_attempts=2) as client:
+        sender = client.feedback_sender(batch_size=10, flush_interval_s=0.05)
+        for _ in range(25):
+            sender.send(preftrack.FeedbackEvent(user_id="h", item_id="i-1", event_type="view"))
+        with pytest.raises(preftrack.FeedbackNotDeliveredError) as caught:
+            sender.close(timeout_s=2.0)
+    assert len(caught.value.events) == 25
+
+
+def test_health_is_not_serving_and_scores_unavailable_without_triton(tmp_path) -> None:
+    from preftrack_gateway.process import free_port
+
+    env = gateway_env(f"127.0.0.1:{free_port()}", f"sqlite:///{tmp_path / 'e.db'}")
+    gw = GatewayProcess(env, tmp_path / "gw.log").start(require_serving=False)
+    try:
+        with preftrack.Client(gw.target, max_attempts=2) as client:
+            assert not client.healthy()
+            with pytest.raises(preftrack.UnavailableError, match="is ready in Triton yet"):
+                client.score("x", ["i-1"])
+            # Feedback does not need Triton: it is still stored.
+            assert client.send(preftrack.FeedbackEvent(user_id="x", item_id="i-1", event_type="view")).accepted == 1
+    finally:
+        assert gw.stop() == 0
+
+
+def test_api_key_is_required_when_configured(triton, tmp_path) -> None:
+    env = gateway_env(triton.grpc_url, f"sqlite:///{tmp_path / 'e.db'}", PREFTRACK_API_KEYS="key-one,key-two")
+    with GatewayProcess(env, tmp_path / "gw.log") as gw:
+        with preftrack.Client(gw.target) as client, pytest.raises(preftrack.UnauthenticatedError, match="API key"):
+            client.score("x", ["i-1"])
+        with preftrack.Client(gw.target, api_key="wrong") as client, pytest.raises(preftrack.UnauthenticatedError):
+            client.score("x", ["i-1"])
+        with preftrack.Client(gw.target, api_key="key-two") as client:
+            assert len(client.score("x", ["i-1"]).items) == 1
+
+
+def test_metrics_endpoint_counts_rpcs_and_events(triton, tmp_path) -> None:
+    import urllib.request
+
+    from preftrack_gateway.process import free_port
+
+    port = free_port()
+    env = gateway_env(triton.grpc_url, f"sqlite:///{tmp_path / 'e.db'}", PREFTRACK_METRICS_PORT=str(port))
+    with GatewayProcess(env, tmp_path / "gw.log") as gw:
+        with preftrack.Client(gw.target) as client:
+            client.score("m", ["i-1", "i-2"])
+            client.send([preftrack.FeedbackEvent(user_id="m", item_id="i-1", event_type="view")] * 2)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'preftrack_rpc_latency_seconds_count{code="OK",method="Score"} 1.0' in text
+    assert 'preftrack_requests_by_model_version_total{method="Score",version="1"} 1.0' in text
+    assert 'preftrack_feedback_events_total{outcome="accepted"} 1.0' in text
+    assert 'preftrack_feedback_events_total{outcome="duplicate"} 1.0' in text

@@ -1,0 +1,84 @@
+"""The event store contract, run against SQLite and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+
+from preftrack_gateway.schema import Event, Item
+from preftrack_gateway.store import Impression, open_store
+
+
+def _event(n: int, user: str = "k1") -> Event:
+    return Event(
+        event_id=f"e{n}",
+        user_id=user,
+        item_id=f"i{n % 7}",
+        event_type="view",
+        timestamp_s=1.8e9 + n,
+        context={"device": "mobile"} if n % 2 else {},
+    )
+
+
+def test_append_is_idempotent_and_reports_duplicates(store_url: str) -> None:
+    async def run() -> None:
+        store = await open_store(store_url)
+        try:
+            first = await store.append([_event(1), _event(2), _event(1)])
+            assert first == [True, True, False]
+            second = await store.append([_event(2), _event(3)])
+            assert second == [False, True]
+            assert await store.count_events() == 3
+            assert await store.has_event("e3") and not await store.has_event("e9")
+            batches = [b async for b in store.events(batch_size=2)]
+            stored = [event for batch in batches for _, event in batch]
+            assert [e.event_id for e in stored] == ["e1", "e2", "e3"]
+            assert stored[0] == _event(1)
+            seqs = [seq for batch in batches for seq, _ in batch]
+            assert [e.event_id for b in [b async for b in store.events(after_seq=seqs[0])] for _, e in b] == [
+                "e2",
+                "e3",
+            ]
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def test_items_and_impressions_round_trip(store_url: str) -> None:
+    async def run() -> None:
+        store = await open_store(store_url)
+        try:
+            await store.upsert_items([Item(item_id="a", categories=("x", "y"), price=2.5)])
+            await store.upsert_items([Item(item_id="a", categories=("z",), price=3.0), Item(item_id="b")])
+            assert sorted(await store.items(), key=lambda i: i.item_id) == [
+                Item(item_id="a", categories=("z",), price=3.0),
+                Item(item_id="b"),
+            ]
+            impression = Impression(
+                recommendation_id="r1",
+                user_key="k1",
+                item_ids=("a", "b"),
+                scores=(0.9, 0.1),
+                model_version="1",
+                timestamp_s=1.8e9,
+            )
+            await store.log_impression(impression)
+            assert await store.impression("r1") == impression
+            assert await store.impression("nope") is None
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def test_concurrent_appends_store_each_event_once(store_url: str) -> None:
+    async def run() -> None:
+        store = await open_store(store_url)
+        try:
+            batches = [[_event(n) for n in range(start, start + 50)] for start in range(0, 500, 25)]
+            results = await asyncio.gather(*(store.append(b) for b in batches))
+            assert sum(sum(r) for r in results) == await store.count_events() == 525
+        finally:
+            await store.close()
+
+    asyncio.run(run())
