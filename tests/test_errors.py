@@ -113,10 +113,10 @@ def gateway(triton, tmp_path_factory):
 
 @pytest.mark.parametrize(("name", "call", "error", "message"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_answered_clearly(gateway, name, call, error, message) -> None:
-    with preftrack.Client(gateway.target, max_message_bytes=64 * 1024 * 1024) as client:
-        with pytest.raises(error, match=message) as caught:
-            call(client)
+    client = preftrack.Client(gateway.target, max_message_bytes=64 * 1024 * 1024)
+    with client, pytest.raises(error, match=message) as caught:
+        call(client)
     assert caught.value.code != "INTERNAL"
-    # Nothing from a refused call was stored and the gateway still serves.
+    # The gateway still serves after refusing the call.
     with preftrack.Client(gateway.target) as client:
         assert client.healthy()

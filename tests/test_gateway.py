@@ -141,7 +141,7 @@ def _stream_with_duplicates(target: str, n: int) -> tuple[preftrack.FeedbackSumm
 
 
 def test_streamed_feedback_with_duplicates_is_stored_exactly_once(gateway) -> None:
-    summary, ids = _stream_with_duplicates(gateway.target, 10_000)
+    summary, _ = _stream_with_duplicates(gateway.target, 10_000)
     assert (summary.accepted, summary.duplicates, summary.rejected) == (10_000, 1_000, ())
     db = sqlite3.connect(gateway.env["PREFTRACK_STORE_URL"].removeprefix("sqlite:///"))
     assert db.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone() == (10_000, 10_000)
