@@ -21,10 +21,9 @@ setup: $(BIN)/.installed
 train: setup
 	$(BIN)/preftrack-trainer train --dataset $(DATASET) --repository $(REPOSITORY)
 
-# Trains a first version if the repository has none, then serves it with Triton until Ctrl-C.
+# Trains a first version if the repository has none, then runs Triton and the gateway until Ctrl-C.
 up: setup
-	@ls -d $(REPOSITORY)/preftrack/[0-9]* >/dev/null 2>&1 || $(BIN)/preftrack-trainer train --dataset $(DATASET) --repository $(REPOSITORY)
-	$(BIN)/preftrack-trainer serve-triton --repository $(REPOSITORY)
+	$(BIN)/preftrack-trainer up --dataset $(DATASET) --repository $(REPOSITORY)
 
 # A local PostgreSQL server for the tests (installs Debian's package when missing; needs root).
 postgres:

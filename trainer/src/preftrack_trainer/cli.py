@@ -108,6 +108,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    from preftrack_trainer.stack import up
+
+    return up(repository=args.repository, dataset=args.dataset, gateway_port=args.port)
+
+
 def _write_config(args: argparse.Namespace) -> int:
     from preftrack_trainer.export import TritonModelConfig, write_model_config
 
@@ -146,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-file", type=Path, default=Path("var/tritonserver.log"))
     serve.add_argument("--model-config-name", default=None, help="e.g. gpu, for configs/gpu.pbtxt")
     serve.set_defaults(func=_serve)
+
+    stack = sub.add_parser("up", help="train a first model if needed, then run Triton and the gateway")
+    stack.add_argument("--repository", type=Path, default=Path("model_repository"))
+    stack.add_argument("--dataset", choices=("synthetic", "movielens"), default="synthetic")
+    stack.add_argument("--port", type=int, default=50051, help="gateway port")
+    stack.set_defaults(func=_up)
 
     config = sub.add_parser("write-config", help="(re)generate the model's config.pbtxt files")
     config.add_argument("--repository", type=Path, default=Path("model_repository"))

@@ -1,0 +1,83 @@
+"""``preftrack-trainer up``: the whole local stack — a first model if none exists, Triton, the gateway."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import threading
+from pathlib import Path
+
+from preftrack_gateway.process import GatewayProcess
+from preftrack_trainer import export
+from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _pseudonym_key(path: Path) -> str:
+    """A local secret for pseudonymising user ids, created once (mode 0600) and reused across restarts."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def up(
+    *,
+    repository: Path,
+    dataset: str,
+    state_dir: Path = Path("var"),
+    gateway_port: int = 50051,
+    triton_grpc_port: int = 8001,
+    metrics_port: int = 9100,
+) -> int:
+    """Run the stack until Ctrl-C or SIGTERM."""
+    if not export.existing_versions(repository / "preftrack"):
+        from preftrack_trainer import pipeline
+
+        _LOGGER.info("no model version in %s yet: training a first one on %s", repository, dataset)
+        pipeline.run(pipeline.TrainerConfig(dataset=dataset, repository=repository))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    triton = TritonServer(
+        TritonConfig(
+            repository=repository,
+            grpc_port=triton_grpc_port,
+            http_port=triton_grpc_port - 1,
+            metrics_port=triton_grpc_port + 1,
+            log_file=state_dir / "tritonserver.log",
+        )
+    )
+    triton.start()
+    gateway = GatewayProcess(
+        {
+            "PREFTRACK_TRITON_URL": triton.grpc_url,
+            "PREFTRACK_STORE_URL": f"sqlite:///{(state_dir / 'preftrack.db').resolve()}",
+            "PREFTRACK_PSEUDONYM_KEY": _pseudonym_key(state_dir / "pseudonym.key"),
+            "PREFTRACK_METRICS_PORT": str(metrics_port),
+        },
+        state_dir / "gateway.log",
+        port=gateway_port,
+    )
+    try:
+        gateway.start()
+        print(
+            f"\npreftrack is up:\n"
+            f"  gateway (SDK, gRPC)  {gateway.target}\n"
+            f"  gateway metrics      http://127.0.0.1:{metrics_port}/metrics\n"
+            f"  Triton (KServe gRPC) {triton.grpc_url}, metrics {triton.metrics_url}\n"
+            f"  logs                 {state_dir}/gateway.log, {state_dir}/tritonserver.log\n"
+            f"Ctrl-C stops everything.",
+            flush=True,
+        )
+        while not stop.is_set() and triton.running:
+            stop.wait(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping the gateway and Triton...", flush=True)
+        gateway.stop()
+        triton.stop()
+    return 0
