@@ -1,0 +1,215 @@
+"""Gateway benchmarks: Score through the gateway vs straight to Triton, Recommend over 1,000 candidates, and
+feedback ingestion (streamed and unary) on SQLite and PostgreSQL. One run, one machine; the client, the gateway
+and Triton share its cores.
+
+    .venv/bin/python bench/bench_gateway.py [--seconds 5] [--postgres-url postgresql://...]
+
+Prints tables and final ``name=value`` lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import tritonclient.grpc.aio as triton_aio
+
+import preftrack
+from preftrack_gateway import contract
+from preftrack_gateway.features import FeatureSpec, FeatureState
+from preftrack_gateway.privacy import Pseudonymiser
+from preftrack_gateway.process import GatewayProcess
+from preftrack_gateway.schema import Item, stable_hash
+from preftrack_trainer import export, model
+from preftrack_trainer.data import synthetic
+from preftrack_trainer.preprocess import LabelSpec, build_examples, clean
+from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
+
+KEY = "bench-pseudonym-key-0123456789"
+ITEMS = [preftrack.Item(item_id=f"b-{n}", categories=(f"c-{n % 16}",), price=1.0 + n % 40) for n in range(2000)]
+
+
+def _train(repository: Path) -> None:
+    shop = synthetic.generate(synthetic.SyntheticConfig(n_users=200, n_items=150, days=7))
+    events, _ = clean(shop.events)
+    examples, _ = build_examples(events, shop.items, spec=FeatureSpec(), labels=LabelSpec())
+    cfg = model.ModelConfig(epochs=1)
+    mlp = model.build_model(cfg, *model.fit_normalisation(examples.features))
+    model.train(mlp, examples, cfg)
+    export.export_version(mlp, repository, {"parent": None})
+
+
+def _pct(latencies: list[float], q: int) -> float:
+    return 1000 * statistics.quantiles(latencies, n=100)[q - 1] if len(latencies) > 1 else float("nan")
+
+
+async def _closed_loop(make_call, concurrency: int, seconds: float) -> tuple[float, list[float]]:
+    """Run ``concurrency`` loops of ``await make_call(k)`` for ``seconds``; calls/s and latencies."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def loop(k: int) -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            await make_call(k)
+            latencies.append(time.perf_counter() - started)
+
+    for k in range(concurrency):  # warm-up
+        await make_call(k)
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(k) for k in range(concurrency)))
+    return len(latencies) / (time.perf_counter() - started), latencies
+
+
+def _direct_inputs(user: str, items: list[str]):
+    """The Triton request the gateway would build for a user with no history (features from the same code)."""
+    state = FeatureState(
+        FeatureSpec(), {i.item_id: Item(item_id=i.item_id, categories=i.categories, price=i.price) for i in ITEMS}
+    )
+    key = Pseudonymiser(KEY)(user)
+    now = time.time()
+    features = np.array([state.row(key, i, now) for i in items], dtype=np.float32)
+    arrays = (
+        (contract.USER_ID, np.full((len(items), 1), stable_hash(key), dtype=np.int64), "INT64"),
+        (contract.ITEM_ID, np.array([[stable_hash(i)] for i in items], dtype=np.int64), "INT64"),
+        (
+            contract.CATEGORY_ID,
+            np.array([[stable_hash(state.item(i).primary_category)] for i in items], dtype=np.int64),
+            "INT64",
+        ),
+        (contract.FEATURES, features, "FP32"),
+    )
+    inputs = []
+    for name, array, dtype in arrays:
+        tensor = triton_aio.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
+async def score_comparison(gateway: str, triton_url: str, seconds: float, items_per_call: int) -> dict[int, dict]:
+    items = [i.item_id for i in ITEMS[:items_per_call]]
+    results: dict[int, dict] = {}
+    async with preftrack.AsyncClient(gateway) as client:
+        direct = triton_aio.InferenceServerClient(triton_url)
+        inputs = _direct_inputs("bench-user", items)
+        for concurrency in (1, 8, 32):
+            g_rps, g_lat = await _closed_loop(lambda k: client.score(f"bench-user-{k}", items), concurrency, seconds)
+            d_rps, d_lat = await _closed_loop(
+                lambda k: direct.infer(contract.MODEL_NAME, inputs, model_version="1"), concurrency, seconds
+            )
+            results[concurrency] = {
+                "gateway_rps": g_rps,
+                "gateway_p50": _pct(g_lat, 50),
+                "gateway_p99": _pct(g_lat, 99),
+                "direct_rps": d_rps,
+                "direct_p50": _pct(d_lat, 50),
+                "direct_p99": _pct(d_lat, 99),
+            }
+        await direct.close()
+    return results
+
+
+async def recommend_1000(gateway: str, seconds: float) -> tuple[float, float, float]:
+    candidates = [i.item_id for i in ITEMS[:1000]]
+    async with preftrack.AsyncClient(gateway) as client:
+        rps, lat = await _closed_loop(lambda k: client.recommend(f"rec-user-{k}", candidates, k=20), 4, seconds)
+    return rps, _pct(lat, 50), _pct(lat, 99)
+
+
+async def ingestion(gateway: str, seconds: float) -> tuple[float, float]:
+    """Events/s streamed (batches of 1,000, 4 concurrent streams) and unary (1 event per call, concurrency 32)."""
+    counter = 0
+
+    def events(n: int) -> list[preftrack.FeedbackEvent]:
+        nonlocal counter
+        counter += n
+        now = time.time()
+        return [
+            preftrack.FeedbackEvent(
+                user_id=f"ing-{(counter + k) % 5000}",
+                item_id=ITEMS[(counter + k) % 2000].item_id,
+                event_type="view",
+                timestamp_s=now,
+            )
+            for k in range(n)
+        ]
+
+    async with preftrack.AsyncClient(gateway, timeout_s=30) as client:
+        streamed = 0
+
+        async def stream(_k: int) -> None:
+            nonlocal streamed
+            summary = await client.stream(events(10_000), batch_size=1000)
+            streamed += summary.accepted
+
+        started = time.perf_counter()
+        await _closed_loop(stream, 4, seconds)
+        stream_eps = streamed / (time.perf_counter() - started)
+        unary_rps, _ = await _closed_loop(lambda k: client.send(events(1)), 32, seconds)
+    return stream_eps, unary_rps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--items-per-call", type=int, default=10)
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "PREFTRACK_TEST_POSTGRES_URL", "postgresql://preftrack:preftrack@127.0.0.1:5432/preftrack"
+        ),
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="preftrack-bench-") as tmp:
+        root = Path(tmp)
+        _train(root / "repo")
+        with TritonServer(TritonConfig(repository=root / "repo", work_dir=root)) as triton:
+            env = {"PREFTRACK_TRITON_URL": triton.grpc_url, "PREFTRACK_PSEUDONYM_KEY": KEY}
+            with GatewayProcess({**env, "PREFTRACK_STORE_URL": f"sqlite:///{root / 'e.db'}"}, root / "gw.log") as gw:
+                with preftrack.Client(gw.target) as client:
+                    client.upsert_items(ITEMS)
+                score = asyncio.run(score_comparison(gw.target, triton.grpc_url, args.seconds, args.items_per_call))
+                rec = asyncio.run(recommend_1000(gw.target, args.seconds))
+                sqlite_ingest = asyncio.run(ingestion(gw.target, args.seconds))
+            import psycopg
+
+            with psycopg.connect(args.postgres_url, autocommit=True) as admin:
+                admin.execute("DROP DATABASE IF EXISTS preftrack_bench WITH (FORCE)")
+                admin.execute("CREATE DATABASE preftrack_bench")
+            pg_url = args.postgres_url.rsplit("/", 1)[0] + "/preftrack_bench"
+            with GatewayProcess({**env, "PREFTRACK_STORE_URL": pg_url}, root / "gw-pg.log") as gw:
+                pg_ingest = asyncio.run(ingestion(gw.target, args.seconds))
+
+    print(f"Score, {args.items_per_call} items per call (gateway includes feature computation and pseudonymisation)\n")
+    print("| concurrency | gateway calls/s | p50 ms | p99 ms | direct Triton calls/s | p50 ms | p99 ms | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for c, r in score.items():
+        print(
+            f"| {c} | {r['gateway_rps']:,.0f} | {r['gateway_p50']:.2f} | {r['gateway_p99']:.2f} | {r['direct_rps']:,.0f} "
+            f"| {r['direct_p50']:.2f} | {r['direct_p99']:.2f} | {r['gateway_rps'] / r['direct_rps']:.2f} |"
+        )
+    print(
+        f"\nRecommend over 1,000 candidates, concurrency 4: {rec[0]:,.0f} calls/s, p50 {rec[1]:.2f} ms, p99 {rec[2]:.2f} ms"
+    )
+    print("\n| store | streamed events/s | unary events/s (c=32) |\n|---|---|---|")
+    print(f"| SQLite | {sqlite_ingest[0]:,.0f} | {sqlite_ingest[1]:,.0f} |")
+    print(f"| PostgreSQL | {pg_ingest[0]:,.0f} | {pg_ingest[1]:,.0f} |")
+    ratios = " ".join(f"score_ratio_c{c}={r['gateway_rps'] / r['direct_rps']:.2f}" for c, r in score.items())
+    print(
+        f"\nbench_gateway {ratios} recommend1000_p50_ms={rec[1]:.2f} recommend1000_p99_ms={rec[2]:.2f} "
+        f"sqlite_stream_eps={sqlite_ingest[0]:.0f} sqlite_unary_eps={sqlite_ingest[1]:.0f} "
+        f"postgres_stream_eps={pg_ingest[0]:.0f} postgres_unary_eps={pg_ingest[1]:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
