@@ -101,6 +101,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "context_hour_cos",
 )
 NUM_FEATURES = len(FEATURE_NAMES)
+_TYPE_INDEX = {name: index for index, name in enumerate(EVENT_TYPES)}
 
 # log1p(hours) used when something never happened: about a year.
 _NEVER_LOG_HOURS = math.log1p(24 * 365)
@@ -116,11 +117,19 @@ class _Decayed:
         self.t = -math.inf
 
     def add(self, t: float, increments: Sequence[float], taus: Sequence[float]) -> None:
+        values = self.values
         if self.t != -math.inf and t > self.t:
             dt = t - self.t
-            self.values = [v * math.exp(-dt / tau) for v, tau in zip(self.values, taus, strict=True)]
+            factors: dict[float, float] = {}  # few distinct time constants: one exp each
+            for k, tau in enumerate(taus):
+                factor = factors.get(tau)
+                if factor is None:
+                    factor = factors[tau] = math.exp(-dt / tau)
+                values[k] = values[k] * factor + increments[k]
+        else:
+            for k, increment in enumerate(increments):
+                values[k] += increment
         self.t = max(self.t, t)
-        self.values = [v + inc for v, inc in zip(self.values, increments, strict=True)]
 
     def read(self, t: float, taus: Sequence[float]) -> list[float]:
         if self.t == -math.inf or t <= self.t:
@@ -174,6 +183,7 @@ class FeatureState:
         self._uc_rating: dict[tuple[str, str], _Mean] = {}
         self._ui: dict[tuple[str, str], _Decayed] = {}
         self.events_folded = 0
+        self._increments: dict[tuple[int, float], tuple[float, ...]] = {}
 
     def item(self, item_id: str) -> Item:
         """The catalogue entry of an item (a default one when unknown)."""
@@ -184,28 +194,47 @@ class FeatureState:
         """Add or replace a catalogue entry."""
         self.catalog[item.item_id] = item
 
+    def _user_increments(self, type_index: int, positive: float) -> tuple[float, ...]:
+        key = (type_index, positive)
+        found = self._increments.get(key)
+        if found is None:
+            one_hot = [0.0] * len(EVENT_TYPES)
+            one_hot[type_index] = 1.0
+            found = self._increments[key] = (*one_hot, *one_hot, positive, 1.0)
+        return found
+
     def update(self, event: Event) -> None:
         """Fold one event in. Events must arrive in (roughly) time order."""
-        spec = self.spec
         t = event.timestamp_s
-        positive = 1.0 if spec.is_positive(event.event_type, event.value) else 0.0
-        type_index = EVENT_TYPES.index(event.event_type)
-        n = len(EVENT_TYPES)
-        one_hot = [0.0] * n
-        one_hot[type_index] = 1.0
-        self._user.setdefault(event.user_id, _Decayed(2 * n + 2)).add(
-            t, one_hot + one_hot + [positive, 1.0], self._user_taus
-        )
-        self._item.setdefault(event.item_id, _Decayed(3)).add(t, (1.0, 1.0, positive), self._item_taus)
-        self._ui.setdefault((event.user_id, event.item_id), _Decayed(2)).add(t, (1.0, positive), self._ui_taus)
-        for category in self.item(event.item_id).categories:
-            key = (event.user_id, category)
-            self._uc.setdefault(key, _Decayed(2)).add(t, (1.0, positive), self._uc_taus)
-            if event.event_type == "rating":
+        user_id, item_id = event.user_id, event.item_id
+        positive = 1.0 if self.spec.is_positive(event.event_type, event.value) else 0.0
+        increments = self._user_increments(_TYPE_INDEX[event.event_type], positive)
+        pair = (1.0, positive)
+        user = self._user.get(user_id)
+        if user is None:
+            user = self._user[user_id] = _Decayed(len(increments))
+        user.add(t, increments, self._user_taus)
+        item = self._item.get(item_id)
+        if item is None:
+            item = self._item[item_id] = _Decayed(3)
+        item.add(t, (1.0, 1.0, positive), self._item_taus)
+        ui = self._ui.get((user_id, item_id))
+        if ui is None:
+            ui = self._ui[(user_id, item_id)] = _Decayed(2)
+        ui.add(t, pair, self._ui_taus)
+        rating = event.event_type == "rating"
+        catalogued = self.catalog.get(item_id)
+        for category in catalogued.categories if catalogued is not None else ("unknown",):
+            key = (user_id, category)
+            uc = self._uc.get(key)
+            if uc is None:
+                uc = self._uc[key] = _Decayed(2)
+            uc.add(t, pair, self._uc_taus)
+            if rating:
                 self._uc_rating.setdefault(key, _Mean()).add(event.value)
-        if event.event_type == "rating":
-            self._user_rating.setdefault(event.user_id, _Mean()).add(event.value)
-            self._item_rating.setdefault(event.item_id, _Mean()).add(event.value)
+        if rating:
+            self._user_rating.setdefault(user_id, _Mean()).add(event.value)
+            self._item_rating.setdefault(item_id, _Mean()).add(event.value)
         self.events_folded += 1
 
     def update_many(self, events: Iterable[Event]) -> None:
@@ -215,6 +244,10 @@ class FeatureState:
 
     def row(self, user_id: str, item_id: str, t: float) -> list[float]:
         """The feature vector of (user, item) at time ``t``, in :data:`FEATURE_NAMES` order."""
+        return self.rows(user_id, (item_id,), t)[0]
+
+    def rows(self, user_id: str, item_ids: Sequence[str], t: float) -> list[list[float]]:
+        """Feature vectors of one user with each item at time ``t`` (the user's part is computed once)."""
         spec = self.spec
         n = len(EVENT_TYPES)
         prior, strength = spec.rating_prior, spec.prior_strength
@@ -225,61 +258,66 @@ class FeatureState:
         else:
             u = user.read(t, self._user_taus)
             user_hours = math.log1p(max(0.0, t - user.t) / _SECONDS_PER_HOUR)
-        user_counts = [math.log1p(v) for v in u[: 2 * n]]
-        user_pos_rate = (u[2 * n] + 0.1 * strength) / (u[2 * n + 1] + strength)
         user_rating = self._user_rating.get(user_id)
-        user_rating_mean = user_rating.smoothed(prior, strength) if user_rating else 0.0
-
-        item_state = self._item.get(item_id)
-        i = item_state.read(t, self._item_taus) if item_state else [0.0, 0.0, 0.0]
-        item_pos_rate = (i[2] + 0.1 * strength) / (i[1] + strength)
-        item_rating = self._item_rating.get(item_id)
-        item_rating_mean = item_rating.smoothed(prior, strength) if item_rating else 0.0
-        item = self.item(item_id)
-
-        cat_all = cat_pos = 0.0
-        cat_rating_total = 0.0
-        cat_rating_n = 0
-        cat_last = -math.inf
-        for category in item.categories:
-            uc = self._uc.get((user_id, category))
-            if uc is not None:
-                values = uc.read(t, self._uc_taus)
-                cat_all += values[0]
-                cat_pos += values[1]
-                cat_last = max(cat_last, uc.t)
-            rating = self._uc_rating.get((user_id, category))
-            if rating is not None:
-                cat_rating_total += rating.total
-                cat_rating_n += rating.n
-        n_cats = max(1, len(item.categories))
-        affinity = (cat_pos / n_cats) / (u[2 * n] + 1.0)
-        engagement = (cat_all / n_cats) / (u[2 * n + 1] + 1.0)
-        cat_rating_mean = (
-            (cat_rating_total + prior * strength) / (cat_rating_n + strength) - prior if cat_rating_n else 0.0
-        )
-        cat_hours = (
-            math.log1p(max(0.0, t - cat_last) / _SECONDS_PER_HOUR) if cat_last != -math.inf else _NEVER_LOG_HOURS
-        )
-        ui_state = self._ui.get((user_id, item_id))
-        ui = ui_state.read(t, self._ui_taus) if ui_state else [0.0, 0.0]
         hour_angle = 2 * math.pi * ((t % _DAY_S) / _DAY_S)
-        return [
-            *user_counts,
-            user_pos_rate,
-            user_rating_mean,
+        user_part = [
+            *(math.log1p(v) for v in u[: 2 * n]),
+            (u[2 * n] + 0.1 * strength) / (u[2 * n + 1] + strength),
+            user_rating.smoothed(prior, strength) if user_rating else 0.0,
             user_hours,
-            math.log1p(i[0]),
-            math.log1p(i[1]),
-            item_pos_rate,
-            item_rating_mean,
-            math.log1p(max(0.0, item.price)),
-            affinity,
-            engagement,
-            cat_rating_mean,
-            cat_hours,
-            math.log1p(ui[0]),
-            min(ui[1], 1.0),
-            math.sin(hour_angle),
-            math.cos(hour_angle),
         ]
+        user_pos, user_all = u[2 * n] + 1.0, u[2 * n + 1] + 1.0
+        context_part = [math.sin(hour_angle), math.cos(hour_angle)]
+        # (all events, positives, rating total, rating count, last time) per category, computed once.
+        categories: dict[str, tuple[float, float, float, int, float]] = {}
+        out = []
+        for item_id in item_ids:
+            item_state = self._item.get(item_id)
+            i = item_state.read(t, self._item_taus) if item_state else (0.0, 0.0, 0.0)
+            item_rating = self._item_rating.get(item_id)
+            item = self.item(item_id)
+            cat_all = cat_pos = cat_rating_total = 0.0
+            cat_rating_n = 0
+            cat_last = -math.inf
+            for category in item.categories:
+                stats = categories.get(category)
+                if stats is None:
+                    uc = self._uc.get((user_id, category))
+                    values = uc.read(t, self._uc_taus) if uc is not None else (0.0, 0.0)
+                    rating = self._uc_rating.get((user_id, category))
+                    stats = (
+                        values[0],
+                        values[1],
+                        rating.total if rating else 0.0,
+                        rating.n if rating else 0,
+                        uc.t if uc is not None else -math.inf,
+                    )
+                    categories[category] = stats
+                cat_all += stats[0]
+                cat_pos += stats[1]
+                cat_rating_total += stats[2]
+                cat_rating_n += stats[3]
+                cat_last = max(cat_last, stats[4])
+            n_cats = max(1, len(item.categories))
+            ui_state = self._ui.get((user_id, item_id))
+            ui = ui_state.read(t, self._ui_taus) if ui_state else (0.0, 0.0)
+            out.append(
+                [
+                    *user_part,
+                    math.log1p(i[0]),
+                    math.log1p(i[1]),
+                    (i[2] + 0.1 * strength) / (i[1] + strength),
+                    item_rating.smoothed(prior, strength) if item_rating else 0.0,
+                    math.log1p(max(0.0, item.price)),
+                    (cat_pos / n_cats) / user_pos,
+                    (cat_all / n_cats) / user_all,
+                    (cat_rating_total + prior * strength) / (cat_rating_n + strength) - prior if cat_rating_n else 0.0,
+                    math.log1p(max(0.0, t - cat_last) / _SECONDS_PER_HOUR)
+                    if cat_last != -math.inf
+                    else _NEVER_LOG_HOURS,
+                    math.log1p(ui[0]),
+                    min(ui[1], 1.0),
+                    *context_part,
+                ]
+            )
+        return out

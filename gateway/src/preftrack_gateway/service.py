@@ -17,7 +17,7 @@ import numpy as np
 
 from preftrack_gateway.config import GatewayConfig
 from preftrack_gateway.errors import InvalidRequestError, ModelNotReadyError, TritonUnavailableError
-from preftrack_gateway.features import NUM_FEATURES, FeatureSpec, FeatureState
+from preftrack_gateway.features import FeatureSpec, FeatureState
 from preftrack_gateway.ingest import GroupCommitWriter, WriteResult
 from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.schema import Event, EventValidationError, Item, stable_hash, validate_event
@@ -55,6 +55,19 @@ def _check_id(field: str, value: str) -> None:
         raise InvalidRequestError(f"{field} must be at most {_MAX_ID_CHARS} characters")
 
 
+def _check_event_user(user_id: str) -> None:
+    if not user_id or not user_id.strip():
+        raise EventValidationError("user_id", "must be a non-empty string")
+    if len(user_id) > _MAX_ID_CHARS:
+        raise EventValidationError("user_id", f"must be at most {_MAX_ID_CHARS} characters")
+
+
+def pseudonymous_user(core: GatewayCore, user_id: str) -> str:
+    """Check a caller's raw user id and return its pseudonym; raises EventValidationError."""
+    _check_event_user(user_id)
+    return core.pseudonymise(user_id)
+
+
 class GatewayCore:
     """State and behaviour shared by the servicers of one gateway process."""
 
@@ -82,6 +95,7 @@ class GatewayCore:
         self._on_readiness = on_readiness or (lambda ready: None)
         self._health_task: asyncio.Task[None] | None = None
         self._triton_down_logged = False
+        self._hashes: dict[str, tuple[int, int]] = {}
 
     async def start(self) -> None:
         """Rebuild the real-time features from the store, start the commit loop and the readiness probe."""
@@ -141,23 +155,30 @@ class GatewayCore:
             raise ModelNotReadyError(f"no version of model {self.scorer.model_name} is ready in Triton yet")
         return self.serving_version
 
+    def _item_hashes(self, item_id: str) -> tuple[int, int]:
+        cached = self._hashes.get(item_id)
+        if cached is None:
+            cached = (stable_hash(item_id), stable_hash(self.features.item(item_id).primary_category))
+            if len(self._hashes) < 1_000_000:
+                self._hashes[item_id] = cached
+        return cached
+
     async def _score_items(
         self, user_key: str, item_ids: Sequence[str], *, timeout_s: float, request_id: str
     ) -> tuple[np.ndarray, int]:
         version = self._version()
-        now = time.time()
         n = len(item_ids)
-        features = np.empty((n, NUM_FEATURES), dtype=np.float32)
-        item_hash = np.empty(n, dtype=np.int64)
-        category_hash = np.empty(n, dtype=np.int64)
-        for row, item_id in enumerate(item_ids):
-            features[row] = self.features.row(user_key, item_id, now)
-            item = self.features.item(item_id)
-            item_hash[row] = stable_hash(item_id)
-            category_hash[row] = stable_hash(item.primary_category)
+        features = np.array(self.features.rows(user_key, item_ids, time.time()), dtype=np.float32)
+        hashes = np.array([self._item_hashes(i) for i in item_ids], dtype=np.int64).reshape(n, 2)
         user_hash = np.full(n, stable_hash(user_key), dtype=np.int64)
         scores = await self.scorer.score(
-            user_hash, item_hash, category_hash, features, version=version, timeout_s=timeout_s, request_id=request_id
+            user_hash,
+            np.ascontiguousarray(hashes[:, 0]),
+            np.ascontiguousarray(hashes[:, 1]),
+            features,
+            version=version,
+            timeout_s=timeout_s,
+            request_id=request_id,
         )
         return scores, version
 
@@ -220,10 +241,15 @@ class GatewayCore:
 
     def prepare(self, event: Event, *, now_s: float) -> Event:
         """Validate one event from a caller and pseudonymise its user id; raises EventValidationError."""
+        _check_event_user(event.user_id)
+        return self.check(dataclasses.replace(event, user_id=self.pseudonymise(event.user_id)), now_s=now_s)
+
+    def check(self, event: Event, *, now_s: float) -> Event:
+        """Validate an event whose user id is already pseudonymised; returns it."""
         validate_event(event, now_s=now_s, max_future_skew_s=self.config.max_future_skew_s)
         if event.recommendation_id is not None and len(event.recommendation_id) > _MAX_ID_CHARS:
             raise EventValidationError("recommendation_id", f"must be at most {_MAX_ID_CHARS} characters")
-        return dataclasses.replace(event, user_id=self.pseudonymise(event.user_id))
+        return event
 
     async def ingest(self, events: Sequence[Event]) -> WriteResult:
         """Commit prepared events durably (idempotent by event_id); the features move before this returns."""
@@ -242,6 +268,7 @@ class GatewayCore:
         await self.store.upsert_items(items)
         for item in items:
             self.features.upsert_item(item)
+            self._hashes.pop(item.item_id, None)
         return len(items)
 
     async def close(self) -> None:

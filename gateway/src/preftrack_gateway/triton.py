@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import math
+import time
 
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
@@ -19,13 +22,34 @@ def _status(exc: InferenceServerException) -> str:
     return str(exc.status() or "")
 
 
-class TritonScorer:
-    """Scores rows with a Triton model over KServe v2 gRPC (asyncio)."""
+@dataclasses.dataclass(slots=True)
+class _Job:
+    columns: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    version: int
+    deadline: float
+    future: asyncio.Future[np.ndarray]
 
-    def __init__(self, url: str, model_name: str = contract.MODEL_NAME) -> None:
+
+class TritonScorer:
+    """Scores rows with a Triton model over KServe v2 gRPC (asyncio), coalescing concurrent calls.
+
+    At most ``max_in_flight`` Triton requests are outstanding. A call that finds a free slot is sent at once
+    (no added latency when idle); calls that arrive while every slot is busy wait and leave together, as one
+    request, when a slot frees. Under load this turns many small requests into few large ones — less gRPC
+    work here and fewer, fuller executions in Triton — without any fixed batching delay.
+    """
+
+    def __init__(
+        self, url: str, model_name: str = contract.MODEL_NAME, *, max_in_flight: int = 2, max_batch_rows: int = 4096
+    ) -> None:
         self.url = url
         self.model_name = model_name
         self._client = triton_aio.InferenceServerClient(url)
+        self._max_in_flight = max_in_flight
+        self._max_rows = max_batch_rows
+        self._waiting: list[_Job] = []
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def ready_versions(self) -> list[int]:
         """Versions of the model that are loaded and ready, ascending (empty when none or unreachable)."""
@@ -57,7 +81,72 @@ class TritonScorer:
         timeout_s: float,
         request_id: str = "",
     ) -> np.ndarray:
-        """Scores for each row, shape (n,)."""
+        """Scores for each row, shape (n,), possibly sent to Triton together with concurrent calls."""
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._waiting.append(
+            _Job((user_id, item_id, category_id, features), version, time.monotonic() + timeout_s, future)
+        )
+        self._dispatch()
+        return await future
+
+    def _dispatch(self) -> None:
+        while self._waiting and self._in_flight < self._max_in_flight:
+            first = self._waiting[0]
+            group: list[_Job] = []
+            rows = 0
+            rest: list[_Job] = []
+            for job in self._waiting:
+                n = int(job.columns[0].shape[0])
+                if job.version == first.version and (not group or rows + n <= self._max_rows):
+                    group.append(job)
+                    rows += n
+                else:
+                    rest.append(job)
+            self._waiting = rest
+            self._in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._send(group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, group: list[_Job]) -> None:
+        try:
+            live = [job for job in group if not job.future.done()]
+            if not live:
+                return
+            columns = [
+                np.concatenate([job.columns[c] for job in live]) if len(live) > 1 else live[0].columns[c]
+                for c in range(4)
+            ]
+            timeout_s = max(job.deadline for job in live) - time.monotonic()
+            try:
+                scores = await self._infer(*columns, version=live[0].version, timeout_s=timeout_s)
+            except BaseException as exc:
+                for job in live:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            start = 0
+            for job in live:
+                n = int(job.columns[0].shape[0])
+                if not job.future.done():
+                    job.future.set_result(scores[start : start + n])
+                start += n
+        finally:
+            self._in_flight -= 1
+            self._dispatch()
+
+    async def _infer(
+        self,
+        user_id: np.ndarray,
+        item_id: np.ndarray,
+        category_id: np.ndarray,
+        features: np.ndarray,
+        *,
+        version: int,
+        timeout_s: float,
+    ) -> np.ndarray:
         n = int(user_id.shape[0])
         columns = (
             (contract.USER_ID, user_id.reshape(n, 1), "INT64"),
@@ -76,7 +165,6 @@ class TritonScorer:
                 inputs,
                 model_version=str(version),
                 outputs=[triton_aio.InferRequestedOutput(contract.SCORE)],
-                request_id=request_id,
                 client_timeout=max(0.001, timeout_s),
             )
         except InferenceServerException as exc:

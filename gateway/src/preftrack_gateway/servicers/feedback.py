@@ -11,7 +11,7 @@ from preftrack_gateway.errors import InvalidRequestError
 from preftrack_gateway.ingest import WriteResult
 from preftrack_gateway.metrics import GatewayMetrics
 from preftrack_gateway.schema import Event, EventValidationError, Item
-from preftrack_gateway.service import GatewayCore
+from preftrack_gateway.service import GatewayCore, pseudonymous_user
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ _EVENT_TYPES = {
 _MAX_STREAM_IN_FLIGHT = 8
 
 
-def to_event(message: types_pb2.Event, now_s: float) -> Event:
-    """A schema Event from its message; raises EventValidationError for an unknown type."""
+def to_event(message: types_pb2.Event, now_s: float, user_id: str) -> Event:
+    """A schema Event from its message, with ``user_id`` (the pseudonym); EventValidationError if unknown type."""
     kind = _EVENT_TYPES.get(message.type)
     if kind is None:
         raise EventValidationError(
@@ -37,7 +37,7 @@ def to_event(message: types_pb2.Event, now_s: float) -> Event:
     timestamp = message.time.seconds + message.time.nanos / 1e9 if message.HasField("time") else now_s
     return Event(
         event_id=message.event_id,
-        user_id=message.user_id,
+        user_id=user_id,
         item_id=message.item_id,
         event_type=kind,
         value=value,
@@ -54,6 +54,10 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         self._core = core
         self._metrics = metrics
 
+    def _prepare(self, message: types_pb2.Event, now_s: float) -> Event:
+        user_key = pseudonymous_user(self._core, message.user_id)
+        return self._core.check(to_event(message, now_s, user_key), now_s=now_s)
+
     def _count(self, result: WriteResult) -> None:
         self._metrics.events.labels("accepted").inc(result.accepted)
         self._metrics.events.labels("duplicate").inc(result.duplicates)
@@ -68,7 +72,7 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         prepared = []
         for index, message in enumerate(request.events):
             try:
-                prepared.append(self._core.prepare(to_event(message, now), now_s=now))
+                prepared.append(self._prepare(message, now))
             except EventValidationError as exc:
                 self._metrics.events.labels("rejected").inc(len(request.events))
                 raise InvalidRequestError(
@@ -105,7 +109,7 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
             prepared = []
             for message in request.events:
                 try:
-                    prepared.append(self._core.prepare(to_event(message, now), now_s=now))
+                    prepared.append(self._prepare(message, now))
                 except EventValidationError as exc:
                     rejected.append(feedback_service_pb2.RejectedEvent(event_id=message.event_id, reason=str(exc)))
             if prepared:
