@@ -196,9 +196,8 @@ def main() -> None:
         gateway_cells = f"{r['gateway_rps']:,.0f} | {r['gateway_p50']:.2f} | {r['gateway_p99']:.2f}"
         direct_cells = f"{r['direct_rps']:,.0f} | {r['direct_p50']:.2f} | {r['direct_p99']:.2f}"
         print(f"| {c} | {gateway_cells} | {direct_cells} | {r['gateway_rps'] / r['direct_rps']:.2f} |")
-    print(
-        f"\nRecommend over 1,000 candidates, concurrency 4: {rec[0]:,.0f} calls/s, p50 {rec[1]:.2f} ms, p99 {rec[2]:.2f} ms"
-    )
+    print(f"\nRecommend over 1,000 candidates, concurrency 4: {rec[0]:,.0f} calls/s", end="")
+    print(f", p50 {rec[1]:.2f} ms, p99 {rec[2]:.2f} ms")
     print("\n| store | streamed events/s | unary events/s (c=32) |\n|---|---|---|")
     print(f"| SQLite | {sqlite_ingest[0]:,.0f} | {sqlite_ingest[1]:,.0f} |")
     print(f"| PostgreSQL | {pg_ingest[0]:,.0f} | {pg_ingest[1]:,.0f} |")

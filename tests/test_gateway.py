@@ -106,11 +106,15 @@ def test_recommend_ranks_excludes_and_logs_the_impression(gateway, tmp_path: Pat
     assert [i.item_id for i in rec.items] == expected
     assert [i.score for i in rec.items] == sorted((i.score for i in rec.items), reverse=True)
     db = sqlite3.connect(gateway.env["PREFTRACK_STORE_URL"].removeprefix("sqlite:///"))
-    row = db.execute(
-        "SELECT model_version, item_ids FROM impressions WHERE recommendation_id = ?", (rec.recommendation_id,)
-    ).fetchone()
+    deadline = time.monotonic() + 5  # impressions are written in the background, in batches
+    while True:
+        query = "SELECT model_version, item_ids FROM impressions WHERE recommendation_id = ?"
+        row = db.execute(query, (rec.recommendation_id,)).fetchone()
+        if row is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     db.close()
-    assert row is not None and row[0] == "1" and expected[0] in row[1]
+    assert row is not None and row[0] == "1" and expected[0] in row[1], gateway.log_tail()
 
 
 def test_a_purchase_raises_the_next_score_in_its_category(gateway, score_with) -> None:

@@ -9,13 +9,14 @@ Batching the commits is what lets thousands of unary calls per second share a fe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
 from preftrack_gateway.errors import OverloadedError, StoreUnavailableError
 from preftrack_gateway.schema import Event
-from preftrack_gateway.store import EventStore, StoreError
+from preftrack_gateway.store import EventStore, Impression, StoreError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -136,3 +137,54 @@ class GroupCommitWriter:
         self._wakeup.set()
         if self._task is not None:
             await self._task
+
+
+class ImpressionLog:
+    """Writes served lists in the background, in batches (one transaction per flush).
+
+    Recommend must not wait for a disk sync per list. The cost: a crash loses at most the impressions of the
+    last ``flush_interval_s``; feedback events themselves are never acknowledged before they are durable.
+    """
+
+    def __init__(self, store: EventStore, *, flush_interval_s: float = 0.05, max_queued: int = 100_000) -> None:
+        self._store = store
+        self._interval = flush_interval_s
+        self._max = max_queued
+        self._queue: list[Impression] = []
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def start(self) -> None:
+        """Start flushing on the running loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="impressions")
+
+    def add(self, impression: Impression) -> None:
+        """Queue one served list."""
+        if len(self._queue) >= self._max:
+            self.dropped += 1
+            _LOGGER.warning("impression queue full (%d); dropping %s", self._max, impression.recommendation_id)
+            return
+        self._queue.append(impression)
+
+    async def flush(self) -> None:
+        """Write what is queued now."""
+        batch, self._queue = self._queue, []
+        if batch:
+            try:
+                await self._store.log_impressions(batch)
+            except StoreError as exc:
+                _LOGGER.error("writing %d impressions failed, will retry: %s", len(batch), exc)
+                self._queue = batch + self._queue
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    async def close(self) -> None:
+        """Stop and write what is left."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()

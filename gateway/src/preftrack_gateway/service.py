@@ -18,7 +18,7 @@ import numpy as np
 from preftrack_gateway.config import GatewayConfig
 from preftrack_gateway.errors import InvalidRequestError, ModelNotReadyError, TritonUnavailableError
 from preftrack_gateway.features import FeatureSpec, FeatureState
-from preftrack_gateway.ingest import GroupCommitWriter, WriteResult
+from preftrack_gateway.ingest import GroupCommitWriter, ImpressionLog, WriteResult
 from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.schema import Event, EventValidationError, Item, stable_hash, validate_event
 from preftrack_gateway.store import EventStore, Impression
@@ -91,6 +91,7 @@ class GatewayCore:
             max_batch_events=config.commit_batch_events,
             max_pending_events=config.max_pending_events,
         )
+        self.impressions = ImpressionLog(store)
         self.serving_version: int | None = None
         self._on_readiness = on_readiness or (lambda ready: None)
         self._health_task: asyncio.Task[None] | None = None
@@ -114,6 +115,7 @@ class GatewayCore:
             time.perf_counter() - started,
         )
         self.writer.start()
+        self.impressions.start()
         await self.refresh_readiness()
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop(), name="readiness")
 
@@ -227,7 +229,7 @@ class GatewayCore:
         result = Recommended(
             tuple(pool[i] for i in top), tuple(float(scores[i]) for i in top), version, recommendation_id
         )
-        await self.store.log_impression(
+        self.impressions.add(
             Impression(
                 recommendation_id=recommendation_id,
                 user_key=user_key,
@@ -276,5 +278,6 @@ class GatewayCore:
         if self._health_task is not None:
             self._health_task.cancel()
         await self.writer.close()
+        await self.impressions.close()
         await self.store.close()
         await self.scorer.close()

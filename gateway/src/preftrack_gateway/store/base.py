@@ -80,8 +80,12 @@ class EventStore(abc.ABC):
         """The whole catalogue."""
 
     @abc.abstractmethod
+    async def log_impressions(self, impressions: Sequence[Impression]) -> None:
+        """Store served recommendation lists, in one transaction."""
+
     async def log_impression(self, impression: Impression) -> None:
-        """Store a served recommendation list."""
+        """Store one served recommendation list."""
+        await self.log_impressions([impression])
 
     @abc.abstractmethod
     async def impression(self, recommendation_id: str) -> Impression | None:

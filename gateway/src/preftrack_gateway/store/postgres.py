@@ -114,19 +114,22 @@ class PostgresStore(EventStore):
         rows = await self._fetch("SELECT item_id, categories, price FROM items")
         return [Item(item_id=str(r[0]), categories=tuple(json.loads(str(r[1]))), price=float(r[2])) for r in rows]  # type: ignore[arg-type]
 
-    async def log_impression(self, impression: Impression) -> None:
+    async def log_impressions(self, impressions: Sequence[Impression]) -> None:
         try:
-            async with self._write_lock:
-                await self._writer.execute(
+            async with self._write_lock, self._writer.transaction(), self._writer.cursor() as cursor:
+                await cursor.executemany(
                     "INSERT INTO impressions VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (
-                        impression.recommendation_id,
-                        impression.user_key,
-                        json.dumps(list(impression.item_ids)),
-                        json.dumps(list(impression.scores)),
-                        impression.model_version,
-                        impression.timestamp_s,
-                    ),
+                    [
+                        (
+                            i.recommendation_id,
+                            i.user_key,
+                            json.dumps(list(i.item_ids)),
+                            json.dumps(list(i.scores)),
+                            i.model_version,
+                            i.timestamp_s,
+                        )
+                        for i in impressions
+                    ],
                 )
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc

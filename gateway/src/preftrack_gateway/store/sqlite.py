@@ -145,20 +145,23 @@ class SQLiteStore(EventStore):
         rows = await self._run(lambda: self._db.execute("SELECT item_id, categories, price FROM items").fetchall())
         return [Item(item_id=r[0], categories=tuple(json.loads(r[1])), price=float(r[2])) for r in rows]
 
-    async def log_impression(self, impression: Impression) -> None:
+    async def log_impressions(self, impressions: Sequence[Impression]) -> None:
         def write() -> None:
             with self._db:
                 self._db.execute("BEGIN")
-                self._db.execute(
+                self._db.executemany(
                     "INSERT OR IGNORE INTO impressions VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        impression.recommendation_id,
-                        impression.user_key,
-                        json.dumps(list(impression.item_ids)),
-                        json.dumps(list(impression.scores)),
-                        impression.model_version,
-                        impression.timestamp_s,
-                    ),
+                    [
+                        (
+                            i.recommendation_id,
+                            i.user_key,
+                            json.dumps(list(i.item_ids)),
+                            json.dumps(list(i.scores)),
+                            i.model_version,
+                            i.timestamp_s,
+                        )
+                        for i in impressions
+                    ],
                 )
 
         await self._run(write)
