@@ -45,6 +45,30 @@ def context_json(event: Event) -> str | None:
     return json.dumps(dict(event.context), sort_keys=True) if event.context else None
 
 
+def impression_row(impression: Impression) -> tuple[object, ...]:
+    """Column values of an impression, in the stores' column order."""
+    return (
+        impression.recommendation_id,
+        impression.user_key,
+        json.dumps(list(impression.item_ids)),
+        json.dumps(list(impression.scores)),
+        impression.model_version,
+        impression.timestamp_s,
+    )
+
+
+def impression_from_row(row: Sequence[object]) -> Impression:
+    """Inverse of :func:`impression_row`."""
+    return Impression(
+        recommendation_id=str(row[0]),
+        user_key=str(row[1]),
+        item_ids=tuple(json.loads(str(row[2]))),
+        scores=tuple(json.loads(str(row[3]))),
+        model_version=str(row[4]),
+        timestamp_s=float(row[5]),  # type: ignore[arg-type]
+    )
+
+
 def event_from_row(row: Sequence[object]) -> Event:
     """Inverse of the column order used by the stores: id, user, item, type, value, ts, rec id, context."""
     event_id, user, item, kind, value, ts, rec, ctx = row

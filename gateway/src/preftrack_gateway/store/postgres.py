@@ -16,6 +16,8 @@ from preftrack_gateway.store.base import (
     context_json,
     event_from_row,
     first_occurrences,
+    impression_from_row,
+    impression_row,
 )
 
 _SCHEMA = """
@@ -119,17 +121,7 @@ class PostgresStore(EventStore):
             async with self._write_lock, self._writer.transaction(), self._writer.cursor() as cursor:
                 await cursor.executemany(
                     "INSERT INTO impressions VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    [
-                        (
-                            i.recommendation_id,
-                            i.user_key,
-                            json.dumps(list(i.item_ids)),
-                            json.dumps(list(i.scores)),
-                            i.model_version,
-                            i.timestamp_s,
-                        )
-                        for i in impressions
-                    ],
+                    [impression_row(i) for i in impressions],
                 )
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
@@ -139,14 +131,7 @@ class PostgresStore(EventStore):
         if not rows:
             return None
         r = rows[0]
-        return Impression(
-            recommendation_id=str(r[0]),
-            user_key=str(r[1]),
-            item_ids=tuple(json.loads(str(r[2]))),
-            scores=tuple(json.loads(str(r[3]))),
-            model_version=str(r[4]),
-            timestamp_s=float(r[5]),  # type: ignore[arg-type]
-        )
+        return impression_from_row(r)
 
     async def events(self, *, after_seq: int = 0, batch_size: int = 10_000) -> AsyncIterator[list[tuple[int, Event]]]:
         last = after_seq

@@ -18,6 +18,8 @@ from preftrack_gateway.store.base import (
     context_json,
     event_from_row,
     first_occurrences,
+    impression_from_row,
+    impression_row,
 )
 
 T = TypeVar("T")
@@ -151,17 +153,7 @@ class SQLiteStore(EventStore):
                 self._db.execute("BEGIN")
                 self._db.executemany(
                     "INSERT OR IGNORE INTO impressions VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            i.recommendation_id,
-                            i.user_key,
-                            json.dumps(list(i.item_ids)),
-                            json.dumps(list(i.scores)),
-                            i.model_version,
-                            i.timestamp_s,
-                        )
-                        for i in impressions
-                    ],
+                    [impression_row(i) for i in impressions],
                 )
 
         await self._run(write)
@@ -174,14 +166,7 @@ class SQLiteStore(EventStore):
         )
         if row is None:
             return None
-        return Impression(
-            recommendation_id=row[0],
-            user_key=row[1],
-            item_ids=tuple(json.loads(row[2])),
-            scores=tuple(json.loads(row[3])),
-            model_version=row[4],
-            timestamp_s=float(row[5]),
-        )
+        return impression_from_row(row)
 
     async def events(self, *, after_seq: int = 0, batch_size: int = 10_000) -> AsyncIterator[list[tuple[int, Event]]]:
         last = after_seq
