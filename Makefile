@@ -35,7 +35,13 @@ test: setup postgres
 test-all: setup postgres
 	PREFTRACK_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/python -m pytest -m ""
 
-lint: setup
+# buf (from the npm registry) lints the public API with its STANDARD rules.
+BUF := .tools/node_modules/.bin/buf
+$(BUF):
+	mkdir -p .tools && cd .tools && npm install --silent --no-audit --no-fund @bufbuild/buf@1.75.0
+
+lint: setup $(BUF)
+	cd proto && ../$(BUF) lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python proto/generate.py --check
