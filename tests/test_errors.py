@@ -29,6 +29,12 @@ CASES = [
     ),
     ("score: empty item id", lambda c: c.score("u", ["i-1", ""]), preftrack.InvalidRequestError, r"item_ids\[1\]"),
     ("score: item id too long", lambda c: c.score("u", ["x" * 300]), preftrack.InvalidRequestError, "256 characters"),
+    (
+        "score: as_of in the future",
+        lambda c: c.score("u", ["i-1"], as_of_s=time.time() + 86_400),
+        preftrack.InvalidRequestError,
+        "as_of",
+    ),
     ("recommend: k = 0", lambda c: c.recommend("u", ["i-1"], k=0), preftrack.InvalidRequestError, "k must be >= 1"),
     (
         "recommend: no candidates",

@@ -82,3 +82,30 @@ def test_concurrent_appends_store_each_event_once(store_url: str) -> None:
             await store.close()
 
     asyncio.run(run())
+
+
+def test_registry_and_settings_round_trip(store_url: str) -> None:
+    from preftrack_gateway.store import VersionRecord
+
+    async def run() -> None:
+        store = await open_store(store_url)
+        try:
+            record = VersionRecord(version=2, state="exported", parent=1, first_seq=5, last_seq=90, metrics={"auc": 0.8})
+            await store.put_version(record)
+            await store.put_version(VersionRecord(version=1, state="serving"))
+            assert [v.version for v in await store.versions()] == [1, 2]
+            assert await store.version(2) == record
+            await store.put_version(VersionRecord(version=2, state="rejected", parent=1, note="worse"))
+            assert (await store.version(2)).state == "rejected"
+            assert await store.get_setting("watermark") is None
+            await store.put_setting("watermark", "17")
+            await store.put_setting("watermark", "18")
+            assert await store.get_setting("watermark") == "18"
+            await store.append([_event(1), _event(2)])
+            seqs = [seq for batch in [b async for b in store.events()] for seq, _ in batch]
+            times = await store.committed_at(seqs)
+            assert set(times) == set(seqs) and all(t > 1.7e9 for t in times.values())
+        finally:
+            await store.close()
+
+    asyncio.run(run())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,7 +21,14 @@ from preftrack_gateway.errors import InvalidRequestError, ModelNotReadyError, Tr
 from preftrack_gateway.features import FeatureSpec, FeatureState
 from preftrack_gateway.ingest import GroupCommitWriter, ImpressionLog, WriteResult
 from preftrack_gateway.privacy import Pseudonymiser
-from preftrack_gateway.schema import Event, EventValidationError, Item, stable_hash, validate_event
+from preftrack_gateway.schema import (
+    MIN_TIMESTAMP_S,
+    Event,
+    EventValidationError,
+    Item,
+    stable_hash,
+    validate_event,
+)
 from preftrack_gateway.store import EventStore, Impression
 from preftrack_gateway.triton import TritonScorer
 
@@ -165,12 +173,22 @@ class GatewayCore:
                 self._hashes[item_id] = cached
         return cached
 
+    def _as_of(self, as_of_s: float | None) -> float:
+        now = time.time()
+        if as_of_s is None:
+            return now
+        if not math.isfinite(as_of_s) or as_of_s < MIN_TIMESTAMP_S:
+            raise InvalidRequestError("as_of must be a time after 1990-01-01")
+        if as_of_s > now + self.config.max_future_skew_s:
+            raise InvalidRequestError(f"as_of is {as_of_s - now:.0f} s in the future; check the client clock")
+        return as_of_s
+
     async def _score_items(
-        self, user_key: str, item_ids: Sequence[str], *, timeout_s: float, request_id: str
+        self, user_key: str, item_ids: Sequence[str], *, timeout_s: float, request_id: str, at_s: float
     ) -> tuple[np.ndarray, int]:
         version = self._version()
         n = len(item_ids)
-        features = np.array(self.features.rows(user_key, item_ids, time.time()), dtype=np.float32)
+        features = np.array(self.features.rows(user_key, item_ids, at_s), dtype=np.float32)
         hashes = np.array([self._item_hashes(i) for i in item_ids], dtype=np.int64).reshape(n, 2)
         user_hash = np.full(n, stable_hash(user_key), dtype=np.int64)
         scores = await self.scorer.score(
@@ -194,12 +212,21 @@ class GatewayCore:
         for index, item_id in enumerate(item_ids):
             _check_id(f"{field}[{index}]", item_id)
 
-    async def score(self, user_id: str, item_ids: Sequence[str], *, timeout_s: float, request_id: str) -> Scored:
-        """Score each item for the user, in the order given."""
+    async def score(
+        self,
+        user_id: str,
+        item_ids: Sequence[str],
+        *,
+        timeout_s: float,
+        request_id: str,
+        as_of_s: float | None = None,
+    ) -> Scored:
+        """Score each item for the user, in the order given (features read as of ``as_of_s``, default now)."""
         _check_id("user_id", user_id)
         self._check_items("item_ids", item_ids)
+        at_s = self._as_of(as_of_s)
         scores, version = await self._score_items(
-            self.pseudonymise(user_id), item_ids, timeout_s=timeout_s, request_id=request_id
+            self.pseudonymise(user_id), item_ids, timeout_s=timeout_s, request_id=request_id, at_s=at_s
         )
         return Scored(tuple(item_ids), tuple(float(s) for s in scores), version)
 
@@ -212,19 +239,21 @@ class GatewayCore:
         *,
         timeout_s: float,
         request_id: str,
+        as_of_s: float | None = None,
     ) -> Recommended:
         """Rank the candidates (minus ``exclude``) for the user; return the top ``k`` and log the impression."""
         _check_id("user_id", user_id)
         self._check_items("candidate_item_ids", candidates)
         if k < 1:
             raise InvalidRequestError("k must be >= 1")
+        at_s = self._as_of(as_of_s)
         excluded = set(exclude)
         pool = list(dict.fromkeys(c for c in candidates if c not in excluded))
         user_key = self.pseudonymise(user_id)
         recommendation_id = uuid.uuid4().hex
         if not pool:
             return Recommended((), (), self._version(), recommendation_id)
-        scores, version = await self._score_items(user_key, pool, timeout_s=timeout_s, request_id=request_id)
+        scores, version = await self._score_items(user_key, pool, timeout_s=timeout_s, request_id=request_id, at_s=at_s)
         top = np.argsort(-scores, kind="stable")[:k]
         result = Recommended(
             tuple(pool[i] for i in top), tuple(float(scores[i]) for i in top), version, recommendation_id
@@ -236,7 +265,7 @@ class GatewayCore:
                 item_ids=result.item_ids,
                 scores=result.scores,
                 model_version=str(version),
-                timestamp_s=time.time(),
+                timestamp_s=at_s,
             )
         )
         return result

@@ -38,8 +38,7 @@ def event_type(value: EventType | str) -> int:
 
 
 def event(e: FeedbackEvent) -> types_pb2.Event:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(e.timestamp_s * 1e9))
+    ts = _timestamp(e.timestamp_s)
     return types_pb2.Event(
         event_id=e.event_id,
         user_id=e.user_id,
@@ -52,20 +51,39 @@ def event(e: FeedbackEvent) -> types_pb2.Event:
     )
 
 
-def score_request(user_id: str, item_ids: Sequence[str], context: Mapping[str, str] | None):
-    return scoring_service_pb2.ScoreRequest(user_id=user_id, item_ids=list(item_ids), context=dict(context or {}))
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def score_request(
+    user_id: str, item_ids: Sequence[str], context: Mapping[str, str] | None, as_of_s: float | None = None
+):
+    request = scoring_service_pb2.ScoreRequest(user_id=user_id, item_ids=list(item_ids), context=dict(context or {}))
+    if as_of_s is not None:
+        request.as_of.CopyFrom(_timestamp(as_of_s))
+    return request
 
 
 def recommend_request(
-    user_id: str, candidates: Sequence[str], k: int, exclude: Sequence[str], context: Mapping[str, str] | None
+    user_id: str,
+    candidates: Sequence[str],
+    k: int,
+    exclude: Sequence[str],
+    context: Mapping[str, str] | None,
+    as_of_s: float | None = None,
 ):
-    return scoring_service_pb2.RecommendRequest(
+    request = scoring_service_pb2.RecommendRequest(
         user_id=user_id,
         candidate_item_ids=list(candidates),
         k=k,
         exclude_item_ids=list(exclude),
         context=dict(context or {}),
     )
+    if as_of_s is not None:
+        request.as_of.CopyFrom(_timestamp(as_of_s))
+    return request
 
 
 def _scored(items) -> tuple[ScoredItem, ...]:

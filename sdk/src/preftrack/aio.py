@@ -48,10 +48,14 @@ class AsyncClient:
         item_ids: Sequence[str],
         *,
         context: Mapping[str, str] | None = None,
+        as_of_s: float | None = None,
         timeout_s: float | None = None,
     ) -> Scores:
-        """Score each item for the user; the answer keeps the request's order."""
-        request = _convert.score_request(user_id, item_ids, context)
+        """Score each item for the user; the answer keeps the request's order.
+
+        ``as_of_s`` scores as of that time (replays, backtests); default now.
+        """
+        request = _convert.score_request(user_id, item_ids, context, as_of_s)
         return _convert.scores(await self._call(self._scoring.Score, request, timeout_s))
 
     async def recommend(
@@ -62,10 +66,11 @@ class AsyncClient:
         *,
         exclude: Sequence[str] = (),
         context: Mapping[str, str] | None = None,
+        as_of_s: float | None = None,
         timeout_s: float | None = None,
     ) -> Recommendation:
         """The ``k`` best candidates for the user, best first (logged as an impression)."""
-        request = _convert.recommend_request(user_id, candidates, k, exclude, context)
+        request = _convert.recommend_request(user_id, candidates, k, exclude, context, as_of_s)
         return _convert.recommendation(await self._call(self._scoring.Recommend, request, timeout_s))
 
     async def send(

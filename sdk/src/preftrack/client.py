@@ -71,11 +71,15 @@ class Client:
         item_ids: Sequence[str],
         *,
         context: Mapping[str, str] | None = None,
+        as_of_s: float | None = None,
         timeout_s: float | None = None,
     ) -> Scores:
-        """Score each item for the user; the answer keeps the request's order."""
+        """Score each item for the user; the answer keeps the request's order.
+
+        ``as_of_s`` scores as of that time (replays, backtests); default now.
+        """
         return _convert.scores(
-            self._call(self._scoring.Score, _convert.score_request(user_id, item_ids, context), timeout_s)
+            self._call(self._scoring.Score, _convert.score_request(user_id, item_ids, context, as_of_s), timeout_s)
         )
 
     def recommend(
@@ -86,10 +90,11 @@ class Client:
         *,
         exclude: Sequence[str] = (),
         context: Mapping[str, str] | None = None,
+        as_of_s: float | None = None,
         timeout_s: float | None = None,
     ) -> Recommendation:
         """The ``k`` best candidates for the user, best first (logged as an impression)."""
-        request = _convert.recommend_request(user_id, candidates, k, exclude, context)
+        request = _convert.recommend_request(user_id, candidates, k, exclude, context, as_of_s)
         return _convert.recommendation(self._call(self._scoring.Recommend, request, timeout_s))
 
     def send(

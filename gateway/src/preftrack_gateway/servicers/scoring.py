@@ -22,13 +22,21 @@ class ScoringServicer(scoring_service_pb2_grpc.ScoringServiceServicer):
         self._core = core
         self._metrics = metrics
 
+    @staticmethod
+    def _as_of(request) -> float | None:
+        return request.as_of.seconds + request.as_of.nanos / 1e9 if request.HasField("as_of") else None
+
     def _timeout(self, context: grpc.aio.ServicerContext) -> float:
         return deadline_s(context.time_remaining(), self._core.config.triton_timeout_s)
 
     async def Score(self, request, context):  # noqa: N802 - the proto's name
         rid = request_id.get()
         result = await self._core.score(
-            request.user_id, list(request.item_ids), timeout_s=self._timeout(context), request_id=rid
+            request.user_id,
+            list(request.item_ids),
+            timeout_s=self._timeout(context),
+            request_id=rid,
+            as_of_s=self._as_of(request),
         )
         self._metrics.requests_by_version.labels("Score", str(result.model_version)).inc()
         return scoring_service_pb2.ScoreResponse(
@@ -48,6 +56,7 @@ class ScoringServicer(scoring_service_pb2_grpc.ScoringServiceServicer):
             list(request.exclude_item_ids),
             timeout_s=self._timeout(context),
             request_id=rid,
+            as_of_s=self._as_of(request),
         )
         self._metrics.requests_by_version.labels("Recommend", str(result.model_version)).inc()
         return scoring_service_pb2.RecommendResponse(

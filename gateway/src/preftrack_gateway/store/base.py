@@ -45,6 +45,59 @@ def context_json(event: Event) -> str | None:
     return json.dumps(dict(event.context), sort_keys=True) if event.context else None
 
 
+#: Life cycle of a model version in the registry.
+VERSION_STATES = ("exported", "loading", "serving", "retired", "rejected", "failed")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VersionRecord:
+    """A model version's registry entry: lineage, the event range it was trained on, metrics, state."""
+
+    version: int
+    state: str
+    parent: int | None = None
+    first_seq: int = 0
+    last_seq: int = 0
+    metrics: dict[str, object] = dataclasses.field(default_factory=dict)
+    note: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.state not in VERSION_STATES:
+            raise ValueError(f"state must be one of {VERSION_STATES}, got {self.state!r}")
+
+
+def version_row(record: VersionRecord) -> tuple[object, ...]:
+    """Column values of a registry entry."""
+    return (
+        record.version,
+        record.state,
+        record.parent,
+        record.first_seq,
+        record.last_seq,
+        json.dumps(record.metrics, default=str),
+        record.note,
+        record.created_at,
+        record.updated_at,
+    )
+
+
+def version_from_row(row: Sequence[object]) -> VersionRecord:
+    """Inverse of :func:`version_row`."""
+    return VersionRecord(
+        version=int(row[0]),  # type: ignore[call-overload]
+        state=str(row[1]),
+        parent=int(row[2]) if row[2] is not None else None,  # type: ignore[call-overload]
+        first_seq=int(row[3]),  # type: ignore[call-overload]
+        last_seq=int(row[4]),  # type: ignore[call-overload]
+        metrics=json.loads(str(row[5])) if row[5] else {},
+        note=str(row[6] or ""),
+        created_at=float(row[7]),  # type: ignore[arg-type]
+        updated_at=float(row[8]),  # type: ignore[arg-type]
+    )
+
+
 def impression_row(impression: Impression) -> tuple[object, ...]:
     """Column values of an impression, in the stores' column order."""
     return (
@@ -126,6 +179,30 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     async def has_event(self, event_id: str) -> bool:
         """Whether an event with this id is stored."""
+
+    @abc.abstractmethod
+    async def committed_at(self, seqs: Sequence[int]) -> dict[int, float]:
+        """Commit time of each stored event sequence number."""
+
+    @abc.abstractmethod
+    async def put_version(self, record: VersionRecord) -> None:
+        """Insert or replace a registry entry."""
+
+    @abc.abstractmethod
+    async def versions(self) -> list[VersionRecord]:
+        """All registry entries, by version."""
+
+    @abc.abstractmethod
+    async def get_setting(self, key: str) -> str | None:
+        """A small persistent value (watermarks), or None."""
+
+    @abc.abstractmethod
+    async def put_setting(self, key: str, value: str) -> None:
+        """Store a small persistent value."""
+
+    async def version(self, number: int) -> VersionRecord | None:
+        """One registry entry."""
+        return next((v for v in await self.versions() if v.version == number), None)
 
     @abc.abstractmethod
     async def close(self) -> None:

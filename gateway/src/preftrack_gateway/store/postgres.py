@@ -13,11 +13,14 @@ from preftrack_gateway.store.base import (
     EventStore,
     Impression,
     StoreError,
+    VersionRecord,
     context_json,
     event_from_row,
     first_occurrences,
     impression_from_row,
     impression_row,
+    version_from_row,
+    version_row,
 )
 
 _SCHEMA = """
@@ -45,6 +48,21 @@ CREATE TABLE IF NOT EXISTS impressions (
     scores TEXT NOT NULL,
     model_version TEXT NOT NULL,
     ts DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_versions (
+    version BIGINT PRIMARY KEY,
+    state TEXT NOT NULL,
+    parent BIGINT,
+    first_seq BIGINT NOT NULL,
+    last_seq BIGINT NOT NULL,
+    metrics TEXT NOT NULL,
+    note TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 """
 
@@ -149,6 +167,38 @@ class PostgresStore(EventStore):
 
     async def has_event(self, event_id: str) -> bool:
         return bool(await self._fetch("SELECT 1 FROM events WHERE event_id = %s", (event_id,)))
+
+    async def committed_at(self, seqs: Sequence[int]) -> dict[int, float]:
+        rows = await self._fetch("SELECT seq, committed_at FROM events WHERE seq = ANY(%s)", (list(seqs),))
+        return {int(r[0]): float(r[1]) for r in rows}  # type: ignore[call-overload, arg-type]
+
+    async def _write(self, query: str, params: Sequence[object]) -> None:
+        try:
+            async with self._write_lock:
+                await self._writer.execute(query, params)
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+
+    async def put_version(self, record: VersionRecord) -> None:
+        await self._write(
+            "INSERT INTO model_versions VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (version) DO UPDATE "
+            "SET state = excluded.state, parent = excluded.parent, first_seq = excluded.first_seq, "
+            "last_seq = excluded.last_seq, metrics = excluded.metrics, note = excluded.note, "
+            "created_at = excluded.created_at, updated_at = excluded.updated_at",
+            version_row(record),
+        )
+
+    async def versions(self) -> list[VersionRecord]:
+        return [version_from_row(r) for r in await self._fetch("SELECT * FROM model_versions ORDER BY version")]
+
+    async def get_setting(self, key: str) -> str | None:
+        rows = await self._fetch("SELECT value FROM settings WHERE key = %s", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def put_setting(self, key: str, value: str) -> None:
+        await self._write(
+            "INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value)
+        )
 
     async def close(self) -> None:
         await self._writer.close()

@@ -15,11 +15,14 @@ from preftrack_gateway.store.base import (
     EventStore,
     Impression,
     StoreError,
+    VersionRecord,
     context_json,
     event_from_row,
     first_occurrences,
     impression_from_row,
     impression_row,
+    version_from_row,
+    version_row,
 )
 
 T = TypeVar("T")
@@ -49,6 +52,21 @@ CREATE TABLE IF NOT EXISTS impressions (
     scores TEXT NOT NULL,
     model_version TEXT NOT NULL,
     ts REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_versions (
+    version INTEGER PRIMARY KEY,
+    state TEXT NOT NULL,
+    parent INTEGER,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    metrics TEXT NOT NULL,
+    note TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 """
 
@@ -189,6 +207,43 @@ class SQLiteStore(EventStore):
             lambda: self._db.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,)).fetchone()
         )
         return row is not None
+
+    async def committed_at(self, seqs: Sequence[int]) -> dict[int, float]:
+        def read() -> dict[int, float]:
+            out: dict[int, float] = {}
+            for start in range(0, len(seqs), 500):
+                chunk = list(seqs[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                out.update(self._db.execute(f"SELECT seq, committed_at FROM events WHERE seq IN ({marks})", chunk))
+            return out
+
+        return await self._run(read)
+
+    async def put_version(self, record: VersionRecord) -> None:
+        def write() -> None:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "INSERT OR REPLACE INTO model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", version_row(record)
+                )
+
+        await self._run(write)
+
+    async def versions(self) -> list[VersionRecord]:
+        rows = await self._run(lambda: self._db.execute("SELECT * FROM model_versions ORDER BY version").fetchall())
+        return [version_from_row(r) for r in rows]
+
+    async def get_setting(self, key: str) -> str | None:
+        row = await self._run(lambda: self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone())
+        return None if row is None else str(row[0])
+
+    async def put_setting(self, key: str, value: str) -> None:
+        def write() -> None:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
+
+        await self._run(write)
 
     async def close(self) -> None:
         await self._run(self._db.close)
