@@ -90,7 +90,9 @@ def test_registry_and_settings_round_trip(store_url: str) -> None:
     async def run() -> None:
         store = await open_store(store_url)
         try:
-            record = VersionRecord(version=2, state="exported", parent=1, first_seq=5, last_seq=90, metrics={"auc": 0.8})
+            record = VersionRecord(
+                version=2, state="exported", parent=1, first_seq=5, last_seq=90, metrics={"auc": 0.8}
+            )
             await store.put_version(record)
             await store.put_version(VersionRecord(version=1, state="serving"))
             assert [v.version for v in await store.versions()] == [1, 2]

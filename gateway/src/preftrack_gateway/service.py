@@ -29,7 +29,7 @@ from preftrack_gateway.schema import (
     stable_hash,
     validate_event,
 )
-from preftrack_gateway.store import EventStore, Impression
+from preftrack_gateway.store import EventStore, Impression, VersionRecord
 from preftrack_gateway.triton import TritonScorer
 
 _LOGGER = logging.getLogger(__name__)
@@ -127,10 +127,68 @@ class GatewayCore:
         await self.refresh_readiness()
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop(), name="readiness")
 
+    async def _ship_exported(self, ready: list[int]) -> list[int]:
+        """Load the newest version the trainer exported; switch traffic once it is ready. Returns ready versions."""
+        records = await self.store.versions()
+        exported = [r for r in records if r.state == "exported" and r.version > (self.serving_version or 0)]
+        if not exported or self.serving_version is None:
+            return ready
+        candidate = exported[-1]
+        now = time.time()
+        await self.store.put_version(dataclasses.replace(candidate, state="loading", updated_at=now))
+        try:
+            await self.scorer.load_versions([self.serving_version, candidate.version])
+            ready = await self.scorer.ready_versions()
+        except (ModelNotReadyError, TritonUnavailableError) as exc:
+            _LOGGER.error(
+                "version %d failed to load; version %s keeps serving: %s",
+                candidate.version,
+                self.serving_version,
+                exc.message,
+            )
+            await self.store.put_version(
+                dataclasses.replace(candidate, state="failed", note=exc.message[:500], updated_at=time.time())
+            )
+            return await self.scorer.ready_versions()
+        if candidate.version not in ready:
+            await self.store.put_version(
+                dataclasses.replace(candidate, state="failed", note="not ready after load", updated_at=time.time())
+            )
+            return ready
+        previous = self.serving_version
+        # The switch: from the next request on, calls pin the new version; calls in flight finish on the old one,
+        # which stays loaded until the next version replaces it.
+        self.serving_version = candidate.version
+        await self.store.put_version(dataclasses.replace(candidate, state="serving", updated_at=time.time()))
+        old = next((r for r in records if r.version == previous), None)
+        if old is not None:
+            await self.store.put_version(dataclasses.replace(old, state="retired", updated_at=time.time()))
+        for other in exported[:-1]:  # superseded before they were ever loaded
+            await self.store.put_version(
+                dataclasses.replace(other, state="retired", note="superseded", updated_at=time.time())
+            )
+        _LOGGER.info("now serving version %d (was %s)", candidate.version, previous)
+        return ready
+
+    async def _register_bootstrap(self, version: int) -> None:
+        if await self.store.version(version) is None:
+            now = time.time()
+            await self.store.put_version(
+                VersionRecord(
+                    version=version,
+                    state="serving",
+                    note="found serving in Triton at start",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
     async def refresh_readiness(self) -> bool:
-        """Find the newest ready version; reload the model when Triton is up but nothing is ready."""
+        """Find the version to serve, ship a newly exported one, reload the model if Triton lost it."""
         try:
             versions = await self.scorer.ready_versions()
+            if versions:
+                versions = await self._ship_exported(versions)
             if not versions:
                 _LOGGER.warning("no ready version of %s; asking Triton to load it", self.scorer.model_name)
                 try:
@@ -145,7 +203,13 @@ class GatewayCore:
             versions = []
         else:
             self._triton_down_logged = False
-        version = versions[-1] if versions else None
+        if self.serving_version in versions:
+            version: int | None = self.serving_version
+        else:
+            serving = [r.version for r in await self.store.versions() if r.state == "serving" and r.version in versions]
+            version = max(serving) if serving else (versions[-1] if versions else None)
+            if version is not None:
+                await self._register_bootstrap(version)
         if version != self.serving_version:
             _LOGGER.info("serving version changed: %s -> %s", self.serving_version, version)
         self.serving_version = version

@@ -70,6 +70,20 @@ class TritonScorer:
         except InferenceServerException as exc:
             raise ModelNotReadyError(f"loading {self.model_name} failed: {exc.message()}") from exc
 
+    async def load_versions(self, versions: list[int]) -> None:
+        """(Re)load the model serving exactly ``versions``; the versions already loaded keep serving meanwhile.
+
+        Raises ModelNotReadyError if Triton refuses (a version failed to load); nothing changes then.
+        """
+        import json
+
+        try:
+            config = (await self._client.get_model_config(self.model_name, as_json=True))["config"]
+            config["version_policy"] = {"specific": {"versions": [int(v) for v in versions]}}
+            await self._client.load_model(self.model_name, config=json.dumps(config))
+        except InferenceServerException as exc:
+            raise ModelNotReadyError(f"loading {self.model_name} versions {versions} failed: {exc.message()}") from exc
+
     async def score(
         self,
         user_id: np.ndarray,

@@ -157,16 +157,21 @@ def save_savedmodel(model: keras.Model, path: Path) -> None:
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
 
 
+KERAS_FILE = "model.keras"
+
+
 def export_version(
     model: keras.Model,
     repository: Path,
     metadata: dict[str, object],
     *,
     config: TritonModelConfig | None = None,
+    min_version: int = 1,
 ) -> int:
-    """Write ``model`` as the next version of the repository's model and return its number.
+    """Write ``model`` as the next version (at least ``min_version``) of the repository's model; return its number.
 
-    The version's ``metadata.json`` gets ``metadata`` plus ``version`` and ``created_at``.
+    The version's ``metadata.json`` gets ``metadata`` plus ``version`` and ``created_at``. The Keras file next to
+    the SavedModel lets the continual trainer warm-start from this version.
     """
     cfg = config or TritonModelConfig()
     write_model_config(repository, cfg)
@@ -175,10 +180,11 @@ def export_version(
     staging.mkdir()
     try:
         save_savedmodel(model, staging / SAVEDMODEL_DIR)
+        model.save(staging / KERAS_FILE)
         model_py = resources.files("preftrack_trainer.serving").joinpath("model.py")
         (staging / "model.py").write_text(model_py.read_text(encoding="utf-8"), encoding="utf-8")
         while True:
-            version = max(existing_versions(model_dir), default=0) + 1
+            version = max(max(existing_versions(model_dir), default=0) + 1, min_version)
             meta = {**metadata, "version": version, "created_at": dt.datetime.now(dt.UTC).isoformat()}
             (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
             _fsync_tree(staging)
@@ -195,6 +201,13 @@ def export_version(
         raise
     _LOGGER.info("exported %s version %d to %s", cfg.name, version, model_dir / str(version))
     return version
+
+
+def load_keras(repository: Path, version: int, name: str = contract.MODEL_NAME) -> keras.Model:
+    """The trainable Keras model of an exported version (for warm starts)."""
+    from preftrack_trainer import model as _model  # noqa: F401 - registers the custom layers
+
+    return keras.models.load_model(repository / name / str(version) / KERAS_FILE, compile=False)
 
 
 def read_metadata(repository: Path, version: int, name: str = contract.MODEL_NAME) -> dict[str, object]:

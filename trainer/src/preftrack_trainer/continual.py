@@ -1,0 +1,396 @@
+"""The lifelong loop's trainer: learn from what is new in the event store, gate, and export the next version.
+
+Each round reads the events committed after the trainer's watermark, folds them (in commit order) into the
+same :class:`FeatureState` the gateway uses, turning each example event into a point-in-time row before it is
+folded in. Labels come from the events themselves: a rating at or above the threshold, or a positive event on
+the same item by the same user inside the attribution window. Examples whose window has not closed yet wait
+(with every later event) for a later round, so a label is never guessed.
+
+When enough examples are waiting (or enough time has passed) the trainer warm-starts from the serving version,
+trains on the new examples plus a replay sample of the past, and compares the candidate with the serving
+version on the newest slice (and on an older one, against forgetting). A candidate that is not worse by more
+than the margins is exported atomically and registered ``exported`` (the gateway loads it and switches
+traffic); otherwise it is registered ``rejected`` with its numbers. Either way the watermark then moves past
+those events, in the same database, so no example is ever trained on twice, even across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import contextlib
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from preftrack_gateway.features import FeatureSpec, FeatureState
+from preftrack_gateway.schema import Event
+from preftrack_gateway.store import EventStore, VersionRecord, open_store
+from preftrack_trainer import export, metrics, model
+from preftrack_trainer.preprocess import Examples, LabelSpec, model_inputs
+
+_LOGGER = logging.getLogger(__name__)
+
+WATERMARK_KEY = "trainer.watermark"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ContinualConfig:
+    """Settings of the continual trainer.
+
+    Attributes:
+        store_url: the event store the gateway writes (``sqlite:///...`` or ``postgresql://...``).
+        repository: the Triton model repository.
+        spec / labels: feature definitions and labelling (must match what the serving model was trained with).
+        trigger_examples: train once this many labelled examples wait...
+        trigger_seconds: ...or once this much time passed since the last round with any waiting.
+        replay_fraction: replayed past examples per new example.
+        replay_capacity: past examples kept for replay (reservoir sample).
+        holdout_fraction: newest share of the new examples held out for the gate.
+        epochs: passes over new + replayed examples per round.
+        learning_rate: Adam learning rate of the warm-started model.
+        auc_margin / log_loss_margin: how much worse than serving a candidate may be and still ship.
+        poll_interval_s: how often the long-running mode looks for new events.
+    """
+
+    store_url: str
+    repository: Path
+    spec: FeatureSpec = dataclasses.field(default_factory=FeatureSpec)
+    labels: LabelSpec = dataclasses.field(default_factory=LabelSpec)
+    trigger_examples: int = 2000
+    trigger_seconds: float = 60.0
+    replay_fraction: float = 1.0
+    replay_capacity: int = 100_000
+    holdout_fraction: float = 0.2
+    epochs: int = 1
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    auc_margin: float = 0.005
+    log_loss_margin: float = 0.01
+    poll_interval_s: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.trigger_examples < 10 or self.trigger_seconds <= 0:
+            raise ValueError("trigger_examples must be >= 10 and trigger_seconds > 0")
+        if not 0.05 <= self.holdout_fraction <= 0.5:
+            raise ValueError("holdout_fraction must lie in [0.05, 0.5]")
+        if self.replay_fraction < 0 or self.replay_capacity < 0 or self.epochs < 1 or self.learning_rate <= 0:
+            raise ValueError("replay_fraction, replay_capacity >= 0; epochs >= 1; learning_rate > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundResult:
+    """What one training round did."""
+
+    version: int
+    shipped: bool
+    n_new: int
+    n_replay: int
+    first_seq: int
+    last_seq: int
+    candidate: dict[str, float]
+    serving: dict[str, float]
+    reason: str
+
+
+def _concat(parts: list[Examples]) -> Examples:
+    return Examples(
+        user_id=np.concatenate([p.user_id for p in parts]),
+        item_id=np.concatenate([p.item_id for p in parts]),
+        category_id=np.concatenate([p.category_id for p in parts]),
+        features=np.concatenate([p.features for p in parts]),
+        label=np.concatenate([p.label for p in parts]),
+        timestamp_s=np.concatenate([p.timestamp_s for p in parts]),
+        users=[u for p in parts for u in p.users],
+        items=[i for p in parts for i in p.items],
+    )
+
+
+class _Reservoir:
+    """A uniform sample of past examples (Algorithm R), for replay and the forgetting check."""
+
+    def __init__(self, capacity: int, rng: np.random.Generator) -> None:
+        self.capacity = capacity
+        self.seen = 0
+        self._rng = rng
+        self._rows: list[tuple] = []
+
+    def add(self, examples: Examples) -> None:
+        for k in range(len(examples)):
+            row = (
+                examples.user_id[k],
+                examples.item_id[k],
+                examples.category_id[k],
+                examples.features[k],
+                examples.label[k],
+                examples.timestamp_s[k],
+                examples.users[k],
+                examples.items[k],
+            )
+            self.seen += 1
+            if len(self._rows) < self.capacity:
+                self._rows.append(row)
+            else:
+                slot = int(self._rng.integers(self.seen))
+                if slot < self.capacity:
+                    self._rows[slot] = row
+
+    def sample(self, n: int) -> Examples | None:
+        n = min(n, len(self._rows))
+        if n == 0:
+            return None
+        picked = [self._rows[i] for i in self._rng.choice(len(self._rows), n, replace=False)]
+        columns = list(zip(*picked, strict=True))
+        return Examples(
+            user_id=np.array(columns[0], dtype=np.int64),
+            item_id=np.array(columns[1], dtype=np.int64),
+            category_id=np.array(columns[2], dtype=np.int64),
+            features=np.stack(columns[3]).astype(np.float32),
+            label=np.array(columns[4], dtype=np.float32),
+            timestamp_s=np.array(columns[5], dtype=np.float64),
+            users=list(columns[6]),
+            items=list(columns[7]),
+        )
+
+
+class ContinualTrainer:
+    """Long-running (or one-round) trainer over the event store. Create with :meth:`open`."""
+
+    def __init__(self, config: ContinualConfig, store: EventStore) -> None:
+        self.config = config
+        self.store = store
+        self.state = FeatureState(config.spec)
+        self.watermark = 0
+        self._folded_seq = 0
+        self._pending: list[tuple[int, Event, list[float]]] = []  # (seq, example event, features)
+        self._unfolded: list[tuple[int, Event]] = []  # fetched, not folded yet (label window still open)
+        self._folded_since_watermark: list[Event] = []  # where the labels of waiting examples come from
+        self._reservoir = _Reservoir(config.replay_capacity, np.random.default_rng(config.seed))
+        self._last_round = time.monotonic()
+        self.rounds: list[RoundResult] = []
+
+    @classmethod
+    async def open(cls, config: ContinualConfig) -> ContinualTrainer:
+        """Open the store and rebuild the feature state up to the watermark (a restart resumes there)."""
+        store = await open_store(config.store_url)
+        trainer = cls(config, store)
+        await trainer._resume()
+        return trainer
+
+    async def _resume(self) -> None:
+        self.watermark = int(await self.store.get_setting(WATERMARK_KEY) or 0)
+        for item in await self.store.items():
+            self.state.upsert_item(item)
+        past: list[Event] = []
+        async for batch in self.store.events():
+            for seq, event in batch:
+                if seq <= self.watermark:
+                    past.append(event)
+                else:
+                    self._unfolded.append((seq, event))
+        # The watermark's events were trained on already; they only feed the features (and the replay pool).
+        self.state.update_many(past)
+        self._folded_seq = self.watermark
+        _LOGGER.info("resumed at watermark %d (%d past events folded)", self.watermark, len(past))
+
+    async def _serving_version(self) -> int | None:
+        records = await self.store.versions()
+        serving = [r.version for r in records if r.state == "serving"]
+        if serving:
+            return max(serving)
+        versions = export.existing_versions(self.config.repository / "preftrack")
+        return versions[-1] if versions else None
+
+    async def poll(self) -> int:
+        """Fetch new events and fold every one whose examples' labels are final; returns examples waiting."""
+        for item in await self.store.items():
+            self.state.upsert_item(item)
+        last = self._unfolded[-1][0] if self._unfolded else self._folded_seq
+        async for batch in self.store.events(after_seq=last):
+            self._unfolded.extend(batch)
+        if not self._unfolded:
+            return len(self._pending)
+        window = self.config.labels.attribution_window_s
+        example_types = set(self.config.labels.example_types)
+        horizon = max(event.timestamp_s for _, event in self._unfolded)
+        cut = len(self._unfolded)
+        for index, (_, event) in enumerate(self._unfolded):
+            if event.event_type in example_types and window > 0 and event.timestamp_s + window > horizon:
+                cut = index  # this example's label could still change: stop folding here
+                break
+        for seq, event in self._unfolded[:cut]:
+            if event.event_type in example_types:
+                row = self.state.row(event.user_id, event.item_id, event.timestamp_s)
+                self._pending.append((seq, event, row))
+            self.state.update(event)
+            self._folded_since_watermark.append(event)
+            self._folded_seq = seq
+        self._unfolded = self._unfolded[cut:]
+        return len(self._pending)
+
+    def _label(self, positives: dict[tuple[str, str], list[float]], event: Event) -> float:
+        spec = self.config.spec
+        if spec.is_positive(event.event_type, event.value):
+            return 1.0
+        later = positives.get((event.user_id, event.item_id), [])
+        k = bisect.bisect_right(later, event.timestamp_s)
+        return (
+            1.0 if k < len(later) and later[k] <= event.timestamp_s + self.config.labels.attribution_window_s else 0.0
+        )
+
+    def _examples(self) -> Examples:
+        positives: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+        # A label looks forward only: at folded events after the watermark and at those not folded yet.
+        for event in [*self._folded_since_watermark, *(e for _, e in self._unfolded)]:
+            if self.config.spec.is_positive(event.event_type, event.value):
+                positives[(event.user_id, event.item_id)].append(event.timestamp_s)
+        for times in positives.values():
+            times.sort()
+        events = [e for _, e, _ in self._pending]
+        inputs = model_inputs(
+            [e.user_id for e in events],
+            [self.state.item(e.item_id) for e in events],
+            np.array([row for _, _, row in self._pending], dtype=np.float32),
+        )
+        return Examples(
+            user_id=inputs["user_id"],
+            item_id=inputs["item_id"],
+            category_id=inputs["category_id"],
+            features=inputs["features"],
+            label=np.array([self._label(positives, e) for e in events], dtype=np.float32),
+            timestamp_s=np.array([e.timestamp_s for e in events], dtype=np.float64),
+            users=[e.user_id for e in events],
+            items=[e.item_id for e in events],
+        )
+
+    def due(self) -> bool:
+        """Whether a round should run now."""
+        if not self._pending:
+            return False
+        return (
+            len(self._pending) >= self.config.trigger_examples
+            or time.monotonic() - self._last_round >= self.config.trigger_seconds
+        )
+
+    async def train_round(self) -> RoundResult | None:
+        """Train, gate and export (or reject) one candidate on the waiting examples."""
+        if not self._pending:
+            return None
+        cfg = self.config
+        serving_version = await self._serving_version()
+        if serving_version is None:
+            raise RuntimeError(f"no serving version to warm-start from in {cfg.repository}; train a first one")
+        examples = self._examples()
+        first_seq, last_seq = self._pending[0][0], self._pending[-1][0]
+        order = np.argsort(examples.timestamp_s, kind="stable")
+        n_holdout = max(1, int(len(order) * cfg.holdout_fraction))
+        new_train, recent = examples.take(order[:-n_holdout]), examples.take(order[-n_holdout:])
+        replay = self._reservoir.sample(int(cfg.replay_fraction * len(new_train)))
+        older = self._reservoir.sample(min(5000, max(200, len(recent))))
+        train_set = _concat([new_train, replay]) if replay is not None and len(new_train) else new_train
+
+        serving = export.load_keras(cfg.repository, serving_version)
+        candidate = export.load_keras(cfg.repository, serving_version)
+        candidate.compile(optimizer=model.keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy")
+        mconfig = model.ModelConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed + len(self.rounds))
+        if len(train_set):
+            model.train(candidate, train_set, mconfig)
+        cand = metrics.evaluate(recent.label, model.predict(candidate, recent))
+        serv = metrics.evaluate(recent.label, model.predict(serving, recent))
+        reason = "not worse than serving on the newest slice"
+        shipped = True
+        if np.isfinite(cand["auc"]) and np.isfinite(serv["auc"]) and cand["auc"] < serv["auc"] - cfg.auc_margin:
+            shipped, reason = False, f"AUC {cand['auc']:.4f} < serving {serv['auc']:.4f} - {cfg.auc_margin}"
+        elif cand["log_loss"] > serv["log_loss"] + cfg.log_loss_margin:
+            shipped, reason = False, f"log loss {cand['log_loss']:.4f} > serving {serv['log_loss']:.4f} + margin"
+        if shipped and older is not None and older.label.min() != older.label.max():
+            old_c = metrics.evaluate(older.label, model.predict(candidate, older))
+            old_s = metrics.evaluate(older.label, model.predict(serving, older))
+            cand["older_auc"], serv["older_auc"] = old_c["auc"], old_s["auc"]
+            if old_c["auc"] < old_s["auc"] - 2 * cfg.auc_margin:
+                shipped, reason = False, f"forgets: older-slice AUC {old_c['auc']:.4f} < serving {old_s['auc']:.4f}"
+
+        records = await self.store.versions()
+        next_version = max([r.version for r in records] + export.existing_versions(cfg.repository / "preftrack")) + 1
+        now = time.time()
+        lineage = {
+            "parent": serving_version,
+            "first_seq": first_seq,
+            "last_seq": last_seq,
+            "n_new": len(examples),
+            "n_replay": 0 if replay is None else len(replay),
+        }
+        if shipped:
+            next_version = export.export_version(
+                candidate,
+                cfg.repository,
+                {
+                    **lineage,
+                    "metrics": cand,
+                    "serving_metrics": serv,
+                    "feature_schema_hash": cfg.spec.schema_hash(),
+                    "feature_spec": cfg.spec.to_dict(),
+                },
+                min_version=next_version,
+            )
+        await self.store.put_version(
+            VersionRecord(
+                version=next_version,
+                state="exported" if shipped else "rejected",
+                parent=serving_version,
+                first_seq=first_seq,
+                last_seq=last_seq,
+                metrics={"candidate": cand, "serving": serv, **lineage},
+                note=reason,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        # Trained or rejected, these examples are done: move the watermark past them, durably.
+        self._reservoir.add(examples)
+        self.watermark = self._folded_seq
+        await self.store.put_setting(WATERMARK_KEY, str(self.watermark))
+        self._pending = []
+        self._folded_since_watermark = []
+        self._last_round = time.monotonic()
+        result = RoundResult(
+            next_version, shipped, len(examples), lineage["n_replay"], first_seq, last_seq, cand, serv, reason
+        )
+        self.rounds.append(result)
+        _LOGGER.info(
+            "round: version %d %s (%s); %d new + %d replayed examples, candidate AUC %.4f vs serving %.4f",
+            next_version,
+            "exported" if shipped else "rejected",
+            reason,
+            len(examples),
+            lineage["n_replay"],
+            cand["auc"],
+            serv["auc"],
+        )
+        return result
+
+    async def run_once(self, *, force: bool = False) -> RoundResult | None:
+        """Poll, and train a round if one is due (or if ``force`` and anything waits)."""
+        await self.poll()
+        if force or self.due():
+            return await self.train_round()
+        return None
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Poll and train until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except Exception:
+                _LOGGER.exception("continual training round failed; retrying after the poll interval")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.poll_interval_s)
+
+    async def close(self) -> None:
+        """Close the store."""
+        await self.store.close()
