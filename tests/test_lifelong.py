@@ -1,0 +1,186 @@
+"""The lifelong loop with real parts: events in → continual trainer → gate → export → gateway switches."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import preftrack
+from preftrack_gateway.process import GatewayProcess
+from preftrack_gateway.store import VersionRecord, open_store
+from preftrack_trainer import export
+from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
+from preftrack_trainer.data import synthetic
+from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
+
+from .conftest import gateway_env
+
+pytestmark = pytest.mark.e2e
+
+SHOP = synthetic.SyntheticConfig(n_users=120, n_items=80, days=6, seed=21, dirty_fraction=0.0)
+
+
+def _send_shop(target: str) -> int:
+    shop = synthetic.generate(SHOP)
+    events = [
+        preftrack.FeedbackEvent(
+            event_id=e.event_id,
+            user_id=e.user_id,
+            item_id=e.item_id,
+            event_type=e.event_type,
+            value=e.value,
+            timestamp_s=e.timestamp_s,
+        )
+        for e in shop.events
+        if e.user_id != synthetic.BOT_USER_ID
+    ]
+    with preftrack.Client(target, timeout_s=60) as client:
+        client.upsert_items(
+            [preftrack.Item(item_id=i.item_id, categories=i.categories, price=i.price) for i in shop.items.values()]
+        )
+        summary = client.stream(events)
+    assert summary.accepted == len(events)
+    return len(events)
+
+
+@pytest.fixture
+def stack(scratch_repository: Path, tmp_path: Path):
+    """Triton on a private copy of the trained repository (version 1) and a gateway on SQLite."""
+    store_url = f"sqlite:///{tmp_path / 'events.db'}"
+    with TritonServer(TritonConfig(repository=scratch_repository, work_dir=tmp_path / "triton")) as triton:
+        gateway = GatewayProcess(gateway_env(triton.grpc_url, store_url), tmp_path / "gateway.log").start()
+        try:
+            yield scratch_repository, store_url, gateway
+        finally:
+            gateway.stop()
+
+
+def _registry(store_url: str) -> dict[int, VersionRecord]:
+    async def read() -> dict[int, VersionRecord]:
+        store = await open_store(store_url)
+        try:
+            return {r.version: r for r in await store.versions()}
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def _round(config: ContinualConfig):
+    async def run():
+        trainer = await ContinualTrainer.open(config)
+        try:
+            return await trainer.run_once(force=True), trainer.watermark
+        finally:
+            await trainer.close()
+
+    return asyncio.run(run())
+
+
+def test_trainer_ships_version_2_and_the_switch_fails_no_request(stack) -> None:
+    repository, store_url, gateway = stack
+    _send_shop(gateway.target)
+    failures: list[str] = []
+    versions_seen: set[str] = set()
+    stop = threading.Event()
+
+    def keep_scoring() -> None:
+        with preftrack.Client(gateway.target) as client:
+            while not stop.is_set():
+                try:
+                    versions_seen.add(client.score("u-3", ["i-1", "i-2", "i-3"]).model_version)
+                except preftrack.PreftrackError as exc:
+                    failures.append(str(exc))
+
+    thread = threading.Thread(target=keep_scoring)
+    thread.start()
+    try:
+        # Generous margins: this test is about the mechanics of shipping, the gate has its own test.
+        config = ContinualConfig(
+            store_url=store_url, repository=repository, trigger_examples=100, auc_margin=0.5, log_loss_margin=1.0
+        )
+        result, watermark = _round(config)
+        assert result is not None and result.shipped and result.version == 2, result
+        assert watermark > 0
+        deadline = time.monotonic() + 60
+        while "2" not in versions_seen and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures, failures[:3]
+    assert versions_seen == {"1", "2"}
+    registry = _registry(store_url)
+    assert registry[2].state == "serving" and registry[2].parent == 1
+    assert registry[1].state == "retired"
+    assert registry[2].last_seq >= registry[2].first_seq > 0
+    meta = export.read_metadata(repository, 2)
+    assert meta["parent"] == 1 and meta["last_seq"] == registry[2].last_seq
+
+
+def test_a_worse_candidate_is_rejected_and_version_1_keeps_serving(stack) -> None:
+    repository, store_url, gateway = stack
+    _send_shop(gateway.target)
+    # A learning rate this large wrecks the warm-started weights: the gate must catch it.
+    config = ContinualConfig(store_url=store_url, repository=repository, trigger_examples=100, learning_rate=5.0)
+    result, _ = _round(config)
+    assert result is not None and not result.shipped
+    assert export.existing_versions(repository / "preftrack") == [1]
+    registry = _registry(store_url)
+    assert registry[result.version].state == "rejected" and "serving" in registry[result.version].note
+    time.sleep(1.5)
+    with preftrack.Client(gateway.target) as client:
+        assert client.score("u-3", ["i-1"]).model_version == "1"
+
+
+def test_a_corrupt_export_is_never_served(stack) -> None:
+    repository, store_url, gateway = stack
+    model_dir = repository / "preftrack"
+    shutil.copytree(model_dir / "1", model_dir / "2")
+    variables = next((model_dir / "2" / export.SAVEDMODEL_DIR / "variables").glob("variables.data-*"))
+    variables.write_bytes(variables.read_bytes()[:100])
+
+    async def register() -> None:
+        store = await open_store(store_url)
+        now = time.time()
+        await store.put_version(VersionRecord(version=2, state="exported", parent=1, created_at=now, updated_at=now))
+        await store.close()
+
+    asyncio.run(register())
+    deadline = time.monotonic() + 60
+    while _registry(store_url)[2].state in ("exported", "loading") and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert _registry(store_url)[2].state == "failed"
+    with preftrack.Client(gateway.target) as client:
+        for _ in range(20):
+            assert client.score("u-3", ["i-1"]).model_version == "1"
+
+
+def test_a_restarted_trainer_resumes_from_its_watermark(stack) -> None:
+    repository, store_url, gateway = stack
+    _send_shop(gateway.target)
+    config = ContinualConfig(
+        store_url=store_url, repository=repository, trigger_examples=100, auc_margin=0.5, log_loss_margin=1.0
+    )
+    first, watermark = _round(config)
+    assert first is not None
+
+    async def reopen() -> tuple[int, int]:
+        trainer = await ContinualTrainer.open(config)
+        try:
+            return trainer.watermark, await trainer.poll()
+        finally:
+            await trainer.close()
+
+    resumed_at, waiting = asyncio.run(reopen())
+    assert resumed_at == watermark
+    # Only examples after the watermark wait (those whose label window was still open), none trained before.
+    assert waiting < first.n_new
+    second, _ = _round(config)
+    assert second is None or second.first_seq > first.last_seq
