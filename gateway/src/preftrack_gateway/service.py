@@ -209,7 +209,7 @@ class GatewayCore:
             serving = [r.version for r in await self.store.versions() if r.state == "serving" and r.version in versions]
             version = max(serving) if serving else (versions[-1] if versions else None)
             if version is not None:
-                await self._register_bootstrap(version)
+                await self._register_serving(version)
         if version != self.serving_version:
             _LOGGER.info("serving version changed: %s -> %s", self.serving_version, version)
         self.serving_version = version

@@ -108,6 +108,79 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _continual(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from preftrack_gateway.features import FeatureSpec
+    from preftrack_trainer import export
+    from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
+    from preftrack_trainer.preprocess import LabelSpec
+
+    if args.ratings:
+        spec, labels = FeatureSpec(positive_types=()), LabelSpec(example_types=("rating",))
+    else:
+        spec, labels = FeatureSpec(), LabelSpec()
+    config = ContinualConfig(
+        store_url=args.store_url,
+        repository=args.repository,
+        spec=spec,
+        labels=labels,
+        trigger_examples=args.trigger_examples,
+        trigger_seconds=args.trigger_seconds,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+    )
+
+    async def run() -> None:
+        trainer = await ContinualTrainer.open(config)
+        try:
+            if not export.existing_versions(args.repository / "preftrack"):
+                await trainer.bootstrap()
+            if args.once:
+                result = await trainer.run_once(force=True)
+                print(result if result else "nothing new to train on")
+                return
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            print(f"continual trainer running from watermark {trainer.watermark}; Ctrl-C stops", flush=True)
+            await trainer.run_forever(stop)
+        finally:
+            await trainer.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from preftrack_trainer.replay import ReplayConfig, run
+
+    report = run(
+        ReplayConfig(
+            dataset=args.dataset,
+            rate_events_s=args.rate,
+            window=args.window,
+            trigger_examples=args.trigger_examples,
+            trigger_seconds=args.trigger_seconds,
+            limit_events=args.limit_events,
+            out_dir=args.out_dir,
+            progress=not args.no_progress,
+        )
+    )
+    print(report.markdown)
+    if report.plot is not None:
+        print(f"\nplot: {report.plot}")
+    live = report.rows["preftrack live (learning)"]["auc"]
+    vw = report.rows["Vowpal Wabbit (per event)"]["auc"]
+    frozen = report.rows["preftrack frozen at v1"]["auc"]
+    print(
+        f"\nbench_prequential dataset={args.dataset} rate={report.rate_events_s:.0f} live_auc={live:.4f} "
+        f"frozen_auc={frozen:.4f} vw_auc={vw:.4f} shipped={report.versions_shipped} rejected={report.versions_rejected}"
+    )
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from preftrack_trainer.stack import up
 
@@ -152,6 +225,30 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-file", type=Path, default=Path("var/tritonserver.log"))
     serve.add_argument("--model-config-name", default=None, help="e.g. gpu, for configs/gpu.pbtxt")
     serve.set_defaults(func=_serve)
+
+    cont = sub.add_parser(
+        "continual", help="learn from the event store continuously (or --once), ship via the registry"
+    )
+    cont.add_argument("--store-url", default=os.environ.get("PREFTRACK_STORE_URL", "sqlite:///var/preftrack.db"))
+    cont.add_argument("--repository", type=Path, default=Path("model_repository"))
+    cont.add_argument("--ratings", action="store_true", help="examples are ratings (>= 4 positive), not views")
+    cont.add_argument("--trigger-examples", type=int, default=2000)
+    cont.add_argument("--trigger-seconds", type=float, default=60.0)
+    cont.add_argument("--epochs", type=int, default=1)
+    cont.add_argument("--learning-rate", type=float, default=1e-3)
+    cont.add_argument("--once", action="store_true", help="one round with whatever is new, then exit")
+    cont.set_defaults(func=_continual)
+
+    replay = sub.add_parser("replay", help="prequential replay of a dataset through the live, learning stack")
+    replay.add_argument("--dataset", choices=("synthetic", "movielens"), default="movielens")
+    replay.add_argument("--rate", type=float, default=300.0, help="target events per second")
+    replay.add_argument("--window", type=int, default=8, help="events scored concurrently, then sent together")
+    replay.add_argument("--trigger-examples", type=int, default=4000)
+    replay.add_argument("--trigger-seconds", type=float, default=30.0)
+    replay.add_argument("--limit-events", type=int, default=None)
+    replay.add_argument("--out-dir", type=Path, default=Path("var/replay"))
+    replay.add_argument("--no-progress", action="store_true")
+    replay.set_defaults(func=_replay)
 
     stack = sub.add_parser("up", help="train a first model if needed, then run Triton and the gateway")
     stack.add_argument("--repository", type=Path, default=Path("model_repository"))

@@ -391,6 +391,56 @@ class ContinualTrainer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.poll_interval_s)
 
+    async def bootstrap(self, model_config: model.ModelConfig | None = None) -> int:
+        """Train a first version from everything in the store (when the repository has none) and export it.
+
+        Its user embeddings are keyed by the same pseudonyms the gateway scores with. The watermark moves past
+        the events it used, so the continual rounds only ever see what came after.
+        """
+        cfg = self.config
+        await self.poll()
+        if not self._pending:
+            raise RuntimeError("the event store holds no labelled examples to train a first version on")
+        examples = self._examples()
+        mconfig = model_config or model.ModelConfig(seed=cfg.seed)
+        first = model.build_model(mconfig, *model.fit_normalisation(examples.features))
+        model.train(first, examples, mconfig)
+        first_seq, last_seq = self._pending[0][0], self._pending[-1][0]
+        version = export.export_version(
+            first,
+            cfg.repository,
+            {
+                "parent": None,
+                "first_seq": first_seq,
+                "last_seq": last_seq,
+                "n_new": len(examples),
+                "feature_schema_hash": cfg.spec.schema_hash(),
+                "feature_spec": cfg.spec.to_dict(),
+            },
+        )
+        now = time.time()
+        await self.store.put_version(
+            VersionRecord(
+                version=version,
+                state="exported",
+                first_seq=first_seq,
+                last_seq=last_seq,
+                metrics={"n_new": len(examples)},
+                note="bootstrap: trained from scratch on the store",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        self._reservoir.add(examples)
+        self.watermark = self._folded_seq
+        await self.store.put_setting(WATERMARK_KEY, str(self.watermark))
+        self._pending = []
+        self._folded_since_watermark = []
+        _LOGGER.info(
+            "bootstrap: version %d trained on %d examples (seq %d..%d)", version, len(examples), first_seq, last_seq
+        )
+        return version
+
     async def close(self) -> None:
         """Close the store."""
         await self.store.close()

@@ -1,0 +1,388 @@
+"""Prequential replay: a time-ordered dataset replayed through the running stack while it keeps learning.
+
+The first part of the stream is loaded into the event store and a first version is trained on it (from the
+store, so its user embeddings use the gateway's pseudonyms). Then every later event is first *scored* through
+the SDK (as of its own time: what the system believes before it happens) and then *sent* as feedback, while the
+continual trainer runs as its own process and ships versions through the registry. Side by side, on the same
+events: the same system with learning frozen at version 1 (its real-time features still move), item
+popularity learned online, and Vowpal Wabbit learning after every event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import preftrack
+from preftrack_gateway.privacy import Pseudonymiser
+from preftrack_gateway.process import GatewayProcess
+from preftrack_gateway.schema import Event
+from preftrack_gateway.store import open_store
+from preftrack_trainer import export, metrics, model
+from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
+from preftrack_trainer.data import synthetic
+from preftrack_trainer.pipeline import Dataset, TrainerConfig, load_dataset
+from preftrack_trainer.preprocess import Examples, build_examples
+from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
+
+_LOGGER = logging.getLogger(__name__)
+_KEY = "replay-pseudonym-key-0123456789"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReplayConfig:
+    """How to replay.
+
+    Attributes:
+        dataset: ``movielens`` or ``synthetic``.
+        rate_events_s: target replay rate (events per second); the report states the rate reached.
+        window: events scored concurrently, then sent as one batch (1 = strictly one at a time).
+        warm_fraction: share of the stream loaded before the replay and used to train version 1.
+        trigger_examples / trigger_seconds: the continual trainer's triggers.
+        learning_rate / epochs: the continual trainer's optimiser settings.
+        limit_events: replay only this many events after the warm part (None: all).
+        out_dir: where the report, the plot and the logs go.
+    """
+
+    dataset: str = "movielens"
+    rate_events_s: float = 300.0
+    window: int = 8
+    warm_fraction: float = 0.5
+    trigger_examples: int = 4000
+    trigger_seconds: float = 30.0
+    learning_rate: float = 1e-3
+    epochs: int = 1
+    bootstrap_epochs: int = 3
+    limit_events: int | None = None
+    n_windows: int = 10
+    out_dir: Path = Path("var/replay")
+    synthetic: synthetic.SyntheticConfig = dataclasses.field(default_factory=synthetic.SyntheticConfig)
+    progress: bool = True
+
+
+@dataclasses.dataclass
+class ReplayReport:
+    """Results of a replay."""
+
+    rows: dict[str, dict[str, float]]
+    windows: dict[str, list[float]]
+    versions_shipped: int
+    versions_rejected: int
+    freshness_model_s: dict[str, float]
+    freshness_features_s: dict[str, float]
+    rate_events_s: float
+    n_events: int
+    markdown: str
+    plot: Path | None
+
+
+def _events_for_sdk(events: list[Event]) -> list[preftrack.FeedbackEvent]:
+    return [
+        preftrack.FeedbackEvent(
+            event_id=e.event_id,
+            user_id=e.user_id,
+            item_id=e.item_id,
+            event_type=e.event_type,
+            value=e.value,
+            timestamp_s=e.timestamp_s,
+        )
+        for e in events
+    ]
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p90": float("nan"), "max": float("nan")}
+    array = np.array(values)
+    return {"p50": float(np.percentile(array, 50)), "p90": float(np.percentile(array, 90)), "max": float(array.max())}
+
+
+def _online_popularity(examples: Examples, n_warm: int) -> np.ndarray:
+    """Each live example scored by its item's smoothed positive rate over the examples before it."""
+    pos: collections.Counter[str] = collections.Counter()
+    seen: collections.Counter[str] = collections.Counter()
+    total_pos = total = 0.0
+    scores = []
+    for index, (item, y) in enumerate(zip(examples.items, examples.label, strict=True)):
+        if index >= n_warm:
+            prior = (total_pos + 1) / (total + 2)
+            scores.append((pos[item] + 5 * prior) / (seen[item] + 5))
+        pos[item] += float(y)
+        seen[item] += 1
+        total_pos += float(y)
+        total += 1
+    return np.array(scores)
+
+
+def _vowpal_wabbit_online(examples: Examples, data: Dataset, n_warm: int) -> np.ndarray:
+    """VW learning after every example (logistic, user x item interactions); scores of the live examples."""
+    from vowpalwabbit import Workspace
+
+    ws = Workspace("--loss_function logistic --link logistic -l 0.5 -q ui -q uu -b 22 --quiet")
+    scores = []
+    for index, (user, item_id, y) in enumerate(zip(examples.users, examples.items, examples.label, strict=True)):
+        item = data.items.get(item_id)
+        genres = " ".join(f"g={c.replace(':', '_').replace(' ', '_')}" for c in (item.categories if item else ()))
+        features = f"|u user={user} |i item={item_id} {genres}"
+        if index >= n_warm:
+            scores.append(float(ws.predict(features)))
+        ws.learn(f"{1 if y > 0 else -1} {features}")
+    ws.finish()
+    return np.array(scores)
+
+
+def _windows(labels: np.ndarray, scores: np.ndarray, n: int) -> list[float]:
+    out = []
+    for part in np.array_split(np.arange(len(labels)), n):
+        y, p = labels[part], scores[part]
+        out.append(metrics.evaluate(y, p)["auc"] if len(part) and 0 < y.sum() < len(y) else float("nan"))
+    return out
+
+
+async def _replay_live(
+    target: str, live: list[Event], cfg: ReplayConfig
+) -> tuple[np.ndarray, list[str], list[float], dict[str, float], list[float]]:
+    """Score, then send, each live event; returns scores, versions, [elapsed], first-served times, ack delays."""
+    scores = np.zeros(len(live))
+    versions: list[str] = [""] * len(live)
+    first_served: dict[str, float] = {}
+    ack_delays: list[float] = []
+    interval = cfg.window / cfg.rate_events_s
+    started = time.monotonic()
+    bar = tqdm(total=len(live), desc="replay", unit="ev", disable=not cfg.progress, mininterval=1.0)
+    async with preftrack.AsyncClient(target, timeout_s=30) as client:
+        for start in range(0, len(live), cfg.window):
+            due = started + (start // cfg.window) * interval
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            chunk = live[start : start + cfg.window]
+            answers = await asyncio.gather(
+                *(client.score(e.user_id, [e.item_id], as_of_s=e.timestamp_s) for e in chunk)
+            )
+            now = time.time()
+            for offset, answer in enumerate(answers):
+                scores[start + offset] = answer.items[0].score
+                versions[start + offset] = answer.model_version
+                first_served.setdefault(answer.model_version, now)
+            sent = time.monotonic()
+            await client.send(_events_for_sdk(chunk))
+            ack_delays.append(time.monotonic() - sent)
+            bar.update(len(chunk))
+    bar.close()
+    elapsed = time.monotonic() - started
+    return scores, versions, [elapsed], first_served, ack_delays
+
+
+def run(cfg: ReplayConfig) -> ReplayReport:
+    """Run the replay end to end and write ``report.md`` and ``replay.png`` into ``cfg.out_dir``."""
+    data = load_dataset(TrainerConfig(dataset=cfg.dataset, synthetic=cfg.synthetic, progress=False))
+    events = data.events
+    n_warm = int(len(events) * cfg.warm_fraction)
+    live = events[n_warm:]
+    if cfg.limit_events is not None:
+        live = live[: cfg.limit_events]
+    all_events = events[:n_warm] + live
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    ratings = data.labels.example_types == ("rating",)
+    with tempfile.TemporaryDirectory(prefix="preftrack-replay-") as tmp:
+        root = Path(tmp)
+        repository = root / "repo"
+        export.write_model_config(repository, export.TritonModelConfig())
+        store_url = f"sqlite:///{root / 'events.db'}"
+        with TritonServer(TritonConfig(repository=repository, models=(), work_dir=root / "triton")) as triton:
+            env = {
+                "PREFTRACK_TRITON_URL": triton.grpc_url,
+                "PREFTRACK_STORE_URL": store_url,
+                "PREFTRACK_PSEUDONYM_KEY": _KEY,
+            }
+            gateway = GatewayProcess(env, cfg.out_dir / "gateway.log").start(require_serving=False)
+            trainer_process = None
+            try:
+                with preftrack.Client(gateway.target, timeout_s=120) as client:
+                    client.upsert_items(
+                        [
+                            preftrack.Item(item_id=i.item_id, categories=i.categories, price=i.price)
+                            for i in data.items.values()
+                        ]
+                    )
+                    client.stream(_events_for_sdk(events[:n_warm]), batch_size=2000)
+                continual = ContinualConfig(
+                    store_url=store_url,
+                    repository=repository,
+                    spec=data.spec,
+                    labels=data.labels,
+                    trigger_examples=cfg.trigger_examples,
+                    trigger_seconds=cfg.trigger_seconds,
+                    learning_rate=cfg.learning_rate,
+                    epochs=cfg.epochs,
+                )
+
+                async def bootstrap() -> None:
+                    trainer = await ContinualTrainer.open(continual)
+                    try:
+                        await trainer.bootstrap(model.ModelConfig(epochs=cfg.bootstrap_epochs))
+                    finally:
+                        await trainer.close()
+
+                asyncio.run(bootstrap())
+                deadline = time.monotonic() + 120
+                with preftrack.Client(gateway.target) as client:
+                    while not client.healthy():
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"the gateway never served version 1:\n{gateway.log_tail()}")
+                        time.sleep(0.2)
+                args = [
+                    sys.executable, "-m", "preftrack_trainer", "continual", "--store-url", store_url,
+                    "--repository", str(repository), "--trigger-examples", str(cfg.trigger_examples),
+                    "--trigger-seconds", str(cfg.trigger_seconds), "--learning-rate", str(cfg.learning_rate),
+                    "--epochs", str(cfg.epochs),
+                ] + (["--ratings"] if ratings else [])  # fmt: skip
+                with open(cfg.out_dir / "trainer.log", "wb") as log:
+                    trainer_process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+                scores, versions, (elapsed,), first_served, ack_delays = asyncio.run(
+                    _replay_live(gateway.target, live, cfg)
+                )
+                time.sleep(1.0)
+            finally:
+                if trainer_process is not None:
+                    trainer_process.send_signal(signal.SIGTERM)
+                    try:
+                        trainer_process.wait(timeout=120)
+                    except subprocess.TimeoutExpired:
+                        trainer_process.kill()
+                gateway.stop()
+
+            async def registry_and_commits():
+                store = await open_store(store_url)
+                try:
+                    records = await store.versions()
+                    ids: dict[str, int] = {}
+                    async for batch in store.events():
+                        ids.update((e.event_id, seq) for seq, e in batch)
+                    committed = await store.committed_at(list(ids.values()))
+                    return records, ids, committed
+                finally:
+                    await store.close()
+
+            records, seq_of, committed = asyncio.run(registry_and_commits())
+        v1 = export.load_keras(repository, 1) if (repository / "preftrack" / "1").exists() else None
+        key = Pseudonymiser(_KEY)
+        pseudo = [dataclasses.replace(e, user_id=key(e.user_id)) for e in all_events]
+        examples, _ = build_examples(pseudo, data.items, spec=data.spec, labels=data.labels)
+        live_mask = np.zeros(len(examples), dtype=bool)
+        live_ids = {e.event_id for e in live}
+        n_live_examples = sum(1 for e in live if e.event_type in data.labels.example_types)
+        live_mask[-n_live_examples:] = True
+        live_examples = examples.take(live_mask)
+        labels = live_examples.label
+        is_example = np.array([e.event_type in data.labels.example_types for e in live])
+        live_scores = scores[is_example]
+        frozen = model.predict(v1, live_examples) if v1 is not None else np.full(len(labels), np.nan)
+        n_warm_examples = len(examples) - n_live_examples
+        popularity = _online_popularity(examples, n_warm_examples)
+        vw = _vowpal_wabbit_online(examples, data, n_warm_examples)
+
+    shipped = [r for r in records if r.parent is not None and r.state in ("serving", "retired")]
+    rejected = [r for r in records if r.state == "rejected"]
+    freshness: list[float] = []
+    for record in shipped:
+        served = first_served.get(str(record.version))
+        if served is None:
+            continue
+        for event_id, seq in seq_of.items():
+            if record.first_seq <= seq <= record.last_seq and event_id in live_ids and seq in committed:
+                freshness.append(served - committed[seq])
+    results = {
+        "preftrack live (learning)": metrics.evaluate(labels, live_scores),
+        "preftrack frozen at v1": metrics.evaluate(labels, frozen),
+        "item popularity (online)": metrics.evaluate(labels, popularity),
+        "Vowpal Wabbit (per event)": metrics.evaluate(labels, vw),
+    }
+    window_auc = {
+        "preftrack live (learning)": _windows(labels, live_scores, cfg.n_windows),
+        "preftrack frozen at v1": _windows(labels, frozen, cfg.n_windows),
+        "item popularity (online)": _windows(labels, popularity, cfg.n_windows),
+        "Vowpal Wabbit (per event)": _windows(labels, vw, cfg.n_windows),
+    }
+    rate = len(live) / elapsed
+    fresh_model = _percentiles(freshness)
+    fresh_features = _percentiles(ack_delays)
+    version_of_example = [v for v, ex in zip(versions, is_example, strict=True) if ex]
+    switches = [k for k in range(1, len(version_of_example)) if version_of_example[k] != version_of_example[k - 1]]
+    plot = _plot(window_auc, switches, len(labels), cfg)
+    lines = [
+        f"Prequential replay of {cfg.dataset}: {len(live)} live events ({len(labels)} scored examples) after "
+        f"{n_warm} warm-up events, at {rate:,.0f} events/s (target {cfg.rate_events_s:,.0f}, window {cfg.window}).",
+        "",
+        metrics.format_table(results, ("auc", "log_loss", "accuracy", "f1")),
+        "",
+        f"Versions shipped: {len(shipped)}, rejected: {len(rejected)} (continual trainer: every "
+        f"{cfg.trigger_examples} examples or {cfg.trigger_seconds:.0f} s).",
+        f"Freshness, event commit -> first score by a version trained on it: p50 {fresh_model['p50']:.1f} s, "
+        f"p90 {fresh_model['p90']:.1f} s, max {fresh_model['max']:.1f} s.",
+        f"Freshness, event sent -> acknowledged with its features updated: p50 {1000 * fresh_features['p50']:.1f} ms, "
+        f"p90 {1000 * fresh_features['p90']:.1f} ms (the next score already includes it).",
+        "",
+        "AUC per window (" + str(cfg.n_windows) + " equal windows of the live stream):",
+        "",
+        "| model | " + " | ".join(f"w{k + 1}" for k in range(cfg.n_windows)) + " |",
+        "|---|" + "---|" * cfg.n_windows,
+        *(f"| {name} | " + " | ".join(f"{a:.3f}" for a in values) + " |" for name, values in window_auc.items()),
+    ]
+    markdown = "\n".join(lines)
+    (cfg.out_dir / "report.md").write_text(markdown + "\n")
+    (cfg.out_dir / "report.json").write_text(
+        json.dumps(
+            {
+                "rows": results,
+                "windows": window_auc,
+                "rate": rate,
+                "versions": [dataclasses.asdict(r) for r in records],
+            },
+            default=str,
+            indent=1,
+        )
+    )
+    return ReplayReport(
+        results, window_auc, len(shipped), len(rejected), fresh_model, fresh_features, rate, len(live), markdown, plot
+    )
+
+
+def _plot(window_auc: dict[str, list[float]], switches: list[int], n: int, cfg: ReplayConfig) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    centres = [(k + 0.5) / cfg.n_windows * n for k in range(cfg.n_windows)]
+    for name, values in window_auc.items():
+        ax.plot(centres, values, marker="o", label=name)
+    for k, position in enumerate(switches):
+        ax.axvline(position, color="grey", alpha=0.3, linestyle="--", label="version switch" if k == 0 else None)
+    ax.set_xlabel("scored examples in the live stream")
+    ax.set_ylabel("AUC (window)")
+    ax.set_title(f"Prequential replay: {cfg.dataset}")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    path = cfg.out_dir / "replay.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
