@@ -170,18 +170,17 @@ class GatewayCore:
         _LOGGER.info("now serving version %d (was %s)", candidate.version, previous)
         return ready
 
-    async def _register_bootstrap(self, version: int) -> None:
-        if await self.store.version(version) is None:
-            now = time.time()
+    async def _register_serving(self, version: int) -> None:
+        record = await self.store.version(version)
+        now = time.time()
+        if record is None:
             await self.store.put_version(
                 VersionRecord(
-                    version=version,
-                    state="serving",
-                    note="found serving in Triton at start",
-                    created_at=now,
-                    updated_at=now,
+                    version=version, state="serving", note="found ready in Triton", created_at=now, updated_at=now
                 )
             )
+        elif record.state != "serving":
+            await self.store.put_version(dataclasses.replace(record, state="serving", updated_at=now))
 
     async def refresh_readiness(self) -> bool:
         """Find the version to serve, ship a newly exported one, reload the model if Triton lost it."""

@@ -152,6 +152,25 @@ def _windows(labels: np.ndarray, scores: np.ndarray, n: int) -> list[float]:
     return out
 
 
+def _chunks(events: list[Event], window: int) -> list[tuple[int, int]]:
+    """Consecutive runs of at most ``window`` events with distinct users.
+
+    Events of one run are scored concurrently and then sent together; a user's next event always waits for
+    the previous one's feedback, so every user's own stream stays strictly prequential.
+    """
+    runs = []
+    start = 0
+    users: set[str] = set()
+    for index, event in enumerate(events):
+        if index - start >= window or event.user_id in users:
+            runs.append((start, index))
+            start, users = index, set()
+        users.add(event.user_id)
+    if start < len(events):
+        runs.append((start, len(events)))
+    return runs
+
+
 async def _replay_live(
     target: str, live: list[Event], cfg: ReplayConfig
 ) -> tuple[np.ndarray, list[str], list[float], dict[str, float], list[float]]:
@@ -160,16 +179,15 @@ async def _replay_live(
     versions: list[str] = [""] * len(live)
     first_served: dict[str, float] = {}
     ack_delays: list[float] = []
-    interval = cfg.window / cfg.rate_events_s
     started = time.monotonic()
     bar = tqdm(total=len(live), desc="replay", unit="ev", disable=not cfg.progress, mininterval=1.0)
     async with preftrack.AsyncClient(target, timeout_s=30) as client:
-        for start in range(0, len(live), cfg.window):
-            due = started + (start // cfg.window) * interval
+        for start, end in _chunks(live, cfg.window):
+            due = started + start / cfg.rate_events_s
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            chunk = live[start : start + cfg.window]
+            chunk = live[start:end]
             answers = await asyncio.gather(
                 *(client.score(e.user_id, [e.item_id], as_of_s=e.timestamp_s) for e in chunk)
             )
