@@ -7,7 +7,7 @@ DATASET ?= synthetic
 
 PG_URL ?= postgresql://preftrack:preftrack@127.0.0.1:5432/preftrack
 
-.PHONY: setup up train postgres test test-all lint bench clean
+.PHONY: setup up train demo postgres test test-all lint bench clean
 
 # The venv is made from Debian's python3.11: Triton's python-backend stub links that exact libpython.
 $(BIN)/.installed: requirements-dev.txt sdk/pyproject.toml gateway/pyproject.toml trainer/pyproject.toml
@@ -24,6 +24,10 @@ train: setup
 # Trains a first version if the repository has none, then runs Triton and the gateway until Ctrl-C.
 up: setup
 	$(BIN)/preftrack-trainer up --dataset $(DATASET) --repository $(REPOSITORY)
+
+# The lifelong loop on the synthetic drifting shop: a prequential replay through the live, learning stack.
+demo: setup
+	$(BIN)/preftrack-trainer replay --dataset synthetic --rate 400 --trigger-examples 1500 --trigger-seconds 10 --out-dir var/demo
 
 # A local PostgreSQL server for the tests (installs Debian's package when missing; needs root).
 postgres:
@@ -46,9 +50,11 @@ lint: setup $(BUF)
 	$(BIN)/ruff format --check .
 	$(BIN)/python proto/generate.py --check
 
-bench: setup
+bench: setup postgres
 	$(BIN)/python bench/bench_serving.py
 	$(BIN)/python bench/bench_quality.py
+	$(BIN)/python bench/bench_gateway.py
+	$(BIN)/preftrack-trainer replay --dataset movielens --rate 300 --out-dir var/replay-ml
 
 clean:
 	rm -rf $(VENV) .pytest_cache
