@@ -65,7 +65,7 @@ class ReplayConfig:
     trigger_seconds: float = 30.0
     learning_rate: float = 1e-3
     epochs: int = 1
-    bootstrap_epochs: int = 3
+    bootstrap_epochs: int = 1
     limit_events: int | None = None
     n_windows: int = 10
     out_dir: Path = Path("var/replay")
