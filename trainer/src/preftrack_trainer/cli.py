@@ -164,6 +164,7 @@ def _replay(args: argparse.Namespace) -> int:
             trigger_examples=args.trigger_examples,
             trigger_seconds=args.trigger_seconds,
             bootstrap_epochs=args.bootstrap_epochs,
+            learning_rate=args.learning_rate,
             limit_events=args.limit_events,
             out_dir=args.out_dir,
             progress=not args.no_progress,
@@ -247,7 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--trigger-examples", type=int, default=4000)
     replay.add_argument("--trigger-seconds", type=float, default=30.0)
     replay.add_argument("--limit-events", type=int, default=None)
-    replay.add_argument("--bootstrap-epochs", type=int, default=1, help="epochs of version 1 (1: least overfit)")
+    replay.add_argument("--learning-rate", type=float, default=1e-3, help="continual rounds' Adam learning rate")
+    replay.add_argument(
+        "--bootstrap-epochs", type=int, default=None, help="epochs of version 1 (default 1 on movielens, 3 otherwise)"
+    )
     replay.add_argument("--out-dir", type=Path, default=Path("var/replay"))
     replay.add_argument("--no-progress", action="store_true")
     replay.set_defaults(func=_replay)

@@ -52,7 +52,8 @@ class ReplayConfig:
         window: events scored concurrently, then sent as one batch (1 = strictly one at a time).
         warm_fraction: share of the stream loaded before the replay and used to train version 1.
         trigger_examples / trigger_seconds: the continual trainer's triggers.
-        learning_rate / epochs: the continual trainer's optimiser settings.
+        learning_rate / epochs: the continual trainer's optimiser settings (epochs: 1 on MovieLens, 2 otherwise).
+        bootstrap_epochs: epochs of version 1 (default: 1 on MovieLens, where more overfits; 3 otherwise).
         limit_events: replay only this many events after the warm part (None: all).
         out_dir: where the report, the plot and the logs go.
     """
@@ -64,8 +65,8 @@ class ReplayConfig:
     trigger_examples: int = 4000
     trigger_seconds: float = 30.0
     learning_rate: float = 1e-3
-    epochs: int = 1
-    bootstrap_epochs: int = 1
+    epochs: int | None = None
+    bootstrap_epochs: int | None = None
     limit_events: int | None = None
     n_windows: int = 10
     out_dir: Path = Path("var/replay")
@@ -216,6 +217,8 @@ def run(cfg: ReplayConfig) -> ReplayReport:
     all_events = events[:n_warm] + live
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     ratings = data.labels.example_types == ("rating",)
+    epochs = cfg.epochs or (1 if ratings else 2)
+    bootstrap_epochs = cfg.bootstrap_epochs or (1 if ratings else 3)
     with tempfile.TemporaryDirectory(prefix="preftrack-replay-") as tmp:
         root = Path(tmp)
         repository = root / "repo"
@@ -246,13 +249,13 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                     trigger_examples=cfg.trigger_examples,
                     trigger_seconds=cfg.trigger_seconds,
                     learning_rate=cfg.learning_rate,
-                    epochs=cfg.epochs,
+                    epochs=epochs,
                 )
 
                 async def bootstrap() -> None:
                     trainer = await ContinualTrainer.open(continual)
                     try:
-                        await trainer.bootstrap(model.ModelConfig(epochs=cfg.bootstrap_epochs))
+                        await trainer.bootstrap(model.ModelConfig(epochs=bootstrap_epochs))
                     finally:
                         await trainer.close()
 
@@ -267,7 +270,7 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                     sys.executable, "-m", "preftrack_trainer", "continual", "--store-url", store_url,
                     "--repository", str(repository), "--trigger-examples", str(cfg.trigger_examples),
                     "--trigger-seconds", str(cfg.trigger_seconds), "--learning-rate", str(cfg.learning_rate),
-                    "--epochs", str(cfg.epochs),
+                    "--epochs", str(epochs),
                 ] + (["--ratings"] if ratings else [])  # fmt: skip
                 with open(cfg.out_dir / "trainer.log", "wb") as log:
                     trainer_process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
