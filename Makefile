@@ -54,7 +54,7 @@ bench: setup postgres
 	$(BIN)/python bench/bench_serving.py
 	$(BIN)/python bench/bench_quality.py
 	$(BIN)/python bench/bench_gateway.py
-	$(BIN)/preftrack-trainer replay --dataset movielens --rate 300 --out-dir var/replay-ml
+	$(BIN)/preftrack-trainer replay --dataset movielens --rate 300 --learning-rate 3e-4 --out-dir var/replay-ml
 
 clean:
 	rm -rf $(VENV) .pytest_cache
