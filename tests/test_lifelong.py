@@ -16,6 +16,7 @@ from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer import export
 from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
 from preftrack_trainer.data import synthetic
+from preftrack_trainer.preprocess import LabelSpec
 from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 from .conftest import gateway_env
@@ -184,3 +185,42 @@ def test_a_restarted_trainer_resumes_from_its_watermark(stack) -> None:
     assert waiting < first.n_new
     second, _ = _round(config)
     assert second is None or second.first_seq > first.last_seq
+
+
+def test_served_lists_joined_with_later_feedback_become_examples(stack) -> None:
+    repository, store_url, gateway = stack
+    _send_shop(gateway.target)
+    with preftrack.Client(gateway.target) as client:
+        rec = client.recommend("u-7", [f"i-{n}" for n in range(10)], k=4)
+        bought = rec.items[1].item_id
+        client.send(
+            preftrack.FeedbackEvent(
+                user_id="u-7", item_id=bought, event_type="purchase", recommendation_id=rec.recommendation_id
+            )
+        )
+        # A later event closes the purchase's attribution window for the trainer's clock.
+        client.send(
+            preftrack.FeedbackEvent(user_id="u-8", item_id="i-1", event_type="view", timestamp_s=time.time() + 200)
+        )
+    time.sleep(0.3)  # impressions are written in background batches
+    config = ContinualConfig(
+        store_url=store_url,
+        repository=repository,
+        trigger_examples=100,
+        labels=LabelSpec(attribution_window_s=60),
+    )
+
+    async def waiting():
+        trainer = await ContinualTrainer.open(config)
+        try:
+            await trainer.poll()
+            return trainer.waiting_examples()
+        finally:
+            await trainer.close()
+
+    ids, examples = asyncio.run(waiting())
+    served = {i: float(y) for i, y in zip(ids, examples.label, strict=True) if i.startswith("impression:")}
+    prefix = f"impression:{rec.recommendation_id}:"
+    assert {i.removeprefix(prefix) for i in served} == {item.item_id for item in rec.items}
+    assert served[prefix + bought] == 1.0
+    assert sum(served.values()) == 1.0

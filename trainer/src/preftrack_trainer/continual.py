@@ -29,13 +29,14 @@ import numpy as np
 
 from preftrack_gateway.features import FeatureSpec, FeatureState
 from preftrack_gateway.schema import Event
-from preftrack_gateway.store import EventStore, VersionRecord, open_store
+from preftrack_gateway.store import EventStore, Impression, VersionRecord, open_store
 from preftrack_trainer import export, metrics, model
 from preftrack_trainer.preprocess import Examples, LabelSpec, model_inputs
 
 _LOGGER = logging.getLogger(__name__)
 
 WATERMARK_KEY = "trainer.watermark"
+IMPRESSION_WATERMARK_KEY = "trainer.impression_watermark"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -55,6 +56,8 @@ class ContinualConfig:
         learning_rate: Adam learning rate of the warm-started model.
         auc_margin / log_loss_margin: how much worse than serving a candidate may be and still ship.
         poll_interval_s: how often the long-running mode looks for new events.
+        use_impressions: also learn from served lists: each (list, item) is an example at the time it was
+            served, positive when the user does a positive event on the item inside the attribution window.
     """
 
     store_url: str
@@ -72,6 +75,7 @@ class ContinualConfig:
     auc_margin: float = 0.005
     log_loss_margin: float = 0.01
     poll_interval_s: float = 1.0
+    use_impressions: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -170,6 +174,9 @@ class ContinualTrainer:
         self._pending: list[tuple[int, Event, list[float]]] = []  # (seq, example event, features)
         self._unfolded: list[tuple[int, Event]] = []  # fetched, not folded yet (label window still open)
         self._folded_since_watermark: list[Event] = []  # where the labels of waiting examples come from
+        self._impression_watermark = 0.0  # impressions served up to this time are trained on (persisted)
+        self._impressions_seen = 0.0  # ... and up to this time turned into waiting examples
+        self._impressions: list[Impression] = []  # fetched, not yet turned into examples
         self._reservoir = _Reservoir(config.replay_capacity, np.random.default_rng(config.seed))
         self._last_round = time.monotonic()
         self.rounds: list[RoundResult] = []
@@ -184,6 +191,8 @@ class ContinualTrainer:
 
     async def _resume(self) -> None:
         self.watermark = int(await self.store.get_setting(WATERMARK_KEY) or 0)
+        self._impression_watermark = float(await self.store.get_setting(IMPRESSION_WATERMARK_KEY) or 0.0)
+        self._impressions_seen = self._impression_watermark
         for item in await self.store.items():
             self.state.upsert_item(item)
         past: list[Event] = []
@@ -213,6 +222,9 @@ class ContinualTrainer:
         last = self._unfolded[-1][0] if self._unfolded else self._folded_seq
         async for batch in self.store.events(after_seq=last):
             self._unfolded.extend(batch)
+        if self.config.use_impressions:
+            after = self._impressions[-1].timestamp_s if self._impressions else self._impressions_seen
+            self._impressions.extend(await self.store.impressions_after(after))
         if not self._unfolded:
             return len(self._pending)
         window = self.config.labels.attribution_window_s
@@ -224,6 +236,7 @@ class ContinualTrainer:
                 cut = index  # this example's label could still change: stop folding here
                 break
         for seq, event in self._unfolded[:cut]:
+            self._take_impressions(seq, up_to_s=event.timestamp_s, horizon_s=horizon)
             if event.event_type in example_types:
                 row = self.state.row(event.user_id, event.item_id, event.timestamp_s)
                 self._pending.append((seq, event, row))
@@ -231,7 +244,29 @@ class ContinualTrainer:
             self._folded_since_watermark.append(event)
             self._folded_seq = seq
         self._unfolded = self._unfolded[cut:]
+        if not self._unfolded:  # everything folded: impressions up to the horizon have their features
+            self._take_impressions(self._folded_seq, up_to_s=horizon, horizon_s=horizon)
         return len(self._pending)
+
+    def _take_impressions(self, seq: int, *, up_to_s: float, horizon_s: float) -> None:
+        """Turn served lists up to ``up_to_s`` whose label window has closed into waiting examples."""
+        window = self.config.labels.attribution_window_s
+        while self._impressions and self._impressions[0].timestamp_s <= up_to_s:
+            impression = self._impressions[0]
+            if impression.timestamp_s + window > horizon_s:
+                return
+            self._impressions.pop(0)
+            rows = self.state.rows(impression.user_key, impression.item_ids, impression.timestamp_s)
+            for item_id, row in zip(impression.item_ids, rows, strict=True):
+                exposure = Event(
+                    event_id=f"impression:{impression.recommendation_id}:{item_id}",
+                    user_id=impression.user_key,
+                    item_id=item_id,
+                    event_type="view",
+                    timestamp_s=impression.timestamp_s,
+                )
+                self._pending.append((seq, exposure, row))
+            self._impressions_seen = impression.timestamp_s
 
     def _label(self, positives: dict[tuple[str, str], list[float]], event: Event) -> float:
         spec = self.config.spec
@@ -267,6 +302,10 @@ class ContinualTrainer:
             users=[e.user_id for e in events],
             items=[e.item_id for e in events],
         )
+
+    def waiting_examples(self) -> tuple[list[str], Examples]:
+        """The labelled examples waiting for the next round, with the id of the event (or served list) behind each."""
+        return [event.event_id for _, event, _ in self._pending], self._examples()
 
     def due(self) -> bool:
         """Whether a round should run now."""
@@ -355,6 +394,8 @@ class ContinualTrainer:
         self._reservoir.add(examples)
         self.watermark = self._folded_seq
         await self.store.put_setting(WATERMARK_KEY, str(self.watermark))
+        self._impression_watermark = self._impressions_seen
+        await self.store.put_setting(IMPRESSION_WATERMARK_KEY, repr(self._impression_watermark))
         self._pending = []
         self._folded_since_watermark = []
         self._last_round = time.monotonic()

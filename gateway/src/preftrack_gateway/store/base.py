@@ -169,6 +169,10 @@ class EventStore(abc.ABC):
         """A stored impression, or None."""
 
     @abc.abstractmethod
+    async def impressions_after(self, after_s: float, *, limit: int = 100_000) -> list[Impression]:
+        """Impressions served strictly after ``after_s`` (seconds since the epoch), oldest first."""
+
+    @abc.abstractmethod
     def events(self, *, after_seq: int = 0, batch_size: int = 10_000) -> AsyncIterator[list[tuple[int, Event]]]:
         """All events committed after ``after_seq``, in commit order, as (seq, event) batches."""
 

@@ -144,6 +144,10 @@ class PostgresStore(EventStore):
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
 
+    async def impressions_after(self, after_s: float, *, limit: int = 100_000) -> list[Impression]:
+        rows = await self._fetch("SELECT * FROM impressions WHERE ts > %s ORDER BY ts LIMIT %s", (after_s, limit))
+        return [impression_from_row(r) for r in rows]
+
     async def impression(self, recommendation_id: str) -> Impression | None:
         rows = await self._fetch("SELECT * FROM impressions WHERE recommendation_id = %s", (recommendation_id,))
         if not rows:

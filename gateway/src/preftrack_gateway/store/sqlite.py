@@ -176,6 +176,14 @@ class SQLiteStore(EventStore):
 
         await self._run(write)
 
+    async def impressions_after(self, after_s: float, *, limit: int = 100_000) -> list[Impression]:
+        rows = await self._run(
+            lambda: self._db.execute(
+                "SELECT * FROM impressions WHERE ts > ? ORDER BY ts LIMIT ?", (after_s, limit)
+            ).fetchall()
+        )
+        return [impression_from_row(r) for r in rows]
+
     async def impression(self, recommendation_id: str) -> Impression | None:
         row = await self._run(
             lambda: self._db.execute(
