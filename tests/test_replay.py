@@ -22,7 +22,7 @@ def test_replay_reports_the_live_system_beside_its_baselines(tmp_path) -> None:
     report = run(
         ReplayConfig(
             dataset="synthetic",
-            synthetic=synthetic.SyntheticConfig(n_users=120, n_items=80, days=6, seed=9),
+            synthetic=synthetic.SyntheticConfig(seed=9),
             rate_events_s=2000,
             trigger_examples=400,
             trigger_seconds=2,
@@ -39,6 +39,7 @@ def test_replay_reports_the_live_system_beside_its_baselines(tmp_path) -> None:
         "Vowpal Wabbit (per event)",
     }
     assert all(0.5 < row["auc"] < 1.0 for row in report.rows.values()), report.markdown
+    assert report.rows["preftrack frozen at v1"]["auc"] > 0.55, report.markdown
     assert report.n_events == 3000 and report.rate_events_s > 50
     assert report.versions_shipped + report.versions_rejected >= 1, report.markdown
     assert report.freshness_features_s["p50"] < 0.5
