@@ -17,6 +17,7 @@ from preftrack_trainer import export
 from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.preprocess import LabelSpec
+from preftrack_trainer.replay import to_feedback_events
 from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 from .conftest import gateway_env
@@ -28,18 +29,7 @@ SHOP = synthetic.SyntheticConfig(n_users=120, n_items=80, days=6, seed=21, dirty
 
 def _send_shop(target: str) -> int:
     shop = synthetic.generate(SHOP)
-    events = [
-        preftrack.FeedbackEvent(
-            event_id=e.event_id,
-            user_id=e.user_id,
-            item_id=e.item_id,
-            event_type=e.event_type,
-            value=e.value,
-            timestamp_s=e.timestamp_s,
-        )
-        for e in shop.events
-        if e.user_id != synthetic.BOT_USER_ID
-    ]
+    events = to_feedback_events([e for e in shop.events if e.user_id != synthetic.BOT_USER_ID])
     with preftrack.Client(target, timeout_s=60) as client:
         client.upsert_items(
             [preftrack.Item(item_id=i.item_id, categories=i.categories, price=i.price) for i in shop.items.values()]

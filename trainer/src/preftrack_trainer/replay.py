@@ -90,7 +90,8 @@ class ReplayReport:
     plot: Path | None
 
 
-def _events_for_sdk(events: list[Event]) -> list[preftrack.FeedbackEvent]:
+def to_feedback_events(events: list[Event]) -> list[preftrack.FeedbackEvent]:
+    """SDK events carrying the same ids, users, items, types, values and times."""
     return [
         preftrack.FeedbackEvent(
             event_id=e.event_id,
@@ -198,7 +199,7 @@ async def _replay_live(
                 versions[start + offset] = answer.model_version
                 first_served.setdefault(answer.model_version, now)
             sent = time.monotonic()
-            await client.send(_events_for_sdk(chunk))
+            await client.send(to_feedback_events(chunk))
             ack_delays.append(time.monotonic() - sent)
             bar.update(len(chunk))
     bar.close()
@@ -240,7 +241,7 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                             for i in data.items.values()
                         ]
                     )
-                    client.stream(_events_for_sdk(events[:n_warm]), batch_size=2000)
+                    client.stream(to_feedback_events(events[:n_warm]), batch_size=2000)
                 continual = ContinualConfig(
                     store_url=store_url,
                     repository=repository,
