@@ -214,3 +214,32 @@ def test_served_lists_joined_with_later_feedback_become_examples(stack) -> None:
     assert {i.removeprefix(prefix) for i in served} == {item.item_id for item in rec.items}
     assert served[prefix + bought] == 1.0
     assert sum(served.values()) == 1.0
+
+
+def test_a_version_trained_on_other_feature_definitions_is_refused(stack) -> None:
+    repository, store_url, gateway = stack
+    model_dir = repository / "preftrack"
+    shutil.copytree(model_dir / "1", model_dir / "2")  # loadable, but registered with another feature schema
+
+    async def register() -> None:
+        store = await open_store(store_url)
+        now = time.time()
+        record = VersionRecord(
+            version=2,
+            state="exported",
+            parent=1,
+            metrics={"feature_schema_hash": "0123456789abcdef"},
+            created_at=now,
+            updated_at=now,
+        )
+        await store.put_version(record)
+        await store.close()
+
+    asyncio.run(register())
+    deadline = time.monotonic() + 30
+    while _registry(store_url)[2].state == "exported" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    refused = _registry(store_url)[2]
+    assert refused.state == "failed" and "feature schema" in refused.note
+    with preftrack.Client(gateway.target) as client:
+        assert client.score("u-3", ["i-1"]).model_version == "1"

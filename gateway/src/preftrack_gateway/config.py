@@ -6,6 +6,8 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
+from preftrack_gateway.features import FeatureSpec
+
 
 class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the setting."""
@@ -33,6 +35,8 @@ class GatewayConfig:
         triton_timeout_s: deadline for a Triton call when the caller sets none.
         health_interval_s: how often model readiness is probed.
         shutdown_grace_s: how long in-flight calls may finish on shutdown.
+        positive_types / rating_threshold: what a positive signal is, for the real-time features; must match
+            what the served versions were trained with (a version with another feature-schema hash is refused).
     """
 
     host: str = "127.0.0.1"
@@ -53,6 +57,8 @@ class GatewayConfig:
     triton_timeout_s: float = 5.0
     health_interval_s: float = 1.0
     shutdown_grace_s: float = 10.0
+    positive_types: tuple[str, ...] = ("add_to_cart", "purchase")
+    rating_threshold: float = 4.0
 
     def __post_init__(self) -> None:
         if len(self.pseudonym_key) < 16:
@@ -71,8 +77,16 @@ class GatewayConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        try:
+            self.feature_spec()
+        except ValueError as exc:
+            raise ConfigError(f"positive_types / rating_threshold: {exc}") from exc
         if min(self.triton_timeout_s, self.health_interval_s) <= 0 or self.shutdown_grace_s < 0:
             raise ConfigError("triton_timeout_s and health_interval_s must be > 0, shutdown_grace_s >= 0")
+
+    def feature_spec(self) -> FeatureSpec:
+        """The feature definitions this gateway computes online."""
+        return FeatureSpec(positive_types=self.positive_types, rating_threshold=self.rating_threshold)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> GatewayConfig:
@@ -84,7 +98,7 @@ class GatewayConfig:
             if raw is None:
                 continue
             try:
-                if field.name == "api_keys":
+                if field.name in ("api_keys", "positive_types"):
                     values[field.name] = tuple(k for k in raw.split(",") if k)
                 elif field.type in ("int", int):
                     values[field.name] = int(raw)

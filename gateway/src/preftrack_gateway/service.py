@@ -91,7 +91,7 @@ class GatewayCore:
         self.config = config
         self.store = store
         self.scorer = scorer
-        self.features = FeatureState(spec or FeatureSpec())
+        self.features = FeatureState(spec or config.feature_spec())
         self.pseudonymise = Pseudonymiser(config.pseudonym_key)
         self.writer = GroupCommitWriter(
             store,
@@ -135,6 +135,16 @@ class GatewayCore:
             return ready
         candidate = exported[-1]
         now = time.time()
+        schema = candidate.metrics.get("feature_schema_hash")
+        own = self.features.spec.schema_hash()
+        if schema is not None and schema != own:
+            note = (
+                f"feature schema {schema} differs from this gateway's {own}: the version was trained on other "
+                "feature definitions (check PREFTRACK_POSITIVE_TYPES / PREFTRACK_RATING_THRESHOLD)"
+            )
+            _LOGGER.error("refusing version %d: %s", candidate.version, note)
+            await self.store.put_version(dataclasses.replace(candidate, state="failed", note=note, updated_at=now))
+            return ready
         await self.store.put_version(dataclasses.replace(candidate, state="loading", updated_at=now))
         try:
             await self.scorer.load_versions([self.serving_version, candidate.version])

@@ -363,6 +363,7 @@ class ContinualTrainer:
             "last_seq": last_seq,
             "n_new": len(examples),
             "n_replay": 0 if replay is None else len(replay),
+            "feature_schema_hash": cfg.spec.schema_hash(),
         }
         if shipped:
             next_version = export.export_version(
@@ -466,7 +467,7 @@ class ContinualTrainer:
                 state="exported",
                 first_seq=first_seq,
                 last_seq=last_seq,
-                metrics={"n_new": len(examples)},
+                metrics={"n_new": len(examples), "feature_schema_hash": cfg.spec.schema_hash()},
                 note="bootstrap: trained from scratch on the store",
                 created_at=now,
                 updated_at=now,
