@@ -162,6 +162,32 @@ class _Reservoir:
         )
 
 
+class _SavedModelScorer:
+    """The serving version exactly as Triton runs it: its SavedModel signature."""
+
+    def __init__(self, repository: Path, version: int) -> None:
+        import tensorflow as tf
+
+        self._tf = tf
+        path = repository / "preftrack" / str(version) / export.SAVEDMODEL_DIR
+        self._signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+
+    def predict(self, examples: Examples, batch_size: int = 4096) -> np.ndarray:
+        tf = self._tf
+        parts = [
+            self._signature(
+                user_id=tf.constant(examples.user_id[i : i + batch_size]),
+                item_id=tf.constant(examples.item_id[i : i + batch_size]),
+                category_id=tf.constant(examples.category_id[i : i + batch_size]),
+                features=tf.constant(examples.features[i : i + batch_size]),
+            )["score"]
+            .numpy()
+            .reshape(-1)
+            for i in range(0, len(examples), batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
 class ContinualTrainer:
     """Long-running (or one-round) trainer over the event store. Create with :meth:`open`."""
 
@@ -333,14 +359,25 @@ class ContinualTrainer:
         older = self._reservoir.sample(min(5000, max(200, len(recent))))
         train_set = _concat([new_train, replay]) if replay is not None and len(new_train) else new_train
 
-        serving = export.load_keras(cfg.repository, serving_version)
-        candidate = export.load_keras(cfg.repository, serving_version)
-        candidate.compile(optimizer=model.keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy")
+        serving = _SavedModelScorer(cfg.repository, serving_version)
+        if (cfg.repository / "preftrack" / str(serving_version) / export.KERAS_FILE).exists():
+            candidate = export.load_keras(cfg.repository, serving_version)
+            candidate.compile(optimizer=model.keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy")
+        else:
+            _LOGGER.warning(
+                "version %d has no %s to warm-start from; this round trains a fresh model",
+                serving_version,
+                export.KERAS_FILE,
+            )
+            candidate = model.build_model(
+                model.ModelConfig(seed=cfg.seed, learning_rate=cfg.learning_rate),
+                *model.fit_normalisation(train_set.features),
+            )
         mconfig = model.ModelConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed + len(self.rounds))
         if len(train_set):
             model.train(candidate, train_set, mconfig)
         cand = metrics.evaluate(recent.label, model.predict(candidate, recent))
-        serv = metrics.evaluate(recent.label, model.predict(serving, recent))
+        serv = metrics.evaluate(recent.label, serving.predict(recent))
         reason = "not worse than serving on the newest slice"
         shipped = True
         if np.isfinite(cand["auc"]) and np.isfinite(serv["auc"]) and cand["auc"] < serv["auc"] - cfg.auc_margin:
@@ -349,7 +386,7 @@ class ContinualTrainer:
             shipped, reason = False, f"log loss {cand['log_loss']:.4f} > serving {serv['log_loss']:.4f} + margin"
         if shipped and older is not None and older.label.min() != older.label.max():
             old_c = metrics.evaluate(older.label, model.predict(candidate, older))
-            old_s = metrics.evaluate(older.label, model.predict(serving, older))
+            old_s = metrics.evaluate(older.label, serving.predict(older))
             cand["older_auc"], serv["older_auc"] = old_c["auc"], old_s["auc"]
             if old_c["auc"] < old_s["auc"] - 2 * cfg.auc_margin:
                 shipped, reason = False, f"forgets: older-slice AUC {old_c['auc']:.4f} < serving {old_s['auc']:.4f}"

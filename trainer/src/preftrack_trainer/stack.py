@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -33,7 +36,7 @@ def up(
     triton_grpc_port: int = 8001,
     metrics_port: int = 9100,
 ) -> int:
-    """Run the stack until Ctrl-C or SIGTERM."""
+    """Run the stack (Triton, the gateway, the continual trainer) until Ctrl-C or SIGTERM."""
     if not export.existing_versions(repository / "preftrack"):
         from preftrack_trainer import pipeline
 
@@ -51,10 +54,12 @@ def up(
         )
     )
     triton.start()
+    store_url = f"sqlite:///{(state_dir / 'preftrack.db').resolve()}"
+    trainer: subprocess.Popen[bytes] | None = None
     gateway = GatewayProcess(
         {
             "PREFTRACK_TRITON_URL": triton.grpc_url,
-            "PREFTRACK_STORE_URL": f"sqlite:///{(state_dir / 'preftrack.db').resolve()}",
+            "PREFTRACK_STORE_URL": store_url,
             "PREFTRACK_PSEUDONYM_KEY": _pseudonym_key(state_dir / "pseudonym.key"),
             "PREFTRACK_METRICS_PORT": str(metrics_port),
         },
@@ -63,12 +68,19 @@ def up(
     )
     try:
         gateway.start()
+        with open(state_dir / "trainer.log", "ab") as log:
+            trainer = subprocess.Popen(
+                [sys.executable, "-m", "preftrack_trainer", "continual", "--store-url", store_url,
+                 "--repository", str(repository)],
+                stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True,
+            )  # fmt: skip
         print(
             f"\npreftrack is up:\n"
             f"  gateway (SDK, gRPC)  {gateway.target}\n"
             f"  gateway metrics      http://127.0.0.1:{metrics_port}/metrics\n"
             f"  Triton (KServe gRPC) {triton.grpc_url}, metrics {triton.metrics_url}\n"
-            f"  logs                 {state_dir}/gateway.log, {state_dir}/tritonserver.log\n"
+            f"  continual trainer    every 2000 new examples or 60 s; ships through the registry\n"
+            f"  logs                 {state_dir}/gateway.log, trainer.log, tritonserver.log\n"
             f"Ctrl-C stops everything.",
             flush=True,
         )
@@ -77,7 +89,13 @@ def up(
     except KeyboardInterrupt:
         pass
     finally:
-        print("stopping the gateway and Triton...", flush=True)
+        print("stopping the trainer, the gateway and Triton...", flush=True)
+        if trainer is not None:
+            trainer.send_signal(signal.SIGTERM)
+            try:
+                trainer.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                trainer.kill()
         gateway.stop()
         triton.stop()
     return 0
