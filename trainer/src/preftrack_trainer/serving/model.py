@@ -21,6 +21,12 @@ class TritonPythonModel:
         import tensorflow as tf
 
         config = json.loads(args["model_config"])
+        threads = config.get("parameters", {}).get("intra_op_threads", {}).get("string_value") or os.environ.get(
+            "PREFTRACK_TF_INTRA_OP_THREADS"
+        )
+        if threads:
+            # On a few shared cores, fewer TensorFlow threads per instance can beat oversubscription.
+            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         self._signature = tf.saved_model.load(os.path.join(version_dir, "model.savedmodel")).signatures[
             "serving_default"
