@@ -89,6 +89,18 @@ class EventValidationError(ValueError):
         self.field = field
 
 
+#: Longest id accepted (event, user, item, recommendation ids).
+MAX_ID_CHARS = 256
+
+
+def check_id(field: str, value: object) -> None:
+    """Raise :class:`EventValidationError` unless ``value`` is a non-empty id of at most :data:`MAX_ID_CHARS`."""
+    if not isinstance(value, str) or not value.strip():
+        raise EventValidationError(field, "must be a non-empty string")
+    if len(value) > MAX_ID_CHARS:
+        raise EventValidationError(field, f"must be at most {MAX_ID_CHARS} characters")
+
+
 def validate_event(event: Event, *, now_s: float, max_future_skew_s: float = 300.0) -> None:
     """Check one event and raise :class:`EventValidationError` naming the first bad field.
 
@@ -98,11 +110,7 @@ def validate_event(event: Event, *, now_s: float, max_future_skew_s: float = 300
         max_future_skew_s: how far in the future a timestamp may be (client clock skew).
     """
     for name in ("event_id", "user_id", "item_id"):
-        value = getattr(event, name)
-        if not isinstance(value, str) or not value.strip():
-            raise EventValidationError(name, "must be a non-empty string")
-        if len(value) > 256:
-            raise EventValidationError(name, "must be at most 256 characters")
+        check_id(name, getattr(event, name))
     if event.event_type not in EVENT_TYPES:
         raise EventValidationError(
             "event_type", f"unknown type {event.event_type!r}; expected one of {', '.join(EVENT_TYPES)}"

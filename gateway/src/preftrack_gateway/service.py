@@ -22,10 +22,12 @@ from preftrack_gateway.features import FeatureSpec, FeatureState
 from preftrack_gateway.ingest import GroupCommitWriter, ImpressionLog, WriteResult
 from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.schema import (
+    MAX_ID_CHARS,
     MIN_TIMESTAMP_S,
     Event,
     EventValidationError,
     Item,
+    check_id,
     stable_hash,
     validate_event,
 )
@@ -33,8 +35,6 @@ from preftrack_gateway.store import EventStore, Impression, VersionRecord
 from preftrack_gateway.triton import TritonScorer
 
 _LOGGER = logging.getLogger(__name__)
-
-_MAX_ID_CHARS = 256
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,20 +59,13 @@ class Recommended:
 def _check_id(field: str, value: str) -> None:
     if not value or not value.strip():
         raise InvalidRequestError(f"{field} must be a non-empty string")
-    if len(value) > _MAX_ID_CHARS:
-        raise InvalidRequestError(f"{field} must be at most {_MAX_ID_CHARS} characters")
-
-
-def _check_event_user(user_id: str) -> None:
-    if not user_id or not user_id.strip():
-        raise EventValidationError("user_id", "must be a non-empty string")
-    if len(user_id) > _MAX_ID_CHARS:
-        raise EventValidationError("user_id", f"must be at most {_MAX_ID_CHARS} characters")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidRequestError(f"{field} must be at most {MAX_ID_CHARS} characters")
 
 
 def pseudonymous_user(core: GatewayCore, user_id: str) -> str:
     """Check a caller's raw user id and return its pseudonym; raises EventValidationError."""
-    _check_event_user(user_id)
+    check_id("user_id", user_id)
     return core.pseudonymise(user_id)
 
 
@@ -257,7 +250,7 @@ class GatewayCore:
         return as_of_s
 
     async def _score_items(
-        self, user_key: str, item_ids: Sequence[str], *, timeout_s: float, request_id: str, at_s: float
+        self, user_key: str, item_ids: Sequence[str], *, timeout_s: float, at_s: float
     ) -> tuple[np.ndarray, int]:
         version = self._version()
         n = len(item_ids)
@@ -271,7 +264,6 @@ class GatewayCore:
             features,
             version=version,
             timeout_s=timeout_s,
-            request_id=request_id,
         )
         return scores, version
 
@@ -291,16 +283,13 @@ class GatewayCore:
         item_ids: Sequence[str],
         *,
         timeout_s: float,
-        request_id: str,
         as_of_s: float | None = None,
     ) -> Scored:
         """Score each item for the user, in the order given (features read as of ``as_of_s``, default now)."""
         _check_id("user_id", user_id)
         self._check_items("item_ids", item_ids)
         at_s = self._as_of(as_of_s)
-        scores, version = await self._score_items(
-            self.pseudonymise(user_id), item_ids, timeout_s=timeout_s, request_id=request_id, at_s=at_s
-        )
+        scores, version = await self._score_items(self.pseudonymise(user_id), item_ids, timeout_s=timeout_s, at_s=at_s)
         return Scored(tuple(item_ids), tuple(float(s) for s in scores), version)
 
     async def recommend(
@@ -311,7 +300,6 @@ class GatewayCore:
         exclude: Sequence[str],
         *,
         timeout_s: float,
-        request_id: str,
         as_of_s: float | None = None,
     ) -> Recommended:
         """Rank the candidates (minus ``exclude``) for the user; return the top ``k`` and log the impression."""
@@ -326,7 +314,7 @@ class GatewayCore:
         recommendation_id = uuid.uuid4().hex
         if not pool:
             return Recommended((), (), self._version(), recommendation_id)
-        scores, version = await self._score_items(user_key, pool, timeout_s=timeout_s, request_id=request_id, at_s=at_s)
+        scores, version = await self._score_items(user_key, pool, timeout_s=timeout_s, at_s=at_s)
         top = np.argsort(-scores, kind="stable")[:k]
         result = Recommended(
             tuple(pool[i] for i in top), tuple(float(scores[i]) for i in top), version, recommendation_id
@@ -343,16 +331,11 @@ class GatewayCore:
         )
         return result
 
-    def prepare(self, event: Event, *, now_s: float) -> Event:
-        """Validate one event from a caller and pseudonymise its user id; raises EventValidationError."""
-        _check_event_user(event.user_id)
-        return self.check(dataclasses.replace(event, user_id=self.pseudonymise(event.user_id)), now_s=now_s)
-
     def check(self, event: Event, *, now_s: float) -> Event:
         """Validate an event whose user id is already pseudonymised; returns it."""
         validate_event(event, now_s=now_s, max_future_skew_s=self.config.max_future_skew_s)
-        if event.recommendation_id is not None and len(event.recommendation_id) > _MAX_ID_CHARS:
-            raise EventValidationError("recommendation_id", f"must be at most {_MAX_ID_CHARS} characters")
+        if event.recommendation_id is not None and len(event.recommendation_id) > MAX_ID_CHARS:
+            raise EventValidationError("recommendation_id", f"must be at most {MAX_ID_CHARS} characters")
         return event
 
     async def ingest(self, events: Sequence[Event]) -> WriteResult:

@@ -93,7 +93,6 @@ class TritonScorer:
         *,
         version: int,
         timeout_s: float,
-        request_id: str = "",
     ) -> np.ndarray:
         """Scores for each row, shape (n,), possibly sent to Triton together with concurrent calls."""
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()

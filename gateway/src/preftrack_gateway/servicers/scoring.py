@@ -35,7 +35,6 @@ class ScoringServicer(scoring_service_pb2_grpc.ScoringServiceServicer):
             request.user_id,
             list(request.item_ids),
             timeout_s=self._timeout(context),
-            request_id=rid,
             as_of_s=self._as_of(request),
         )
         self._metrics.requests_by_version.labels("Score", str(result.model_version)).inc()
@@ -48,14 +47,12 @@ class ScoringServicer(scoring_service_pb2_grpc.ScoringServiceServicer):
         )
 
     async def Recommend(self, request, context):  # noqa: N802
-        rid = request_id.get()
         result = await self._core.recommend(
             request.user_id,
             list(request.candidate_item_ids),
             int(request.k),
             list(request.exclude_item_ids),
             timeout_s=self._timeout(context),
-            request_id=rid,
             as_of_s=self._as_of(request),
         )
         self._metrics.requests_by_version.labels("Recommend", str(result.model_version)).inc()
