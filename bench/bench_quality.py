@@ -21,11 +21,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from preftrack_gateway.features import FeatureSpec
 from preftrack_trainer import metrics, model
 from preftrack_trainer.data import movielens
-from preftrack_trainer.pipeline import popularity_scores
-from preftrack_trainer.preprocess import LabelSpec, build_examples, clean
+from preftrack_trainer.pipeline import dataset_specs, popularity_scores
+from preftrack_trainer.preprocess import build_examples, clean
 
 VW_ARGS = "--loss_function logistic --link logistic -l 0.5 -q ui -q uu -b 22 --quiet"
 
@@ -65,8 +64,8 @@ def main() -> None:
 
     data = movielens.load()
     events, _ = clean(data.events, bot_events_per_hour=None)
-    spec = FeatureSpec(positive_types=())
-    examples, _ = build_examples(events, data.items, spec=spec, labels=LabelSpec(example_types=("rating",)))
+    spec, labels = dataset_specs("movielens")
+    examples, _ = build_examples(events, data.items, spec=spec, labels=labels)
     train, test = examples.split_by_time(args.train_fraction)
     results: dict[str, dict[str, float]] = {}
 

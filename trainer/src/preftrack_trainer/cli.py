@@ -37,9 +37,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-    import tensorflow as tf
-
     from preftrack_trainer import export, metrics, pipeline
     from preftrack_trainer.preprocess import build_examples
 
@@ -57,21 +54,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     data = pipeline.load_dataset(cfg)
     examples, _ = build_examples(data.events, data.items, spec=data.spec, labels=data.labels, progress=cfg.progress)
     train, test = examples.split_by_time(cfg.train_fraction)
-    path = cfg.repository / "preftrack" / str(version) / export.SAVEDMODEL_DIR
-    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-    scores = np.concatenate(
-        [
-            signature(
-                user_id=tf.constant(test.user_id[i : i + 4096]),
-                item_id=tf.constant(test.item_id[i : i + 4096]),
-                category_id=tf.constant(test.category_id[i : i + 4096]),
-                features=tf.constant(test.features[i : i + 4096]),
-            )["score"]
-            .numpy()
-            .reshape(-1)
-            for i in range(0, len(test), 4096)
-        ]
-    )
+    scores = export.SavedModelScorer(cfg.repository, version).predict(test)
     rows = {
         f"version {version}": metrics.evaluate(test.label, scores, test.users),
         "item popularity": metrics.evaluate(test.label, pipeline.popularity_scores(train, test), test.users),
@@ -111,15 +94,11 @@ def _serve(args: argparse.Namespace) -> int:
 def _continual(args: argparse.Namespace) -> int:
     import asyncio
 
-    from preftrack_gateway.features import FeatureSpec
     from preftrack_trainer import export
     from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
-    from preftrack_trainer.preprocess import LabelSpec
+    from preftrack_trainer.pipeline import dataset_specs
 
-    if args.ratings:
-        spec, labels = FeatureSpec(positive_types=()), LabelSpec(example_types=("rating",))
-    else:
-        spec, labels = FeatureSpec(), LabelSpec()
+    spec, labels = dataset_specs("movielens" if args.ratings else "synthetic")
     config = ContinualConfig(
         store_url=args.store_url,
         repository=args.repository,

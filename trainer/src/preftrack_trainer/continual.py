@@ -22,7 +22,12 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -160,32 +165,6 @@ class _Reservoir:
             users=list(columns[6]),
             items=list(columns[7]),
         )
-
-
-class _SavedModelScorer:
-    """The serving version exactly as Triton runs it: its SavedModel signature."""
-
-    def __init__(self, repository: Path, version: int) -> None:
-        import tensorflow as tf
-
-        self._tf = tf
-        path = repository / "preftrack" / str(version) / export.SAVEDMODEL_DIR
-        self._signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-
-    def predict(self, examples: Examples, batch_size: int = 4096) -> np.ndarray:
-        tf = self._tf
-        parts = [
-            self._signature(
-                user_id=tf.constant(examples.user_id[i : i + batch_size]),
-                item_id=tf.constant(examples.item_id[i : i + batch_size]),
-                category_id=tf.constant(examples.category_id[i : i + batch_size]),
-                features=tf.constant(examples.features[i : i + batch_size]),
-            )["score"]
-            .numpy()
-            .reshape(-1)
-            for i in range(0, len(examples), batch_size)
-        ]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
 class ContinualTrainer:
@@ -359,7 +338,7 @@ class ContinualTrainer:
         older = self._reservoir.sample(min(5000, max(200, len(recent))))
         train_set = _concat([new_train, replay]) if replay is not None and len(new_train) else new_train
 
-        serving = _SavedModelScorer(cfg.repository, serving_version)
+        serving = export.SavedModelScorer(cfg.repository, serving_version)
         if (cfg.repository / "preftrack" / str(serving_version) / export.KERAS_FILE).exists():
             candidate = export.load_keras(cfg.repository, serving_version)
             candidate.compile(optimizer=model.keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy")
@@ -523,3 +502,30 @@ class ContinualTrainer:
     async def close(self) -> None:
         """Close the store."""
         await self.store.close()
+
+
+def start_process(
+    store_url: str, repository: Path, log_file: Path, options: Sequence[str] = (), *, fresh_log: bool = False
+) -> subprocess.Popen[bytes]:
+    """Run ``preftrack-trainer continual`` as a child process (its own session) logging to ``log_file``."""
+    args = [sys.executable, "-m", "preftrack_trainer", "continual", "--store-url", store_url]
+    with open(log_file, "wb" if fresh_log else "ab") as log:
+        return subprocess.Popen(
+            [*args, "--repository", str(repository), *options],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+            start_new_session=True,
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    """SIGTERM a trainer process (it finishes its round), killing it if it outlives ``timeout_s``."""
+    if process is None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -18,10 +18,12 @@ from importlib import resources
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from preftrack_gateway import contract
 from preftrack_gateway.features import NUM_FEATURES
+from preftrack_trainer.preprocess import Examples
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -208,6 +210,29 @@ def load_keras(repository: Path, version: int, name: str = contract.MODEL_NAME) 
     from preftrack_trainer import model as _model  # noqa: F401 - registers the custom layers
 
     return keras.models.load_model(repository / name / str(version) / KERAS_FILE, compile=False)
+
+
+class SavedModelScorer:
+    """A version's SavedModel signature called in process: the scores Triton serves for it."""
+
+    def __init__(self, repository: Path, version: int) -> None:
+        path = repository / contract.MODEL_NAME / str(version) / SAVEDMODEL_DIR
+        self._signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+
+    def predict(self, examples: Examples, batch_size: int = 4096) -> np.ndarray:
+        """Scores in [0, 1] for ``examples``, shape (n,)."""
+        parts = [
+            self._signature(
+                user_id=tf.constant(examples.user_id[i : i + batch_size]),
+                item_id=tf.constant(examples.item_id[i : i + batch_size]),
+                category_id=tf.constant(examples.category_id[i : i + batch_size]),
+                features=tf.constant(examples.features[i : i + batch_size]),
+            )["score"]
+            .numpy()
+            .reshape(-1)
+            for i in range(0, len(examples), batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
 def read_metadata(repository: Path, version: int, name: str = contract.MODEL_NAME) -> dict[str, object]:

@@ -74,17 +74,26 @@ class Dataset:
     report: CleaningReport
 
 
+def dataset_specs(dataset: str) -> tuple[FeatureSpec, LabelSpec]:
+    """What a positive signal is and which events are examples, for each dataset.
+
+    MovieLens examples are ratings (positive at >= 4); the shop's are views, positive when the user adds the
+    item to the cart or buys it within the attribution window.
+    """
+    if dataset == "movielens":
+        return FeatureSpec(positive_types=()), LabelSpec(example_types=("rating",))
+    return FeatureSpec(), LabelSpec()
+
+
 def load_dataset(config: TrainerConfig) -> Dataset:
     """Load and clean the configured dataset."""
     if config.dataset == "movielens":
         ml = movielens.load(config.cache_dir)
         events, report = clean(ml.events, bot_events_per_hour=None)
-        return Dataset(
-            "movielens", events, ml.items, FeatureSpec(positive_types=()), LabelSpec(example_types=("rating",)), report
-        )
+        return Dataset("movielens", events, ml.items, *dataset_specs("movielens"), report)
     shop = synthetic.generate(config.synthetic)
     events, report = clean(shop.events)
-    return Dataset("synthetic", events, shop.items, FeatureSpec(), LabelSpec(), report)
+    return Dataset("synthetic", events, shop.items, *dataset_specs("synthetic"), report)
 
 
 @dataclasses.dataclass(frozen=True)

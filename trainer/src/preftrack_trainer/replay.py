@@ -15,10 +15,6 @@ import collections
 import dataclasses
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +28,7 @@ from preftrack_gateway.process import GatewayProcess
 from preftrack_gateway.schema import Event
 from preftrack_gateway.store import open_store
 from preftrack_trainer import export, metrics, model
-from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
+from preftrack_trainer.continual import ContinualConfig, ContinualTrainer, start_process, stop_process
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.pipeline import Dataset, TrainerConfig, load_dataset
 from preftrack_trainer.preprocess import Examples, build_examples
@@ -267,25 +263,19 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                         if time.monotonic() > deadline:
                             raise RuntimeError(f"the gateway never served version 1:\n{gateway.log_tail()}")
                         time.sleep(0.2)
-                args = [
-                    sys.executable, "-m", "preftrack_trainer", "continual", "--store-url", store_url,
-                    "--repository", str(repository), "--trigger-examples", str(cfg.trigger_examples),
-                    "--trigger-seconds", str(cfg.trigger_seconds), "--learning-rate", str(cfg.learning_rate),
-                    "--epochs", str(epochs),
+                options = [
+                    "--trigger-examples", str(cfg.trigger_examples), "--trigger-seconds", str(cfg.trigger_seconds),
+                    "--learning-rate", str(cfg.learning_rate), "--epochs", str(epochs),
                 ] + (["--ratings"] if ratings else [])  # fmt: skip
-                with open(cfg.out_dir / "trainer.log", "wb") as log:
-                    trainer_process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+                trainer_process = start_process(
+                    store_url, repository, cfg.out_dir / "trainer.log", options, fresh_log=True
+                )
                 scores, versions, (elapsed,), first_served, ack_delays = asyncio.run(
                     _replay_live(gateway.target, live, cfg)
                 )
                 time.sleep(1.0)
             finally:
-                if trainer_process is not None:
-                    trainer_process.send_signal(signal.SIGTERM)
-                    try:
-                        trainer_process.wait(timeout=120)
-                    except subprocess.TimeoutExpired:
-                        trainer_process.kill()
+                stop_process(trainer_process, timeout_s=120)
                 gateway.stop()
 
             async def registry_and_commits():

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 from preftrack_gateway.process import GatewayProcess
-from preftrack_trainer import export
+from preftrack_trainer import continual, export
 from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 _LOGGER = logging.getLogger(__name__)
@@ -68,12 +66,7 @@ def up(
     )
     try:
         gateway.start()
-        with open(state_dir / "trainer.log", "ab") as log:
-            trainer = subprocess.Popen(
-                [sys.executable, "-m", "preftrack_trainer", "continual", "--store-url", store_url,
-                 "--repository", str(repository)],
-                stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True,
-            )  # fmt: skip
+        trainer = continual.start_process(store_url, repository, state_dir / "trainer.log")
         print(
             f"\npreftrack is up:\n"
             f"  gateway (SDK, gRPC)  {gateway.target}\n"
@@ -90,12 +83,7 @@ def up(
         pass
     finally:
         print("stopping the trainer, the gateway and Triton...", flush=True)
-        if trainer is not None:
-            trainer.send_signal(signal.SIGTERM)
-            try:
-                trainer.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                trainer.kill()
+        continual.stop_process(trainer, timeout_s=60)
         gateway.stop()
         triton.stop()
     return 0
