@@ -98,6 +98,16 @@ def version_from_row(row: Sequence[object]) -> VersionRecord:
     )
 
 
+def item_row(item: Item) -> tuple[object, ...]:
+    """Column values of a catalogue item: id, categories (JSON), price."""
+    return (item.item_id, json.dumps(list(item.categories)), item.price)
+
+
+def item_from_row(row: Sequence[object]) -> Item:
+    """Inverse of :func:`item_row`."""
+    return Item(item_id=str(row[0]), categories=tuple(json.loads(str(row[1]))), price=float(row[2]))  # type: ignore[arg-type]
+
+
 def impression_row(impression: Impression) -> tuple[object, ...]:
     """Column values of an impression, in the stores' column order."""
     return (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Sequence
 
 import psycopg
@@ -19,6 +18,8 @@ from preftrack_gateway.store.base import (
     first_occurrences,
     impression_from_row,
     impression_row,
+    item_from_row,
+    item_row,
     version_from_row,
     version_row,
 )
@@ -117,7 +118,7 @@ class PostgresStore(EventStore):
                 await cursor.executemany(
                     "INSERT INTO items (item_id, categories, price) VALUES (%s, %s, %s) ON CONFLICT (item_id) "
                     "DO UPDATE SET categories = excluded.categories, price = excluded.price",
-                    [(i.item_id, json.dumps(list(i.categories)), i.price) for i in items],
+                    [item_row(i) for i in items],
                 )
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
@@ -132,7 +133,7 @@ class PostgresStore(EventStore):
 
     async def items(self) -> list[Item]:
         rows = await self._fetch("SELECT item_id, categories, price FROM items")
-        return [Item(item_id=str(r[0]), categories=tuple(json.loads(str(r[1]))), price=float(r[2])) for r in rows]  # type: ignore[arg-type]
+        return [item_from_row(r) for r in rows]
 
     async def log_impressions(self, impressions: Sequence[Impression]) -> None:
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -21,6 +20,8 @@ from preftrack_gateway.store.base import (
     first_occurrences,
     impression_from_row,
     impression_row,
+    item_from_row,
+    item_row,
     version_from_row,
     version_row,
 )
@@ -156,14 +157,14 @@ class SQLiteStore(EventStore):
                 self._db.executemany(
                     "INSERT INTO items (item_id, categories, price) VALUES (?, ?, ?) "
                     "ON CONFLICT(item_id) DO UPDATE SET categories = excluded.categories, price = excluded.price",
-                    [(i.item_id, json.dumps(list(i.categories)), i.price) for i in items],
+                    [item_row(i) for i in items],
                 )
 
         await self._run(write)
 
     async def items(self) -> list[Item]:
         rows = await self._run(lambda: self._db.execute("SELECT item_id, categories, price FROM items").fetchall())
-        return [Item(item_id=r[0], categories=tuple(json.loads(r[1])), price=float(r[2])) for r in rows]
+        return [item_from_row(r) for r in rows]
 
     async def log_impressions(self, impressions: Sequence[Impression]) -> None:
         def write() -> None:
