@@ -26,7 +26,9 @@ def test_replay_reports_the_live_system_beside_its_baselines(tmp_path) -> None:
             rate_events_s=2000,
             trigger_examples=400,
             trigger_seconds=2,
-            limit_events=3000,
+            # At ~250 events/s this lasts ~25 s: time for the trainer process to start, train a round and for
+            # the gateway to load and switch to the new version (about 15-20 s here under load).
+            limit_events=6000,
             n_windows=4,
             out_dir=tmp_path,
             progress=False,
@@ -40,7 +42,7 @@ def test_replay_reports_the_live_system_beside_its_baselines(tmp_path) -> None:
     }
     assert all(0.5 < row["auc"] < 1.0 for row in report.rows.values()), report.markdown
     assert report.rows["preftrack frozen at v1"]["auc"] > 0.55, report.markdown
-    assert report.n_events == 3000 and report.rate_events_s > 50
+    assert report.n_events == 6000 and report.rate_events_s > 50
     assert report.versions_shipped + report.versions_rejected >= 1, report.markdown
     assert report.freshness_features_s["p50"] < 0.5
     assert (tmp_path / "report.md").read_text().startswith("Prequential replay of synthetic")
