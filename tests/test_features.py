@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from preftrack_gateway.features import FEATURE_NAMES, NUM_FEATURES, FeatureSpec, FeatureState
+from preftrack_gateway.features import FEATURE_NAMES, NUM_FEATURES, FeatureSpec, FeatureState, PointInTimeError
 from preftrack_gateway.schema import Event, Item
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.preprocess import LabelSpec, build_examples, clean
@@ -35,14 +35,19 @@ def test_row_never_counts_an_event_later_than_its_timestamp(shop_events) -> None
         past.update_many(e for e in events if e.timestamp_s < t)
         expected = np.array(past.row(user, item, t), dtype=np.float32)
         np.testing.assert_allclose(examples.features[index], expected, rtol=1e-5, atol=1e-6)
-        # And a state that also saw the future would differ for at least the counters of this user.
-    future = FeatureState(FeatureSpec(), shop.items)
+        # A state that also saw the future gives the same row (the later events never leak in)...
+    future = FeatureState(FeatureSpec(), shop.items, retain_s=30 * 86_400.0, max_kept=100_000)
     future.update_many(events)
-    index = int(np.argmax(examples.timestamp_s < np.median(examples.timestamp_s)))
-    leaked = np.array(
-        future.row(examples.users[index], examples.items[index], float(examples.timestamp_s[index])), dtype=np.float32
-    )
-    assert not np.allclose(leaked, examples.features[index])
+    for index in rng.choice(len(examples), 20, replace=False):
+        t = float(examples.timestamp_s[index])
+        got = np.array(future.row(examples.users[index], examples.items[index], t), dtype=np.float32)
+        np.testing.assert_allclose(got, examples.features[index], rtol=1e-5, atol=1e-6)
+    # ... or, with the default retention, refuses a read older than what it kept.
+    default = FeatureState(FeatureSpec(), shop.items)
+    default.update_many(events)
+    early = int(np.argmin(examples.timestamp_s))
+    with pytest.raises(PointInTimeError):
+        default.row(examples.users[early], examples.items[early], float(examples.timestamp_s[early]))
 
 
 def test_online_updates_give_the_same_rows_as_offline_replay(shop_events) -> None:
@@ -74,7 +79,8 @@ def test_decayed_counts_fade_with_time() -> None:
     for k in range(10):
         state.update(Event(event_id=str(k), user_id="u", item_id="i", event_type="view", timestamp_s=t))
     index = FEATURE_NAMES.index("user_view_short")
-    now = state.row("u", "i", t)[index]
+    assert state.row("u", "i", t)[index] == 0.0  # a read at t sees only events strictly before t
+    now = state.row("u", "i", t + 1e-3)[index]
     later = state.row("u", "i", t + 3 * 3600)[index]
     assert now == pytest.approx(np.log1p(10))
     assert later == pytest.approx(np.log1p(10 * np.exp(-3)))

@@ -1,13 +1,14 @@
 """Behaviour features: the single definition used online (gateway) and offline (trainer).
 
-A :class:`FeatureState` folds events in time order and answers "what are the features of (user, item)
-right now?". The trainer replays history through the same class, reading each example's features *before*
-the example's own event is folded in, so a training row never sees its own future; the gateway folds each
-committed event in as it arrives, so the next Score already reflects it. Because both use this module,
-training-time and serving-time features cannot disagree.
+A :class:`FeatureState` folds events and answers "what are the features of (user, item) at time t?". The
+answer depends only on the events with a timestamp strictly before ``t``: never on later events, and never on
+the order in which events were folded in. So the live gateway (commit order), a restarted gateway (timestamp
+order), the continual trainer (sequence order), offline training and a replay all compute the same rows, and a
+training row, read at its own event's time, never sees that event or anything after it.
 
-Windows are exponentially decayed counters (a count "over the last ~day" is a counter with a one-day time
-constant): they update in O(1) per event, need no event log at read time, and are exact for any read time.
+Windows are exponentially decayed sums (a count "over the last ~day" is a sum with a one-day time
+constant). Each key keeps its recent events with prefix sums, so a read at the present costs O(1) and a read in
+the retained past one bisect; a late event is folded in at its own time.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 
@@ -80,6 +82,37 @@ class FeatureSpec:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LabelSpec:
+    """Which events become labelled examples and when they are positive.
+
+    An example is an event whose type is in ``example_types``. It is positive when the event itself is
+    positive (a rating at or above the threshold) or when the same user does a positive event on the same
+    item within ``attribution_window_s`` after it.
+    """
+
+    example_types: tuple[str, ...] = ("view",)
+    attribution_window_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if not set(self.example_types) <= set(EVENT_TYPES):
+            raise ValueError(f"example_types must be event types from {EVENT_TYPES}")
+        if self.attribution_window_s < 0:
+            raise ValueError("attribution_window_s must be >= 0")
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready description, stored with the deployment's settings and each version's metadata."""
+        return {"example_types": list(self.example_types), "attribution_window_s": self.attribution_window_s}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> LabelSpec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            example_types=tuple(data.get("example_types", ("view",))),  # type: ignore[arg-type]
+            attribution_window_s=float(data.get("attribution_window_s", 3600.0)),  # type: ignore[arg-type]
+        )
+
+
 FEATURE_NAMES: tuple[str, ...] = (
     *(f"user_{t}_short" for t in EVENT_TYPES),
     *(f"user_{t}_long" for t in EVENT_TYPES),
@@ -107,83 +140,161 @@ _TYPE_INDEX = {name: index for index, name in enumerate(EVENT_TYPES)}
 _NEVER_LOG_HOURS = math.log1p(24 * 365)
 
 
-class _Decayed:
-    """A vector of exponentially decayed counters sharing one clock."""
+class PointInTimeError(ValueError):
+    """A read earlier than the history a :class:`FeatureState` retains; the answer would not be exact."""
 
-    __slots__ = ("t", "values")
+
+class _Series:
+    """Sums of one key's events (a user, an item, a user x category, a user x item), exact at any retained time.
+
+    The value of component ``k`` at time ``t`` is ``sum(w_i[k] * exp(-(t - t_i) / tau[k]) for t_i < t)``:
+    events at or after ``t`` never count, and the sum does not depend on the order events were folded in.
+    Recent events are kept sorted (``times``) with prefix sums anchored at the oldest kept one, so a read at
+    any time after ``base_t`` costs one bisect. Older events are folded into ``base`` (their sums at
+    ``base_t``); a read at or before ``base_t`` cannot be answered exactly and raises
+    :class:`PointInTimeError`. ``tau`` may be ``inf`` (a plain sum).
+    """
+
+    __slots__ = ("anchor", "base", "base_t", "incs", "prefix", "times")
 
     def __init__(self, size: int) -> None:
-        self.values = [0.0] * size
-        self.t = -math.inf
+        self.base = [0.0] * size
+        self.base_t = -math.inf
+        self.times: list[float] = []
+        self.incs: list[Sequence[float]] = []
+        self.prefix: list[list[float]] = []
+        self.anchor = 0.0
 
-    def add(self, t: float, increments: Sequence[float], taus: Sequence[float]) -> None:
-        values = self.values
-        if self.t != -math.inf and t > self.t:
-            dt = t - self.t
-            factors: dict[float, float] = {}  # few distinct time constants: one exp each
+    @property
+    def latest(self) -> float:
+        return self.times[-1] if self.times else self.base_t
+
+    def _rebuild(self, start: int, taus: Sequence[float]) -> None:
+        """Recompute the prefix sums from position ``start`` on."""
+        del self.prefix[start:]
+        anchor = self.anchor
+        running = list(self.prefix[-1]) if self.prefix else [0.0] * len(self.base)
+        for t, inc in zip(self.times[start:], self.incs[start:], strict=True):
+            factors: dict[float, float] = {}
             for k, tau in enumerate(taus):
                 factor = factors.get(tau)
                 if factor is None:
-                    factor = factors[tau] = math.exp(-dt / tau)
-                values[k] = values[k] * factor + increments[k]
-        else:
-            for k, increment in enumerate(increments):
-                values[k] += increment
-        self.t = max(self.t, t)
+                    factor = factors[tau] = math.exp((t - anchor) / tau)
+                running[k] += inc[k] * factor
+            self.prefix.append(list(running))
 
-    def read(self, t: float, taus: Sequence[float]) -> list[float]:
-        if self.t == -math.inf or t <= self.t:
-            return list(self.values)
-        dt = t - self.t
-        return [v * math.exp(-dt / tau) for v, tau in zip(self.values, taus, strict=True)]
+    def add(self, t: float, inc: Sequence[float], taus: Sequence[float], retain_s: float, max_kept: int) -> None:
+        if t <= self.base_t:  # older than everything kept: exact for every read after base_t
+            for k, tau in enumerate(taus):
+                self.base[k] += inc[k] * math.exp(-(self.base_t - t) / tau)
+            return
+        if not self.times:
+            self.anchor = t
+        position = bisect.bisect_right(self.times, t)
+        self.times.insert(position, t)
+        self.incs.insert(position, inc)
+        self._rebuild(position, taus)
+        latest = self.times[-1]
+        if latest - self.times[0] > retain_s or len(self.times) > max_kept:
+            self._evict(latest - retain_s, max_kept // 2, taus)
 
+    def _evict(self, before_t: float, keep: int, taus: Sequence[float]) -> None:
+        """Fold the events older than ``before_t`` (and any beyond the newest ``keep``) into ``base``."""
+        cut = max(bisect.bisect_left(self.times, before_t), len(self.times) - keep)
+        if cut <= 0:
+            return
+        new_base_t = self.times[cut - 1]
+        base = self.base
+        for k, tau in enumerate(taus):
+            value = base[k] * math.exp(-(new_base_t - self.base_t) / tau) if self.base_t != -math.inf else 0.0
+            for t, inc in zip(self.times[:cut], self.incs[:cut], strict=True):
+                value += inc[k] * math.exp(-(new_base_t - t) / tau)
+            base[k] = value
+        self.base_t = new_base_t
+        del self.times[:cut], self.incs[:cut]
+        self.prefix = []
+        if self.times:
+            self.anchor = self.times[0]
+            self._rebuild(0, taus)
 
-class _Mean:
-    """A running sum and count, for smoothed averages."""
-
-    __slots__ = ("n", "total")
-
-    def __init__(self) -> None:
-        self.total = 0.0
-        self.n = 0
-
-    def add(self, value: float) -> None:
-        self.total += value
-        self.n += 1
-
-    def smoothed(self, prior: float, strength: float) -> float:
-        return (self.total + prior * strength) / (self.n + strength) - prior
+    def read(self, t: float, taus: Sequence[float]) -> tuple[list[float], float]:
+        """The sums at ``t`` (events strictly before ``t``) and the time of the latest such event (-inf: none)."""
+        if t <= self.base_t:
+            raise PointInTimeError(
+                f"a read at {t:.3f} is not after the oldest retained history ({self.base_t:.3f}); "
+                "features are exact only for times after it"
+            )
+        count = bisect.bisect_left(self.times, t)
+        last = self.times[count - 1] if count else self.base_t
+        base, base_t = self.base, self.base_t
+        summed = self.prefix[count - 1] if count else None
+        out = []
+        factors: dict[float, tuple[float, float]] = {}
+        for k, tau in enumerate(taus):
+            pair = factors.get(tau)
+            if pair is None:
+                pair = factors[tau] = (
+                    math.exp(-(t - base_t) / tau) if base_t != -math.inf else 0.0,
+                    math.exp(-(t - self.anchor) / tau),
+                )
+            value = base[k] * pair[0]
+            if summed is not None:
+                value += summed[k] * pair[1]
+            out.append(value)
+        return out, last
 
 
 class FeatureState:
-    """Per-user, per-item and per-(user, category) aggregates folded from events in time order.
+    """Per-user, per-item, per-(user, category) and per-(user, item) sums of events, readable at any time.
+
+    **Semantics.** The features of (user, item) at time ``t`` are a function of the events with a timestamp
+    strictly before ``t`` and of nothing else: not of events at or after ``t``, not of the order in which
+    events were folded in (live commit order, a restart's timestamp order, the trainer's sequence order), and
+    not of when they arrived. A late event is folded in at its own time. Only the catalogue is read as it is
+    when an event is folded (an item's categories at that moment).
+
+    A read at a time no later than the oldest history a key still retains raises :class:`PointInTimeError`
+    instead of answering approximately: each key keeps its events of the last ``retain_s`` seconds (at most
+    ``max_kept``), enough for live reads, replays and the trainer's out-of-order commits.
 
     Args:
         spec: what the features mean.
         catalog: item id -> :class:`Item`; unknown items get the ``unknown`` category and price 0.
+        retain_s: how far back from a key's newest event reads stay exact (at most 30 short windows).
+        max_kept: most events kept per key for exact past reads.
     """
 
-    def __init__(self, spec: FeatureSpec | None = None, catalog: dict[str, Item] | None = None) -> None:
+    def __init__(
+        self,
+        spec: FeatureSpec | None = None,
+        catalog: dict[str, Item] | None = None,
+        *,
+        retain_s: float = 6 * _SECONDS_PER_HOUR,
+        max_kept: int = 1024,
+    ) -> None:
         self.spec = spec or FeatureSpec()
         self.catalog: dict[str, Item] = dict(catalog or {})
         s, lw = self.spec.short_window_s, self.spec.long_window_s
+        if not 0 < retain_s <= 30 * s or max_kept < 2:
+            raise ValueError("retain_s must lie in (0, 30 * short_window_s] and max_kept must be >= 2")
+        self.retain_s = retain_s
+        self.max_kept = max_kept
         n = len(EVENT_TYPES)
-        # user vector: counts short (n) + counts long (n) + positives long + total long
-        self._user_taus = (s,) * n + (lw,) * n + (lw, lw)
-        # item vector: all events short, all events long, positives long
-        self._item_taus = (s, lw, lw)
-        # user x category: all events long, positives long
-        self._uc_taus = (lw, lw)
+        inf = math.inf
+        # user: counts short (n), counts long (n), positives long, all long, rating total, rating count
+        self._user_taus = (s,) * n + (lw,) * n + (lw, lw, inf, inf)
+        # item: all short, all long, positives long, rating total, rating count
+        self._item_taus = (s, lw, lw, inf, inf)
+        # user x category: all long, positives long, rating total, rating count
+        self._uc_taus = (lw, lw, inf, inf)
+        # user x item: all long, positives long
         self._ui_taus = (lw, lw)
-        self._user: dict[str, _Decayed] = {}
-        self._user_rating: dict[str, _Mean] = {}
-        self._item: dict[str, _Decayed] = {}
-        self._item_rating: dict[str, _Mean] = {}
-        self._uc: dict[tuple[str, str], _Decayed] = {}
-        self._uc_rating: dict[tuple[str, str], _Mean] = {}
-        self._ui: dict[tuple[str, str], _Decayed] = {}
+        self._user: dict[str, _Series] = {}
+        self._item: dict[str, _Series] = {}
+        self._uc: dict[tuple[str, str], _Series] = {}
+        self._ui: dict[tuple[str, str], _Series] = {}
         self.events_folded = 0
-        self._increments: dict[tuple[int, float], tuple[float, ...]] = {}
+        self._increments: dict[tuple[int, float, float], tuple[float, ...]] = {}
 
     def item(self, item_id: str) -> Item:
         """The catalogue entry of an item (a default one when unknown)."""
@@ -194,51 +305,47 @@ class FeatureState:
         """Add or replace a catalogue entry."""
         self.catalog[item.item_id] = item
 
-    def _user_increments(self, type_index: int, positive: float) -> tuple[float, ...]:
-        key = (type_index, positive)
+    def _user_increments(self, type_index: int, positive: float, rating: float) -> tuple[float, ...]:
+        key = (type_index, positive, rating)
         found = self._increments.get(key)
         if found is None:
+            if len(self._increments) > 10_000:  # ratings take few distinct values; never let this grow
+                self._increments.clear()
             one_hot = [0.0] * len(EVENT_TYPES)
             one_hot[type_index] = 1.0
-            found = self._increments[key] = (*one_hot, *one_hot, positive, 1.0)
+            counted = 1.0 if type_index == _TYPE_INDEX["rating"] else 0.0
+            found = self._increments[key] = (*one_hot, *one_hot, positive, 1.0, rating, counted)
+        return found
+
+    @staticmethod
+    def _series(table: dict, key: object, size: int) -> _Series:  # type: ignore[type-arg]
+        found = table.get(key)
+        if found is None:
+            found = table[key] = _Series(size)
         return found
 
     def update(self, event: Event) -> None:
-        """Fold one event in. Events must arrive in (roughly) time order."""
+        """Fold one event in, at its own time (any order of updates gives the same state)."""
         t = event.timestamp_s
         user_id, item_id = event.user_id, event.item_id
         positive = 1.0 if self.spec.is_positive(event.event_type, event.value) else 0.0
-        increments = self._user_increments(_TYPE_INDEX[event.event_type], positive)
-        pair = (1.0, positive)
-        user = self._user.get(user_id)
-        if user is None:
-            user = self._user[user_id] = _Decayed(len(increments))
-        user.add(t, increments, self._user_taus)
-        item = self._item.get(item_id)
-        if item is None:
-            item = self._item[item_id] = _Decayed(3)
-        item.add(t, (1.0, 1.0, positive), self._item_taus)
-        ui = self._ui.get((user_id, item_id))
-        if ui is None:
-            ui = self._ui[(user_id, item_id)] = _Decayed(2)
-        ui.add(t, pair, self._ui_taus)
-        rating = event.event_type == "rating"
+        is_rating = event.event_type == "rating"
+        rating = event.value if is_rating else 0.0
+        counted = 1.0 if is_rating else 0.0
+        retain, kept = self.retain_s, self.max_kept
+        user_inc = self._user_increments(_TYPE_INDEX[event.event_type], positive, rating)
+        self._series(self._user, user_id, len(user_inc)).add(t, user_inc, self._user_taus, retain, kept)
+        item_inc = (1.0, 1.0, positive, rating, counted)
+        self._series(self._item, item_id, 5).add(t, item_inc, self._item_taus, retain, kept)
+        self._series(self._ui, (user_id, item_id), 2).add(t, (1.0, positive), self._ui_taus, retain, kept)
         catalogued = self.catalog.get(item_id)
+        uc_inc = (1.0, positive, rating, counted)
         for category in catalogued.categories if catalogued is not None else ("unknown",):
-            key = (user_id, category)
-            uc = self._uc.get(key)
-            if uc is None:
-                uc = self._uc[key] = _Decayed(2)
-            uc.add(t, pair, self._uc_taus)
-            if rating:
-                self._uc_rating.setdefault(key, _Mean()).add(event.value)
-        if rating:
-            self._user_rating.setdefault(user_id, _Mean()).add(event.value)
-            self._item_rating.setdefault(item_id, _Mean()).add(event.value)
+            self._series(self._uc, (user_id, category), 4).add(t, uc_inc, self._uc_taus, retain, kept)
         self.events_folded += 1
 
     def update_many(self, events: Iterable[Event]) -> None:
-        """Fold several events in, in the order given."""
+        """Fold several events in (their order does not matter)."""
         for event in events:
             self.update(event)
 
@@ -247,51 +354,47 @@ class FeatureState:
         return self.rows(user_id, (item_id,), t)[0]
 
     def rows(self, user_id: str, item_ids: Sequence[str], t: float) -> list[list[float]]:
-        """Feature vectors of one user with each item at time ``t`` (the user's part is computed once)."""
+        """Feature vectors of one user with each item at time ``t`` (the user's part is computed once).
+
+        Raises:
+            PointInTimeError: ``t`` is not after the history kept for this user or one of the items.
+        """
         spec = self.spec
         n = len(EVENT_TYPES)
         prior, strength = spec.rating_prior, spec.prior_strength
         user = self._user.get(user_id)
         if user is None:
-            u = [0.0] * (2 * n + 2)
-            user_hours = _NEVER_LOG_HOURS
+            u, user_last = [0.0] * (2 * n + 4), -math.inf
         else:
-            u = user.read(t, self._user_taus)
-            user_hours = math.log1p(max(0.0, t - user.t) / _SECONDS_PER_HOUR)
-        user_rating = self._user_rating.get(user_id)
+            u, user_last = user.read(t, self._user_taus)
+        user_hours = math.log1p((t - user_last) / _SECONDS_PER_HOUR) if user_last != -math.inf else _NEVER_LOG_HOURS
         hour_angle = 2 * math.pi * ((t % _DAY_S) / _DAY_S)
         user_part = [
             *(math.log1p(v) for v in u[: 2 * n]),
             (u[2 * n] + 0.1 * strength) / (u[2 * n + 1] + strength),
-            user_rating.smoothed(prior, strength) if user_rating else 0.0,
+            _smoothed(u[2 * n + 2], u[2 * n + 3], prior, strength),
             user_hours,
         ]
         user_pos, user_all = u[2 * n] + 1.0, u[2 * n + 1] + 1.0
         context_part = [math.sin(hour_angle), math.cos(hour_angle)]
         # (all events, positives, rating total, rating count, last time) per category, computed once.
-        categories: dict[str, tuple[float, float, float, int, float]] = {}
+        categories: dict[str, tuple[float, float, float, float, float]] = {}
         out = []
         for item_id in item_ids:
             item_state = self._item.get(item_id)
-            i = item_state.read(t, self._item_taus) if item_state else (0.0, 0.0, 0.0)
-            item_rating = self._item_rating.get(item_id)
+            i = item_state.read(t, self._item_taus)[0] if item_state else (0.0, 0.0, 0.0, 0.0, 0.0)
             item = self.item(item_id)
-            cat_all = cat_pos = cat_rating_total = 0.0
-            cat_rating_n = 0
+            cat_all = cat_pos = cat_rating_total = cat_rating_n = 0.0
             cat_last = -math.inf
             for category in item.categories:
                 stats = categories.get(category)
                 if stats is None:
                     uc = self._uc.get((user_id, category))
-                    values = uc.read(t, self._uc_taus) if uc is not None else (0.0, 0.0)
-                    rating = self._uc_rating.get((user_id, category))
-                    stats = (
-                        values[0],
-                        values[1],
-                        rating.total if rating else 0.0,
-                        rating.n if rating else 0,
-                        uc.t if uc is not None else -math.inf,
-                    )
+                    if uc is None:
+                        stats = (0.0, 0.0, 0.0, 0.0, -math.inf)
+                    else:
+                        values, last = uc.read(t, self._uc_taus)
+                        stats = (values[0], values[1], values[2], values[3], last)
                     categories[category] = stats
                 cat_all += stats[0]
                 cat_pos += stats[1]
@@ -300,24 +403,33 @@ class FeatureState:
                 cat_last = max(cat_last, stats[4])
             n_cats = max(1, len(item.categories))
             ui_state = self._ui.get((user_id, item_id))
-            ui = ui_state.read(t, self._ui_taus) if ui_state else (0.0, 0.0)
+            ui = ui_state.read(t, self._ui_taus)[0] if ui_state else (0.0, 0.0)
             out.append(
                 [
                     *user_part,
                     math.log1p(i[0]),
                     math.log1p(i[1]),
                     (i[2] + 0.1 * strength) / (i[1] + strength),
-                    item_rating.smoothed(prior, strength) if item_rating else 0.0,
+                    _smoothed(i[3], i[4], prior, strength),
                     math.log1p(max(0.0, item.price)),
                     (cat_pos / n_cats) / user_pos,
                     (cat_all / n_cats) / user_all,
-                    (cat_rating_total + prior * strength) / (cat_rating_n + strength) - prior if cat_rating_n else 0.0,
-                    math.log1p(max(0.0, t - cat_last) / _SECONDS_PER_HOUR)
-                    if cat_last != -math.inf
-                    else _NEVER_LOG_HOURS,
+                    _smoothed(cat_rating_total, cat_rating_n, prior, strength),
+                    math.log1p((t - cat_last) / _SECONDS_PER_HOUR) if cat_last != -math.inf else _NEVER_LOG_HOURS,
                     math.log1p(ui[0]),
                     min(ui[1], 1.0),
                     *context_part,
                 ]
             )
         return out
+
+
+def _smoothed(total: float, count: float, prior: float, strength: float) -> float:
+    """A rating average shrunk towards ``prior``, minus the prior (0.0 with no ratings).
+
+    >>> round(_smoothed(10.0, 2.0, 3.5, 5.0), 4), _smoothed(0.0, 0.0, 3.5, 5.0)
+    (0.2143, 0.0)
+    """
+    if count < 0.5:
+        return 0.0
+    return (total + prior * strength) / (count + strength) - prior

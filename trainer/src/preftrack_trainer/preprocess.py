@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from preftrack_gateway.features import NUM_FEATURES, FeatureSpec, FeatureState
+from preftrack_gateway.features import NUM_FEATURES, FeatureSpec, FeatureState, LabelSpec
 from preftrack_gateway.schema import EVENT_TYPES, MIN_TIMESTAMP_S, Event, Item, stable_hash
 
 
@@ -95,25 +95,6 @@ def clean(
     kept.sort(key=lambda e: e.timestamp_s)
     report = CleaningReport(events_in=n_in, events_out=len(kept), dropped=dict(dropped), bot_users=tuple(bots))
     return kept, report
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class LabelSpec:
-    """Which events become labelled examples and when they are positive.
-
-    An example is an event whose type is in ``example_types``. It is positive when the event itself is
-    positive (a rating at or above the threshold) or when the same user does a positive event on the same
-    item within ``attribution_window_s`` after it.
-    """
-
-    example_types: tuple[str, ...] = ("view",)
-    attribution_window_s: float = 3600.0
-
-    def __post_init__(self) -> None:
-        if not set(self.example_types) <= set(EVENT_TYPES):
-            raise ValueError(f"example_types must be event types from {EVENT_TYPES}")
-        if self.attribution_window_s < 0:
-            raise ValueError("attribution_window_s must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
