@@ -13,10 +13,10 @@ the retained past one bisect; a late event is folded in at its own time.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import json
-import bisect
 import math
 from collections.abc import Iterable, Sequence
 

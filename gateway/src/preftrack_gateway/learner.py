@@ -1,0 +1,169 @@
+"""The gateway's per-event learner: labels committed events, scores them with the serving version, learns.
+
+It owns the :class:`~preftrack_gateway.online.Correction` of one gateway process. Committed events come in
+through :meth:`OnlineLearner.observe` (right after the features move), served lists through
+:meth:`OnlineLearner.expose`. An example whose label is final gets its feature row read at its own time (exact,
+see :mod:`preftrack_gateway.features`), waits for the background task, is scored by the serving version in one
+Triton batch with the others, and is learned from. Scores served afterwards carry the correction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+import numpy as np
+
+from preftrack_gateway.features import FeatureState, LabelSpec, PointInTimeError
+from preftrack_gateway.online import Correction, Example, Labeller, OnlineConfig, logit, sigmoid
+from preftrack_gateway.schema import Event
+
+_LOGGER = logging.getLogger(__name__)
+
+#: (user keys, item ids, feature rows, version) -> the version's probabilities, one per row.
+BaseScorer = Callable[[Sequence[str], Sequence[str], np.ndarray, int], Awaitable[np.ndarray]]
+
+_BATCH = 1024
+
+
+class OnlineLearner:
+    """Per-event learning on top of the serving version (see the module docstring)."""
+
+    def __init__(self, features: FeatureState, labels: LabelSpec, config: OnlineConfig | None = None) -> None:
+        self.config = config or OnlineConfig()
+        self.features = features
+        self.correction = Correction(self.config)
+        self.labeller = Labeller(features.spec, labels, max_pending=self.config.max_pending)
+        # Labelled examples waiting to be learned from: (example, label, feature row or None if known logit).
+        self._ready: collections.deque[tuple[Example, float, list[float] | None]] = collections.deque(
+            maxlen=self.config.max_pending
+        )
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.skipped = 0  # examples whose row could not be read exactly (older than the retained history)
+        self.learned_on: collections.Counter[int] = collections.Counter()  # updates per base version
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled
+
+    def _queue(self, labelled: Iterable[tuple[Example, float]]) -> None:
+        for example, label in labelled:
+            if example.base_logit is not None:
+                self._ready.append((example, label, None))
+                continue
+            try:
+                row = self.features.row(example.user, example.item_id, example.timestamp_s)
+            except PointInTimeError:
+                self.skipped += 1
+                continue
+            self._ready.append((example, label, row))
+
+    def observe(self, events: Sequence[Event]) -> None:
+        """Committed events (already folded into the features): label what they finalise."""
+        if not self.enabled:
+            return
+        self._queue(self.labeller.observe(events))
+        if self._ready:
+            self._wake.set()
+
+    def expose(self, user: str, item_ids: Sequence[str], timestamp_s: float, base_scores: np.ndarray) -> None:
+        """A served list, with the serving version's own probabilities (before the correction)."""
+        if self.enabled:
+            self.labeller.expose(user, item_ids, timestamp_s, logit(base_scores))
+
+    def rebuild(self, events: Sequence[Event], *, chunk: int = 200) -> None:
+        """Fold the event log (time order) into the features and relearn from its newest examples.
+
+        Rows are read while the history they need is still retained, chunk by chunk; only the newest
+        ``rebuild_examples`` labelled examples are kept (learned once a version is ready).
+        """
+        for start in range(0, len(events), chunk):
+            part = events[start : start + chunk]
+            self.features.update_many(part)
+            if self.enabled:
+                self._queue(self.labeller.observe(part))
+        keep = self.config.rebuild_examples
+        while len(self._ready) > keep:
+            self._ready.popleft()
+
+    def adjust(self, user: str, item_ids: Sequence[str], scores: np.ndarray) -> np.ndarray:
+        """The served scores: the version's probabilities moved by the learned correction."""
+        if not self.enabled or self.correction.updates == 0:
+            return scores
+        catalog = self.features.item
+        offsets = self.correction.values([self.correction.indices(user, catalog(i)) for i in item_ids])
+        return sigmoid(logit(scores) + offsets).astype(scores.dtype)
+
+    def start(self, base_scores: BaseScorer, serving_version: Callable[[], int | None]) -> None:
+        """Start learning in the background; ``base_scores`` asks Triton, ``serving_version`` names the version."""
+        if self.enabled and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(base_scores, serving_version), name="online-learner"
+            )
+
+    async def _run(self, base_scores: BaseScorer, serving_version: Callable[[], int | None]) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._ready:
+                version = serving_version()
+                if version is None:
+                    await asyncio.sleep(0.5)  # no version yet: learn once one serves
+                    continue
+                batch = [self._ready.popleft() for _ in range(min(_BATCH, len(self._ready)))]
+                try:
+                    await self._learn(batch, base_scores, version)
+                except Exception as exc:  # Triton down or the version gone: retry this batch later
+                    self._ready.extendleft(reversed(batch))
+                    _LOGGER.warning("online learner: scoring the base version failed (%s); retrying", exc)
+                    await asyncio.sleep(1.0)
+                await asyncio.sleep(0)  # let calls in
+
+    async def _learn(
+        self, batch: list[tuple[Example, float, list[float] | None]], base_scores: BaseScorer, version: int
+    ) -> None:
+        to_score = [k for k, (_, _, row) in enumerate(batch) if row is not None]
+        base = np.zeros(len(batch))
+        if to_score:
+            probs = await base_scores(
+                [batch[k][0].user for k in to_score],
+                [batch[k][0].item_id for k in to_score],
+                np.array([batch[k][2] for k in to_score], dtype=np.float32),
+                version,
+            )
+            base[to_score] = logit(probs)
+        catalog = self.features.item
+        for k, (example, label, row) in enumerate(batch):
+            base_logit = base[k] if row is not None else float(example.base_logit or 0.0)
+            index = self.correction.indices(example.user, catalog(example.item_id))
+            self.correction.learn(index, base_logit, label)
+        self.learned_on[version] += len(batch)
+        if self.correction.updates % 10_000 < len(batch):
+            _LOGGER.info(
+                "online learner: %d updates (%s), %d waiting for labels, %d skipped",
+                self.correction.updates,
+                ", ".join(f"v{v}: {n}" for v, n in sorted(self.learned_on.items())),
+                self.labeller.pending,
+                self.skipped,
+            )
+
+    def status(self) -> dict[str, object]:
+        """What the learner has done, for logs and metrics."""
+        return {
+            "updates": self.correction.updates,
+            "waiting_for_labels": self.labeller.pending,
+            "ready": len(self._ready),
+            "skipped": self.skipped,
+            "learned_on_versions": dict(self.learned_on),
+        }
+
+    async def close(self) -> None:
+        """Stop the background task."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

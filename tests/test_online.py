@@ -1,0 +1,79 @@
+"""The per-event layer: exact labels in event time, and a correction that learns what the base model misses."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from preftrack_gateway.features import FeatureSpec, LabelSpec
+from preftrack_gateway.online import Correction, Labeller, OnlineConfig, logit, sigmoid
+from preftrack_gateway.schema import Event, Item
+
+T0 = 1.8e9
+SHOP = FeatureSpec()  # add_to_cart / purchase are positive
+VIEWS = LabelSpec(example_types=("view",), attribution_window_s=3600.0)
+
+
+def _event(n: int, user: str, item: str, kind: str, dt: float, value: float = 1.0) -> Event:
+    return Event(event_id=str(n), user_id=user, item_id=item, event_type=kind, value=value, timestamp_s=T0 + dt)
+
+
+def test_a_view_is_negative_only_once_its_window_has_closed() -> None:
+    labeller = Labeller(SHOP, VIEWS)
+    assert labeller.observe([_event(1, "u", "a", "view", 0)]) == []
+    assert labeller.observe([_event(2, "v", "b", "view", 3000)]) == []  # window of the first still open
+    done = labeller.observe([_event(3, "v", "c", "view", 3601)])
+    assert [(e.item_id, y) for e, y in done] == [("a", 0.0)]
+    assert labeller.pending == 2
+
+
+def test_a_later_purchase_inside_the_window_makes_the_view_positive_at_once() -> None:
+    labeller = Labeller(SHOP, VIEWS)
+    labeller.observe([_event(1, "u", "a", "view", 0)])
+    done = labeller.observe([_event(2, "u", "a", "purchase", 1800)])
+    assert [(e.item_id, y) for e, y in done] == [("a", 1.0)]
+    # A purchase after the window does not count, and one arriving before its (late) view does.
+    labeller.observe([_event(3, "u", "b", "view", 2000)])
+    assert [(e.item_id, y) for e, y in labeller.observe([_event(4, "u", "b", "purchase", 2000 + 3601)])] == [("b", 0.0)]
+    labeller.observe([_event(5, "w", "c", "purchase", 9000)])
+    assert [(e.item_id, y) for e, y in labeller.observe([_event(6, "w", "c", "view", 8000)])] == [("c", 1.0)]
+
+
+def test_ratings_are_labelled_at_once_by_the_threshold() -> None:
+    labeller = Labeller(FeatureSpec(positive_types=()), LabelSpec(example_types=("rating",), attribution_window_s=0))
+    done = labeller.observe([_event(1, "u", "a", "rating", 0, 5.0), _event(2, "u", "b", "rating", 1, 2.0)])
+    assert [(e.item_id, y) for e, y in done] == [("a", 1.0), ("b", 0.0)]
+    assert labeller.pending == 0
+
+
+def test_served_lists_become_examples_with_the_versions_logit() -> None:
+    labeller = Labeller(SHOP, VIEWS)
+    labeller.expose("u", ["a", "b"], T0, logit(np.array([0.2, 0.7])))
+    done = labeller.observe([_event(1, "u", "b", "add_to_cart", 60)])
+    assert [(e.item_id, y, round(e.base_logit, 3)) for e, y in done] == [("b", 1.0, round(float(logit(0.7)), 3))]
+
+
+def test_pending_examples_are_bounded() -> None:
+    labeller = Labeller(SHOP, VIEWS, max_pending=10)
+    labeller.observe([_event(k, f"u{k}", "a", "view", k) for k in range(100)])
+    assert labeller.pending == 10 and labeller.dropped == 90
+
+
+def test_the_correction_learns_a_users_taste_the_base_model_does_not_know() -> None:
+    rng = np.random.default_rng(0)
+    correction = Correction(OnlineConfig(bits=16))
+    items = {f"i{k}": Item(item_id=f"i{k}", categories=("horror" if k % 2 else "comedy",)) for k in range(40)}
+    # The base model says 0.5 for everything; user "fan" likes horror, user "hater" does not.
+    late = []
+    for step in range(2000):
+        user = "fan" if step % 2 else "hater"
+        item = items[f"i{rng.integers(40)}"]
+        y = float((item.categories[0] == "horror") == (user == "fan"))
+        p = correction.learn(correction.indices(user, item), 0.0, y)
+        if step >= 1500:
+            late.append(abs(p - y))
+    assert np.mean(late) < 0.2
+    horror, comedy = items["i1"], items["i2"]
+    fan = sigmoid(np.array([correction.value(correction.indices("fan", horror))]))[0]
+    assert fan > 0.8 and sigmoid(np.array([correction.value(correction.indices("fan", comedy))]))[0] < 0.2
+    values = correction.values([correction.indices("fan", horror), correction.indices("hater", horror)])
+    assert values[0] > 0 > values[1]
