@@ -28,9 +28,8 @@ def prequential_correction(
     scores = []
     for k in range(len(examples)):
         item = items.get(examples.items[k]) or Item(item_id=examples.items[k])
-        p = correction.learn(
-            correction.indices(examples.users[k], item), float(base_logits[k]), float(examples.label[k])
-        )
+        index = correction.indices(examples.users[k], item, examples.features[k])
+        p = correction.learn(index, float(base_logits[k]), float(examples.label[k]))
         if k >= n_warm:
             scores.append(p)
     return np.array(scores)

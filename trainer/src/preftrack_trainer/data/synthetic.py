@@ -37,6 +37,7 @@ class SyntheticConfig:
     drift_fraction: float = 0.5
     preference_concentration: float = 0.3
     dirty_fraction: float = 0.01
+    repeat_after_drift: float = 0.0
     seed: int = 7
 
     def __post_init__(self) -> None:
@@ -44,6 +45,8 @@ class SyntheticConfig:
             raise ValueError("need n_users >= 1, n_categories >= 2 and n_items >= n_categories")
         if not 0.0 <= self.drift_at <= 1.0 or not 0.0 <= self.drift_fraction <= 1.0:
             raise ValueError("drift_at and drift_fraction must lie in [0, 1]")
+        if not 0.0 <= self.repeat_after_drift <= 1.0:
+            raise ValueError("repeat_after_drift must lie in [0, 1]")
         if self.days <= 0 or self.sessions_per_user <= 0 or self.views_per_session <= 0:
             raise ValueError("days, sessions_per_user and views_per_session must be > 0")
 
@@ -127,6 +130,7 @@ def generate(config: SyntheticConfig | None = None) -> SyntheticShop:
         )
         counter += 1
 
+    bought: list[list[int]] = [[] for _ in user_ids]
     for k, user in enumerate(user_ids):
         n_sessions = 1 + rng.poisson(cfg.sessions_per_user - 1)
         for start in np.sort(rng.uniform(0, cfg.days * _DAY_S, n_sessions)):
@@ -134,7 +138,13 @@ def generate(config: SyntheticConfig | None = None) -> SyntheticShop:
             pref = after[k] if t >= drift_time else before[k]
             device = "mobile" if rng.random() < 0.6 else "desktop"
             for _ in range(1 + rng.poisson(cfg.views_per_session - 1)):
-                if rng.random() < 0.7:
+                # After the drift the shop sells consumables: users come back to what they bought, and buy it again.
+                restock = cfg.repeat_after_drift > 0 and t >= drift_time and bool(bought[k])
+                restock = restock and rng.random() < cfg.repeat_after_drift
+                if restock:
+                    j = int(rng.choice(bought[k]))
+                    c = int(item_category[j])
+                elif rng.random() < 0.7:
                     c = int(rng.choice(cfg.n_categories, p=pref))
                     j = int(rng.choice(items_by_category[c]))
                 else:
@@ -145,14 +155,15 @@ def generate(config: SyntheticConfig | None = None) -> SyntheticShop:
                 emit(user, item, "view", t, context=ctx)
                 affinity = math.log(pref[c] * cfg.n_categories + 0.05)
                 t += float(rng.exponential(20.0)) + 1.0
-                if rng.random() < _sigmoid(-1.6 + 1.1 * affinity + quality[j]):
+                if restock or rng.random() < _sigmoid(-1.6 + 1.1 * affinity + quality[j]):
                     emit(user, item, "click", t, context=ctx)
                     t += float(rng.exponential(30.0)) + 1.0
-                    if rng.random() < _sigmoid(-0.6 + 0.9 * affinity - 0.4 * price_z[j]):
+                    if rng.random() < (0.9 if restock else _sigmoid(-0.6 + 0.9 * affinity - 0.4 * price_z[j])):
                         emit(user, item, "add_to_cart", t, context=ctx)
                         t += float(rng.exponential(60.0)) + 1.0
-                        if rng.random() < 0.5:
+                        if rng.random() < (0.9 if restock else 0.5):
                             emit(user, item, "purchase", t, value=float(items[item].price), context=ctx)
+                            bought[k].append(j)
                             t += 1.0
 
     # A bot: thousands of views in one hour, nothing else.
