@@ -44,7 +44,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     mlp = model.build_model(cfg, mean, std)
     model.train(mlp, train, cfg)
     repository = tmp_path_factory.mktemp("repo")
-    version = export.export_version(mlp, repository, {"parent": None, "dataset": "synthetic"})
+    version = export.export_version(
+        mlp,
+        repository,
+        {"parent": None, "dataset": "synthetic", **export.schema_metadata(FeatureSpec(), LabelSpec())},
+    )
     assert version == 1
     return Trained(shop, mlp, train, test, state, repository)
 
@@ -130,24 +134,26 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("fresh_postgres_url")
 
 
-def gateway_env(triton_url: str, store_url: str, **extra: str) -> dict[str, str]:
-    """PREFTRACK_* settings for a gateway process."""
+def gateway_env(triton_url: str, store_url: str, *, repository: Path | None = None, **extra: str) -> dict[str, str]:
+    """PREFTRACK_* settings for a gateway process (with the model repository Triton serves, when known)."""
     return {
         "PREFTRACK_TRITON_URL": triton_url,
         "PREFTRACK_STORE_URL": store_url,
         "PREFTRACK_PSEUDONYM_KEY": PSEUDONYM_KEY,
         "PREFTRACK_HEALTH_INTERVAL_S": "0.5",
+        **({"PREFTRACK_MODEL_REPOSITORY": str(repository.resolve())} if repository is not None else {}),
         **extra,
     }
 
 
 @pytest.fixture
-def gateway(triton: TritonServer, tmp_path: Path):
+def gateway(triton: TritonServer, trained: Trained, tmp_path: Path):
     """A real gateway process on SQLite in front of the session's Triton."""
     from preftrack_gateway.process import GatewayProcess
 
     process = GatewayProcess(
-        gateway_env(triton.grpc_url, f"sqlite:///{tmp_path / 'events.db'}"), tmp_path / "gateway.log"
+        gateway_env(triton.grpc_url, f"sqlite:///{tmp_path / 'events.db'}", repository=trained.repository),
+        tmp_path / "gateway.log",
     )
     process.start()
     try:

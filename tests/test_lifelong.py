@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 import preftrack
+from preftrack_gateway.deployment import SETTINGS_KEY, DeploymentSettings
+from preftrack_gateway.features import FeatureSpec, LabelSpec
 from preftrack_gateway.process import GatewayProcess
 from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer import export
 from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
 from preftrack_trainer.data import synthetic
-from preftrack_trainer.preprocess import LabelSpec
 from preftrack_trainer.replay import to_feedback_events
 from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
@@ -44,7 +45,8 @@ def stack(scratch_repository: Path, tmp_path: Path):
     """Triton on a private copy of the trained repository (version 1) and a gateway on SQLite."""
     store_url = f"sqlite:///{tmp_path / 'events.db'}"
     with TritonServer(TritonConfig(repository=scratch_repository, work_dir=tmp_path / "triton")) as triton:
-        gateway = GatewayProcess(gateway_env(triton.grpc_url, store_url), tmp_path / "gateway.log").start()
+        env = gateway_env(triton.grpc_url, store_url, repository=scratch_repository)
+        gateway = GatewayProcess(env, tmp_path / "gateway.log").start()
         try:
             yield scratch_repository, store_url, gateway
         finally:
@@ -60,6 +62,17 @@ def _registry(store_url: str) -> dict[int, VersionRecord]:
             await store.close()
 
     return asyncio.run(read())
+
+
+def _put_settings(store_url: str, settings: DeploymentSettings) -> None:
+    async def write() -> None:
+        store = await open_store(store_url)
+        try:
+            await store.put_setting(SETTINGS_KEY, settings.to_json())
+        finally:
+            await store.close()
+
+    asyncio.run(write())
 
 
 def _round(config: ContinualConfig):
@@ -193,12 +206,9 @@ def test_served_lists_joined_with_later_feedback_become_examples(stack) -> None:
             preftrack.FeedbackEvent(user_id="u-8", item_id="i-1", event_type="view", timestamp_s=time.time() + 200)
         )
     time.sleep(0.3)  # impressions are written in background batches
-    config = ContinualConfig(
-        store_url=store_url,
-        repository=repository,
-        trigger_examples=100,
-        labels=LabelSpec(attribution_window_s=60),
-    )
+    # The deployment's labels (held in the store, where they win over the trainer's own) use a 60 s window.
+    _put_settings(store_url, DeploymentSettings(FeatureSpec(), LabelSpec(attribution_window_s=60)))
+    config = ContinualConfig(store_url=store_url, repository=repository, trigger_examples=100)
 
     async def waiting():
         trainer = await ContinualTrainer.open(config)

@@ -103,6 +103,8 @@ def test_registry_and_settings_round_trip(store_url: str) -> None:
             await store.put_setting("watermark", "17")
             await store.put_setting("watermark", "18")
             assert await store.get_setting("watermark") == "18"
+            assert await store.put_setting_if_absent("deployment", "first") == "first"
+            assert await store.put_setting_if_absent("deployment", "second") == "first"
             await store.append([_event(1), _event(2)])
             seqs = [seq for batch in [b async for b in store.events()] for seq, _ in batch]
             times = await store.committed_at(seqs)

@@ -6,7 +6,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
-from preftrack_gateway.features import FeatureSpec
+from preftrack_gateway.features import FeatureSpec, LabelSpec
 
 
 class ConfigError(ValueError):
@@ -35,8 +35,14 @@ class GatewayConfig:
         triton_timeout_s: deadline for a Triton call when the caller sets none.
         health_interval_s: how often model readiness is probed.
         shutdown_grace_s: how long in-flight calls may finish on shutdown.
-        positive_types / rating_threshold: what a positive signal is, for the real-time features; must match
-            what the served versions were trained with (a version with another feature-schema hash is refused).
+        positive_types / rating_threshold / example_types / attribution_window_s: the deployment's feature and
+            label settings, used
+            only to create them when the event store holds none yet (``None``: not set, the default is used). The
+            store's settings win; set explicitly and different from them, the gateway refuses to start. See
+            :mod:`preftrack_gateway.deployment`.
+        model_repository: the Triton model repository, when this process can read it: its versions'
+            ``metadata.json`` give the settings of a new deployment and the feature schema of a version the
+            registry does not know.
     """
 
     host: str = "127.0.0.1"
@@ -57,8 +63,11 @@ class GatewayConfig:
     triton_timeout_s: float = 5.0
     health_interval_s: float = 1.0
     shutdown_grace_s: float = 10.0
-    positive_types: tuple[str, ...] = ("add_to_cart", "purchase")
-    rating_threshold: float = 4.0
+    positive_types: tuple[str, ...] | None = None
+    rating_threshold: float | None = None
+    example_types: tuple[str, ...] | None = None
+    attribution_window_s: float | None = None
+    model_repository: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.pseudonym_key) < 16:
@@ -79,14 +88,28 @@ class GatewayConfig:
                 raise ConfigError(f"{name} must be >= 1")
         try:
             self.feature_spec()
+            self.label_spec()
         except ValueError as exc:
-            raise ConfigError(f"positive_types / rating_threshold: {exc}") from exc
+            raise ConfigError(
+                f"positive_types / rating_threshold / example_types / attribution_window_s: {exc}"
+            ) from exc
         if min(self.triton_timeout_s, self.health_interval_s) <= 0 or self.shutdown_grace_s < 0:
             raise ConfigError("triton_timeout_s and health_interval_s must be > 0, shutdown_grace_s >= 0")
 
     def feature_spec(self) -> FeatureSpec:
-        """The feature definitions this gateway computes online."""
-        return FeatureSpec(positive_types=self.positive_types, rating_threshold=self.rating_threshold)
+        """The feature definitions these settings describe (defaults where not set)."""
+        set_ = self.explicit_settings()
+        return FeatureSpec(**{k: v for k, v in set_.items() if k in ("positive_types", "rating_threshold")})
+
+    def label_spec(self) -> LabelSpec:
+        """The labelling these settings describe (defaults where not set)."""
+        set_ = self.explicit_settings()
+        return LabelSpec(**{k: v for k, v in set_.items() if k in ("example_types", "attribution_window_s")})
+
+    def explicit_settings(self) -> dict[str, object]:
+        """The feature and label settings that were set (``PREFTRACK_POSITIVE_TYPES`` ...), by name."""
+        names = ("positive_types", "rating_threshold", "example_types", "attribution_window_s")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> GatewayConfig:
@@ -98,11 +121,11 @@ class GatewayConfig:
             if raw is None:
                 continue
             try:
-                if field.name in ("api_keys", "positive_types"):
+                if field.name in ("api_keys", "positive_types", "example_types"):
                     values[field.name] = tuple(k for k in raw.split(",") if k)
                 elif field.type in ("int", int):
                     values[field.name] = int(raw)
-                elif field.type in ("float", float):
+                elif field.type in ("float", float, "float | None"):
                     values[field.name] = float(raw)
                 else:
                     values[field.name] = raw

@@ -428,7 +428,7 @@ def _smoothed(total: float, count: float, prior: float, strength: float) -> floa
     """A rating average shrunk towards ``prior``, minus the prior (0.0 with no ratings).
 
     >>> round(_smoothed(10.0, 2.0, 3.5, 5.0), 4), _smoothed(0.0, 0.0, 3.5, 5.0)
-    (0.2143, 0.0)
+    (0.4286, 0.0)
     """
     if count < 0.5:
         return 0.0

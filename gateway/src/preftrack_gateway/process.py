@@ -33,11 +33,17 @@ class GatewayProcess:
         env: settings, e.g. ``{"PREFTRACK_TRITON_URL": ..., "PREFTRACK_STORE_URL": ...}``.
         log_file: where the gateway's output goes.
         port: the port to listen on (0 picks a free one).
+        repository: the Triton model repository, when known (``PREFTRACK_MODEL_REPOSITORY``): the gateway
+            then checks the feature schema of versions the registry does not describe.
     """
 
-    def __init__(self, env: Mapping[str, str], log_file: Path, port: int = 0) -> None:
+    def __init__(
+        self, env: Mapping[str, str], log_file: Path, port: int = 0, *, repository: Path | None = None
+    ) -> None:
         self.port = port or free_port()
         self.env = {**os.environ, **env, "PREFTRACK_PORT": str(self.port)}
+        if repository is not None:
+            self.env["PREFTRACK_MODEL_REPOSITORY"] = str(repository.resolve())
         self.log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
 

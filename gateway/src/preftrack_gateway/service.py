@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from preftrack_gateway import deployment
 from preftrack_gateway.config import GatewayConfig
 from preftrack_gateway.errors import InvalidRequestError, ModelNotReadyError, TritonUnavailableError
 from preftrack_gateway.features import FeatureSpec, FeatureState
@@ -72,6 +73,8 @@ def pseudonymous_user(core: GatewayCore, user_id: str) -> str:
 class GatewayCore:
     """State and behaviour shared by the servicers of one gateway process."""
 
+    _version_check: deployment.VersionCheck | None = None  # set by start() from the deployment's settings
+
     def __init__(
         self,
         config: GatewayConfig,
@@ -88,7 +91,7 @@ class GatewayCore:
         self.pseudonymise = Pseudonymiser(config.pseudonym_key)
         self.writer = GroupCommitWriter(
             store,
-            self.features.update_many,
+            lambda events: self.features.update_many(events),  # the FeatureState that start() settles on
             max_batch_events=config.commit_batch_events,
             max_pending_events=config.max_pending_events,
         )
@@ -100,7 +103,13 @@ class GatewayCore:
         self._hashes: dict[str, tuple[int, int]] = {}
 
     async def start(self) -> None:
-        """Rebuild the real-time features from the store, start the commit loop and the readiness probe."""
+        """Settle the deployment's feature settings, rebuild the real-time features from the store, start the
+        commit loop and the readiness probe. Raises ConfigError when explicit settings disagree with the store's."""
+        settings = await deployment.gateway_settings(self.store, self.config)
+        self.features = FeatureState(settings.features)
+        self._version_check = deployment.VersionCheck(
+            settings.features.schema_hash(), self.config.model_repository, self.scorer.model_name
+        )
         started = time.perf_counter()
         for item in await self.store.items():
             self.features.upsert_item(item)
@@ -120,27 +129,42 @@ class GatewayCore:
         await self.refresh_readiness()
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop(), name="readiness")
 
+    def _schema_refusal(self, version: int, record: VersionRecord | None) -> str | None:
+        """Why a version must not serve (it was trained on other feature definitions), or None."""
+        if self._version_check is None:
+            self._version_check = deployment.VersionCheck(
+                self.features.spec.schema_hash(), self.config.model_repository, self.scorer.model_name
+            )
+        return self._version_check.refusal(version, None if record is None else record.metrics)
+
+    async def _refuse(self, version: int, record: VersionRecord | None, note: str) -> None:
+        """Register a version ``failed`` with ``note`` (once), so it is never served."""
+        if record is not None and record.state == "failed" and record.note == note:
+            return
+        _LOGGER.error("refusing version %d: %s", version, note)
+        now = time.time()
+        if record is None:
+            record = VersionRecord(version=version, state="failed", note=note, created_at=now, updated_at=now)
+        await self.store.put_version(dataclasses.replace(record, state="failed", note=note, updated_at=now))
+
     async def _ship_exported(self, ready: list[int]) -> list[int]:
-        """Load the newest version the trainer exported; switch traffic once it is ready. Returns ready versions."""
+        """Load the newest version the trainer exported; switch traffic once it is ready. Returns ready versions.
+
+        A version trained on other feature definitions than the deployment's is refused (registered ``failed``).
+        """
         records = await self.store.versions()
         exported = [r for r in records if r.state == "exported" and r.version > (self.serving_version or 0)]
-        if not exported or self.serving_version is None:
+        if not exported:
             return ready
         candidate = exported[-1]
         now = time.time()
-        schema = candidate.metrics.get("feature_schema_hash")
-        own = self.features.spec.schema_hash()
-        if schema is not None and schema != own:
-            note = (
-                f"feature schema {schema} differs from this gateway's {own}: the version was trained on other "
-                "feature definitions (check PREFTRACK_POSITIVE_TYPES / PREFTRACK_RATING_THRESHOLD)"
-            )
-            _LOGGER.error("refusing version %d: %s", candidate.version, note)
-            await self.store.put_version(dataclasses.replace(candidate, state="failed", note=note, updated_at=now))
+        note = self._schema_refusal(candidate.version, candidate)
+        if note is not None:
+            await self._refuse(candidate.version, candidate, note)
             return ready
         await self.store.put_version(dataclasses.replace(candidate, state="loading", updated_at=now))
         try:
-            await self.scorer.load_versions([self.serving_version, candidate.version])
+            await self.scorer.load_versions([v for v in (self.serving_version, candidate.version) if v is not None])
             ready = await self.scorer.ready_versions()
         except (ModelNotReadyError, TritonUnavailableError) as exc:
             _LOGGER.error(
@@ -163,9 +187,9 @@ class GatewayCore:
         # which stays loaded until the next version replaces it.
         self.serving_version = candidate.version
         await self.store.put_version(dataclasses.replace(candidate, state="serving", updated_at=time.time()))
-        old = next((r for r in records if r.version == previous), None)
-        if old is not None:
-            await self.store.put_version(dataclasses.replace(old, state="retired", updated_at=time.time()))
+        for old in records:  # the previous version (or, at start, whichever the registry still says serves)
+            if old.version != candidate.version and (old.version == previous or old.state == "serving"):
+                await self.store.put_version(dataclasses.replace(old, state="retired", updated_at=time.time()))
         for other in exported[:-1]:  # superseded before they were ever loaded
             await self.store.put_version(
                 dataclasses.replace(other, state="retired", note="superseded", updated_at=time.time())
@@ -173,8 +197,12 @@ class GatewayCore:
         _LOGGER.info("now serving version %d (was %s)", candidate.version, previous)
         return ready
 
-    async def _register_serving(self, version: int) -> None:
-        record = await self.store.version(version)
+    async def _register_serving(self, version: int, record: VersionRecord | None) -> bool:
+        """Register a version found ready in Triton as serving, unless its feature schema is refused (False)."""
+        note = self._schema_refusal(version, record)
+        if note is not None:
+            await self._refuse(version, record, note)
+            return False
         now = time.time()
         if record is None:
             await self.store.put_version(
@@ -184,6 +212,7 @@ class GatewayCore:
             )
         elif record.state != "serving":
             await self.store.put_version(dataclasses.replace(record, state="serving", updated_at=now))
+        return True
 
     async def refresh_readiness(self) -> bool:
         """Find the version to serve, ship a newly exported one, reload the model if Triton lost it."""
@@ -205,13 +234,19 @@ class GatewayCore:
             versions = []
         else:
             self._triton_down_logged = False
+        version: int | None = None
         if self.serving_version in versions:
-            version: int | None = self.serving_version
-        else:
-            serving = [r.version for r in await self.store.versions() if r.state == "serving" and r.version in versions]
-            version = max(serving) if serving else (versions[-1] if versions else None)
-            if version is not None:
-                await self._register_serving(version)
+            version = self.serving_version
+        elif versions:
+            # Registered serving first, then the newest; a version refused for its feature schema is skipped
+            # (Triton may keep it loaded, but no call is ever pinned to it).
+            records = {r.version: r for r in await self.store.versions()}
+            for candidate in sorted(
+                versions, key=lambda v: (v in records and records[v].state == "serving", v), reverse=True
+            ):
+                if await self._register_serving(candidate, records.get(candidate)):
+                    version = candidate
+                    break
         if version != self.serving_version:
             _LOGGER.info("serving version changed: %s -> %s", self.serving_version, version)
         self.serving_version = version

@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from preftrack_gateway.process import GatewayStartError
 from preftrack_trainer.data.movielens import DatasetUnavailableError
 from preftrack_trainer.triton_launcher import TritonStartError
 
@@ -98,6 +99,7 @@ def _continual(args: argparse.Namespace) -> int:
     from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
     from preftrack_trainer.pipeline import dataset_specs
 
+    # Only for an empty event store (then written there): a deployment's settings in the store win.
     spec, labels = dataset_specs("movielens" if args.ratings else "synthetic")
     config = ContinualConfig(
         store_url=args.store_url,
@@ -108,6 +110,8 @@ def _continual(args: argparse.Namespace) -> int:
         trigger_seconds=args.trigger_seconds,
         epochs=args.epochs,
         learning_rate=args.learning_rate,
+        auc_margin=args.auc_margin,
+        log_loss_margin=args.log_loss_margin,
     )
 
     async def run() -> None:
@@ -133,22 +137,26 @@ def _continual(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from preftrack_trainer.replay import ReplayConfig, run
+    from preftrack_trainer.replay import NothingShippedError, ReplayConfig, run
 
-    report = run(
-        ReplayConfig(
-            dataset=args.dataset,
-            rate_events_s=args.rate,
-            window=args.window,
-            trigger_examples=args.trigger_examples,
-            trigger_seconds=args.trigger_seconds,
-            bootstrap_epochs=args.bootstrap_epochs,
-            learning_rate=args.learning_rate,
-            limit_events=args.limit_events,
-            out_dir=args.out_dir,
-            progress=not args.no_progress,
+    failure: NothingShippedError | None = None
+    try:
+        report = run(
+            ReplayConfig(
+                dataset=args.dataset,
+                rate_events_s=args.rate,
+                window=args.window,
+                trigger_examples=args.trigger_examples,
+                trigger_seconds=args.trigger_seconds,
+                bootstrap_epochs=args.bootstrap_epochs,
+                learning_rate=args.learning_rate,
+                limit_events=args.limit_events,
+                out_dir=args.out_dir,
+                progress=not args.no_progress,
+            )
         )
-    )
+    except NothingShippedError as exc:
+        failure, report = exc, exc.report
     print(report.markdown)
     if report.plot is not None:
         print(f"\nplot: {report.plot}")
@@ -157,8 +165,13 @@ def _replay(args: argparse.Namespace) -> int:
     frozen = report.rows["preftrack frozen at v1"]["auc"]
     print(
         f"\nbench_prequential dataset={args.dataset} rate={report.rate_events_s:.0f} live_auc={live:.4f} "
-        f"frozen_auc={frozen:.4f} vw_auc={vw:.4f} shipped={report.versions_shipped} rejected={report.versions_rejected}"
+        f"frozen_auc={frozen:.4f} vw_auc={vw:.4f} shipped={report.versions_shipped} "
+        f"rejected={report.versions_rejected} refused={report.versions_refused}",
+        flush=True,
     )
+    if failure is not None:  # after the report and the benchmark line: a replay that ships nothing fails
+        print(f"error: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -212,11 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cont.add_argument("--store-url", default=os.environ.get("PREFTRACK_STORE_URL", "sqlite:///var/preftrack.db"))
     cont.add_argument("--repository", type=Path, default=Path("model_repository"))
-    cont.add_argument("--ratings", action="store_true", help="examples are ratings (>= 4 positive), not views")
+    cont.add_argument(
+        "--ratings",
+        action="store_true",
+        help="examples are ratings (>= 4 positive), not views; only for an empty event store: the deployment's "
+        "settings held in the store win",
+    )
     cont.add_argument("--trigger-examples", type=int, default=2000)
     cont.add_argument("--trigger-seconds", type=float, default=60.0)
     cont.add_argument("--epochs", type=int, default=1)
     cont.add_argument("--learning-rate", type=float, default=1e-3)
+    cont.add_argument("--auc-margin", type=float, default=0.005, help="gate: AUC below serving's that still ships")
+    cont.add_argument("--log-loss-margin", type=float, default=0.01, help="gate: log loss above serving's that ships")
     cont.add_argument("--once", action="store_true", help="one round with whatever is new, then exit")
     cont.set_defaults(func=_continual)
 
@@ -256,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (ValueError, DatasetUnavailableError, TritonStartError) as exc:
+    except (ValueError, DatasetUnavailableError, TritonStartError, GatewayStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

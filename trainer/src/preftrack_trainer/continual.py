@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from preftrack_gateway import deployment
 from preftrack_gateway.features import FeatureSpec, FeatureState
 from preftrack_gateway.schema import Event
 from preftrack_gateway.store import EventStore, Impression, VersionRecord, open_store
@@ -51,7 +52,8 @@ class ContinualConfig:
     Attributes:
         store_url: the event store the gateway writes (``sqlite:///...`` or ``postgresql://...``).
         repository: the Triton model repository.
-        spec / labels: feature definitions and labelling (must match what the serving model was trained with).
+        spec / labels: feature definitions and labelling, used only while the event store holds no deployment
+            settings (then :meth:`ContinualTrainer.open` writes them there); the store's settings win.
         trigger_examples: train once this many labelled examples wait...
         trigger_seconds: ...or once this much time passed since the last round with any waiting.
         replay_fraction: replayed past examples per new example.
@@ -188,8 +190,27 @@ class ContinualTrainer:
 
     @classmethod
     async def open(cls, config: ContinualConfig) -> ContinualTrainer:
-        """Open the store and rebuild the feature state up to the watermark (a restart resumes there)."""
+        """Open the store, take the deployment's settings from it (or write the configured ones to an empty
+        store) and rebuild the feature state up to the watermark (a restart resumes there)."""
         store = await open_store(config.store_url)
+        try:
+            settings, written = await deployment.settle(
+                store, deployment.DeploymentSettings(config.spec, config.labels)
+            )
+        except BaseException:
+            await store.close()
+            raise
+        if written:
+            _LOGGER.info("deployment settings written to the empty event store: %s", settings.describe())
+        elif (settings.features, settings.labels) != (config.spec, config.labels):
+            _LOGGER.warning(
+                "the event store's deployment settings win over this trainer's (%s): %s",
+                deployment.DeploymentSettings(config.spec, config.labels).describe(),
+                settings.describe(),
+            )
+            config = dataclasses.replace(config, spec=settings.features, labels=settings.labels)
+        else:
+            _LOGGER.info("deployment settings from the event store: %s", settings.describe())
         trainer = cls(config, store)
         await trainer._resume()
         return trainer
@@ -385,13 +406,7 @@ class ContinualTrainer:
             next_version = export.export_version(
                 candidate,
                 cfg.repository,
-                {
-                    **lineage,
-                    "metrics": cand,
-                    "serving_metrics": serv,
-                    "feature_schema_hash": cfg.spec.schema_hash(),
-                    "feature_spec": cfg.spec.to_dict(),
-                },
+                {**lineage, "metrics": cand, "serving_metrics": serv, **export.schema_metadata(cfg.spec, cfg.labels)},
                 min_version=next_version,
             )
         await self.store.put_version(
@@ -472,8 +487,7 @@ class ContinualTrainer:
                 "first_seq": first_seq,
                 "last_seq": last_seq,
                 "n_new": len(examples),
-                "feature_schema_hash": cfg.spec.schema_hash(),
-                "feature_spec": cfg.spec.to_dict(),
+                **export.schema_metadata(cfg.spec, cfg.labels),
             },
         )
         now = time.time()

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from preftrack_gateway import contract
-from preftrack_gateway.features import NUM_FEATURES
+from preftrack_gateway.features import NUM_FEATURES, FeatureSpec, LabelSpec
 from preftrack_trainer.preprocess import Examples
 
 _LOGGER = logging.getLogger(__name__)
@@ -162,6 +162,12 @@ def save_savedmodel(model: keras.Model, path: Path) -> None:
 KERAS_FILE = "model.keras"
 
 
+def schema_metadata(spec: FeatureSpec, labels: LabelSpec) -> dict[str, object]:
+    """What each version's metadata states about its features and labels (a gateway serves a version only when
+    its feature-schema hash is the deployment's)."""
+    return {"feature_schema_hash": spec.schema_hash(), "feature_spec": spec.to_dict(), "labels": labels.to_dict()}
+
+
 def export_version(
     model: keras.Model,
     repository: Path,
@@ -172,10 +178,13 @@ def export_version(
 ) -> int:
     """Write ``model`` as the next version (at least ``min_version``) of the repository's model; return its number.
 
-    The version's ``metadata.json`` gets ``metadata`` plus ``version`` and ``created_at``. The Keras file next to
+    The version's ``metadata.json`` gets ``metadata`` plus ``version`` and ``created_at``; ``metadata`` should
+    include :func:`schema_metadata` (without it, gateways serve the version unchecked). The Keras file next to
     the SavedModel lets the continual trainer warm-start from this version.
     """
     cfg = config or TritonModelConfig()
+    if "feature_schema_hash" not in metadata:
+        _LOGGER.warning("exporting a version without its feature schema: gateways will serve it unchecked")
     write_model_config(repository, cfg)
     model_dir = repository / cfg.name
     staging = model_dir / f".tmp-{uuid.uuid4().hex}"

@@ -81,7 +81,8 @@ def dataset_specs(dataset: str) -> tuple[FeatureSpec, LabelSpec]:
     item to the cart or buys it within the attribution window.
     """
     if dataset == "movielens":
-        return FeatureSpec(positive_types=()), LabelSpec(example_types=("rating",))
+        # A rating's label is the rating itself: final at once, so the per-event layer learns from it at once.
+        return FeatureSpec(positive_types=()), LabelSpec(example_types=("rating",), attribution_window_s=0.0)
     return FeatureSpec(), LabelSpec()
 
 
@@ -149,8 +150,7 @@ def run(config: TrainerConfig) -> RunResult:
                 "train_examples": len(train),
             },
             "metrics": result_metrics,
-            "feature_schema_hash": data.spec.schema_hash(),
-            "feature_spec": data.spec.to_dict(),
+            **export.schema_metadata(data.spec, data.labels),
             "model_config": config.model.to_dict(),
         },
     )

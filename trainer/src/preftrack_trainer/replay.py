@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 import preftrack
+from preftrack_gateway import deployment
 from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.process import GatewayProcess
 from preftrack_gateway.schema import Event
@@ -48,6 +49,7 @@ class ReplayConfig:
         window: events scored concurrently, then sent as one batch (1 = strictly one at a time).
         warm_fraction: share of the stream loaded before the replay and used to train version 1.
         trigger_examples / trigger_seconds: the continual trainer's triggers.
+        auc_margin / log_loss_margin: the continual trainer's gate (how much worse than serving may ship).
         learning_rate / epochs: the continual trainer's optimiser settings (epochs: 1 on MovieLens, 2 otherwise).
         bootstrap_epochs: epochs of version 1 (default: 1 on MovieLens, where more overfits; 3 otherwise).
         limit_events: replay only this many events after the warm part (None: all).
@@ -60,6 +62,8 @@ class ReplayConfig:
     warm_fraction: float = 0.5
     trigger_examples: int = 4000
     trigger_seconds: float = 30.0
+    auc_margin: float = ContinualConfig.auc_margin
+    log_loss_margin: float = ContinualConfig.log_loss_margin
     learning_rate: float = 1e-3
     epochs: int | None = None
     bootstrap_epochs: int | None = None
@@ -72,18 +76,32 @@ class ReplayConfig:
 
 @dataclasses.dataclass
 class ReplayReport:
-    """Results of a replay."""
+    """Results of a replay.
+
+    ``versions_rejected`` counts every continual version that did not ship: ``versions_refused`` of them were
+    refused by the gateway (registered ``failed``: another feature schema, or not loadable), the rest by the gate.
+    """
 
     rows: dict[str, dict[str, float]]
     windows: dict[str, list[float]]
     versions_shipped: int
     versions_rejected: int
+    versions_refused: int
+    scores_by_version: dict[int, int]
     freshness_model_s: dict[str, float]
     freshness_features_s: dict[str, float]
     rate_events_s: float
     n_events: int
     markdown: str
     plot: Path | None
+
+
+class NothingShippedError(RuntimeError):
+    """No continual version shipped during the replay; ``report`` holds the results (already written)."""
+
+    def __init__(self, message: str, report: ReplayReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def to_feedback_events(events: list[Event]) -> list[preftrack.FeedbackEvent]:
@@ -226,8 +244,13 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                 "PREFTRACK_TRITON_URL": triton.grpc_url,
                 "PREFTRACK_STORE_URL": store_url,
                 "PREFTRACK_PSEUDONYM_KEY": _KEY,
+                # The dataset's feature and label settings: the gateway writes them to the empty store as it starts,
+                # before the first event; the bootstrap and the continual trainer take them from there.
+                **deployment.environment(deployment.DeploymentSettings(data.spec, data.labels)),
             }
-            gateway = GatewayProcess(env, cfg.out_dir / "gateway.log").start(require_serving=False)
+            gateway = GatewayProcess(env, cfg.out_dir / "gateway.log", repository=repository).start(
+                require_serving=False
+            )
             trainer_process = None
             try:
                 with preftrack.Client(gateway.target, timeout_s=120) as client:
@@ -257,19 +280,21 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                         await trainer.close()
 
                 asyncio.run(bootstrap())
+                options = [
+                    "--trigger-examples", str(cfg.trigger_examples), "--trigger-seconds", str(cfg.trigger_seconds),
+                    "--learning-rate", str(cfg.learning_rate), "--epochs", str(epochs),
+                    "--auc-margin", str(cfg.auc_margin), "--log-loss-margin", str(cfg.log_loss_margin),
+                ]  # fmt: skip
+                # The trainer process starts (imports, folds the warm part) while Triton loads version 1.
+                trainer_process = start_process(
+                    store_url, repository, cfg.out_dir / "trainer.log", options, fresh_log=True
+                )
                 deadline = time.monotonic() + 120
                 with preftrack.Client(gateway.target) as client:
                     while not client.healthy():
                         if time.monotonic() > deadline:
                             raise RuntimeError(f"the gateway never served version 1:\n{gateway.log_tail()}")
                         time.sleep(0.2)
-                options = [
-                    "--trigger-examples", str(cfg.trigger_examples), "--trigger-seconds", str(cfg.trigger_seconds),
-                    "--learning-rate", str(cfg.learning_rate), "--epochs", str(epochs),
-                ] + (["--ratings"] if ratings else [])  # fmt: skip
-                trainer_process = start_process(
-                    store_url, repository, cfg.out_dir / "trainer.log", options, fresh_log=True
-                )
                 scores, versions, (elapsed,), first_served, ack_delays = asyncio.run(
                     _replay_live(gateway.target, live, cfg)
                 )
@@ -309,7 +334,8 @@ def run(cfg: ReplayConfig) -> ReplayReport:
         vw = _vowpal_wabbit_online(examples, data, n_warm_examples)
 
     shipped = [r for r in records if r.parent is not None and r.state in ("serving", "retired")]
-    rejected = [r for r in records if r.state == "rejected"]
+    rejected = [r for r in records if r.state == "rejected"]  # by the trainer's gate
+    refused = [r for r in records if r.state == "failed"]  # by the gateway (feature schema, load failure)
     freshness: list[float] = []
     for record in shipped:
         served = first_served.get(str(record.version))
@@ -331,6 +357,7 @@ def run(cfg: ReplayConfig) -> ReplayReport:
         "Vowpal Wabbit (per event)": _windows(labels, vw, cfg.n_windows),
     }
     rate = len(live) / elapsed
+    scores_by_version = dict(sorted(collections.Counter(int(v) for v in versions).items()))
     fresh_model = _percentiles(freshness)
     fresh_features = _percentiles(ack_delays)
     version_of_example = [v for v, ex in zip(versions, is_example, strict=True) if ex]
@@ -342,8 +369,9 @@ def run(cfg: ReplayConfig) -> ReplayReport:
         "",
         metrics.format_table(results, ("auc", "log_loss", "accuracy", "f1")),
         "",
-        f"Versions shipped: {len(shipped)}, rejected: {len(rejected)} (continual trainer: every "
-        f"{cfg.trigger_examples} examples or {cfg.trigger_seconds:.0f} s).",
+        f"Versions shipped: {len(shipped)}, rejected by the gate: {len(rejected)}, refused by the gateway: "
+        f"{len(refused)} (continual trainer: every {cfg.trigger_examples} examples or {cfg.trigger_seconds:.0f} s).",
+        "Scores served, by version: " + ", ".join(f"{v}: {n}" for v, n in scores_by_version.items()) + ".",
         f"Freshness, event commit -> first score by a version trained on it: p50 {fresh_model['p50']:.1f} s, "
         f"p90 {fresh_model['p90']:.1f} s, max {fresh_model['max']:.1f} s.",
         f"Freshness, event sent -> acknowledged with its features updated: p50 {1000 * fresh_features['p50']:.1f} ms, "
@@ -363,15 +391,36 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                 "rows": results,
                 "windows": window_auc,
                 "rate": rate,
+                "scores_by_version": scores_by_version,
                 "versions": [dataclasses.asdict(r) for r in records],
             },
             default=str,
             indent=1,
         )
     )
-    return ReplayReport(
-        results, window_auc, len(shipped), len(rejected), fresh_model, fresh_features, rate, len(live), markdown, plot
+    report = ReplayReport(
+        rows=results,
+        windows=window_auc,
+        versions_shipped=len(shipped),
+        versions_rejected=len(rejected) + len(refused),
+        versions_refused=len(refused),
+        scores_by_version=scores_by_version,
+        freshness_model_s=fresh_model,
+        freshness_features_s=fresh_features,
+        rate_events_s=rate,
+        n_events=len(live),
+        markdown=markdown,
+        plot=plot,
     )
+    if not shipped:
+        notes = [f"version {r.version} {r.state}: {r.note}" for r in [*rejected, *refused]][-10:]
+        raise NothingShippedError(
+            f"no continual version shipped during the replay (rejected by the gate: {len(rejected)}, refused by "
+            f"the gateway: {len(refused)}); registry: {'; '.join(notes) or 'no continual version was trained'}; "
+            f"logs: {cfg.out_dir / 'trainer.log'}, {cfg.out_dir / 'gateway.log'}",
+            report,
+        )
+    return report
 
 
 def _plot(window_auc: dict[str, list[float]], switches: list[int], n: int, cfg: ReplayConfig) -> Path | None:

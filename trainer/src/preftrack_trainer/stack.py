@@ -9,8 +9,9 @@ import subprocess
 import threading
 from pathlib import Path
 
+from preftrack_gateway import deployment
 from preftrack_gateway.process import GatewayProcess
-from preftrack_trainer import continual, export
+from preftrack_trainer import continual, export, pipeline
 from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 _LOGGER = logging.getLogger(__name__)
@@ -34,10 +35,14 @@ def up(
     triton_grpc_port: int = 8001,
     metrics_port: int = 9100,
 ) -> int:
-    """Run the stack (Triton, the gateway, the continual trainer) until Ctrl-C or SIGTERM."""
-    if not export.existing_versions(repository / "preftrack"):
-        from preftrack_trainer import pipeline
+    """Run the stack (Triton, the gateway, the continual trainer) until Ctrl-C or SIGTERM.
 
+    The gateway is given the dataset's feature and label settings and writes them to an empty event store; the
+    continual trainer takes them from there. A store that holds another dataset's settings makes the gateway
+    refuse to start (use another ``state_dir``).
+    """
+    settings = deployment.DeploymentSettings(*pipeline.dataset_specs(dataset))
+    if not export.existing_versions(repository / "preftrack"):
         _LOGGER.info("no model version in %s yet: training a first one on %s", repository, dataset)
         pipeline.run(pipeline.TrainerConfig(dataset=dataset, repository=repository))
     stop = threading.Event()
@@ -60,13 +65,17 @@ def up(
             "PREFTRACK_STORE_URL": store_url,
             "PREFTRACK_PSEUDONYM_KEY": _pseudonym_key(state_dir / "pseudonym.key"),
             "PREFTRACK_METRICS_PORT": str(metrics_port),
+            **deployment.environment(settings),
         },
         state_dir / "gateway.log",
         port=gateway_port,
+        repository=repository,
     )
     try:
         gateway.start()
-        trainer = continual.start_process(store_url, repository, state_dir / "trainer.log")
+        # --ratings only matters if the store were empty: the gateway has written the settings already.
+        options = ["--ratings"] if settings.labels.example_types == ("rating",) else []
+        trainer = continual.start_process(store_url, repository, state_dir / "trainer.log", options)
         print(
             f"\npreftrack is up:\n"
             f"  gateway (SDK, gRPC)  {gateway.target}\n"

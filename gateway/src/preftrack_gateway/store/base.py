@@ -214,6 +214,10 @@ class EventStore(abc.ABC):
     async def put_setting(self, key: str, value: str) -> None:
         """Store a small persistent value."""
 
+    @abc.abstractmethod
+    async def put_setting_if_absent(self, key: str, value: str) -> str:
+        """Store ``value`` unless the key holds one (atomically: the first writer wins); return the value held."""
+
     async def version(self, number: int) -> VersionRecord | None:
         """One registry entry."""
         return next((v for v in await self.versions() if v.version == number), None)

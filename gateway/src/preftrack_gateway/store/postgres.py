@@ -205,6 +205,19 @@ class PostgresStore(EventStore):
             "INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value)
         )
 
+    async def put_setting_if_absent(self, key: str, value: str) -> str:
+        try:
+            async with self._write_lock:
+                await self._writer.execute(
+                    "INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO NOTHING", (key, value)
+                )
+                cursor = await self._writer.execute("SELECT value FROM settings WHERE key = %s", (key,))
+                row = await cursor.fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+        assert row is not None
+        return str(row[0])
+
     async def close(self) -> None:
         await self._writer.close()
         await self._reader.close()

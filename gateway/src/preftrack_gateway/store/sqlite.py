@@ -254,6 +254,15 @@ class SQLiteStore(EventStore):
 
         await self._run(write)
 
+    async def put_setting_if_absent(self, key: str, value: str) -> str:
+        def write() -> str:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (key, value))
+                return str(self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()[0])
+
+        return await self._run(write)
+
     async def close(self) -> None:
         await self._run(self._db.close)
         self._executor.shutdown(wait=True)
