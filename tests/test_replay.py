@@ -37,6 +37,7 @@ def test_replay_reports_the_live_system_beside_its_baselines(tmp_path) -> None:
     assert set(report.rows) == {
         "preftrack live (learning)",
         "preftrack frozen at v1",
+        "v1 + per-event layer (no new versions)",
         "item popularity (online)",
         "Vowpal Wabbit (per event)",
     }

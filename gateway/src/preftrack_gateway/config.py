@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 
 from preftrack_gateway.features import FeatureSpec, LabelSpec
+from preftrack_gateway.online import OnlineConfig
 
 
 class ConfigError(ValueError):
@@ -43,6 +44,11 @@ class GatewayConfig:
         model_repository: the Triton model repository, when this process can read it: its versions'
             ``metadata.json`` give the settings of a new deployment and the feature schema of a version the
             registry does not know.
+        online_learning: learn per labelled event on top of the serving version (the per-event layer,
+            :mod:`preftrack_gateway.online`); off serves the version's scores as they are.
+        online_alpha / online_l2: the per-event layer's FTRL learning rate and L2 regularisation.
+        online_behaviour_buckets: also learn a weight per bucket of each behaviour feature (helps a shop whose
+            signals change meaning, e.g. repeat purchases after a move to consumables; costs a little elsewhere).
     """
 
     host: str = "127.0.0.1"
@@ -67,6 +73,10 @@ class GatewayConfig:
     rating_threshold: float | None = None
     example_types: tuple[str, ...] | None = None
     attribution_window_s: float | None = None
+    online_learning: bool = True
+    online_alpha: float = 0.3
+    online_l2: float = 1.0
+    online_behaviour_buckets: bool = False
     model_repository: str | None = None
 
     def __post_init__(self) -> None:
@@ -93,6 +103,10 @@ class GatewayConfig:
             raise ConfigError(
                 f"positive_types / rating_threshold / example_types / attribution_window_s: {exc}"
             ) from exc
+        try:
+            self.online_config()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         if min(self.triton_timeout_s, self.health_interval_s) <= 0 or self.shutdown_grace_s < 0:
             raise ConfigError("triton_timeout_s and health_interval_s must be > 0, shutdown_grace_s >= 0")
 
@@ -100,6 +114,15 @@ class GatewayConfig:
         """The feature definitions these settings describe (defaults where not set)."""
         set_ = self.explicit_settings()
         return FeatureSpec(**{k: v for k, v in set_.items() if k in ("positive_types", "rating_threshold")})
+
+    def online_config(self) -> OnlineConfig:
+        """The per-event layer's settings."""
+        return OnlineConfig(
+            enabled=self.online_learning,
+            alpha=self.online_alpha,
+            l2=self.online_l2,
+            behaviour_buckets=self.online_behaviour_buckets,
+        )
 
     def label_spec(self) -> LabelSpec:
         """The labelling these settings describe (defaults where not set)."""
@@ -123,6 +146,10 @@ class GatewayConfig:
             try:
                 if field.name in ("api_keys", "positive_types", "example_types"):
                     values[field.name] = tuple(k for k in raw.split(",") if k)
+                elif field.type in ("bool", bool):
+                    if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                        raise ValueError("expected true or false")
+                    values[field.name] = raw.lower() in ("1", "true", "yes", "on")
                 elif field.type in ("int", int):
                     values[field.name] = int(raw)
                 elif field.type in ("float", float, "float | None"):

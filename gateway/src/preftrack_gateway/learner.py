@@ -37,10 +37,8 @@ class OnlineLearner:
         self.features = features
         self.correction = Correction(self.config)
         self.labeller = Labeller(features.spec, labels, max_pending=self.config.max_pending)
-        # Labelled examples waiting to be learned from: (example, label, feature row or None if known logit).
-        self._ready: collections.deque[tuple[Example, float, list[float] | None]] = collections.deque(
-            maxlen=self.config.max_pending
-        )
+        # Labelled examples waiting to be learned from.
+        self._ready: collections.deque[tuple[Example, float]] = collections.deque(maxlen=self.config.max_pending)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.skipped = 0  # examples whose row could not be read exactly (older than the retained history)
@@ -52,21 +50,28 @@ class OnlineLearner:
 
     def _queue(self, labelled: Iterable[tuple[Example, float]]) -> None:
         for example, label in labelled:
-            if example.base_logit is not None:
-                self._ready.append((example, label, None))
+            if example.base_logit is None and example.row is None:
+                self.skipped += 1  # its features could not be read exactly: never learn from a guess
                 continue
-            try:
-                row = self.features.row(example.user, example.item_id, example.timestamp_s)
-            except PointInTimeError:
-                self.skipped += 1
-                continue
-            self._ready.append((example, label, row))
+            self._ready.append((example, label))
 
-    def observe(self, events: Sequence[Event]) -> None:
-        """Committed events (already folded into the features): label what they finalise."""
+    def fold(self, events: Sequence[Event]) -> None:
+        """Committed events: each example event's feature row is read at its own time, then every event is
+        folded into the features, then the labels they finalise are queued for learning."""
         if not self.enabled:
+            self.features.update_many(events)
             return
-        self._queue(self.labeller.observe(events))
+        rows: list[list[float] | None] = []
+        for event in events:
+            row = None
+            if self.labeller.is_example(event):
+                try:
+                    row = self.features.row(event.user_id, event.item_id, event.timestamp_s)
+                except PointInTimeError:  # arrived later than the history its keys keep
+                    row = None
+            rows.append(row)
+            self.features.update(event)
+        self._queue(self.labeller.observe(events, rows))
         if self._ready:
             self._wake.set()
 
@@ -75,27 +80,25 @@ class OnlineLearner:
         if self.enabled:
             self.labeller.expose(user, item_ids, timestamp_s, logit(base_scores))
 
-    def rebuild(self, events: Sequence[Event], *, chunk: int = 200) -> None:
-        """Fold the event log (time order) into the features and relearn from its newest examples.
-
-        Rows are read while the history they need is still retained, chunk by chunk; only the newest
-        ``rebuild_examples`` labelled examples are kept (learned once a version is ready).
-        """
+    def rebuild(self, events: Sequence[Event], *, chunk: int = 5000) -> None:
+        """Fold the event log (time order) into the features and relearn from its newest examples (only the
+        newest ``rebuild_examples`` labelled examples are kept; they are learned once a version serves)."""
         for start in range(0, len(events), chunk):
-            part = events[start : start + chunk]
-            self.features.update_many(part)
-            if self.enabled:
-                self._queue(self.labeller.observe(part))
+            self.fold(events[start : start + chunk])
         keep = self.config.rebuild_examples
         while len(self._ready) > keep:
             self._ready.popleft()
 
-    def adjust(self, user: str, item_ids: Sequence[str], scores: np.ndarray) -> np.ndarray:
+    def adjust(
+        self, user: str, item_ids: Sequence[str], scores: np.ndarray, rows: Sequence[Sequence[float]]
+    ) -> np.ndarray:
         """The served scores: the version's probabilities moved by the learned correction."""
         if not self.enabled or self.correction.updates == 0:
             return scores
-        catalog = self.features.item
-        offsets = self.correction.values([self.correction.indices(user, catalog(i)) for i in item_ids])
+        catalog, indices = self.features.item, self.correction.indices
+        offsets = self.correction.values(
+            [indices(user, catalog(i), row) for i, row in zip(item_ids, rows, strict=True)]
+        )
         return sigmoid(logit(scores) + offsets).astype(scores.dtype)
 
     def start(self, base_scores: BaseScorer, serving_version: Callable[[], int | None]) -> None:
@@ -123,23 +126,21 @@ class OnlineLearner:
                     await asyncio.sleep(1.0)
                 await asyncio.sleep(0)  # let calls in
 
-    async def _learn(
-        self, batch: list[tuple[Example, float, list[float] | None]], base_scores: BaseScorer, version: int
-    ) -> None:
-        to_score = [k for k, (_, _, row) in enumerate(batch) if row is not None]
+    async def _learn(self, batch: list[tuple[Example, float]], base_scores: BaseScorer, version: int) -> None:
+        to_score = [k for k, (example, _) in enumerate(batch) if example.base_logit is None]
         base = np.zeros(len(batch))
         if to_score:
             probs = await base_scores(
                 [batch[k][0].user for k in to_score],
                 [batch[k][0].item_id for k in to_score],
-                np.array([batch[k][2] for k in to_score], dtype=np.float32),
+                np.array([batch[k][0].row for k in to_score], dtype=np.float32),
                 version,
             )
             base[to_score] = logit(probs)
         catalog = self.features.item
-        for k, (example, label, row) in enumerate(batch):
-            base_logit = base[k] if row is not None else float(example.base_logit or 0.0)
-            index = self.correction.indices(example.user, catalog(example.item_id))
+        for k, (example, label) in enumerate(batch):
+            base_logit = base[k] if example.base_logit is None else example.base_logit
+            index = self.correction.indices(example.user, catalog(example.item_id), example.row)
             self.correction.learn(index, base_logit, label)
         self.learned_on[version] += len(batch)
         if self.correction.updates % 10_000 < len(batch):

@@ -52,7 +52,7 @@ class OnlineConfig:
     beta: float = 1.0
     l1: float = 0.0
     l2: float = 1.0
-    max_pending: int = 500_000
+    max_pending: int = 200_000
     rebuild_examples: int = 200_000
     behaviour_buckets: bool = False
 
@@ -163,6 +163,7 @@ class Example:
     item_id: str
     timestamp_s: float
     base_logit: float | None = None  # known for served lists: the version's logit when it was served
+    row: Sequence[float] | None = None  # the behaviour features at its time (for the version's logit)
 
 
 class Labeller:
@@ -235,11 +236,20 @@ class Labeller:
             self._arrive(Example(user, item_id, timestamp_s, float(base)), False, final)
         self._labelled_on_exposure.extend(final)
 
-    def observe(self, events: Iterable[Event]) -> list[tuple[Example, float]]:
-        """Fold committed events in; return the examples labelled by them (positives at once, negatives late)."""
+    def is_example(self, event: Event) -> bool:
+        """Whether an event is an example (its type is one of the deployment's example types)."""
+        return event.event_type in self._example_types
+
+    def observe(
+        self, events: Sequence[Event], rows: Sequence[Sequence[float] | None] | None = None
+    ) -> list[tuple[Example, float]]:
+        """Fold committed events in; return the examples labelled by them (positives at once, negatives late).
+
+        ``rows`` (optional, one per event) are the example events' feature rows at their own time.
+        """
         window = self.labels.attribution_window_s
         final, self._labelled_on_exposure = self._labelled_on_exposure, []
-        for event in events:
+        for index, event in enumerate(events):
             t = event.timestamp_s
             self.horizon_s = max(self.horizon_s, t)
             positive = self.spec.is_positive(event.event_type, event.value)
@@ -252,7 +262,8 @@ class Labeller:
                         self._take(key)
                         final.append((example, 1.0))
             if event.event_type in self._example_types:
-                self._arrive(Example(event.user_id, event.item_id, t), positive, final)
+                row = rows[index] if rows is not None else None
+                self._arrive(Example(event.user_id, event.item_id, t, row=row), positive, final)
         while self._deadlines and self._deadlines[0][0] < self.horizon_s:
             _, key = heapq.heappop(self._deadlines)
             example = self._take(key)

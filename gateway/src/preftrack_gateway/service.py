@@ -19,8 +19,9 @@ import numpy as np
 from preftrack_gateway import deployment
 from preftrack_gateway.config import GatewayConfig
 from preftrack_gateway.errors import InvalidRequestError, ModelNotReadyError, TritonUnavailableError
-from preftrack_gateway.features import FeatureSpec, FeatureState
+from preftrack_gateway.features import FeatureSpec, FeatureState, PointInTimeError
 from preftrack_gateway.ingest import GroupCommitWriter, ImpressionLog, WriteResult
+from preftrack_gateway.learner import OnlineLearner
 from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.schema import (
     MAX_ID_CHARS,
@@ -91,7 +92,7 @@ class GatewayCore:
         self.pseudonymise = Pseudonymiser(config.pseudonym_key)
         self.writer = GroupCommitWriter(
             store,
-            lambda events: self.features.update_many(events),  # the FeatureState that start() settles on
+            self._committed,  # features (and the per-event learner) of the settings start() settles on
             max_batch_events=config.commit_batch_events,
             max_pending_events=config.max_pending_events,
         )
@@ -101,12 +102,32 @@ class GatewayCore:
         self._health_task: asyncio.Task[None] | None = None
         self._triton_down_logged = False
         self._hashes: dict[str, tuple[int, int]] = {}
+        self.learner = OnlineLearner(self.features, config.label_spec(), config.online_config())
+
+    def _committed(self, events: Sequence[Event]) -> None:
+        """Committed events move the features, then label what they finalise for the per-event learner."""
+        self.learner.fold(events)
+
+    async def _base_scores(
+        self, user_keys: Sequence[str], item_ids: Sequence[str], rows: np.ndarray, version: int
+    ) -> np.ndarray:
+        """The serving version's own probabilities for labelled examples (the per-event learner's base)."""
+        hashes = np.array([self._item_hashes(i) for i in item_ids], dtype=np.int64).reshape(len(item_ids), 2)
+        return await self.scorer.score(
+            np.array([stable_hash(u) for u in user_keys], dtype=np.int64),
+            np.ascontiguousarray(hashes[:, 0]),
+            np.ascontiguousarray(hashes[:, 1]),
+            rows,
+            version=version,
+            timeout_s=self.config.triton_timeout_s,
+        )
 
     async def start(self) -> None:
         """Settle the deployment's feature settings, rebuild the real-time features from the store, start the
         commit loop and the readiness probe. Raises ConfigError when explicit settings disagree with the store's."""
         settings = await deployment.gateway_settings(self.store, self.config)
         self.features = FeatureState(settings.features)
+        self.learner = OnlineLearner(self.features, settings.labels, self.config.online_config())
         self._version_check = deployment.VersionCheck(
             settings.features.schema_hash(), self.config.model_repository, self.scorer.model_name
         )
@@ -117,7 +138,7 @@ class GatewayCore:
         async for batch in self.store.events():
             replayed.extend(event for _, event in batch)
         replayed.sort(key=lambda e: e.timestamp_s)
-        self.features.update_many(replayed)
+        self.learner.rebuild(replayed)  # folds the features; relearns the newest examples once a version serves
         _LOGGER.info(
             "rebuilt features from %d events and %d items in %.2f s",
             len(replayed),
@@ -126,6 +147,7 @@ class GatewayCore:
         )
         self.writer.start()
         self.impressions.start()
+        self.learner.start(self._base_scores, lambda: self.serving_version)
         await self.refresh_readiness()
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop(), name="readiness")
 
@@ -286,10 +308,18 @@ class GatewayCore:
 
     async def _score_items(
         self, user_key: str, item_ids: Sequence[str], *, timeout_s: float, at_s: float
-    ) -> tuple[np.ndarray, int]:
+    ) -> tuple[np.ndarray, int, np.ndarray]:
+        """Scores served (the version's, moved by the per-event correction), the version, its own scores."""
         version = self._version()
         n = len(item_ids)
-        features = np.array(self.features.rows(user_key, item_ids, at_s), dtype=np.float32)
+        try:
+            rows = self.features.rows(user_key, item_ids, at_s)
+        except PointInTimeError as exc:
+            raise InvalidRequestError(
+                f"as_of is too far in the past for exact features ({exc}); use a time within "
+                f"{self.features.retain_s / 3600:.0f} h of this user's and these items' latest events"
+            ) from exc
+        features = np.array(rows, dtype=np.float32)
         hashes = np.array([self._item_hashes(i) for i in item_ids], dtype=np.int64).reshape(n, 2)
         user_hash = np.full(n, stable_hash(user_key), dtype=np.int64)
         scores = await self.scorer.score(
@@ -300,7 +330,7 @@ class GatewayCore:
             version=version,
             timeout_s=timeout_s,
         )
-        return scores, version
+        return self.learner.adjust(user_key, item_ids, scores, rows), version, scores
 
     def _check_items(self, field: str, item_ids: Sequence[str]) -> None:
         if not item_ids:
@@ -324,7 +354,9 @@ class GatewayCore:
         _check_id("user_id", user_id)
         self._check_items("item_ids", item_ids)
         at_s = self._as_of(as_of_s)
-        scores, version = await self._score_items(self.pseudonymise(user_id), item_ids, timeout_s=timeout_s, at_s=at_s)
+        scores, version, _ = await self._score_items(
+            self.pseudonymise(user_id), item_ids, timeout_s=timeout_s, at_s=at_s
+        )
         return Scored(tuple(item_ids), tuple(float(s) for s in scores), version)
 
     async def recommend(
@@ -349,8 +381,9 @@ class GatewayCore:
         recommendation_id = uuid.uuid4().hex
         if not pool:
             return Recommended((), (), self._version(), recommendation_id)
-        scores, version = await self._score_items(user_key, pool, timeout_s=timeout_s, at_s=at_s)
+        scores, version, base = await self._score_items(user_key, pool, timeout_s=timeout_s, at_s=at_s)
         top = np.argsort(-scores, kind="stable")[:k]
+        self.learner.expose(user_key, [pool[i] for i in top], at_s, base[top])
         result = Recommended(
             tuple(pool[i] for i in top), tuple(float(scores[i]) for i in top), version, recommendation_id
         )
@@ -397,6 +430,7 @@ class GatewayCore:
         """Stop probing, commit what is queued, close the store and the Triton channel."""
         if self._health_task is not None:
             self._health_task.cancel()
+        await self.learner.close()
         await self.writer.close()
         await self.impressions.close()
         await self.store.close()

@@ -137,7 +137,7 @@ def _continual(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from preftrack_trainer.replay import NothingShippedError, ReplayConfig, run
+    from preftrack_trainer.replay import FROZEN, LIVE, PER_EVENT_ONLY, NothingShippedError, ReplayConfig, run
 
     failure: NothingShippedError | None = None
     try:
@@ -160,12 +160,14 @@ def _replay(args: argparse.Namespace) -> int:
     print(report.markdown)
     if report.plot is not None:
         print(f"\nplot: {report.plot}")
-    live = report.rows["preftrack live (learning)"]["auc"]
+    live = report.rows[LIVE]["auc"]
     vw = report.rows["Vowpal Wabbit (per event)"]["auc"]
-    frozen = report.rows["preftrack frozen at v1"]["auc"]
+    frozen = report.rows[FROZEN]["auc"]
+    per_event = report.rows[PER_EVENT_ONLY]["auc"]
     print(
         f"\nbench_prequential dataset={args.dataset} rate={report.rate_events_s:.0f} live_auc={live:.4f} "
-        f"frozen_auc={frozen:.4f} vw_auc={vw:.4f} shipped={report.versions_shipped} "
+        f"frozen_auc={frozen:.4f} per_event_only_auc={per_event:.4f} vw_auc={vw:.4f} "
+        f"shipped={report.versions_shipped} "
         f"rejected={report.versions_rejected} refused={report.versions_refused}",
         flush=True,
     )

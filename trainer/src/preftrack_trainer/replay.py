@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 import preftrack
 from preftrack_gateway import deployment
+from preftrack_gateway.online import OnlineConfig, logit
 from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.process import GatewayProcess
 from preftrack_gateway.schema import Event
@@ -31,11 +32,17 @@ from preftrack_gateway.store import open_store
 from preftrack_trainer import export, metrics, model
 from preftrack_trainer.continual import ContinualConfig, ContinualTrainer, start_process, stop_process
 from preftrack_trainer.data import synthetic
+from preftrack_trainer.online_eval import prequential_correction
 from preftrack_trainer.pipeline import Dataset, TrainerConfig, load_dataset
 from preftrack_trainer.preprocess import Examples, build_examples
 from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 _LOGGER = logging.getLogger(__name__)
+
+#: Row names of the report.
+LIVE = "preftrack live (learning)"
+FROZEN = "preftrack frozen at v1"
+PER_EVENT_ONLY = "v1 + per-event layer (no new versions)"
 _KEY = "replay-pseudonym-key-0123456789"
 
 
@@ -53,6 +60,8 @@ class ReplayConfig:
         learning_rate / epochs: the continual trainer's optimiser settings (epochs: 1 on MovieLens, 2 otherwise).
         bootstrap_epochs: epochs of version 1 (default: 1 on MovieLens, where more overfits; 3 otherwise).
         limit_events: replay only this many events after the warm part (None: all).
+        online: the gateway's per-event layer (``enabled=False``: versions only); the offline "per-event layer
+            alone" row uses the same settings.
         out_dir: where the report, the plot and the logs go.
     """
 
@@ -68,6 +77,7 @@ class ReplayConfig:
     epochs: int | None = None
     bootstrap_epochs: int | None = None
     limit_events: int | None = None
+    online: OnlineConfig = dataclasses.field(default_factory=OnlineConfig)
     n_windows: int = 10
     out_dir: Path = Path("var/replay")
     synthetic: synthetic.SyntheticConfig = dataclasses.field(default_factory=synthetic.SyntheticConfig)
@@ -247,6 +257,10 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                 # The dataset's feature and label settings: the gateway writes them to the empty store as it starts,
                 # before the first event; the bootstrap and the continual trainer take them from there.
                 **deployment.environment(deployment.DeploymentSettings(data.spec, data.labels)),
+                "PREFTRACK_ONLINE_LEARNING": str(cfg.online.enabled).lower(),
+                "PREFTRACK_ONLINE_ALPHA": repr(cfg.online.alpha),
+                "PREFTRACK_ONLINE_L2": repr(cfg.online.l2),
+                "PREFTRACK_ONLINE_BEHAVIOUR_BUCKETS": str(cfg.online.behaviour_buckets).lower(),
             }
             gateway = GatewayProcess(env, cfg.out_dir / "gateway.log", repository=repository).start(
                 require_serving=False
@@ -330,6 +344,14 @@ def run(cfg: ReplayConfig) -> ReplayReport:
         live_scores = scores[is_example]
         frozen = model.predict(v1, live_examples) if v1 is not None else np.full(len(labels), np.nan)
         n_warm_examples = len(examples) - n_live_examples
+        # Version 1 frozen, with the per-event layer learning on top (the warm part first, as the gateway does).
+        per_event = (
+            prequential_correction(
+                examples, logit(model.predict(v1, examples)), n_warm_examples, data.items, cfg.online
+            )
+            if v1 is not None
+            else np.full(len(labels), np.nan)
+        )
         popularity = _online_popularity(examples, n_warm_examples)
         vw = _vowpal_wabbit_online(examples, data, n_warm_examples)
 
@@ -344,18 +366,15 @@ def run(cfg: ReplayConfig) -> ReplayReport:
         for event_id, seq in seq_of.items():
             if record.first_seq <= seq <= record.last_seq and event_id in live_ids and seq in committed:
                 freshness.append(served - committed[seq])
-    results = {
-        "preftrack live (learning)": metrics.evaluate(labels, live_scores),
-        "preftrack frozen at v1": metrics.evaluate(labels, frozen),
-        "item popularity (online)": metrics.evaluate(labels, popularity),
-        "Vowpal Wabbit (per event)": metrics.evaluate(labels, vw),
+    compared = {
+        LIVE: live_scores,
+        FROZEN: frozen,
+        PER_EVENT_ONLY: per_event,
+        "item popularity (online)": popularity,
+        "Vowpal Wabbit (per event)": vw,
     }
-    window_auc = {
-        "preftrack live (learning)": _windows(labels, live_scores, cfg.n_windows),
-        "preftrack frozen at v1": _windows(labels, frozen, cfg.n_windows),
-        "item popularity (online)": _windows(labels, popularity, cfg.n_windows),
-        "Vowpal Wabbit (per event)": _windows(labels, vw, cfg.n_windows),
-    }
+    results = {name: metrics.evaluate(labels, values) for name, values in compared.items()}
+    window_auc = {name: _windows(labels, values, cfg.n_windows) for name, values in compared.items()}
     rate = len(live) / elapsed
     scores_by_version = dict(sorted(collections.Counter(int(v) for v in versions).items()))
     fresh_model = _percentiles(freshness)
