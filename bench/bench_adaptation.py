@@ -7,7 +7,7 @@ gateway's :class:`~preftrack_gateway.online.Correction`, with and without behavi
 AUC per window of the second half and how many events the correction needed to lead the frozen version by
 0.02 AUC (windows of ``--window`` examples).
 
-    .venv/bin/python bench/bench_adaptation.py [--repeat 0.5] [--window 1000]
+    .venv/bin/python bench/bench_adaptation.py [--repeat 0.5] [--drift-fraction 0.5] [--window 1000]
 """
 
 from __future__ import annotations
@@ -39,9 +39,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=float, default=0.5, help="share of post-drift views that are re-buys")
     parser.add_argument("--window", type=int, default=1000, help="examples per AUC window")
+    parser.add_argument("--drift-fraction", type=float, default=0.5, help="share of users whose tastes are redrawn")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    shop = synthetic.generate(synthetic.SyntheticConfig(repeat_after_drift=args.repeat, seed=args.seed))
+    shop = synthetic.generate(
+        synthetic.SyntheticConfig(repeat_after_drift=args.repeat, drift_fraction=args.drift_fraction, seed=args.seed)
+    )
     events, _ = clean(shop.events)
     spec, labels = dataset_specs("synthetic")
     examples, _ = build_examples(events, shop.items, spec=spec, labels=labels)
@@ -60,7 +63,10 @@ def main() -> None:
             examples, base, n_warm, shop.items, OnlineConfig(behaviour_buckets=True)
         ),
     }
-    print(f"consumables after the drift (repeat {args.repeat}): {n_warm} warm examples, {len(live)} live\n")
+    print(
+        f"drift: {args.drift_fraction:.0%} of users' tastes redrawn, re-buys {args.repeat:.0%} of views after it; "
+        f"{n_warm} warm examples, {len(live)} live\n"
+    )
     windows = {name: _windows(live, scores, args.window) for name, scores in rows.items()}
     n = len(next(iter(windows.values())))
     print("| model | AUC (second half) | " + " | ".join(f"w{k + 1}" for k in range(n)) + " |")

@@ -320,3 +320,6 @@ def test_metrics_endpoint_counts_rpcs_and_events(triton, tmp_path) -> None:
     assert 'preftrack_requests_by_model_version_total{method="Score",version="1"} 1.0' in text
     assert 'preftrack_feedback_events_total{outcome="accepted"} 1.0' in text
     assert 'preftrack_feedback_events_total{outcome="duplicate"} 1.0' in text
+    # The view waits for its attribution window; nothing was learned from a guess.
+    assert "preftrack_online_waiting_for_labels 1.0" in text
+    assert "preftrack_online_skipped_total 0.0" in text

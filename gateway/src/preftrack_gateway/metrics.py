@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 import prometheus_client as prom
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 
 class GatewayMetrics:
@@ -34,6 +38,10 @@ class GatewayMetrics:
         )
         self._server = None
 
+    def watch_learner(self, status: Callable[[], Mapping[str, object]]) -> None:
+        """Expose the per-event learner's state (read at scrape time from ``status``)."""
+        self.registry.register(_LearnerCollector(status))
+
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Expose ``/metrics`` over HTTP on ``port``."""
         self._server, _ = prom.start_http_server(port, addr=host, registry=self.registry)
@@ -47,3 +55,31 @@ class GatewayMetrics:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+
+class _LearnerCollector(Collector):
+    """The per-event learner's counters, read when Prometheus scrapes."""
+
+    def __init__(self, status: Callable[[], Mapping[str, object]]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        state = self._status()
+        updates = CounterMetricFamily(
+            "preftrack_online_updates",
+            "Per-event layer updates, by the model version they were learned against",
+            labels=["version"],
+        )
+        for version, count in dict(state.get("learned_on_versions", {})).items():  # type: ignore[call-overload]
+            updates.add_metric([str(version)], float(count))
+        yield updates
+        for name, key, text in (
+            ("preftrack_online_waiting_for_labels", "waiting_for_labels", "Examples whose attribution window is open"),
+            ("preftrack_online_ready", "ready", "Labelled examples waiting to be learned from"),
+        ):
+            yield GaugeMetricFamily(name, text, value=float(state.get(key, 0)))  # type: ignore[arg-type]
+        yield CounterMetricFamily(
+            "preftrack_online_skipped",
+            "Examples not learned from: their features could not be read exactly",
+            value=float(state.get("skipped", 0)),  # type: ignore[arg-type]
+        )

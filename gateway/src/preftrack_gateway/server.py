@@ -53,6 +53,8 @@ class GatewayServer:
         store = await open_store(cfg.store_url)
         scorer = TritonScorer(cfg.triton_url, cfg.model_name)
         self.core = GatewayCore(cfg, store, scorer, on_readiness=self._set_health)
+        core = self.core
+        self.metrics.watch_learner(lambda: core.learner.status())  # the learner start() settles on
         server = grpc.aio.server(
             interceptors=[EdgeInterceptor(self.metrics, cfg.api_keys)],
             options=[
