@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import numpy as np
@@ -37,8 +38,9 @@ class OnlineLearner:
         self.features = features
         self.correction = Correction(self.config)
         self.labeller = Labeller(features.spec, labels, max_pending=self.config.max_pending)
-        # Labelled examples waiting to be learned from.
-        self._ready: collections.deque[tuple[Example, float]] = collections.deque(maxlen=self.config.max_pending)
+        # Labelled examples waiting to be learned from, with when they were labelled (monotonic seconds).
+        self._ready: collections.deque[tuple[Example, float, float]] = collections.deque(maxlen=self.config.max_pending)
+        self._delays_s: collections.deque[float] = collections.deque(maxlen=10_000)  # labelled -> learned
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.skipped = 0  # examples whose row could not be read exactly (older than the retained history)
@@ -49,11 +51,12 @@ class OnlineLearner:
         return self.config.enabled
 
     def _queue(self, labelled: Iterable[tuple[Example, float]]) -> None:
+        now = time.monotonic()
         for example, label in labelled:
             if example.base_logit is None and example.row is None:
                 self.skipped += 1  # its features could not be read exactly: never learn from a guess
                 continue
-            self._ready.append((example, label))
+            self._ready.append((example, label, now))
 
     def fold(self, events: Sequence[Event]) -> None:
         """Committed events: each example event's feature row is read at its own time, then every event is
@@ -126,8 +129,8 @@ class OnlineLearner:
                     await asyncio.sleep(1.0)
                 await asyncio.sleep(0)  # let calls in
 
-    async def _learn(self, batch: list[tuple[Example, float]], base_scores: BaseScorer, version: int) -> None:
-        to_score = [k for k, (example, _) in enumerate(batch) if example.base_logit is None]
+    async def _learn(self, batch: list[tuple[Example, float, float]], base_scores: BaseScorer, version: int) -> None:
+        to_score = [k for k, (example, _, _) in enumerate(batch) if example.base_logit is None]
         base = np.zeros(len(batch))
         if to_score:
             probs = await base_scores(
@@ -138,18 +141,24 @@ class OnlineLearner:
             )
             base[to_score] = logit(probs)
         catalog = self.features.item
-        for k, (example, label) in enumerate(batch):
+        now = time.monotonic()
+        for k, (example, label, labelled_at) in enumerate(batch):
+            self._delays_s.append(now - labelled_at)
             base_logit = base[k] if example.base_logit is None else example.base_logit
             index = self.correction.indices(example.user, catalog(example.item_id), example.row)
             self.correction.learn(index, base_logit, label)
         self.learned_on[version] += len(batch)
         if self.correction.updates % 10_000 < len(batch):
+            status = self.status()
             _LOGGER.info(
-                "online learner: %d updates (%s), %d waiting for labels, %d skipped",
+                "online learner: %d updates (%s), %d waiting for labels, %d skipped; labelled -> learned "
+                "p50 %.1f ms, p90 %.1f ms",
                 self.correction.updates,
                 ", ".join(f"v{v}: {n}" for v, n in sorted(self.learned_on.items())),
                 self.labeller.pending,
                 self.skipped,
+                1000 * status["delay_p50_s"],  # type: ignore[operator]
+                1000 * status["delay_p90_s"],  # type: ignore[operator]
             )
 
     def status(self) -> dict[str, object]:
@@ -160,6 +169,8 @@ class OnlineLearner:
             "ready": len(self._ready),
             "skipped": self.skipped,
             "learned_on_versions": dict(self.learned_on),
+            "delay_p50_s": float(np.percentile(self._delays_s, 50)) if self._delays_s else 0.0,
+            "delay_p90_s": float(np.percentile(self._delays_s, 90)) if self._delays_s else 0.0,
         }
 
     async def close(self) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from preftrack_gateway import deployment
-from preftrack_gateway.features import FeatureSpec, FeatureState
+from preftrack_gateway.features import FeatureSpec, FeatureState, PointInTimeError
 from preftrack_gateway.schema import Event
 from preftrack_gateway.store import EventStore, Impression, VersionRecord, open_store
 from preftrack_trainer import export, metrics, model
@@ -187,6 +187,7 @@ class ContinualTrainer:
         self._reservoir = _Reservoir(config.replay_capacity, np.random.default_rng(config.seed))
         self._last_round = time.monotonic()
         self.rounds: list[RoundResult] = []
+        self.skipped_examples = 0  # examples whose features could not be read exactly (older than kept history)
 
     @classmethod
     async def open(cls, config: ContinualConfig) -> ContinualTrainer:
@@ -264,8 +265,12 @@ class ContinualTrainer:
         for seq, event in self._unfolded[:cut]:
             self._take_impressions(seq, up_to_s=event.timestamp_s, horizon_s=horizon)
             if event.event_type in example_types:
-                row = self.state.row(event.user_id, event.item_id, event.timestamp_s)
-                self._pending.append((seq, event, row))
+                try:
+                    row = self.state.row(event.user_id, event.item_id, event.timestamp_s)
+                except PointInTimeError:  # committed later than the history its keys keep: never guess
+                    self.skipped_examples += 1
+                else:
+                    self._pending.append((seq, event, row))
             self.state.update(event)
             self._folded_since_watermark.append(event)
             self._folded_seq = seq
@@ -282,7 +287,11 @@ class ContinualTrainer:
             if impression.timestamp_s + window > horizon_s:
                 return
             self._impressions.pop(0)
-            rows = self.state.rows(impression.user_key, impression.item_ids, impression.timestamp_s)
+            try:
+                rows = self.state.rows(impression.user_key, impression.item_ids, impression.timestamp_s)
+            except PointInTimeError:
+                self.skipped_examples += len(impression.item_ids)
+                continue
             for item_id, row in zip(impression.item_ids, rows, strict=True):
                 exposure = Event(
                     event_id=f"impression:{impression.recommendation_id}:{item_id}",
@@ -436,12 +445,14 @@ class ContinualTrainer:
         )
         self.rounds.append(result)
         _LOGGER.info(
-            "round: version %d %s (%s); %d new + %d replayed examples, candidate AUC %.4f vs serving %.4f",
+            "round: version %d %s (%s); %d new + %d replayed examples (%d skipped so far: features not exact), "
+            "candidate AUC %.4f vs serving %.4f",
             next_version,
             "exported" if shipped else "rejected",
             reason,
             len(examples),
             lineage["n_replay"],
+            self.skipped_examples,
             cand["auc"],
             serv["auc"],
         )
