@@ -22,7 +22,7 @@ import numpy as np
 from preftrack_gateway.online import OnlineConfig, logit
 from preftrack_trainer import metrics, model
 from preftrack_trainer.data import synthetic
-from preftrack_trainer.online_eval import prequential_correction
+from preftrack_trainer.online_eval import label_times, prequential_correction
 from preftrack_trainer.pipeline import dataset_specs
 from preftrack_trainer.preprocess import build_examples, clean
 
@@ -55,12 +55,15 @@ def main() -> None:
     v1 = model.build_model(cfg, *model.fit_normalisation(warm.features))
     model.train(v1, warm, cfg)
     base = logit(model.predict(v1, examples))
+    known_at = label_times(examples, events, spec, labels)  # learned from once the gateway would know the label
     live = examples.label[n_warm:]
     rows = {
         "version 1 frozen": 1 / (1 + np.exp(-base[n_warm:])),
-        "v1 + per-event layer (ids, crosses)": prequential_correction(examples, base, n_warm, shop.items),
+        "v1 + per-event layer (ids, crosses)": prequential_correction(
+            examples, base, n_warm, shop.items, known_at=known_at
+        ),
         "v1 + per-event layer (+ behaviour buckets)": prequential_correction(
-            examples, base, n_warm, shop.items, OnlineConfig(behaviour_buckets=True)
+            examples, base, n_warm, shop.items, OnlineConfig(behaviour_buckets=True), known_at=known_at
         ),
     }
     print(

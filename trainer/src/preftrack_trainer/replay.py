@@ -32,7 +32,7 @@ from preftrack_gateway.store import open_store
 from preftrack_trainer import export, metrics, model
 from preftrack_trainer.continual import ContinualConfig, ContinualTrainer, start_process, stop_process
 from preftrack_trainer.data import synthetic
-from preftrack_trainer.online_eval import prequential_correction
+from preftrack_trainer.online_eval import label_times, prequential_correction
 from preftrack_trainer.pipeline import Dataset, TrainerConfig, load_dataset
 from preftrack_trainer.preprocess import Examples, build_examples
 from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
@@ -347,7 +347,12 @@ def run(cfg: ReplayConfig) -> ReplayReport:
         # Version 1 frozen, with the per-event layer learning on top (the warm part first, as the gateway does).
         per_event = (
             prequential_correction(
-                examples, logit(model.predict(v1, examples)), n_warm_examples, data.items, cfg.online
+                examples,
+                logit(model.predict(v1, examples)),
+                n_warm_examples,
+                data.items,
+                cfg.online,
+                known_at=label_times(examples, pseudo, data.spec, data.labels),
             )
             if v1 is not None
             else np.full(len(labels), np.nan)
