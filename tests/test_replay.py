@@ -87,7 +87,11 @@ def test_a_movielens_replay_ships_versions_trained_on_the_ratings_settings(tmp_p
     )
     assert report.versions_shipped >= 1 and report.versions_refused == 0, report.markdown
     assert max(report.scores_by_version) > 1, report.scores_by_version  # a continual version served scores
-    assert report.rows["preftrack live (learning)"]["auc"] > 0.6, report.markdown
+    live, frozen = report.rows["preftrack live (learning)"]["auc"], report.rows["preftrack frozen at v1"]["auc"]
+    # Measured (docs/benchmarks.md): live 0.741, frozen 0.725, Vowpal Wabbit per event 0.730. Asserted: learning
+    # beats the frozen system by half the measured margin, and beats the per-event learner at all.
+    assert live > frozen + 0.008, report.markdown
+    assert live > report.rows["Vowpal Wabbit (per event)"]["auc"], report.markdown
 
 
 @pytest.mark.slow
