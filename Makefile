@@ -53,6 +53,7 @@ lint: setup $(BUF)
 bench: setup postgres
 	$(BIN)/python bench/bench_serving.py
 	$(BIN)/python bench/bench_quality.py
+	$(BIN)/python bench/bench_adaptation.py
 	$(BIN)/python bench/bench_gateway.py
 	$(BIN)/preftrack-trainer replay --dataset movielens --rate 300 --learning-rate 3e-4 --out-dir var/replay-ml
 
