@@ -144,6 +144,17 @@ class PointInTimeError(ValueError):
     """A read earlier than the history a :class:`FeatureState` retains; the answer would not be exact."""
 
 
+class _Taus:
+    """The time constants of a key's components, grouped: one ``exp`` per distinct constant, not per component."""
+
+    __slots__ = ("distinct", "groups", "values")
+
+    def __init__(self, values: Sequence[float]) -> None:
+        self.values = tuple(values)
+        self.distinct = tuple(dict.fromkeys(self.values))
+        self.groups = tuple(self.distinct.index(v) for v in self.values)
+
+
 class _Series:
     """Sums of one key's events (a user, an item, a user x category, a user x item), exact at any retained time.
 
@@ -169,43 +180,51 @@ class _Series:
     def latest(self) -> float:
         return self.times[-1] if self.times else self.base_t
 
-    def _rebuild(self, start: int, taus: Sequence[float]) -> None:
+    def _rebuild(self, start: int, taus: _Taus) -> None:
         """Recompute the prefix sums from position ``start`` on."""
         del self.prefix[start:]
-        anchor = self.anchor
-        running = list(self.prefix[-1]) if self.prefix else [0.0] * len(self.base)
+        anchor, distinct, groups, prefix = self.anchor, taus.distinct, taus.groups, self.prefix
+        running = prefix[-1] if prefix else [0.0] * len(self.base)
         for t, inc in zip(self.times[start:], self.incs[start:], strict=True):
-            factors: dict[float, float] = {}
-            for k, tau in enumerate(taus):
-                factor = factors.get(tau)
-                if factor is None:
-                    factor = factors[tau] = math.exp((t - anchor) / tau)
-                running[k] += inc[k] * factor
-            self.prefix.append(list(running))
+            f = [math.exp((t - anchor) / tau) for tau in distinct]
+            running = [r + i * f[g] for r, i, g in zip(running, inc, groups, strict=True)]
+            prefix.append(running)
 
-    def add(self, t: float, inc: Sequence[float], taus: Sequence[float], retain_s: float, max_kept: int) -> None:
+    def add(self, t: float, inc: Sequence[float], taus: _Taus, retain_s: float, max_kept: int) -> None:
         if t <= self.base_t:  # older than everything kept: exact for every read after base_t
-            for k, tau in enumerate(taus):
+            for k, tau in enumerate(taus.values):
                 self.base[k] += inc[k] * math.exp(-(self.base_t - t) / tau)
             return
-        if not self.times:
+        times = self.times
+        if not times:
             self.anchor = t
-        position = bisect.bisect_right(self.times, t)
-        self.times.insert(position, t)
-        self.incs.insert(position, inc)
-        self._rebuild(position, taus)
-        latest = self.times[-1]
-        if latest - self.times[0] > retain_s or len(self.times) > max_kept:
+        if not times or t >= times[-1]:  # the usual case, in time order: one new prefix sum
+            times.append(t)
+            self.incs.append(inc)
+            anchor = self.anchor
+            f = [math.exp((t - anchor) / tau) for tau in taus.distinct]
+            prefix = self.prefix
+            if prefix:
+                prefix.append([r + i * f[g] for r, i, g in zip(prefix[-1], inc, taus.groups, strict=False)])
+            else:
+                prefix.append([i * f[g] for i, g in zip(inc, taus.groups, strict=False)])
+        else:  # a late event: insert it and recompute the sums after it
+            position = bisect.bisect_right(times, t)
+            times.insert(position, t)
+            self.incs.insert(position, inc)
+            self._rebuild(position, taus)
+        latest = times[-1]
+        if latest - times[0] > retain_s or len(times) > max_kept:
             self._evict(latest - retain_s, max_kept // 2, taus)
 
-    def _evict(self, before_t: float, keep: int, taus: Sequence[float]) -> None:
+    def _evict(self, before_t: float, keep: int, taus: _Taus) -> None:
         """Fold the events older than ``before_t`` (and any beyond the newest ``keep``) into ``base``."""
         cut = max(bisect.bisect_left(self.times, before_t), len(self.times) - keep)
         if cut <= 0:
             return
         new_base_t = self.times[cut - 1]
         base = self.base
-        for k, tau in enumerate(taus):
+        for k, tau in enumerate(taus.values):
             value = base[k] * math.exp(-(new_base_t - self.base_t) / tau) if self.base_t != -math.inf else 0.0
             for t, inc in zip(self.times[:cut], self.incs[:cut], strict=True):
                 value += inc[k] * math.exp(-(new_base_t - t) / tau)
@@ -217,7 +236,7 @@ class _Series:
             self.anchor = self.times[0]
             self._rebuild(0, taus)
 
-    def read(self, t: float, taus: Sequence[float]) -> tuple[list[float], float]:
+    def read(self, t: float, taus: _Taus) -> tuple[list[float], float]:
         """The sums at ``t`` (events strictly before ``t``) and the time of the latest such event (-inf: none)."""
         if t <= self.base_t:
             raise PointInTimeError(
@@ -226,22 +245,18 @@ class _Series:
             )
         count = bisect.bisect_left(self.times, t)
         last = self.times[count - 1] if count else self.base_t
-        base, base_t = self.base, self.base_t
+        base_t, distinct, groups = self.base_t, taus.distinct, taus.groups
         summed = self.prefix[count - 1] if count else None
-        out = []
-        factors: dict[float, tuple[float, float]] = {}
-        for k, tau in enumerate(taus):
-            pair = factors.get(tau)
-            if pair is None:
-                pair = factors[tau] = (
-                    math.exp(-(t - base_t) / tau) if base_t != -math.inf else 0.0,
-                    math.exp(-(t - self.anchor) / tau),
-                )
-            value = base[k] * pair[0]
-            if summed is not None:
-                value += summed[k] * pair[1]
-            out.append(value)
-        return out, last
+        if summed is not None:
+            fa = [math.exp(-(t - self.anchor) / tau) for tau in distinct]
+            if base_t == -math.inf:
+                return [v * fa[g] for v, g in zip(summed, groups, strict=True)], last
+            fb = [math.exp(-(t - base_t) / tau) for tau in distinct]
+            return [b * fb[g] + v * fa[g] for b, v, g in zip(self.base, summed, groups, strict=True)], last
+        if base_t == -math.inf:
+            return [0.0] * len(self.base), last
+        fb = [math.exp(-(t - base_t) / tau) for tau in distinct]
+        return [b * fb[g] for b, g in zip(self.base, groups, strict=True)], last
 
 
 class FeatureState:
@@ -282,13 +297,13 @@ class FeatureState:
         n = len(EVENT_TYPES)
         inf = math.inf
         # user: counts short (n), counts long (n), positives long, all long, rating total, rating count
-        self._user_taus = (s,) * n + (lw,) * n + (lw, lw, inf, inf)
+        self._user_taus = _Taus((s,) * n + (lw,) * n + (lw, lw, inf, inf))
         # item: all short, all long, positives long, rating total, rating count
-        self._item_taus = (s, lw, lw, inf, inf)
+        self._item_taus = _Taus((s, lw, lw, inf, inf))
         # user x category: all long, positives long, rating total, rating count
-        self._uc_taus = (lw, lw, inf, inf)
+        self._uc_taus = _Taus((lw, lw, inf, inf))
         # user x item: all long, positives long
-        self._ui_taus = (lw, lw)
+        self._ui_taus = _Taus((lw, lw))
         self._user: dict[str, _Series] = {}
         self._item: dict[str, _Series] = {}
         self._uc: dict[tuple[str, str], _Series] = {}
