@@ -77,3 +77,16 @@ def test_the_correction_learns_a_users_taste_the_base_model_does_not_know() -> N
     assert fan > 0.8 and sigmoid(np.array([correction.value(correction.indices("fan", comedy))]))[0] < 0.2
     values = correction.values([correction.indices("fan", horror), correction.indices("hater", horror)])
     assert values[0] > 0 > values[1]
+
+
+def test_the_order_of_events_in_one_commit_does_not_change_a_label() -> None:
+    # A late-uploaded client buffer: the view and the purchase arrive together, after the window's end was seen.
+    labels = []
+    for batch in (
+        [_event(1, "u", "a", "view", 0), _event(2, "u", "a", "purchase", 600)],
+        [_event(2, "u", "a", "purchase", 600), _event(1, "u", "a", "view", 0)],
+    ):
+        labeller = Labeller(SHOP, VIEWS)
+        labeller.observe([_event(0, "other", "z", "view", 7200)])  # the horizon is past the view's window
+        labels.append([(e.item_id, y) for e, y in labeller.observe(batch)])
+    assert labels[0] == labels[1] == [("a", 1.0)]

@@ -139,3 +139,21 @@ def test_the_future_does_not_leak_into_a_past_read() -> None:
 def test_retention_must_keep_sums_well_conditioned() -> None:
     with pytest.raises(ValueError, match="retain_s"):
         FeatureState(FeatureSpec(short_window_s=60.0, long_window_s=3600.0), retain_s=3600.0)
+
+
+def test_a_key_back_after_years_is_still_exact() -> None:
+    # The prefix sums are anchored at the oldest kept event: a return after ~2 years must not overflow exp().
+    spec = FeatureSpec()  # one-day short window
+    events = [
+        Event(event_id="1", user_id="u", item_id="a", event_type="view", timestamp_s=T0),
+        Event(event_id="2", user_id="u", item_id="a", event_type="purchase", timestamp_s=T0 + 800 * 86_400.0),
+    ]
+    state = FeatureState(spec, CATALOG)
+    state.update_many(events)
+    t = T0 + 800 * 86_400.0 + 60
+    reference = FeatureState(spec, CATALOG)
+    reference.update_many(events)  # same events, in time order: the fast path
+    np.testing.assert_allclose(state.row("u", "a", t), reference.row("u", "a", t), rtol=1e-9)
+    backwards = FeatureState(spec, CATALOG)
+    backwards.update_many(events[::-1])
+    np.testing.assert_allclose(backwards.row("u", "a", t), reference.row("u", "a", t), rtol=1e-6, atol=1e-9)

@@ -196,6 +196,9 @@ class _Series:
                 self.base[k] += inc[k] * math.exp(-(self.base_t - t) / tau)
             return
         times = self.times
+        if times and t - times[0] > retain_s:
+            # Evict first: the prefix sums' exponents stay within retain_s / tau (no overflow after a long gap).
+            self._evict(t - retain_s, max_kept, taus)
         if not times:
             self.anchor = t
         if not times or t >= times[-1]:  # the usual case, in time order: one new prefix sum

@@ -122,14 +122,22 @@ class OnlineLearner:
                     continue
                 batch = [self._ready.popleft() for _ in range(min(_BATCH, len(self._ready)))]
                 try:
-                    await self._learn(batch, base_scores, version)
+                    base = await self._base(batch, base_scores, version)
                 except Exception as exc:  # Triton down or the version gone: retry this batch later
-                    self._ready.extendleft(reversed(batch))
+                    if len(self._ready) + len(batch) <= (self._ready.maxlen or 0):
+                        self._ready.extendleft(reversed(batch))
+                    else:
+                        self.skipped += len(batch)
                     _LOGGER.warning("online learner: scoring the base version failed (%s); retrying", exc)
                     await asyncio.sleep(1.0)
+                    continue
+                self._learn(batch, base, version)
                 await asyncio.sleep(0)  # let calls in
 
-    async def _learn(self, batch: list[tuple[Example, float, float]], base_scores: BaseScorer, version: int) -> None:
+    async def _base(
+        self, batch: list[tuple[Example, float, float]], base_scores: BaseScorer, version: int
+    ) -> np.ndarray:
+        """The serving version's logit of each example (known already for served lists)."""
         to_score = [k for k, (example, _, _) in enumerate(batch) if example.base_logit is None]
         base = np.zeros(len(batch))
         if to_score:
@@ -140,6 +148,9 @@ class OnlineLearner:
                 version,
             )
             base[to_score] = logit(probs)
+        return base
+
+    def _learn(self, batch: list[tuple[Example, float, float]], base: np.ndarray, version: int) -> None:
         catalog = self.features.item
         now = time.monotonic()
         for k, (example, label, labelled_at) in enumerate(batch):

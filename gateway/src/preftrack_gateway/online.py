@@ -29,6 +29,7 @@ from preftrack_gateway.features import FeatureSpec, LabelSpec
 from preftrack_gateway.schema import Event, Item
 
 _MAX_LOGIT = 16.0
+_LATE_EXAMPLE_S = 6 * 3600.0  # how late an example can arrive and still be learned from (the features' retention)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -111,7 +112,8 @@ class Correction:
         personal += [h(f"uc\x1f{user}\x1f{c}") for c in item.categories]
         if row is not None and self.config.behaviour_buckets:
             personal += [self._bucket(k, value) for k, value in enumerate(row)]
-        return np.fromiter((*cached, *personal, 0), dtype=np.int64)  # 0: the global bias
+        # Each weight once (a category listed twice, a hash collision): scoring and learning see the same set.
+        return np.fromiter(dict.fromkeys((*cached, *personal, 0)), dtype=np.int64)  # 0: the global bias
 
     def _bucket(self, feature: int, value: float) -> int:
         key = (feature, round(4.0 * max(-10.0, min(10.0, value))))
@@ -143,7 +145,6 @@ class Correction:
 
     def learn(self, index: np.ndarray, base_logit: float, label: float) -> float:
         """One FTRL step on an example; returns the prediction made before learning from it."""
-        index = np.unique(index)
         w = self._weights(index)
         p = float(sigmoid(np.array(base_logit + w.sum())))
         g = p - label
@@ -187,6 +188,7 @@ class Labeller:
         self._positives: dict[tuple[str, str], list[float]] = {}  # recent positive times, for late examples
         self._next = 0
         self._labelled_on_exposure: list[tuple[Example, float]] = []  # returned by the next observe()
+        self._observed = 0
         self.horizon_s = -math.inf  # the newest event time seen: windows close against it
         self.dropped = 0
 
@@ -204,9 +206,9 @@ class Labeller:
         window = self.labels.attribution_window_s
         if positive or self._later_positive(example):
             final.append((example, 1.0))
-        elif window <= 0 or example.timestamp_s + window < self.horizon_s:
+        elif window <= 0:
             final.append((example, 0.0))
-        else:
+        else:  # even if its window has closed already: a positive later in the same batch may still resolve it
             key = self._next
             self._next += 1
             self._pending[key] = example
@@ -269,11 +271,13 @@ class Labeller:
             example = self._take(key)
             if example is not None:
                 final.append((example, 0.0))
-        if len(self._positives) > 4 * self._max_pending or (self._next & 0xFFF) == 0:
+        self._observed += 1
+        if len(self._positives) > 4 * self._max_pending or self._observed % 1024 == 0:
             self._prune_positives(window)
         return final
 
     def _prune_positives(self, window: float) -> None:
-        oldest = self.horizon_s - 2 * window
+        # Kept as long as a late example could still be read exactly (the features keep 6 h per key).
+        oldest = self.horizon_s - window - _LATE_EXAMPLE_S
         for pair in [p for p, times in self._positives.items() if times[-1] < oldest]:
             del self._positives[pair]

@@ -316,8 +316,8 @@ class GatewayCore:
             rows = self.features.rows(user_key, item_ids, at_s)
         except PointInTimeError as exc:
             raise InvalidRequestError(
-                f"as_of is too far in the past for exact features ({exc}); use a time within "
-                f"{self.features.retain_s / 3600:.0f} h of this user's and these items' latest events"
+                f"the scoring time (as_of, or now) is older than the feature history kept for this user or these "
+                f"items ({exc}); use a time within {self.features.retain_s / 3600:.0f} h of their latest events"
             ) from exc
         features = np.array(rows, dtype=np.float32)
         hashes = np.array([self._item_hashes(i) for i in item_ids], dtype=np.int64).reshape(n, 2)
