@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from preftrack_gateway.online import OnlineConfig, logit
+from preftrack_gateway.online import OnlineConfig, logit, sigmoid
 from preftrack_trainer import metrics, model
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.online_eval import label_times, prequential_correction
@@ -58,7 +58,7 @@ def main() -> None:
     known_at = label_times(examples, events, spec, labels)  # learned from once the gateway would know the label
     live = examples.label[n_warm:]
     rows = {
-        "version 1 frozen": 1 / (1 + np.exp(-base[n_warm:])),
+        "version 1 frozen": sigmoid(base[n_warm:]),
         "v1 + per-event layer (ids, crosses)": prequential_correction(
             examples, base, n_warm, shop.items, known_at=known_at
         ),

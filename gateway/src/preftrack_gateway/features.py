@@ -176,10 +176,6 @@ class _Series:
         self.prefix: list[list[float]] = []
         self.anchor = 0.0
 
-    @property
-    def latest(self) -> float:
-        return self.times[-1] if self.times else self.base_t
-
     def _rebuild(self, start: int, taus: _Taus) -> None:
         """Recompute the prefix sums from position ``start`` on."""
         del self.prefix[start:]

@@ -68,10 +68,8 @@ class OnlineLearner:
         for event in events:
             row = None
             if self.labeller.is_example(event):
-                try:
+                with contextlib.suppress(PointInTimeError):  # arrived later than the history its keys keep: None
                     row = self.features.row(event.user_id, event.item_id, event.timestamp_s)
-                except PointInTimeError:  # arrived later than the history its keys keep
-                    row = None
             rows.append(row)
             self.features.update(event)
         self._queue(self.labeller.observe(events, rows))
@@ -85,7 +83,10 @@ class OnlineLearner:
 
     def rebuild(self, events: Sequence[Event], *, chunk: int = 5000) -> None:
         """Fold the event log (time order) into the features and relearn from its newest examples (only the
-        newest ``rebuild_examples`` labelled examples are kept; they are learned once a version serves)."""
+        newest ``rebuild_examples`` labelled examples are kept; they are learned once a version serves).
+
+        In chunks: the labeller closes attribution windows at the end of each call, so one call over the whole log
+        would hold every unlabelled example pending at once (and shed them beyond ``max_pending``)."""
         for start in range(0, len(events), chunk):
             self.fold(events[start : start + chunk])
         keep = self.config.rebuild_examples

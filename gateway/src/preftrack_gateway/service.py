@@ -74,8 +74,6 @@ def pseudonymous_user(core: GatewayCore, user_id: str) -> str:
 class GatewayCore:
     """State and behaviour shared by the servicers of one gateway process."""
 
-    _version_check: deployment.VersionCheck | None = None  # set by start() from the deployment's settings
-
     def __init__(
         self,
         config: GatewayConfig,
@@ -103,6 +101,10 @@ class GatewayCore:
         self._triton_down_logged = False
         self._hashes: dict[str, tuple[int, int]] = {}
         self.learner = OnlineLearner(self.features, config.label_spec(), config.online_config())
+        self._version_check = self._check_versions_against(self.features.spec)
+
+    def _check_versions_against(self, spec: FeatureSpec) -> deployment.VersionCheck:
+        return deployment.VersionCheck(spec.schema_hash(), self.config.model_repository, self.scorer.model_name)
 
     def _committed(self, events: Sequence[Event]) -> None:
         """Committed events move the features, then label what they finalise for the per-event learner."""
@@ -112,14 +114,21 @@ class GatewayCore:
         self, user_keys: Sequence[str], item_ids: Sequence[str], rows: np.ndarray, version: int
     ) -> np.ndarray:
         """The serving version's own probabilities for labelled examples (the per-event learner's base)."""
+        user_hashes = np.array([stable_hash(u) for u in user_keys], dtype=np.int64)
+        return await self._triton_scores(user_hashes, item_ids, rows, version, self.config.triton_timeout_s)
+
+    async def _triton_scores(
+        self, user_hashes: np.ndarray, item_ids: Sequence[str], features: np.ndarray, version: int, timeout_s: float
+    ) -> np.ndarray:
+        """One Triton request: a row per (user, item) with its behaviour features, scored by ``version``."""
         hashes = np.array([self._item_hashes(i) for i in item_ids], dtype=np.int64).reshape(len(item_ids), 2)
         return await self.scorer.score(
-            np.array([stable_hash(u) for u in user_keys], dtype=np.int64),
+            user_hashes,
             np.ascontiguousarray(hashes[:, 0]),
             np.ascontiguousarray(hashes[:, 1]),
-            rows,
+            features,
             version=version,
-            timeout_s=self.config.triton_timeout_s,
+            timeout_s=timeout_s,
         )
 
     async def start(self) -> None:
@@ -128,9 +137,7 @@ class GatewayCore:
         settings = await deployment.gateway_settings(self.store, self.config)
         self.features = FeatureState(settings.features)
         self.learner = OnlineLearner(self.features, settings.labels, self.config.online_config())
-        self._version_check = deployment.VersionCheck(
-            settings.features.schema_hash(), self.config.model_repository, self.scorer.model_name
-        )
+        self._version_check = self._check_versions_against(settings.features)
         started = time.perf_counter()
         for item in await self.store.items():
             self.features.upsert_item(item)
@@ -153,10 +160,6 @@ class GatewayCore:
 
     def _schema_refusal(self, version: int, record: VersionRecord | None) -> str | None:
         """Why a version must not serve (it was trained on other feature definitions), or None."""
-        if self._version_check is None:
-            self._version_check = deployment.VersionCheck(
-                self.features.spec.schema_hash(), self.config.model_repository, self.scorer.model_name
-            )
         return self._version_check.refusal(version, None if record is None else record.metrics)
 
     async def _refuse(self, version: int, record: VersionRecord | None, note: str) -> None:
@@ -311,7 +314,6 @@ class GatewayCore:
     ) -> tuple[np.ndarray, int, np.ndarray]:
         """Scores served (the version's, moved by the per-event correction), the version, its own scores."""
         version = self._version()
-        n = len(item_ids)
         try:
             rows = self.features.rows(user_key, item_ids, at_s)
         except PointInTimeError as exc:
@@ -319,17 +321,9 @@ class GatewayCore:
                 f"the scoring time (as_of, or now) is older than the feature history kept for this user or these "
                 f"items ({exc}); use a time within {self.features.retain_s / 3600:.0f} h of their latest events"
             ) from exc
+        user_hashes = np.full(len(item_ids), stable_hash(user_key), dtype=np.int64)
         features = np.array(rows, dtype=np.float32)
-        hashes = np.array([self._item_hashes(i) for i in item_ids], dtype=np.int64).reshape(n, 2)
-        user_hash = np.full(n, stable_hash(user_key), dtype=np.int64)
-        scores = await self.scorer.score(
-            user_hash,
-            np.ascontiguousarray(hashes[:, 0]),
-            np.ascontiguousarray(hashes[:, 1]),
-            features,
-            version=version,
-            timeout_s=timeout_s,
-        )
+        scores = await self._triton_scores(user_hashes, item_ids, features, version, timeout_s)
         return self.learner.adjust(user_key, item_ids, scores, rows), version, scores
 
     def _check_items(self, field: str, item_ids: Sequence[str]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from preftrack_gateway.features import FeatureSpec, LabelSpec
-from preftrack_gateway.online import Correction, OnlineConfig
+from preftrack_gateway.online import Correction, OnlineConfig, sigmoid
 from preftrack_gateway.schema import Event, Item
 from preftrack_trainer.preprocess import Examples
 
@@ -79,7 +79,7 @@ def prequential_correction(
         else:
             item = items.get(examples.items[k]) or Item(item_id=examples.items[k])
             index = correction.indices(examples.users[k], item, examples.features[k])
-            p = float(1 / (1 + np.exp(-(base_logits[k] + correction.value(index)))))
+            p = float(sigmoid(np.array(base_logits[k] + correction.value(index))))
             heapq.heappush(waiting, (float(known_at[k]), k))
         if k >= n_warm:
             scores.append(p)
