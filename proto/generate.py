@@ -1,4 +1,4 @@
-"""Regenerate the Python code of the public API into the SDK (``sdk/src/preftrack/v1``).
+"""Regenerate the Python code of the public APIs into the SDK (``sdk/src/preftrack/v1``, ``.../admin/v1``).
 
     python proto/generate.py          # regenerate
     python proto/generate.py --check  # fail if the committed code differs from a fresh generation
@@ -21,11 +21,12 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "proto"
 OUTPUT_ROOT = ROOT / "sdk" / "src"
-PACKAGE = Path("preftrack") / "v1"
+#: The proto packages, each generated into the same folder under the SDK.
+PACKAGES = (Path("preftrack") / "v1", Path("preftrack") / "admin" / "v1")
 
 
 def generate(output_root: Path) -> None:
-    sources = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE).glob("*.proto"))
+    sources = sorted(str(p.relative_to(PROTO_ROOT)) for pkg in PACKAGES for p in (PROTO_ROOT / pkg).glob("*.proto"))
     well_known = str(resources.files("grpc_tools") / "_proto")
     args = [
         "grpc_tools.protoc",
@@ -38,7 +39,8 @@ def generate(output_root: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    (output_root / PACKAGE / "__init__.py").write_text('"""Generated from proto/preftrack/v1; do not edit."""\n')
+    for package in PACKAGES:
+        (output_root / package / "__init__.py").write_text(f'"""Generated from proto/{package}; do not edit."""\n')
 
 
 def main() -> int:
@@ -46,23 +48,25 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only check that the committed code is current")
     args = parser.parse_args()
     if not args.check:
-        target = OUTPUT_ROOT / PACKAGE
-        for old in target.glob("*_pb2*.py*"):
-            old.unlink()
+        for package in PACKAGES:
+            for old in (OUTPUT_ROOT / package).glob("*_pb2*.py*"):
+                old.unlink()
         generate(OUTPUT_ROOT)
-        print(f"generated {target}")
+        print(f"generated {', '.join(str(OUTPUT_ROOT / p) for p in PACKAGES)}")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
-        fresh, committed = Path(tmp) / PACKAGE, OUTPUT_ROOT / PACKAGE
-        names = sorted({p.name for p in fresh.iterdir()} | {p.name for p in committed.glob("*.py*")})
-        stale = [
-            n
-            for n in names
-            if not (committed / n).exists()
-            or not (fresh / n).exists()
-            or not filecmp.cmp(fresh / n, committed / n, shallow=False)
-        ]
+        stale = []
+        for package in PACKAGES:
+            fresh, committed = Path(tmp) / package, OUTPUT_ROOT / package
+            names = sorted({p.name for p in fresh.iterdir()} | {p.name for p in committed.glob("*.py*")})
+            stale += [
+                str(package / n)
+                for n in names
+                if not (committed / n).exists()
+                or not (fresh / n).exists()
+                or not filecmp.cmp(fresh / n, committed / n, shallow=False)
+            ]
         if stale:
             print(f"generated code is out of date: {', '.join(stale)}; run python proto/generate.py", file=sys.stderr)
             return 1

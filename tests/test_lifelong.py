@@ -45,7 +45,8 @@ def stack(scratch_repository: Path, tmp_path: Path):
     """Triton on a private copy of the trained repository (version 1) and a gateway on SQLite."""
     store_url = f"sqlite:///{tmp_path / 'events.db'}"
     with TritonServer(TritonConfig(repository=scratch_repository, work_dir=tmp_path / "triton")) as triton:
-        env = gateway_env(triton.grpc_url, store_url, repository=scratch_repository)
+        # Versions ship directly here: this file tests the loop; tests/test_rollout.py tests live rollouts.
+        env = gateway_env(triton.grpc_url, store_url, repository=scratch_repository, PREFTRACK_ROLLOUT_MODE="direct")
         gateway = GatewayProcess(env, tmp_path / "gateway.log").start()
         try:
             yield scratch_repository, store_url, gateway

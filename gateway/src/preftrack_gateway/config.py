@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from preftrack_gateway.features import FeatureSpec, LabelSpec
 from preftrack_gateway.online import OnlineConfig
+from preftrack_gateway.rollout import RolloutPolicy
 
 
 class ConfigError(ValueError):
@@ -25,6 +26,9 @@ class GatewayConfig:
         store_url: ``sqlite:///path/to/events.db`` or ``postgresql://user:pass@host/db``.
         pseudonym_key: secret key of the keyed hash applied to user ids before anything is stored or logged.
         api_keys: when non-empty, callers must send ``authorization: Bearer <key>`` with one of these.
+        admin_keys: keys of the admin API (``preftrack.admin.v1``), sent the same way. A client key is refused
+            there (PERMISSION_DENIED). With neither kind of key set (a local dev stack) the admin API is open;
+            with client keys but no admin keys it is closed.
         metrics_port: Prometheus metrics over HTTP (0: disabled).
         max_items_per_call: most items one Score/Recommend may carry.
         max_events_per_call: most events one SendFeedback may carry.
@@ -49,6 +53,10 @@ class GatewayConfig:
         online_alpha / online_l2: the per-event layer's FTRL learning rate and L2 regularisation.
         online_behaviour_buckets: also learn a weight per bucket of each behaviour feature (helps a shop whose
             signals change meaning, e.g. repeat purchases after a move to consumables; costs a little elsewhere).
+        rollout_mode / rollout_fraction / rollout_shadow_sample / rollout_window_s / rollout_min_outcomes /
+            rollout_margin / rollout_alpha / rollout_check_s / rollout_max_error_rate / rollout_max_p99_ms /
+            rollout_auto: how an exported version is rolled out and decided, see
+            :class:`preftrack_gateway.rollout.RolloutPolicy` (``rollout_mode=direct`` ships without a live test).
     """
 
     host: str = "127.0.0.1"
@@ -58,6 +66,7 @@ class GatewayConfig:
     store_url: str = "sqlite:///var/preftrack.db"
     pseudonym_key: str = ""
     api_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = ()
     metrics_port: int = 0
     max_items_per_call: int = 1000
     max_events_per_call: int = 10_000
@@ -78,6 +87,17 @@ class GatewayConfig:
     online_l2: float = 1.0
     online_behaviour_buckets: bool = False
     model_repository: str | None = None
+    rollout_mode: str = "canary"
+    rollout_fraction: float = 0.1
+    rollout_shadow_sample: float = 0.2
+    rollout_window_s: float = 1800.0
+    rollout_min_outcomes: int = 2000
+    rollout_margin: float = 0.05
+    rollout_alpha: float = 0.05
+    rollout_check_s: float = 5.0
+    rollout_max_error_rate: float = 0.02
+    rollout_max_p99_ms: float = 1000.0
+    rollout_auto: bool = True
 
     def __post_init__(self) -> None:
         if len(self.pseudonym_key) < 16:
@@ -105,8 +125,11 @@ class GatewayConfig:
             ) from exc
         try:
             self.online_config()
+            self.rollout_policy()
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+        if set(self.api_keys) & set(self.admin_keys):
+            raise ConfigError("a key cannot be both a client key (api_keys) and an admin key (admin_keys)")
         if min(self.triton_timeout_s, self.health_interval_s) <= 0 or self.shutdown_grace_s < 0:
             raise ConfigError("triton_timeout_s and health_interval_s must be > 0, shutdown_grace_s >= 0")
 
@@ -122,6 +145,22 @@ class GatewayConfig:
             alpha=self.online_alpha,
             l2=self.online_l2,
             behaviour_buckets=self.online_behaviour_buckets,
+        )
+
+    def rollout_policy(self) -> RolloutPolicy:
+        """How exported versions are rolled out and decided."""
+        return RolloutPolicy(
+            mode=self.rollout_mode,
+            fraction=self.rollout_fraction,
+            shadow_sample=self.rollout_shadow_sample,
+            window_s=self.rollout_window_s,
+            min_outcomes=self.rollout_min_outcomes,
+            margin=self.rollout_margin,
+            alpha=self.rollout_alpha,
+            check_interval_s=self.rollout_check_s,
+            max_error_rate=self.rollout_max_error_rate,
+            max_p99_ms=self.rollout_max_p99_ms,
+            auto=self.rollout_auto,
         )
 
     def label_spec(self) -> LabelSpec:
@@ -144,7 +183,7 @@ class GatewayConfig:
             if raw is None:
                 continue
             try:
-                if field.name in ("api_keys", "positive_types", "example_types"):
+                if field.name in ("api_keys", "admin_keys", "positive_types", "example_types"):
                     values[field.name] = tuple(k for k in raw.split(",") if k)
                 elif field.type in ("bool", bool):
                     if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):

@@ -33,6 +33,12 @@ class UnauthenticatedError(GatewayError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
+class PermissionDeniedError(GatewayError):
+    """A valid key that may not call this method (PERMISSION_DENIED)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class OverloadedError(GatewayError):
     """Too much work queued; retry later (RESOURCE_EXHAUSTED)."""
 

@@ -10,11 +10,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from preftrack.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
 from preftrack.v1 import feedback_service_pb2, feedback_service_pb2_grpc, scoring_service_pb2, scoring_service_pb2_grpc
 from preftrack_gateway.config import GatewayConfig
 from preftrack_gateway.interceptors import EdgeInterceptor
 from preftrack_gateway.metrics import GatewayMetrics
 from preftrack_gateway.service import GatewayCore
+from preftrack_gateway.servicers.admin import AdminServicer
 from preftrack_gateway.servicers.feedback import FeedbackServicer
 from preftrack_gateway.servicers.scoring import ScoringServicer
 from preftrack_gateway.store import open_store
@@ -26,6 +28,7 @@ _SERVICES = (
     scoring_service_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name,
     feedback_service_pb2.DESCRIPTOR.services_by_name["FeedbackService"].full_name,
 )
+_ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
 class GatewayServer:
@@ -56,7 +59,7 @@ class GatewayServer:
         core = self.core
         self.metrics.watch_learner(lambda: core.learner.status())  # the learner start() settles on
         server = grpc.aio.server(
-            interceptors=[EdgeInterceptor(self.metrics, cfg.api_keys)],
+            interceptors=[EdgeInterceptor(self.metrics, cfg.api_keys, cfg.admin_keys)],
             options=[
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
                 ("grpc.max_send_message_length", cfg.max_message_bytes),
@@ -66,8 +69,11 @@ class GatewayServer:
         feedback_service_pb2_grpc.add_FeedbackServiceServicer_to_server(
             FeedbackServicer(self.core, self.metrics), server
         )
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.core), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection((*_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection(
+            (*_SERVICES, _ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
         self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port}")

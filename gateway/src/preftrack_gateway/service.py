@@ -23,6 +23,7 @@ from preftrack_gateway.features import FeatureSpec, FeatureState, PointInTimeErr
 from preftrack_gateway.ingest import GroupCommitWriter, ImpressionLog, WriteResult
 from preftrack_gateway.learner import OnlineLearner
 from preftrack_gateway.privacy import Pseudonymiser
+from preftrack_gateway.rollout import RolloutController, Route
 from preftrack_gateway.schema import (
     MAX_ID_CHARS,
     MIN_TIMESTAMP_S,
@@ -33,7 +34,7 @@ from preftrack_gateway.schema import (
     stable_hash,
     validate_event,
 )
-from preftrack_gateway.store import EventStore, Impression, VersionRecord
+from preftrack_gateway.store import EventStore, Impression
 from preftrack_gateway.triton import TritonScorer
 
 _LOGGER = logging.getLogger(__name__)
@@ -95,13 +96,16 @@ class GatewayCore:
             max_pending_events=config.max_pending_events,
         )
         self.impressions = ImpressionLog(store)
-        self.serving_version: int | None = None
         self._on_readiness = on_readiness or (lambda ready: None)
         self._health_task: asyncio.Task[None] | None = None
         self._triton_down_logged = False
         self._hashes: dict[str, tuple[int, int]] = {}
         self.learner = OnlineLearner(self.features, config.label_spec(), config.online_config())
         self._version_check = self._check_versions_against(self.features.spec)
+        self.rollout = RolloutController(
+            store, scorer, config.rollout_policy(), self.features.spec, self._version_check
+        )
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
 
     def _check_versions_against(self, spec: FeatureSpec) -> deployment.VersionCheck:
         return deployment.VersionCheck(spec.schema_hash(), self.config.model_repository, self.scorer.model_name)
@@ -138,6 +142,9 @@ class GatewayCore:
         self.features = FeatureState(settings.features)
         self.learner = OnlineLearner(self.features, settings.labels, self.config.online_config())
         self._version_check = self._check_versions_against(settings.features)
+        self.rollout = RolloutController(
+            self.store, self.scorer, self.config.rollout_policy(), settings.features, self._version_check
+        )
         started = time.perf_counter()
         for item in await self.store.items():
             self.features.upsert_item(item)
@@ -158,125 +165,25 @@ class GatewayCore:
         await self.refresh_readiness()
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop(), name="readiness")
 
-    def _schema_refusal(self, version: int, record: VersionRecord | None) -> str | None:
-        """Why a version must not serve (it was trained on other feature definitions), or None."""
-        return self._version_check.refusal(version, None if record is None else record.metrics)
-
-    async def _refuse(self, version: int, record: VersionRecord | None, note: str) -> None:
-        """Register a version ``failed`` with ``note`` (once), so it is never served."""
-        if record is not None and record.state == "failed" and record.note == note:
-            return
-        _LOGGER.error("refusing version %d: %s", version, note)
-        now = time.time()
-        if record is None:
-            record = VersionRecord(version=version, state="failed", note=note, created_at=now, updated_at=now)
-        await self.store.put_version(dataclasses.replace(record, state="failed", note=note, updated_at=now))
-
-    async def _ship_exported(self, ready: list[int]) -> list[int]:
-        """Load the newest version the trainer exported; switch traffic once it is ready. Returns ready versions.
-
-        A version trained on other feature definitions than the deployment's is refused (registered ``failed``).
-        """
-        records = await self.store.versions()
-        exported = [r for r in records if r.state == "exported" and r.version > (self.serving_version or 0)]
-        if not exported:
-            return ready
-        candidate = exported[-1]
-        now = time.time()
-        note = self._schema_refusal(candidate.version, candidate)
-        if note is not None:
-            await self._refuse(candidate.version, candidate, note)
-            return ready
-        await self.store.put_version(dataclasses.replace(candidate, state="loading", updated_at=now))
-        try:
-            await self.scorer.load_versions([v for v in (self.serving_version, candidate.version) if v is not None])
-            ready = await self.scorer.ready_versions()
-        except (ModelNotReadyError, TritonUnavailableError) as exc:
-            _LOGGER.error(
-                "version %d failed to load; version %s keeps serving: %s",
-                candidate.version,
-                self.serving_version,
-                exc.message,
-            )
-            await self.store.put_version(
-                dataclasses.replace(candidate, state="failed", note=exc.message[:500], updated_at=time.time())
-            )
-            return await self.scorer.ready_versions()
-        if candidate.version not in ready:
-            await self.store.put_version(
-                dataclasses.replace(candidate, state="failed", note="not ready after load", updated_at=time.time())
-            )
-            return ready
-        previous = self.serving_version
-        # The switch: from the next request on, calls pin the new version; calls in flight finish on the old one,
-        # which stays loaded until the next version replaces it.
-        self.serving_version = candidate.version
-        await self.store.put_version(dataclasses.replace(candidate, state="serving", updated_at=time.time()))
-        for old in records:  # the previous version (or, at start, whichever the registry still says serves)
-            if old.version != candidate.version and (old.version == previous or old.state == "serving"):
-                await self.store.put_version(dataclasses.replace(old, state="retired", updated_at=time.time()))
-        for other in exported[:-1]:  # superseded before they were ever loaded
-            await self.store.put_version(
-                dataclasses.replace(other, state="retired", note="superseded", updated_at=time.time())
-            )
-        _LOGGER.info("now serving version %d (was %s)", candidate.version, previous)
-        return ready
-
-    async def _register_serving(self, version: int, record: VersionRecord | None) -> bool:
-        """Register a version found ready in Triton as serving, unless its feature schema is refused (False)."""
-        note = self._schema_refusal(version, record)
-        if note is not None:
-            await self._refuse(version, record, note)
-            return False
-        now = time.time()
-        if record is None:
-            await self.store.put_version(
-                VersionRecord(
-                    version=version, state="serving", note="found ready in Triton", created_at=now, updated_at=now
-                )
-            )
-        elif record.state != "serving":
-            await self.store.put_version(dataclasses.replace(record, state="serving", updated_at=now))
-        return True
+    @property
+    def serving_version(self) -> int | None:
+        """The stable version (None while none is ready)."""
+        return self.rollout.stable
 
     async def refresh_readiness(self) -> bool:
-        """Find the version to serve, ship a newly exported one, reload the model if Triton lost it."""
+        """Catch up with the registry and Triton (the rollout controller ships, loads and decides)."""
         try:
-            versions = await self.scorer.ready_versions()
-            if versions:
-                versions = await self._ship_exported(versions)
-            if not versions:
-                _LOGGER.warning("no ready version of %s; asking Triton to load it", self.scorer.model_name)
-                try:
-                    await self.scorer.load()
-                except ModelNotReadyError as exc:
-                    _LOGGER.warning("%s", exc.message)
-                versions = await self.scorer.ready_versions()
+            ready = await self.rollout.refresh()
         except TritonUnavailableError as exc:
-            if self.serving_version is not None or not self._triton_down_logged:
+            if self.rollout.stable is not None or not self._triton_down_logged:
                 _LOGGER.warning("%s", exc.message)
             self._triton_down_logged = True
-            versions = []
+            self.rollout.triton_lost()
+            ready = False
         else:
             self._triton_down_logged = False
-        version: int | None = None
-        if self.serving_version in versions:
-            version = self.serving_version
-        elif versions:
-            # Registered serving first, then the newest; a version refused for its feature schema is skipped
-            # (Triton may keep it loaded, but no call is ever pinned to it).
-            records = {r.version: r for r in await self.store.versions()}
-            for candidate in sorted(
-                versions, key=lambda v: (v in records and records[v].state == "serving", v), reverse=True
-            ):
-                if await self._register_serving(candidate, records.get(candidate)):
-                    version = candidate
-                    break
-        if version != self.serving_version:
-            _LOGGER.info("serving version changed: %s -> %s", self.serving_version, version)
-        self.serving_version = version
-        self._on_readiness(version is not None)
-        return version is not None
+        self._on_readiness(ready)
+        return ready
 
     async def _health_loop(self) -> None:
         while True:
@@ -285,11 +192,6 @@ class GatewayCore:
                 await self.refresh_readiness()
             except Exception:  # keep probing whatever happens
                 _LOGGER.exception("readiness probe failed")
-
-    def _version(self) -> int:
-        if self.serving_version is None:
-            raise ModelNotReadyError(f"no version of model {self.scorer.model_name} is ready in Triton yet")
-        return self.serving_version
 
     def _item_hashes(self, item_id: str) -> tuple[int, int]:
         cached = self._hashes.get(item_id)
@@ -311,9 +213,10 @@ class GatewayCore:
 
     async def _score_items(
         self, user_key: str, item_ids: Sequence[str], *, timeout_s: float, at_s: float
-    ) -> tuple[np.ndarray, int, np.ndarray]:
-        """Scores served (the version's, moved by the per-event correction), the version, its own scores."""
-        version = self._version()
+    ) -> tuple[np.ndarray, Route, np.ndarray, list[list[float]]]:
+        """Scores served (the routed version's, moved by the per-event correction), the route, the version's own
+        scores, and the feature rows."""
+        route = self.rollout.route(user_key)
         try:
             rows = self.features.rows(user_key, item_ids, at_s)
         except PointInTimeError as exc:
@@ -323,8 +226,55 @@ class GatewayCore:
             ) from exc
         user_hashes = np.full(len(item_ids), stable_hash(user_key), dtype=np.int64)
         features = np.array(rows, dtype=np.float32)
-        scores = await self._triton_scores(user_hashes, item_ids, features, version, timeout_s)
-        return self.learner.adjust(user_key, item_ids, scores, rows), version, scores
+        started = time.perf_counter()
+        try:
+            scores = await self._triton_scores(user_hashes, item_ids, features, route.version, timeout_s)
+        except Exception:
+            self.rollout.observe(route, False, time.perf_counter() - started)
+            raise
+        self.rollout.observe(route, True, time.perf_counter() - started)
+        return self.learner.adjust(user_key, item_ids, scores, rows), route, scores, rows
+
+    def _shadow(
+        self,
+        route: Route,
+        user_key: str,
+        item_ids: Sequence[str],
+        rows: list[list[float]],
+        recommendation_id: str,
+        at_s: float,
+    ) -> None:
+        """Score the shadowed candidate on the rows just answered, after the answer, and log its scores beside
+        the stable version's (the answer never waits for it)."""
+        candidate = route.shadow
+        if candidate is None or len(self._shadow_tasks) >= 64:  # a slow candidate must not pile up work
+            return
+
+        async def run() -> None:
+            user_hashes = np.full(len(item_ids), stable_hash(user_key), dtype=np.int64)
+            try:
+                raw = await self._triton_scores(
+                    user_hashes, item_ids, np.array(rows, dtype=np.float32), candidate, self.config.triton_timeout_s
+                )
+            except (TritonUnavailableError, ModelNotReadyError) as exc:
+                _LOGGER.debug("shadow scoring of version %d failed: %s", candidate, exc.message)
+                return
+            scores = self.learner.adjust(user_key, item_ids, raw, rows)
+            self.impressions.add(
+                Impression(
+                    recommendation_id=f"{recommendation_id}:shadow",
+                    user_key=user_key,
+                    item_ids=tuple(item_ids),
+                    scores=tuple(float(s) for s in scores),
+                    model_version=str(candidate),
+                    timestamp_s=at_s,
+                    arm="shadow",
+                )
+            )
+
+        task = asyncio.get_running_loop().create_task(run(), name="shadow-score")
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
 
     def _check_items(self, field: str, item_ids: Sequence[str]) -> None:
         if not item_ids:
@@ -348,10 +298,10 @@ class GatewayCore:
         _check_id("user_id", user_id)
         self._check_items("item_ids", item_ids)
         at_s = self._as_of(as_of_s)
-        scores, version, _ = await self._score_items(
+        scores, route, _, _ = await self._score_items(
             self.pseudonymise(user_id), item_ids, timeout_s=timeout_s, at_s=at_s
         )
-        return Scored(tuple(item_ids), tuple(float(s) for s in scores), version)
+        return Scored(tuple(item_ids), tuple(float(s) for s in scores), route.version)
 
     async def recommend(
         self,
@@ -374,12 +324,12 @@ class GatewayCore:
         user_key = self.pseudonymise(user_id)
         recommendation_id = uuid.uuid4().hex
         if not pool:
-            return Recommended((), (), self._version(), recommendation_id)
-        scores, version, base = await self._score_items(user_key, pool, timeout_s=timeout_s, at_s=at_s)
+            return Recommended((), (), self.rollout.route(user_key).version, recommendation_id)
+        scores, route, base, rows = await self._score_items(user_key, pool, timeout_s=timeout_s, at_s=at_s)
         top = np.argsort(-scores, kind="stable")[:k]
         self.learner.expose(user_key, [pool[i] for i in top], at_s, base[top])
         result = Recommended(
-            tuple(pool[i] for i in top), tuple(float(scores[i]) for i in top), version, recommendation_id
+            tuple(pool[i] for i in top), tuple(float(scores[i]) for i in top), route.version, recommendation_id
         )
         self.impressions.add(
             Impression(
@@ -387,10 +337,13 @@ class GatewayCore:
                 user_key=user_key,
                 item_ids=result.item_ids,
                 scores=result.scores,
-                model_version=str(version),
+                model_version=str(route.version),
                 timestamp_s=at_s,
+                arm=route.arm,
             )
         )
+        if route.shadow is not None:
+            self._shadow(route, user_key, result.item_ids, [rows[i] for i in top], recommendation_id, at_s)
         return result
 
     def check(self, event: Event, *, now_s: float) -> Event:
@@ -424,6 +377,8 @@ class GatewayCore:
         """Stop probing, commit what is queued, close the store and the Triton channel."""
         if self._health_task is not None:
             self._health_task.cancel()
+        for task in list(self._shadow_tasks):
+            task.cancel()
         await self.learner.close()
         await self.writer.close()
         await self.impressions.close()

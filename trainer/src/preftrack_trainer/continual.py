@@ -34,6 +34,7 @@ import numpy as np
 
 from preftrack_gateway import deployment
 from preftrack_gateway.features import FeatureSpec, FeatureState, PointInTimeError
+from preftrack_gateway.registry import Registry
 from preftrack_gateway.schema import Event
 from preftrack_gateway.store import EventStore, Impression, VersionRecord, open_store
 from preftrack_trainer import export, metrics, model
@@ -175,6 +176,7 @@ class ContinualTrainer:
     def __init__(self, config: ContinualConfig, store: EventStore) -> None:
         self.config = config
         self.store = store
+        self.registry = Registry(store)
         self.state = FeatureState(config.spec)
         self.watermark = 0
         self._folded_seq = 0
@@ -418,7 +420,7 @@ class ContinualTrainer:
                 {**lineage, "metrics": cand, "serving_metrics": serv, **export.schema_metadata(cfg.spec, cfg.labels)},
                 min_version=next_version,
             )
-        await self.store.put_version(
+        await self.registry.register(
             VersionRecord(
                 version=next_version,
                 state="exported" if shipped else "rejected",
@@ -429,7 +431,9 @@ class ContinualTrainer:
                 note=reason,
                 created_at=now,
                 updated_at=now,
-            )
+            ),
+            actor="trainer",
+            reason=f"offline gate: {reason}",
         )
         # Trained or rejected, these examples are done: move the watermark past them, durably.
         self._reservoir.add(examples)
@@ -502,7 +506,7 @@ class ContinualTrainer:
             },
         )
         now = time.time()
-        await self.store.put_version(
+        await self.registry.register(
             VersionRecord(
                 version=version,
                 state="exported",
@@ -512,7 +516,9 @@ class ContinualTrainer:
                 note="bootstrap: trained from scratch on the store",
                 created_at=now,
                 updated_at=now,
-            )
+            ),
+            actor="trainer",
+            reason="bootstrap: trained from scratch on the store",
         )
         self._reservoir.add(examples)
         self.watermark = self._folded_seq

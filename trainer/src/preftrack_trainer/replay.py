@@ -257,6 +257,9 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                 # The dataset's feature and label settings: the gateway writes them to the empty store as it starts,
                 # before the first event; the bootstrap and the continual trainer take them from there.
                 **deployment.environment(deployment.DeploymentSettings(data.spec, data.labels)),
+                # A replay measures learning through Score calls, which carry no attributed feedback for a live
+                # comparison: versions ship as soon as they load (a rollout's canary is tested on its own).
+                "PREFTRACK_ROLLOUT_MODE": "direct",
                 "PREFTRACK_ONLINE_LEARNING": str(cfg.online.enabled).lower(),
                 "PREFTRACK_ONLINE_ALPHA": repr(cfg.online.alpha),
                 "PREFTRACK_ONLINE_L2": repr(cfg.online.l2),

@@ -24,6 +24,7 @@ class Impression:
     scores: tuple[float, ...]
     model_version: str
     timestamp_s: float
+    arm: str = "stable"
 
 
 def first_occurrences(events: Sequence[Event]) -> list[bool]:
@@ -45,8 +46,8 @@ def context_json(event: Event) -> str | None:
     return json.dumps(dict(event.context), sort_keys=True) if event.context else None
 
 
-#: Life cycle of a model version in the registry.
-VERSION_STATES = ("exported", "loading", "serving", "retired", "rejected", "failed")
+#: Life cycle of a model version in the registry; :mod:`preftrack_gateway.registry` owns the transitions.
+VERSION_STATES = ("exported", "loading", "canary", "shadow", "serving", "retired", "rejected", "failed", "rolled_back")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -66,6 +67,38 @@ class VersionRecord:
     def __post_init__(self) -> None:
         if self.state not in VERSION_STATES:
             raise ValueError(f"state must be one of {VERSION_STATES}, got {self.state!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class JournalEntry:
+    """One recorded fact about a version: a state transition, a rollout change or a rollout check, with its
+    numbers. ``seq`` is assigned by the store."""
+
+    version: int
+    kind: str
+    at: float
+    actor: str
+    message: str
+    details: dict[str, object] = dataclasses.field(default_factory=dict)
+    seq: int = 0
+
+
+def journal_row(entry: JournalEntry) -> tuple[object, ...]:
+    """Column values of a journal entry, without its seq."""
+    return (entry.version, entry.kind, entry.at, entry.actor, entry.message, json.dumps(entry.details, default=str))
+
+
+def journal_from_row(row: Sequence[object]) -> JournalEntry:
+    """A journal entry from (seq, version, kind, at, actor, message, details)."""
+    return JournalEntry(
+        seq=int(row[0]),  # type: ignore[call-overload]
+        version=int(row[1]),  # type: ignore[call-overload]
+        kind=str(row[2]),
+        at=float(row[3]),  # type: ignore[arg-type]
+        actor=str(row[4]),
+        message=str(row[5]),
+        details=json.loads(str(row[6])) if row[6] else {},
+    )
 
 
 def version_row(record: VersionRecord) -> tuple[object, ...]:
@@ -117,6 +150,7 @@ def impression_row(impression: Impression) -> tuple[object, ...]:
         json.dumps(list(impression.scores)),
         impression.model_version,
         impression.timestamp_s,
+        impression.arm,
     )
 
 
@@ -129,6 +163,7 @@ def impression_from_row(row: Sequence[object]) -> Impression:
         scores=tuple(json.loads(str(row[3]))),
         model_version=str(row[4]),
         timestamp_s=float(row[5]),  # type: ignore[arg-type]
+        arm=str(row[6]) if len(row) > 6 and row[6] else "stable",
     )
 
 
@@ -187,6 +222,10 @@ class EventStore(abc.ABC):
         """All events committed after ``after_seq``, in commit order, as (seq, event) batches."""
 
     @abc.abstractmethod
+    async def last_seq(self) -> int:
+        """The sequence number of the newest stored event (0 when none)."""
+
+    @abc.abstractmethod
     async def count_events(self) -> int:
         """How many events are stored."""
 
@@ -217,6 +256,29 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     async def put_setting_if_absent(self, key: str, value: str) -> str:
         """Store ``value`` unless the key holds one (atomically: the first writer wins); return the value held."""
+
+    @abc.abstractmethod
+    async def transition_versions(
+        self,
+        moves: Sequence[tuple[VersionRecord, tuple[str, ...] | None]],
+        entries: Sequence[JournalEntry],
+        *,
+        single: str | None = None,
+    ) -> bool:
+        """Write every record and entry in one transaction, only if each record's stored state is in its
+        ``expected`` states (``None``: only if the version is not registered yet) and, with ``single``, no
+        version outside ``moves`` is in state ``single``. All or nothing: returns whether it was written; False
+        means another process moved a version first."""
+
+    @abc.abstractmethod
+    async def append_journal(self, entries: Sequence[JournalEntry]) -> None:
+        """Record facts that change no state (rollout checks, fraction changes)."""
+
+    @abc.abstractmethod
+    async def journal(
+        self, *, version: int | None = None, kind: str | None = None, after_seq: int = 0, limit: int = 10_000
+    ) -> list[JournalEntry]:
+        """Journal entries (of one version / kind when given) after ``after_seq``, oldest first."""
 
     async def version(self, number: int) -> VersionRecord | None:
         """One registry entry."""

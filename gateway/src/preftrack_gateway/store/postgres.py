@@ -11,6 +11,7 @@ from preftrack_gateway.schema import Event, Item
 from preftrack_gateway.store.base import (
     EventStore,
     Impression,
+    JournalEntry,
     StoreError,
     VersionRecord,
     context_json,
@@ -20,6 +21,8 @@ from preftrack_gateway.store.base import (
     impression_row,
     item_from_row,
     item_row,
+    journal_from_row,
+    journal_row,
     version_from_row,
     version_row,
 )
@@ -50,6 +53,7 @@ CREATE TABLE IF NOT EXISTS impressions (
     model_version TEXT NOT NULL,
     ts DOUBLE PRECISION NOT NULL
 );
+ALTER TABLE impressions ADD COLUMN IF NOT EXISTS arm TEXT NOT NULL DEFAULT 'stable';
 CREATE TABLE IF NOT EXISTS model_versions (
     version BIGINT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -65,9 +69,27 @@ CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS version_journal (
+    seq BIGSERIAL PRIMARY KEY,
+    version BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    actor TEXT NOT NULL,
+    message TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS version_journal_version ON version_journal (version, seq);
 """
 
+_JOURNAL_INSERT = (
+    "INSERT INTO version_journal (version, kind, at, actor, message, details) VALUES (%s, %s, %s, %s, %s, %s)"
+)
+_NINE = ", ".join(["%s"] * 9)
 _EVENT_COLUMNS = "event_id, user_key, item_id, event_type, value, ts, recommendation_id, context"
+
+
+class _LostRaceError(Exception):
+    """Another process moved a version first: roll the transaction back."""
 
 
 class PostgresStore(EventStore):
@@ -139,7 +161,7 @@ class PostgresStore(EventStore):
         try:
             async with self._write_lock, self._writer.transaction(), self._writer.cursor() as cursor:
                 await cursor.executemany(
-                    "INSERT INTO impressions VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    "INSERT INTO impressions VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                     [impression_row(i) for i in impressions],
                 )
         except psycopg.Error as exc:
@@ -167,6 +189,9 @@ class PostgresStore(EventStore):
             yield [(int(r[0]), event_from_row(r[1:])) for r in rows]  # type: ignore[call-overload]
             last = int(rows[-1][0])  # type: ignore[call-overload]
 
+    async def last_seq(self) -> int:
+        return int((await self._fetch("SELECT coalesce(max(seq), 0) FROM events"))[0][0])  # type: ignore[call-overload]
+
     async def count_events(self) -> int:
         return int((await self._fetch("SELECT count(*) FROM events"))[0][0])  # type: ignore[call-overload]
 
@@ -192,6 +217,70 @@ class PostgresStore(EventStore):
             "created_at = excluded.created_at, updated_at = excluded.updated_at",
             version_row(record),
         )
+
+    async def transition_versions(
+        self,
+        moves: Sequence[tuple[VersionRecord, tuple[str, ...] | None]],
+        entries: Sequence[JournalEntry],
+        *,
+        single: str | None = None,
+    ) -> bool:
+        try:
+            async with self._write_lock, self._writer.transaction():
+                # Row locks (or, for a new version, the primary key) serialise replicas moving one version; a move
+                # that must keep a state single locks the table against concurrent writers for its short duration.
+                if single is not None:
+                    await self._writer.execute("LOCK TABLE model_versions IN SHARE ROW EXCLUSIVE MODE")
+                    cursor = await self._writer.execute(
+                        "SELECT version FROM model_versions WHERE state = %s", (single,)
+                    )
+                    others = {int(r[0]) for r in await cursor.fetchall()}
+                    if others - {record.version for record, _ in moves}:
+                        raise _LostRaceError
+                for record, expected in sorted(moves, key=lambda m: m[0].version):
+                    cursor = await self._writer.execute(
+                        "SELECT state FROM model_versions WHERE version = %s FOR UPDATE", (record.version,)
+                    )
+                    row = await cursor.fetchone()
+                    if (row is not None) if expected is None else (row is None or row[0] not in expected):
+                        raise _LostRaceError
+                    if row is None:
+                        cursor = await self._writer.execute(
+                            f"INSERT INTO model_versions VALUES ({_NINE}) ON CONFLICT (version) DO NOTHING RETURNING 1",
+                            version_row(record),
+                        )
+                        if await cursor.fetchone() is None:
+                            raise _LostRaceError
+                    else:
+                        await self._writer.execute(
+                            "UPDATE model_versions SET state = %s, parent = %s, first_seq = %s, last_seq = %s, "
+                            "metrics = %s, note = %s, created_at = %s, updated_at = %s WHERE version = %s",
+                            (*version_row(record)[1:], record.version),
+                        )
+                for entry in entries:
+                    await self._writer.execute(_JOURNAL_INSERT, journal_row(entry))
+        except _LostRaceError:
+            return False
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+        return True
+
+    async def append_journal(self, entries: Sequence[JournalEntry]) -> None:
+        try:
+            async with self._write_lock, self._writer.transaction(), self._writer.cursor() as cursor:
+                await cursor.executemany(_JOURNAL_INSERT, [journal_row(e) for e in entries])
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+
+    async def journal(
+        self, *, version: int | None = None, kind: str | None = None, after_seq: int = 0, limit: int = 10_000
+    ) -> list[JournalEntry]:
+        rows = await self._fetch(
+            "SELECT * FROM version_journal WHERE seq > %s AND (%s::bigint IS NULL OR version = %s) "
+            "AND (%s::text IS NULL OR kind = %s) ORDER BY seq LIMIT %s",
+            (after_seq, version, version, kind, kind, limit),
+        )
+        return [journal_from_row(r) for r in rows]
 
     async def versions(self) -> list[VersionRecord]:
         return [version_from_row(r) for r in await self._fetch("SELECT * FROM model_versions ORDER BY version")]

@@ -13,6 +13,7 @@ from preftrack_gateway.schema import Event, Item
 from preftrack_gateway.store.base import (
     EventStore,
     Impression,
+    JournalEntry,
     StoreError,
     VersionRecord,
     context_json,
@@ -22,6 +23,8 @@ from preftrack_gateway.store.base import (
     impression_row,
     item_from_row,
     item_row,
+    journal_from_row,
+    journal_row,
     version_from_row,
     version_row,
 )
@@ -52,7 +55,8 @@ CREATE TABLE IF NOT EXISTS impressions (
     item_ids TEXT NOT NULL,
     scores TEXT NOT NULL,
     model_version TEXT NOT NULL,
-    ts REAL NOT NULL
+    ts REAL NOT NULL,
+    arm TEXT NOT NULL DEFAULT 'stable'
 );
 CREATE TABLE IF NOT EXISTS model_versions (
     version INTEGER PRIMARY KEY,
@@ -69,8 +73,19 @@ CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS version_journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    version INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    message TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS version_journal_version ON version_journal (version, seq);
 """
 
+_JOURNAL_INSERT = "INSERT INTO version_journal (version, kind, at, actor, message, details) VALUES (?, ?, ?, ?, ?, ?)"
 _EVENT_COLUMNS = "event_id, user_key, item_id, event_type, value, ts, recommendation_id, context"
 
 
@@ -94,6 +109,8 @@ class SQLiteStore(EventStore):
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=10000")
             db.executescript(_SCHEMA)
+            if "arm" not in {row[1] for row in db.execute("PRAGMA table_info(impressions)")}:  # stores before 0.2
+                db.execute("ALTER TABLE impressions ADD COLUMN arm TEXT NOT NULL DEFAULT 'stable'")
             return db
 
         try:
@@ -171,7 +188,7 @@ class SQLiteStore(EventStore):
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO impressions VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO impressions VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [impression_row(i) for i in impressions],
                 )
 
@@ -208,6 +225,10 @@ class SQLiteStore(EventStore):
             yield [(int(r[0]), event_from_row(r[1:])) for r in rows]
             last = int(rows[-1][0])
 
+    async def last_seq(self) -> int:
+        row = await self._run(lambda: self._db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone())
+        return int(row[0])
+
     async def count_events(self) -> int:
         return int((await self._run(lambda: self._db.execute("SELECT count(*) FROM events").fetchone()))[0])
 
@@ -241,6 +262,57 @@ class SQLiteStore(EventStore):
     async def versions(self) -> list[VersionRecord]:
         rows = await self._run(lambda: self._db.execute("SELECT * FROM model_versions ORDER BY version").fetchall())
         return [version_from_row(r) for r in rows]
+
+    async def transition_versions(
+        self,
+        moves: Sequence[tuple[VersionRecord, tuple[str, ...] | None]],
+        entries: Sequence[JournalEntry],
+        *,
+        single: str | None = None,
+    ) -> bool:
+        def write() -> bool:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                for record, expected in moves:
+                    row = self._db.execute(
+                        "SELECT state FROM model_versions WHERE version = ?", (record.version,)
+                    ).fetchone()
+                    if (row is not None) if expected is None else (row is None or row[0] not in expected):
+                        return False
+                if single is not None:
+                    others = self._db.execute(
+                        "SELECT version FROM model_versions WHERE state = ?", (single,)
+                    ).fetchall()
+                    if {int(r[0]) for r in others} - {record.version for record, _ in moves}:
+                        return False
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [version_row(record) for record, _ in moves],
+                )
+                self._db.executemany(_JOURNAL_INSERT, [journal_row(e) for e in entries])
+                return True
+
+        return await self._run(write)
+
+    async def append_journal(self, entries: Sequence[JournalEntry]) -> None:
+        def write() -> None:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(_JOURNAL_INSERT, [journal_row(e) for e in entries])
+
+        await self._run(write)
+
+    async def journal(
+        self, *, version: int | None = None, kind: str | None = None, after_seq: int = 0, limit: int = 10_000
+    ) -> list[JournalEntry]:
+        rows = await self._run(
+            lambda: self._db.execute(
+                "SELECT * FROM version_journal WHERE seq > ? AND (? IS NULL OR version = ?) "
+                "AND (? IS NULL OR kind = ?) ORDER BY seq LIMIT ?",
+                (after_seq, version, version, kind, kind, limit),
+            ).fetchall()
+        )
+        return [journal_from_row(r) for r in rows]
 
     async def get_setting(self, key: str) -> str | None:
         row = await self._run(lambda: self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone())

@@ -1,0 +1,709 @@
+"""The rollout controller: which version serves each user, and when a candidate is promoted or rolled back.
+
+One controller runs in each gateway replica; the state they share lives in the event store, so every replica
+routes a user the same way and any process may restart:
+- the registry (:mod:`preftrack_gateway.registry`) says which version is ``serving`` (the stable one) and which,
+  if any, is the candidate (``canary`` or ``shadow``);
+- the setting ``rollout`` holds the canary fraction, whether automatic decisions are paused, and a pinned version;
+- the salt of the canary assignment is derived from the candidate's registry entry, identical everywhere.
+
+Routing: a user is on the canary arm when a keyed hash of (salt, user) falls below the fraction, so assignment
+is sticky per user and the share converges to the fraction exactly. A shadowed candidate never answers: on a
+sample of calls it scores the same rows after the answer is sent, and both scores are logged.
+
+Decisions: :class:`OutcomeTracker` follows the served lists (impressions, which carry their arm) and the
+feedback that names them by ``recommendation_id``, in the store, so every replica sees the same outcomes. A list's
+items are labelled once ``window_s`` of event time has passed after it was served: positive when a positive event
+for the item carries the list's id. :mod:`preftrack_gateway.sequential` turns per-arm outcomes into promote /
+roll back / wait; error rate and latency of the candidate's calls (per replica) roll back at once on a breach.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import grpc
+import numpy as np
+
+from preftrack_gateway import sequential
+from preftrack_gateway.errors import GatewayError, InvalidRequestError, ModelNotReadyError, NotFoundError
+from preftrack_gateway.features import FeatureSpec
+from preftrack_gateway.registry import CANDIDATE_STATES, Move, Registry, TransitionError
+from preftrack_gateway.store import EventStore, Impression, VersionRecord
+
+if TYPE_CHECKING:  # the controller is given these; importing them here would be circular (config → policy)
+    from preftrack_gateway.deployment import VersionCheck
+    from preftrack_gateway.triton import TritonScorer
+
+_LOGGER = logging.getLogger(__name__)
+
+SETTINGS_KEY = "rollout"
+ROLLOUT_MODES = ("canary", "shadow", "direct")
+_EPS = 1e-7
+
+
+class RolloutConflictError(GatewayError):
+    """The rollout is not in a state that allows this (FAILED_PRECONDITION); the message says what is."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RolloutPolicy:
+    """How newly exported versions are rolled out and decided.
+
+    Attributes:
+        mode: ``canary`` (a share of users), ``shadow`` (scored off the answer path) or ``direct`` (promoted as
+            soon as Triton has loaded it; no live comparison).
+        fraction: the canary's share of users when a rollout starts.
+        shadow_sample: share of calls on which a shadowed candidate also scores.
+        window_s: how long (event time) after a list is served feedback naming it still counts.
+        min_outcomes: labelled shown items each arm needs before any statistical decision.
+        margin: non-inferiority margin, relative to the stable arm's metric (0.05: 5%).
+        alpha: error probability of the always-valid intervals (confidence 1 − alpha).
+        check_interval_s: how often outcomes are read and a decision considered.
+        max_error_rate / min_calls: roll back when the candidate fails more than this share of its calls
+            (after ``min_calls``).
+        max_p99_ms: roll back when the candidate's p99 latency exceeds this (after ``min_calls``).
+        auto: decide automatically (an admin can pause this at run time).
+    """
+
+    mode: str = "canary"
+    fraction: float = 0.1
+    shadow_sample: float = 0.2
+    window_s: float = 1800.0
+    min_outcomes: int = 2000
+    margin: float = 0.05
+    alpha: float = 0.05
+    check_interval_s: float = 5.0
+    max_error_rate: float = 0.02
+    min_calls: int = 50
+    max_p99_ms: float = 1000.0
+    auto: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in ROLLOUT_MODES:
+            raise ValueError(f"rollout mode must be one of {ROLLOUT_MODES}, got {self.mode!r}")
+        if not 0 < self.fraction <= 1 or not 0 <= self.shadow_sample <= 1:
+            raise ValueError("rollout fraction must lie in (0, 1] and shadow_sample in [0, 1]")
+        if not 0 < self.alpha < 1 or self.margin < 0 or self.min_outcomes < 1 or self.window_s < 0:
+            raise ValueError("need 0 < alpha < 1, margin >= 0, min_outcomes >= 1 and window_s >= 0")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Route:
+    """Where one call goes: the version that answers, its arm, and a shadow candidate to score afterwards."""
+
+    version: int
+    arm: str
+    shadow: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SharedSettings:
+    """The rollout's run-time settings every replica reads from the store."""
+
+    fraction: float
+    paused: bool = False
+    pinned: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None, default_fraction: float) -> SharedSettings:
+        data = json.loads(text) if text else {}
+        return cls(
+            fraction=float(data.get("fraction", default_fraction)),
+            paused=bool(data.get("paused", False)),
+            pinned=None if data.get("pinned") is None else int(data["pinned"]),
+        )
+
+
+def assignment(salt: str, user_key: str) -> float:
+    """A user's position in [0, 1) for a rollout: uniform over users, fixed for one salt."""
+    digest = hashlib.blake2b(user_key.encode(), key=salt.encode()[:64], digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def _salt(record: VersionRecord) -> str:
+    # The moment the version became a candidate, stored in the registry: the same for every replica, new for
+    # every rollout (a version rolled out again later gets another assignment).
+    return f"{record.version}:{record.updated_at!r}"
+
+
+def _log_loss(p: float, y: float) -> float:
+    p = min(max(p, _EPS), 1 - _EPS)
+    return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+
+def _auc(scores: Sequence[float], labels: Sequence[float]) -> float:
+    y = np.asarray(labels)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = np.argsort(np.argsort(np.asarray(scores), kind="stable"), kind="stable") + 1
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+@dataclasses.dataclass
+class ArmOutcomes:
+    """Labelled outcomes of one arm's shown items."""
+
+    n: int = 0
+    positives: int = 0
+    loss_sum: float = 0.0
+    scores: deque[float] = dataclasses.field(default_factory=lambda: deque(maxlen=50_000))
+    labels: deque[float] = dataclasses.field(default_factory=lambda: deque(maxlen=50_000))
+
+    def add(self, score: float, label: float) -> None:
+        self.n += 1
+        self.positives += int(label)
+        self.loss_sum += _log_loss(score, label)
+        self.scores.append(score)
+        self.labels.append(label)
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "outcomes": self.n,
+            "positives": self.positives,
+            "positive_rate": self.positives / self.n if self.n else float("nan"),
+            "log_loss": self.loss_sum / self.n if self.n else float("nan"),
+            "auc": _auc(self.scores, self.labels),
+        }
+
+
+class OutcomeTracker:
+    """Per-arm outcomes of one candidate's rollout, read from the store's impressions and events."""
+
+    def __init__(self, store: EventStore, spec: FeatureSpec, candidate: int, window_s: float, since_s: float) -> None:
+        self.store = store
+        self.spec = spec
+        self.candidate = candidate
+        self.window_s = window_s
+        self.since_s = since_s
+        self.arms: dict[str, ArmOutcomes] = {"stable": ArmOutcomes(), "canary": ArmOutcomes()}
+        self.paired_stable: list[float] = []
+        self.paired_candidate: list[float] = []
+        self._open: dict[str, tuple[Impression, set[str]]] = {}
+        self._shadow: dict[str, Impression] = {}
+        self._seen: dict[str, float] = {}
+        self._impressions_after = since_s
+        self._seq: int | None = None
+        self._clock = -math.inf
+
+    async def poll(self) -> None:
+        """Read new impressions and feedback; label the lists whose window has closed."""
+        if self._seq is None:
+            self._seq = await self.store.last_seq()
+        for impression in await self.store.impressions_after(self._impressions_after - 5.0, limit=200_000):
+            key = impression.recommendation_id
+            if key in self._seen or impression.timestamp_s < self.since_s:
+                continue
+            self._seen[key] = impression.timestamp_s
+            if impression.arm == "shadow":
+                if impression.model_version == str(self.candidate):
+                    self._shadow[key.removesuffix(":shadow")] = impression
+            else:
+                self._open[key] = (impression, set())
+            self._impressions_after = max(self._impressions_after, impression.timestamp_s)
+        async for batch in self.store.events(after_seq=self._seq):
+            for seq, event in batch:
+                self._seq = seq
+                self._clock = max(self._clock, event.timestamp_s)
+                entry = self._open.get(event.recommendation_id or "")
+                if (
+                    entry is not None
+                    and self.spec.is_positive(event.event_type, event.value)
+                    and event.timestamp_s <= entry[0].timestamp_s + self.window_s
+                ):
+                    entry[1].add(event.item_id)
+        self._close()
+
+    def _close(self) -> None:
+        closed = [k for k, (imp, _) in self._open.items() if imp.timestamp_s + self.window_s < self._clock]
+        for key in closed:
+            impression, positive = self._open.pop(key)
+            arm = self.arms.setdefault(impression.arm, ArmOutcomes())
+            labels = [1.0 if item in positive else 0.0 for item in impression.item_ids]
+            for score, label in zip(impression.scores, labels, strict=True):
+                arm.add(score, label)
+            shadow = self._shadow.pop(key, None)
+            if shadow is not None and shadow.item_ids == impression.item_ids:
+                for served, candidate, label in zip(impression.scores, shadow.scores, labels, strict=True):
+                    self.paired_stable.append(_log_loss(served, label))
+                    self.paired_candidate.append(_log_loss(candidate, label))
+        horizon = self._impressions_after - 60.0
+        self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
+        self._shadow = {k: v for k, v in self._shadow.items() if v.timestamp_s >= horizon - self.window_s}
+
+    def compare(self, mode: str, policy: RolloutPolicy) -> sequential.Comparison:
+        """The sequential comparison this rollout's mode decides on."""
+        if mode == "shadow":
+            return sequential.compare_paired_losses(
+                np.array(self.paired_stable),
+                np.array(self.paired_candidate),
+                relative_margin=policy.margin,
+                alpha=policy.alpha,
+                min_outcomes=policy.min_outcomes,
+            )
+        stable, canary = self.arms["stable"], self.arms["canary"]
+        return sequential.compare_rates(
+            stable.positives,
+            stable.n,
+            canary.positives,
+            canary.n,
+            relative_margin=policy.margin,
+            alpha=policy.alpha,
+            min_outcomes=policy.min_outcomes,
+        )
+
+    def summary(self) -> dict[str, object]:
+        out: dict[str, object] = {arm: outcomes.summary() for arm, outcomes in self.arms.items()}
+        if self.paired_stable:
+            out["shadow"] = {
+                "paired_outcomes": len(self.paired_stable),
+                "stable_log_loss": float(np.mean(self.paired_stable)),
+                "candidate_log_loss": float(np.mean(self.paired_candidate)),
+            }
+        out["open_lists"] = len(self._open)
+        return out
+
+
+class CallHealth:
+    """The candidate arm's calls in this replica: failures and latency (the SLO side of a decision)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.errors = 0
+        self.latencies_ms: deque[float] = deque(maxlen=10_000)
+
+    def observe(self, ok: bool, latency_s: float) -> None:
+        self.calls += 1
+        self.errors += 0 if ok else 1
+        self.latencies_ms.append(latency_s * 1000.0)
+
+    def summary(self) -> dict[str, float | int]:
+        p99 = float(np.percentile(np.array(self.latencies_ms), 99)) if self.latencies_ms else float("nan")
+        return {"calls": self.calls, "errors": self.errors, "p99_ms": p99}
+
+    def breach(self, policy: RolloutPolicy) -> str | None:
+        if self.calls < policy.min_calls:
+            return None
+        if self.errors / self.calls > policy.max_error_rate:
+            return f"error rate {self.errors / self.calls:.3f} > {policy.max_error_rate} over {self.calls} calls"
+        p99 = self.summary()["p99_ms"]
+        if p99 > policy.max_p99_ms:
+            return f"p99 latency {p99:.0f} ms > {policy.max_p99_ms:.0f} ms over {self.calls} calls"
+        return None
+
+
+class RolloutController:
+    """Owns version state for one gateway replica: reads it from the store, routes calls, moves versions."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        scorer: TritonScorer,
+        policy: RolloutPolicy,
+        spec: FeatureSpec,
+        check: VersionCheck,
+        *,
+        actor: str | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = Registry(store)
+        self.scorer = scorer
+        self.policy = policy
+        self.spec = spec
+        self.check = check
+        self.actor = actor or f"gateway@{socket.gethostname()}:{os.getpid()}"
+        self.stable: int | None = None
+        self.candidate: int | None = None
+        self.mode = ""
+        self.settings = SharedSettings(fraction=policy.fraction)
+        self._salt = ""
+        self.tracker: OutcomeTracker | None = None
+        self.health = CallHealth()
+        self.last_comparison: sequential.Comparison | None = None
+        self._last_check = 0.0
+        self._shadow_counter = 0
+        self._journaled_outcomes = -1
+
+    # --- routing -----------------------------------------------------------------------------------------
+
+    def route(self, user_key: str) -> Route:
+        """The version that answers this user now (raises ModelNotReadyError when none is ready)."""
+        stable = self.stable
+        if stable is None:
+            raise ModelNotReadyError(f"no version of model {self.scorer.model_name} is ready in Triton yet")
+        candidate = self.candidate
+        if candidate is None:
+            return Route(stable, "stable")
+        if self.mode == "canary":
+            if assignment(self._salt, user_key) < self.settings.fraction:
+                return Route(candidate, "canary")
+            return Route(stable, "stable")
+        self._shadow_counter += 1
+        sample = self.policy.shadow_sample
+        take = sample > 0 and int(self._shadow_counter * sample) != int((self._shadow_counter - 1) * sample)
+        return Route(stable, "stable", candidate if take else None)
+
+    def observe(self, route: Route, ok: bool, latency_s: float) -> None:
+        """A finished call; the candidate arm's feed the SLO check."""
+        if route.arm == "canary":
+            self.health.observe(ok, latency_s)
+
+    def triton_lost(self) -> None:
+        """Triton cannot be reached: answer UNAVAILABLE until a refresh finds it again."""
+        self.stable = None
+
+    # --- reading the shared state --------------------------------------------------------------------------
+
+    async def _records(self) -> dict[int, VersionRecord]:
+        return {r.version: r for r in await self.registry.versions()}
+
+    async def refresh(self) -> bool:
+        """Catch up with the shared state and Triton; ship a newly exported version; decide a rollout when due.
+
+        Returns whether a version serves. Raises TritonUnavailableError when Triton cannot be reached.
+        """
+        ready = set(await self.scorer.ready_versions())
+        self.settings = SharedSettings.from_json(await self.store.get_setting(SETTINGS_KEY), self.policy.fraction)
+        records = await self._records()
+        stable = self._stable_record(records)
+        candidate = next((r for r in records.values() if r.state in CANDIDATE_STATES), None)
+        wanted = [r.version for r in (stable, candidate) if r is not None]
+        if wanted and not set(wanted) <= ready:
+            await self._load(wanted)
+            ready = set(await self.scorer.ready_versions())
+        if stable is None:
+            stable = await self._bootstrap(ready, records)
+            records = await self._records()
+        if candidate is not None and candidate.version not in ready:
+            await self._move([Move(candidate.version, "failed", "not ready in Triton")], "candidate failed to load")
+            candidate = None
+        if stable is not None and candidate is None and self.settings.pinned is None:
+            candidate = await self._ship_exported(stable, records)
+            if candidate is not None and candidate.state == "serving":
+                stable, candidate = candidate, None
+        self._adopt(stable, candidate)
+        if self.candidate is not None and time.monotonic() - self._last_check >= self.policy.check_interval_s:
+            self._last_check = time.monotonic()
+            await self.check()
+        return self.stable is not None
+
+    @staticmethod
+    def _stable_record(records: dict[int, VersionRecord]) -> VersionRecord | None:
+        serving = [r for r in records.values() if r.state == "serving"]
+        return max(serving, key=lambda r: r.version) if serving else None
+
+    def _adopt(self, stable: VersionRecord | None, candidate: VersionRecord | None) -> None:
+        new_stable = None if stable is None else stable.version
+        if new_stable != self.stable:
+            _LOGGER.info("stable version: %s -> %s", self.stable, new_stable)
+        self.stable = new_stable
+        if candidate is None:
+            if self.candidate is not None:
+                _LOGGER.info("rollout of version %d ended", self.candidate)
+            self.candidate, self.mode, self.tracker = None, "", None
+            return
+        salt = _salt(candidate)
+        if candidate.version != self.candidate or salt != self._salt or candidate.state != self.mode:
+            _LOGGER.info(
+                "rollout of version %d as %s (fraction %.3f)",
+                candidate.version,
+                candidate.state,
+                self.settings.fraction,
+            )
+            self.tracker = OutcomeTracker(
+                self.store, self.spec, candidate.version, self.policy.window_s, since_s=candidate.updated_at
+            )
+            self.health = CallHealth()
+        self.candidate, self.mode, self._salt = candidate.version, candidate.state, salt
+
+    async def _load(self, versions: Sequence[int]) -> bool:
+        try:
+            await self.scorer.load_versions(sorted(set(versions)))
+        except ModelNotReadyError as exc:
+            _LOGGER.error("%s", exc.message)
+            return False
+        return set(versions) <= set(await self.scorer.ready_versions())
+
+    async def _move(self, moves: Sequence[Move], reason: str, details: dict[str, object] | None = None) -> bool:
+        ok = await self.registry.move(moves, actor=self.actor, reason=reason, details=details)
+        if ok:
+            _LOGGER.info("%s: %s", ", ".join(f"version {m.version} -> {m.to}" for m in moves), reason)
+        return ok
+
+    async def _refuse(self, record: VersionRecord | None, version: int, note: str) -> None:
+        _LOGGER.error("refusing version %d: %s", version, note)
+        if record is None:
+            now = time.time()
+            await self.registry.register(
+                VersionRecord(version=version, state="failed", note=note, created_at=now, updated_at=now),
+                actor=self.actor,
+                reason=note,
+            )
+        elif record.state != "failed":
+            await self._move([Move(version, "failed", note)], note)
+
+    async def _bootstrap(self, ready: set[int], records: dict[int, VersionRecord]) -> VersionRecord | None:
+        """No version is registered serving: serve the newest ready one whose schema fits (asks Triton to load
+        the model when none is ready)."""
+        if not ready:
+            try:
+                await self.scorer.load()
+            except ModelNotReadyError as exc:
+                _LOGGER.warning("%s", exc.message)
+            ready = set(await self.scorer.ready_versions())
+        for version in sorted(ready, reverse=True):
+            record = records.get(version)
+            if record is not None and record.state in ("failed", "rejected", "rolled_back"):
+                continue
+            note = self.check.refusal(version, None if record is None else record.metrics)
+            if note is not None:
+                await self._refuse(record, version, note)
+                continue
+            reason = "first version: found ready in Triton"
+            if record is None:
+                now = time.time()
+                fresh = VersionRecord(version=version, state="serving", note=reason, created_at=now, updated_at=now)
+                await self.registry.register(fresh, actor=self.actor, reason=reason)
+            elif record.state in CANDIDATE_STATES:
+                await self._move([Move(version, "serving")], reason)
+            else:
+                if record.state != "loading":
+                    await self._move([Move(version, "loading")], reason)
+                await self._move([Move(version, "serving")], reason)
+            return self._stable_record(await self._records())
+        return None
+
+    async def _ship_exported(self, stable: VersionRecord, records: dict[int, VersionRecord]) -> VersionRecord | None:
+        """Take the newest version the trainer exported into a rollout (policy mode); older ones are superseded."""
+        exported = sorted((r for r in records.values() if r.state == "exported"), key=lambda r: r.version)
+        if not exported:
+            return None
+        newest = exported[-1]
+        superseded = [Move(r.version, "retired", f"superseded by version {newest.version}") for r in exported[:-1]]
+        if superseded:
+            await self._move(superseded, f"superseded by version {newest.version}")
+        mode = self.policy.mode
+        try:
+            return await self.start(newest.version, mode, None, actor=self.actor, reason=f"exported; policy {mode}")
+        except (RolloutConflictError, TransitionError) as exc:
+            _LOGGER.info("version %d not rolled out: %s", newest.version, exc)
+            return None
+
+    # --- admin operations (also used by the automatic path) -----------------------------------------------
+
+    async def start(
+        self, version: int, mode: str, fraction: float | None, *, actor: str, reason: str
+    ) -> VersionRecord | None:
+        """Roll out ``version`` as canary (``fraction``), shadow, or directly; returns its new record."""
+        if mode not in ROLLOUT_MODES:
+            raise InvalidRequestError(f"mode must be one of {', '.join(ROLLOUT_MODES)}")
+        if fraction is not None and not 0 < fraction <= 1:
+            raise InvalidRequestError("fraction must lie in (0, 1]")
+        records = await self._records()
+        record = records.get(version)
+        if record is None:
+            raise NotFoundError(f"version {version} is not in the registry")
+        stable = self._stable_record(records)
+        if stable is None:
+            raise RolloutConflictError("no stable version serves yet; a rollout needs one to compare with")
+        busy = next((r for r in records.values() if r.state in CANDIDATE_STATES), None)
+        if busy is not None:
+            raise RolloutConflictError(f"version {busy.version} is already in a {busy.state} rollout; decide it first")
+        if record.state not in ("exported", "retired"):
+            raise RolloutConflictError(f"version {version} is {record.state}; only exported or retired ones roll out")
+        note = self.check.refusal(version, record.metrics)
+        if note is not None:
+            await self._refuse(record, version, note)
+            raise RolloutConflictError(f"version {version} refused: {note}")
+        if not await self.registry.move([Move(version, "loading")], actor=actor, reason=reason, records=records):
+            raise RolloutConflictError(f"version {version} changed meanwhile; try again")
+        if not await self._load([stable.version, version]):
+            await self._move([Move(version, "failed", "failed to load in Triton")], "failed to load in Triton")
+            await self._load([stable.version])
+            raise RolloutConflictError(f"version {version} failed to load in Triton; it is registered failed")
+        if fraction is not None or mode == "canary":
+            fraction = fraction if fraction is not None else self.policy.fraction
+            await self._put_settings(dataclasses.replace(self.settings, fraction=fraction))
+        if mode == "direct":
+            await self.registry.move(
+                [Move(version, "serving"), Move(stable.version, "retired")], actor=actor, reason=f"{reason} (direct)"
+            )
+        else:
+            await self.registry.move(
+                [Move(version, mode)], actor=actor, reason=reason, details={"fraction": self.settings.fraction}
+            )
+        return await self.registry.get(version)
+
+    async def _put_settings(self, settings: SharedSettings) -> None:
+        self.settings = settings
+        await self.store.put_setting(SETTINGS_KEY, settings.to_json())
+
+    async def _candidate_record(self) -> tuple[VersionRecord, VersionRecord, dict[int, VersionRecord]]:
+        records = await self._records()
+        candidate = next((r for r in records.values() if r.state in CANDIDATE_STATES), None)
+        stable = self._stable_record(records)
+        if candidate is None or stable is None:
+            raise RolloutConflictError("no rollout in progress")
+        return candidate, stable, records
+
+    async def set_fraction(self, fraction: float, *, actor: str) -> None:
+        if not 0 < fraction <= 1:
+            raise InvalidRequestError("fraction must lie in (0, 1]")
+        candidate, _, _ = await self._candidate_record()
+        await self._put_settings(dataclasses.replace(self.settings, fraction=fraction))
+        await self.registry.record(
+            candidate.version, "fraction", actor=actor, message=f"fraction {fraction}", details={"fraction": fraction}
+        )
+
+    async def set_mode(self, mode: str, *, actor: str) -> None:
+        """Switch a running rollout between canary and shadow."""
+        if mode not in CANDIDATE_STATES:
+            raise InvalidRequestError("mode must be canary or shadow")
+        candidate, _, _ = await self._candidate_record()
+        if candidate.state != mode:
+            await self.registry.move([Move(candidate.version, mode)], actor=actor, reason=f"switch to {mode}")
+
+    async def promote(self, *, actor: str, reason: str, details: dict[str, object] | None = None) -> int:
+        """Make the candidate the stable version (the old stable is retired, kept loaded for a roll back)."""
+        candidate, stable, records = await self._candidate_record()
+        if not await self.registry.move(
+            [Move(candidate.version, "serving"), Move(stable.version, "retired")],
+            actor=actor,
+            reason=reason,
+            details=details,
+            records=records,
+        ):
+            raise RolloutConflictError("the rollout changed meanwhile (another replica decided it); re-read it")
+        _LOGGER.info("promoted version %d over %d: %s", candidate.version, stable.version, reason)
+        return candidate.version
+
+    async def roll_back(self, *, actor: str, reason: str, details: dict[str, object] | None = None) -> int:
+        """End the candidate's rollout, or, with none, put the previous stable version back. Returns the version
+        that serves afterwards."""
+        records = await self._records()
+        candidate = next((r for r in records.values() if r.state in CANDIDATE_STATES), None)
+        stable = self._stable_record(records)
+        if stable is None:
+            raise RolloutConflictError("no stable version serves; nothing to roll back to")
+        if candidate is not None:
+            moves = [Move(candidate.version, "rolled_back", reason[:500])]
+            if not await self.registry.move(moves, actor=actor, reason=reason, details=details, records=records):
+                raise RolloutConflictError("the rollout changed meanwhile (another replica decided it); re-read it")
+            await self._load([stable.version])
+            _LOGGER.warning("rolled back version %d: %s", candidate.version, reason)
+            return stable.version
+        retired = [r for r in records.values() if r.state == "retired" and r.version != stable.version]
+        if not retired:
+            raise RolloutConflictError(f"version {stable.version} serves and no earlier version was retired")
+        previous = max(retired, key=lambda r: (r.updated_at, r.version))
+        if not await self._load([previous.version, stable.version]):
+            raise RolloutConflictError(f"version {previous.version} does not load in Triton")
+        moves = [Move(stable.version, "rolled_back", reason[:500]), Move(previous.version, "serving")]
+        if not await self.registry.move(moves, actor=actor, reason=reason, details=details, records=records):
+            raise RolloutConflictError("the registry changed meanwhile; re-read it")
+        return previous.version
+
+    async def pause(self, paused: bool, *, actor: str) -> None:
+        await self._put_settings(dataclasses.replace(self.settings, paused=paused))
+        version = self.candidate or self.stable or 0
+        await self.registry.record(version, "pause", actor=actor, message="paused" if paused else "resumed")
+
+    async def pin(self, version: int | None, *, actor: str) -> None:
+        """Serve ``version`` as the stable one and ship nothing automatically (None: unpin)."""
+        if version is None:
+            await self._put_settings(dataclasses.replace(self.settings, pinned=None))
+            await self.registry.record(self.stable or 0, "pin", actor=actor, message="unpinned")
+            return
+        records = await self._records()
+        record = records.get(version)
+        if record is None:
+            raise NotFoundError(f"version {version} is not in the registry")
+        stable = self._stable_record(records)
+        if record.state not in ("serving", "retired", "exported", *CANDIDATE_STATES):
+            raise RolloutConflictError(f"version {version} is {record.state}; it cannot serve")
+        if record.state != "serving":
+            note = self.check.refusal(version, record.metrics)
+            if note is not None:
+                raise RolloutConflictError(f"version {version} refused: {note}")
+            if not await self._load([v for v in (version, stable.version if stable else None) if v is not None]):
+                raise RolloutConflictError(f"version {version} does not load in Triton")
+            moves = []
+            other = next((r for r in records.values() if r.state in CANDIDATE_STATES and r.version != version), None)
+            if other is not None:
+                moves.append(Move(other.version, "rolled_back", f"version {version} pinned"))
+            if record.state in ("exported", "retired"):
+                await self.registry.move([Move(version, "loading")], actor=actor, reason="pin", records=records)
+            moves.append(Move(version, "serving"))
+            if stable is not None:
+                moves.append(Move(stable.version, "retired"))
+            if not await self.registry.move(moves, actor=actor, reason=f"pinned version {version}"):
+                raise RolloutConflictError("the registry changed meanwhile; try again")
+        await self._put_settings(dataclasses.replace(self.settings, pinned=version))
+        await self.registry.record(version, "pin", actor=actor, message=f"pinned version {version}")
+
+    # --- the automatic decision -----------------------------------------------------------------------------
+
+    async def check(self) -> sequential.Comparison | None:
+        """Read new outcomes, compare the arms, and (unless paused) promote or roll back."""
+        tracker, candidate = self.tracker, self.candidate
+        if tracker is None or candidate is None:
+            return None
+        await tracker.poll()
+        comparison = tracker.compare(self.mode, self.policy)
+        self.last_comparison = comparison
+        details = {
+            "mode": self.mode,
+            "fraction": self.settings.fraction,
+            "arms": tracker.summary(),
+            "calls": self.health.summary(),
+            "comparison": comparison.to_dict(),
+        }
+        breach = self.health.breach(self.policy) if self.mode == "canary" else None
+        action, reason = comparison.decision, comparison.reason
+        if breach is not None:
+            action, reason = "roll_back", f"SLO breach: {breach}"
+        outcomes = comparison.n_stable + comparison.n_candidate
+        if outcomes != self._journaled_outcomes or action != "wait" or breach is not None:
+            self._journaled_outcomes = outcomes  # a check is journaled when there is something new to say
+            await self.registry.record(candidate, "check", actor=self.actor, message=reason, details=details)
+        if not self.policy.auto or self.settings.paused or action == "wait":
+            return comparison
+        try:
+            if action == "promote":
+                await self.promote(actor=self.actor, reason=f"automatic: {reason}", details=details)
+            elif action == "roll_back":
+                await self.roll_back(actor=self.actor, reason=f"automatic: {reason}", details=details)
+        except RolloutConflictError as exc:
+            _LOGGER.info("decision on version %d not applied: %s", candidate, exc.message)
+        return comparison
+
+    def status(self) -> dict[str, object]:
+        """What this replica routes and sees now."""
+        return {
+            "stable": self.stable,
+            "candidate": self.candidate,
+            "mode": self.mode,
+            "fraction": self.settings.fraction,
+            "paused": self.settings.paused or not self.policy.auto,
+            "pinned": self.settings.pinned,
+            "arms": None if self.tracker is None else self.tracker.summary(),
+            "calls": self.health.summary(),
+            "comparison": None if self.last_comparison is None else self.last_comparison.to_dict(),
+        }

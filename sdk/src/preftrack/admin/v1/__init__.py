@@ -1,0 +1,1 @@
+"""Generated from proto/preftrack/admin/v1; do not edit."""

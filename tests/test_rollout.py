@@ -1,0 +1,308 @@
+"""Versioned rollout with real parts: canary routing across replicas, automatic decisions on users' feedback,
+the admin API's roles and CLI. (The registry's state machine is tested in tests/test_registry.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import preftrack
+from preftrack.admin import AdminClient
+from preftrack.admin.cli import main as admin_cli
+from preftrack.errors import PermissionDeniedError, UnauthenticatedError
+from preftrack_gateway.features import FeatureSpec
+from preftrack_gateway.process import GatewayProcess
+from preftrack_gateway.registry import Registry
+from preftrack_gateway.store import VersionRecord, open_store
+from preftrack_trainer import export, model
+from preftrack_trainer.data import synthetic
+from preftrack_trainer.preprocess import LabelSpec
+from preftrack_trainer.replay import to_feedback_events
+from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
+
+from .conftest import Trained, gateway_env
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_KEY = "admin-key-for-tests-0123"
+CLIENT_KEY = "client-key-for-tests-0123"
+
+
+def _register(store_url: str, version: int, *, parent: int = 1) -> None:
+    async def run() -> None:
+        store = await open_store(store_url)
+        try:
+            now = time.time()
+            record = VersionRecord(
+                version=version,
+                state="exported",
+                parent=parent,
+                metrics={"feature_schema_hash": FeatureSpec().schema_hash()},
+                note="test export",
+                created_at=now,
+                updated_at=now,
+            )
+            assert await Registry(store).register(record, actor="test", reason="exported by the test")
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def _states(store_url: str) -> dict[int, str]:
+    async def run() -> dict[int, str]:
+        store = await open_store(store_url)
+        try:
+            return {r.version: r.state for r in await store.versions()}
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _wait_for(predicate, timeout_s: float, what: str, *, step=None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        if step is not None:
+            step()
+        else:
+            time.sleep(0.2)
+
+
+def _copy_version(source: Path, repository: Path, version: int) -> None:
+    shutil.copytree(source, repository / "preftrack" / str(version))
+
+
+def test_canary_routes_a_sticky_exact_share_identically_on_two_replicas(
+    trained: Trained, tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    repository = tmp_path / "repo"
+    shutil.copytree(trained.repository, repository)
+    with TritonServer(TritonConfig(repository=repository, work_dir=tmp_path / "triton")) as triton:
+        env = gateway_env(
+            triton.grpc_url,
+            fresh_postgres_url,
+            repository=repository,
+            PREFTRACK_ROLLOUT_FRACTION="0.1",
+            PREFTRACK_ROLLOUT_AUTO="false",
+        )
+        with (
+            GatewayProcess(env, tmp_path / "a.log") as first,
+            GatewayProcess(env, tmp_path / "b.log") as second,
+        ):
+            _copy_version(repository / "preftrack" / "1", repository, 2)
+            _register(fresh_postgres_url, 2)
+            _wait_for(lambda: _states(fresh_postgres_url).get(2) == "canary", 60, "version 2 in canary")
+            users = [f"user-{i}" for i in range(100_000)]
+            with AdminClient(first.target) as a, AdminClient(second.target) as b:
+                _wait_for(lambda: b.rollout().candidate_version == 2, 10, "the second replica to see the canary")
+                routes_a, routes_b = a.routes(users), b.routes(users)
+                assert routes_a == routes_b  # one salt, one assignment, whichever replica answers
+                share = sum(arm == "canary" for _, arm in routes_a) / len(users)
+                assert 0.095 <= share <= 0.105, share
+                assert a.routes(users[:5000]) == routes_a[:5000]  # sticky
+                assert {v for v, arm in routes_a if arm == "canary"} == {2}
+                assert {v for v, arm in routes_a if arm == "stable"} == {1}
+                # Answers name the version that served them, and follow the route.
+                with preftrack.Client(second.target) as client:
+                    for user, (version, _) in zip(users[:40], routes_a[:40], strict=True):
+                        assert client.score(user, ["i-1"]).model_version == str(version)
+                a.set_fraction(0.5)
+                _wait_for(
+                    lambda: abs(sum(arm == "canary" for _, arm in b.routes(users[:20_000])) / 20_000 - 0.5) < 0.02,
+                    10,
+                    "the new fraction on the other replica",
+                )
+
+
+# --- automatic decisions on the synthetic shop --------------------------------------------------------------
+
+SHOP = synthetic.SyntheticConfig(n_users=200, n_items=120, n_categories=6, days=5, seed=31, dirty_fraction=0.0)
+
+
+def _shuffled_label_model(trained: Trained) -> object:
+    """A deliberately worse model: the same architecture trained on shuffled labels."""
+    rng = np.random.default_rng(5)
+    train = dataclasses.replace(trained.train, label=rng.permutation(trained.train.label))
+    cfg = model.ModelConfig(epochs=1, seed=3)
+    mlp = model.build_model(cfg, *model.fit_normalisation(train.features))
+    model.train(mlp, train, cfg)
+    return mlp
+
+
+class Shoppers:
+    """Users of the synthetic shop (its ground-truth preferences) answering recommendations live."""
+
+    def __init__(self, target: str) -> None:
+        self.shop = synthetic.generate(SHOP)
+        self.client = preftrack.Client(target, timeout_s=30)
+        self.rng = np.random.default_rng(9)
+        truth = self.shop.truth
+        self.prefs = truth.preferences_after
+        self.users = list(truth.user_ids)
+        self.category = {i.item_id: truth.categories.index(i.categories[0]) for i in self.shop.items.values()}
+        self.items = list(self.shop.items)
+        self.sent = 0
+
+    def load_history(self) -> None:
+        """The shop's history, moved to end a minute ago, so the features know each user."""
+        self.client.upsert_items(
+            [preftrack.Item(item_id=i.item_id, categories=i.categories, price=i.price) for i in self.shop.items.values()]
+        )
+        events = to_feedback_events([e for e in self.shop.events if e.user_id != synthetic.BOT_USER_ID])
+        shift = time.time() - 60 - max(e.timestamp_s for e in events)
+        moved = [dataclasses.replace(e, timestamp_s=e.timestamp_s + shift) for e in events]
+        assert self.client.stream(moved).accepted == len(moved)
+
+    def visit(self, n: int = 20) -> None:
+        """``n`` users ask for 5 of 30 random items and buy each shown item with their preference for its
+        category as the probability."""
+        for _ in range(n):
+            u = int(self.rng.integers(len(self.users)))
+            candidates = list(self.rng.choice(self.items, size=30, replace=False))
+            shown = self.client.recommend(self.users[u], candidates, k=5)
+            bought = [
+                preftrack.FeedbackEvent(
+                    event_id=f"buy-{shown.recommendation_id}-{item.item_id}",
+                    user_id=self.users[u],
+                    item_id=item.item_id,
+                    event_type="purchase",
+                    timestamp_s=time.time(),
+                    recommendation_id=shown.recommendation_id,
+                )
+                for item in shown.items
+                if self.rng.random() < self.prefs[u, self.category[item.item_id]]
+            ]
+            # A view per visit moves the outcome clock on even when nothing is bought.
+            bought.append(
+                preftrack.FeedbackEvent(
+                    event_id=f"view-{shown.recommendation_id}",
+                    user_id=self.users[u],
+                    item_id=shown.items[0].item_id,
+                    event_type="view",
+                    timestamp_s=time.time(),
+                )
+            )
+            self.client.send(bought)
+            self.sent += len(bought)
+
+
+def test_a_worse_candidate_is_rolled_back_and_a_better_one_promoted_on_live_feedback(
+    trained: Trained, tmp_path: Path
+) -> None:
+    repository = tmp_path / "repo"
+    worse = _shuffled_label_model(trained)
+    metadata = {"parent": None, **export.schema_metadata(FeatureSpec(), LabelSpec())}
+    assert export.export_version(worse, repository, metadata) == 1  # the stable version starts out poor
+    store_url = f"sqlite:///{tmp_path / 'events.db'}"
+    with TritonServer(TritonConfig(repository=repository, work_dir=tmp_path / "triton")) as triton:
+        env = gateway_env(
+            triton.grpc_url,
+            store_url,
+            repository=repository,
+            PREFTRACK_ROLLOUT_FRACTION="0.5",
+            PREFTRACK_ROLLOUT_WINDOW_S="1",
+            PREFTRACK_ROLLOUT_MIN_OUTCOMES="150",
+            PREFTRACK_ROLLOUT_CHECK_S="0.5",
+            PREFTRACK_ONLINE_LEARNING="false",  # the versions alone are compared
+        )
+        with GatewayProcess(env, tmp_path / "gw.log") as gateway:
+            shoppers = Shoppers(gateway.target)
+            shoppers.load_history()
+            # A better candidate (trained on the real labels): promoted.
+            _copy_version(trained.repository / "preftrack" / "1", repository, 2)
+            _register(store_url, 2)
+            _wait_for(lambda: _states(store_url).get(2) == "serving", 240, "version 2 promoted", step=shoppers.visit)
+            assert _states(store_url)[1] == "retired"
+            promoted_after = shoppers.sent
+            # A worse one (the shuffled-label model again, as version 3): rolled back.
+            _copy_version(repository / "preftrack" / "1", repository, 3)
+            _register(store_url, 3, parent=2)
+            _wait_for(
+                lambda: _states(store_url).get(3) == "rolled_back", 240, "version 3 rolled back", step=shoppers.visit
+            )
+            assert _states(store_url)[2] == "serving"
+            with preftrack.Client(gateway.target) as client:
+                assert client.score("u-1", ["i-1"]).model_version == "2"
+            with AdminClient(gateway.target) as admin:
+                decisions = [e for e in admin.journal(limit=10_000) if e.kind == "transition" and e.actor != "admin"]
+            promote = next(e for e in decisions if e.version == 2 and e.details["to"] == "serving")
+            rollback = next(e for e in decisions if e.version == 3 and e.details["to"] == "rolled_back")
+            for entry, direction in ((promote, 1), (rollback, -1)):
+                comparison = entry.details["comparison"]
+                assert comparison["metric"] == "positive_rate"
+                assert direction * comparison["difference"] > 0.05, comparison
+                arms = entry.details["arms"]
+                assert min(arms["stable"]["outcomes"], arms["canary"]["outcomes"]) >= 150
+            print(f"\nfeedback events sent until promotion: {promoted_after}, until roll back: {shoppers.sent}")
+            print("promote:", promote.details["comparison"], "\nroll back:", rollback.details["comparison"])
+
+
+def test_admin_roles_and_the_cli(trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repository = tmp_path / "repo"
+    shutil.copytree(trained.repository, repository)
+    store_url = f"sqlite:///{tmp_path / 'events.db'}"
+    with TritonServer(TritonConfig(repository=repository, work_dir=tmp_path / "triton")) as triton:
+        env = gateway_env(
+            triton.grpc_url,
+            store_url,
+            repository=repository,
+            PREFTRACK_API_KEYS=CLIENT_KEY,
+            PREFTRACK_ADMIN_KEYS=ADMIN_KEY,
+            PREFTRACK_ROLLOUT_AUTO="false",
+        )
+        with GatewayProcess(env, tmp_path / "gw.log") as gateway:
+            with AdminClient(gateway.target, api_key=CLIENT_KEY) as admin, pytest.raises(PermissionDeniedError):
+                admin.versions()
+            with AdminClient(gateway.target) as admin, pytest.raises(UnauthenticatedError):
+                admin.rollout()
+            with AdminClient(gateway.target, api_key="wrong") as admin, pytest.raises(UnauthenticatedError):
+                admin.promote()
+            with preftrack.Client(gateway.target, api_key=ADMIN_KEY) as client:  # an admin key may score too
+                assert client.score("u-1", ["i-1"]).model_version == "1"
+
+            _copy_version(repository / "preftrack" / "1", repository, 2)
+            _register(store_url, 2)
+            _wait_for(lambda: _states(store_url).get(2) == "canary", 60, "version 2 in canary")
+
+            def cli(*args: str) -> str:
+                capsys.readouterr()
+                code = admin_cli(["--target", gateway.target, *args])
+                out = capsys.readouterr()
+                assert code == 0, out.err
+                return out.out
+
+            import os
+
+            os.environ["PREFTRACK_ADMIN_KEY"] = ADMIN_KEY
+            try:
+                assert "canary" in cli("versions")
+                assert "candidate version: 2" in cli("status")
+                cli("pause")
+                cli("fraction", "0.3")
+                assert "30.0% of users" in cli("status")
+                assert "stable version: 2" in cli("promote", "--reason", "looks fine")
+                assert "stable version: 1" in cli("rollback", "--reason", "changed my mind")
+                states = _states(store_url)
+                assert states[1] == "serving" and states[2] == "rolled_back"
+                journal = cli("journal", "--version", "2")
+                assert "canary → serving" in journal and "serving → rolled_back" in journal
+                report = cli("report", "--version", "2", "--png", str(tmp_path / "r.png"))
+                assert "rolled_back" in report
+                assert (tmp_path / "r.png").stat().st_size > 1000
+                with preftrack.Client(gateway.target, api_key=CLIENT_KEY) as client:
+                    assert client.score("u-1", ["i-1"]).model_version == "1"
+                # A forbidden move is refused with the reason, and nothing changes.
+                assert admin_cli(["--target", gateway.target, "start", "2"]) == 1
+                assert "rolled_back" in capsys.readouterr().err
+                assert _states(store_url)[2] == "rolled_back"
+            finally:
+                del os.environ["PREFTRACK_ADMIN_KEY"]
