@@ -154,8 +154,9 @@ class Shoppers:
 
     def load_history(self) -> None:
         """The shop's history, moved to end a minute ago, so the features know each user."""
+        items = self.shop.items.values()
         self.client.upsert_items(
-            [preftrack.Item(item_id=i.item_id, categories=i.categories, price=i.price) for i in self.shop.items.values()]
+            [preftrack.Item(item_id=i.item_id, categories=i.categories, price=i.price) for i in items]
         )
         events = to_feedback_events([e for e in self.shop.events if e.user_id != synthetic.BOT_USER_ID])
         shift = time.time() - 60 - max(e.timestamp_s for e in events)

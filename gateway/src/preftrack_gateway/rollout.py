@@ -327,7 +327,7 @@ class RolloutController:
         self.scorer = scorer
         self.policy = policy
         self.spec = spec
-        self.check = check
+        self.version_check = check
         self.actor = actor or f"gateway@{socket.gethostname()}:{os.getpid()}"
         self.stable: int | None = None
         self.candidate: int | None = None
@@ -433,6 +433,13 @@ class RolloutController:
             self.health = CallHealth()
         self.candidate, self.mode, self._salt = candidate.version, candidate.state, salt
 
+    async def _sync(self) -> None:
+        """Route by the registry as it is now (right after this replica changed it)."""
+        records = await self._records()
+        self._adopt(
+            self._stable_record(records), next((r for r in records.values() if r.state in CANDIDATE_STATES), None)
+        )
+
     async def _load(self, versions: Sequence[int]) -> bool:
         try:
             await self.scorer.load_versions(sorted(set(versions)))
@@ -472,7 +479,7 @@ class RolloutController:
             record = records.get(version)
             if record is not None and record.state in ("failed", "rejected", "rolled_back"):
                 continue
-            note = self.check.refusal(version, None if record is None else record.metrics)
+            note = self.version_check.refusal(version, None if record is None else record.metrics)
             if note is not None:
                 await self._refuse(record, version, note)
                 continue
@@ -528,7 +535,7 @@ class RolloutController:
             raise RolloutConflictError(f"version {busy.version} is already in a {busy.state} rollout; decide it first")
         if record.state not in ("exported", "retired"):
             raise RolloutConflictError(f"version {version} is {record.state}; only exported or retired ones roll out")
-        note = self.check.refusal(version, record.metrics)
+        note = self.version_check.refusal(version, record.metrics)
         if note is not None:
             await self._refuse(record, version, note)
             raise RolloutConflictError(f"version {version} refused: {note}")
@@ -549,6 +556,7 @@ class RolloutController:
             await self.registry.move(
                 [Move(version, mode)], actor=actor, reason=reason, details={"fraction": self.settings.fraction}
             )
+        await self._sync()
         return await self.registry.get(version)
 
     async def _put_settings(self, settings: SharedSettings) -> None:
@@ -591,6 +599,7 @@ class RolloutController:
             records=records,
         ):
             raise RolloutConflictError("the rollout changed meanwhile (another replica decided it); re-read it")
+        await self._sync()
         _LOGGER.info("promoted version %d over %d: %s", candidate.version, stable.version, reason)
         return candidate.version
 
@@ -606,7 +615,9 @@ class RolloutController:
             moves = [Move(candidate.version, "rolled_back", reason[:500])]
             if not await self.registry.move(moves, actor=actor, reason=reason, details=details, records=records):
                 raise RolloutConflictError("the rollout changed meanwhile (another replica decided it); re-read it")
-            await self._load([stable.version])
+            # The candidate stays loaded: calls already routed to it (here, or by replicas that have not re-read the
+            # registry yet) finish; the next rollout loads exactly {stable, new}.
+            await self._sync()
             _LOGGER.warning("rolled back version %d: %s", candidate.version, reason)
             return stable.version
         retired = [r for r in records.values() if r.state == "retired" and r.version != stable.version]
@@ -618,6 +629,7 @@ class RolloutController:
         moves = [Move(stable.version, "rolled_back", reason[:500]), Move(previous.version, "serving")]
         if not await self.registry.move(moves, actor=actor, reason=reason, details=details, records=records):
             raise RolloutConflictError("the registry changed meanwhile; re-read it")
+        await self._sync()
         return previous.version
 
     async def pause(self, paused: bool, *, actor: str) -> None:
@@ -639,7 +651,7 @@ class RolloutController:
         if record.state not in ("serving", "retired", "exported", *CANDIDATE_STATES):
             raise RolloutConflictError(f"version {version} is {record.state}; it cannot serve")
         if record.state != "serving":
-            note = self.check.refusal(version, record.metrics)
+            note = self.version_check.refusal(version, record.metrics)
             if note is not None:
                 raise RolloutConflictError(f"version {version} refused: {note}")
             if not await self._load([v for v in (version, stable.version if stable else None) if v is not None]):
@@ -655,6 +667,7 @@ class RolloutController:
                 moves.append(Move(stable.version, "retired"))
             if not await self.registry.move(moves, actor=actor, reason=f"pinned version {version}"):
                 raise RolloutConflictError("the registry changed meanwhile; try again")
+            await self._sync()
         await self._put_settings(dataclasses.replace(self.settings, pinned=version))
         await self.registry.record(version, "pin", actor=actor, message=f"pinned version {version}")
 

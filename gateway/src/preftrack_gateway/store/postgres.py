@@ -227,10 +227,10 @@ class PostgresStore(EventStore):
     ) -> bool:
         try:
             async with self._write_lock, self._writer.transaction():
-                # Row locks (or, for a new version, the primary key) serialise replicas moving one version; a move
-                # that must keep a state single locks the table against concurrent writers for its short duration.
+                # Transitions are rare: each takes the registry's table lock first, so replicas' transitions run
+                # one after another (no deadlock between row and table locks) and the checks below hold at commit.
+                await self._writer.execute("LOCK TABLE model_versions IN SHARE ROW EXCLUSIVE MODE")
                 if single is not None:
-                    await self._writer.execute("LOCK TABLE model_versions IN SHARE ROW EXCLUSIVE MODE")
                     cursor = await self._writer.execute(
                         "SELECT version FROM model_versions WHERE state = %s", (single,)
                     )

@@ -172,7 +172,10 @@ def _plot(version: int, checks: list[JournalEntry], decisions: list[JournalEntry
     ax.set_xlabel("minutes since the first check")
     ax.set_ylabel("attributed positive rate of shown items")
     ax.set_title(f"rollout of version {version}: per-arm outcomes (95% pointwise bands) and decisions")
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no labelled outcomes yet", transform=ax.transAxes, ha="center")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
