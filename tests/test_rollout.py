@@ -23,7 +23,7 @@ from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer import export, model
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.preprocess import LabelSpec
-from preftrack_trainer.replay import to_feedback_events
+from preftrack_trainer.shoppers import Shoppers
 from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 from .conftest import Trained, gateway_env
@@ -60,6 +60,18 @@ def _states(store_url: str) -> dict[int, str]:
         store = await open_store(store_url)
         try:
             return {r.version: r.state for r in await store.versions()}
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _shadow_impressions(store_url: str, version: int) -> int:
+    async def run() -> int:
+        store = await open_store(store_url)
+        try:
+            rows = await store.impressions_after(0.0)
+            return sum(i.arm == "shadow" and i.model_version == str(version) for i in rows)
         finally:
             await store.close()
 
@@ -138,64 +150,6 @@ def _shuffled_label_model(trained: Trained) -> object:
     return mlp
 
 
-class Shoppers:
-    """Users of the synthetic shop (its ground-truth preferences) answering recommendations live."""
-
-    def __init__(self, target: str) -> None:
-        self.shop = synthetic.generate(SHOP)
-        self.client = preftrack.Client(target, timeout_s=30)
-        self.rng = np.random.default_rng(9)
-        truth = self.shop.truth
-        self.prefs = truth.preferences_after
-        self.users = list(truth.user_ids)
-        self.category = {i.item_id: truth.categories.index(i.categories[0]) for i in self.shop.items.values()}
-        self.items = list(self.shop.items)
-        self.sent = 0
-
-    def load_history(self) -> None:
-        """The shop's history, moved to end a minute ago, so the features know each user."""
-        items = self.shop.items.values()
-        self.client.upsert_items(
-            [preftrack.Item(item_id=i.item_id, categories=i.categories, price=i.price) for i in items]
-        )
-        events = to_feedback_events([e for e in self.shop.events if e.user_id != synthetic.BOT_USER_ID])
-        shift = time.time() - 60 - max(e.timestamp_s for e in events)
-        moved = [dataclasses.replace(e, timestamp_s=e.timestamp_s + shift) for e in events]
-        assert self.client.stream(moved).accepted == len(moved)
-
-    def visit(self, n: int = 20) -> None:
-        """``n`` users ask for 5 of 30 random items and buy each shown item with their preference for its
-        category as the probability."""
-        for _ in range(n):
-            u = int(self.rng.integers(len(self.users)))
-            candidates = list(self.rng.choice(self.items, size=30, replace=False))
-            shown = self.client.recommend(self.users[u], candidates, k=5)
-            bought = [
-                preftrack.FeedbackEvent(
-                    event_id=f"buy-{shown.recommendation_id}-{item.item_id}",
-                    user_id=self.users[u],
-                    item_id=item.item_id,
-                    event_type="purchase",
-                    timestamp_s=time.time(),
-                    recommendation_id=shown.recommendation_id,
-                )
-                for item in shown.items
-                if self.rng.random() < self.prefs[u, self.category[item.item_id]]
-            ]
-            # A view per visit moves the outcome clock on even when nothing is bought.
-            bought.append(
-                preftrack.FeedbackEvent(
-                    event_id=f"view-{shown.recommendation_id}",
-                    user_id=self.users[u],
-                    item_id=shown.items[0].item_id,
-                    event_type="view",
-                    timestamp_s=time.time(),
-                )
-            )
-            self.client.send(bought)
-            self.sent += len(bought)
-
-
 def test_a_worse_candidate_is_rolled_back_and_a_better_one_promoted_on_live_feedback(
     trained: Trained, tmp_path: Path
 ) -> None:
@@ -216,7 +170,7 @@ def test_a_worse_candidate_is_rolled_back_and_a_better_one_promoted_on_live_feed
             PREFTRACK_ONLINE_LEARNING="false",  # the versions alone are compared
         )
         with GatewayProcess(env, tmp_path / "gw.log") as gateway:
-            shoppers = Shoppers(gateway.target)
+            shoppers = Shoppers(gateway.target, SHOP)
             shoppers.load_history()
             # A better candidate (trained on the real labels): promoted.
             _copy_version(trained.repository / "preftrack" / "1", repository, 2)
@@ -305,5 +259,80 @@ def test_admin_roles_and_the_cli(trained: Trained, tmp_path: Path, capsys: pytes
                 assert admin_cli(["--target", gateway.target, "start", "2"]) == 1
                 assert "rolled_back" in capsys.readouterr().err
                 assert _states(store_url)[2] == "rolled_back"
+
+                # Pinned, an exported version waits; shadowed by hand, it never answers but is scored and logged.
+                cli("pin", "1")
+                _copy_version(repository / "preftrack" / "1", repository, 3)
+                _register(store_url, 3, parent=1)
+                time.sleep(2)
+                assert _states(store_url)[3] == "exported"
+                assert "version 3: shadow" in cli("start", "3", "--shadow")
+                with preftrack.Client(gateway.target, api_key=CLIENT_KEY) as client:
+                    answers = {client.recommend(f"u-{i}", ["i-1", "i-2", "i-3"], k=2).model_version for i in range(60)}
+                assert answers == {"1"}
+                _wait_for(lambda: _shadow_impressions(store_url, 3) >= 5, 20, "shadow scores of version 3 logged")
+                cli("rollback")
+                assert _states(store_url)[3] == "rolled_back" and _states(store_url)[1] == "serving"
             finally:
                 del os.environ["PREFTRACK_ADMIN_KEY"]
+
+
+def test_twenty_rollout_cycles_under_load_fail_no_request(trained: Trained, tmp_path: Path) -> None:
+    """canary → promote → roll back, 20 times, while 4 threads score and recommend without pause."""
+    import threading
+
+    repository = tmp_path / "repo"
+    shutil.copytree(trained.repository, repository)
+    store_url = f"sqlite:///{tmp_path / 'events.db'}"
+    with TritonServer(TritonConfig(repository=repository, work_dir=tmp_path / "triton")) as triton:
+        env = gateway_env(
+            triton.grpc_url,
+            store_url,
+            repository=repository,
+            PREFTRACK_ROLLOUT_AUTO="false",
+            PREFTRACK_ROLLOUT_FRACTION="0.5",
+        )
+        with GatewayProcess(env, tmp_path / "gw.log") as gateway, AdminClient(gateway.target) as admin:
+            admin.pin(1)  # versions are rolled out by hand here
+            stop = threading.Event()
+            failures: list[str] = []
+            calls = [0]
+            versions_seen: set[str] = set()
+
+            def load(worker: int) -> None:
+                with preftrack.Client(gateway.target, timeout_s=10) as client:
+                    n = 0
+                    while not stop.is_set():
+                        n += 1
+                        try:
+                            if n % 2:
+                                answer = client.score(f"u-{worker}-{n % 50}", ["i-1", "i-2", "i-3"])
+                            else:
+                                answer = client.recommend(f"u-{worker}-{n % 50}", ["i-1", "i-2", "i-3"], k=2)
+                            versions_seen.add(answer.model_version)
+                            calls[0] += 1
+                        except preftrack.PreftrackError as exc:
+                            failures.append(f"{exc.code}: {exc.message}")
+
+            threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+            for thread in threads:
+                thread.start()
+            try:
+                for cycle in range(20):
+                    version = cycle + 2
+                    _copy_version(repository / "preftrack" / "1", repository, version)
+                    _register(store_url, version)
+                    admin.start_rollout(version, mode="canary", fraction=0.5, reason=f"cycle {cycle}")
+                    time.sleep(0.3)
+                    assert admin.promote(f"cycle {cycle}") == version
+                    time.sleep(0.3)
+                    assert admin.roll_back(f"cycle {cycle}") == 1
+            finally:
+                stop.set()
+                for thread in threads:
+                    thread.join()
+            assert not failures, failures[:5]
+            assert calls[0] > 200
+            assert len(versions_seen) > 5  # the load did reach the versions being rolled out
+            states = _states(store_url)
+            assert states[1] == "serving" and all(states[v] == "rolled_back" for v in range(2, 22))

@@ -42,6 +42,10 @@ class GatewayMetrics:
         """Expose the per-event learner's state (read at scrape time from ``status``)."""
         self.registry.register(_LearnerCollector(status))
 
+    def watch_rollout(self, status: Callable[[], Mapping[str, object]]) -> None:
+        """Expose the rollout's versions and per-arm outcomes (read at scrape time from ``status``)."""
+        self.registry.register(_RolloutCollector(status))
+
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Expose ``/metrics`` over HTTP on ``port``."""
         self._server, _ = prom.start_http_server(port, addr=host, registry=self.registry)
@@ -84,3 +88,34 @@ class _LearnerCollector(Collector):
             "Examples not learned from: their features could not be read exactly",
             value=float(state.get("skipped", 0)),  # type: ignore[arg-type]
         )
+
+
+class _RolloutCollector(Collector):
+    """Which versions serve and what each arm of a rollout has shown so far, read when Prometheus scrapes."""
+
+    def __init__(self, status: Callable[[], Mapping[str, object]]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self._status()
+        versions = GaugeMetricFamily(
+            "preftrack_rollout_version", "The stable and candidate versions (0: none)", labels=["role"]
+        )
+        versions.add_metric(["stable"], float(state.get("stable") or 0))  # type: ignore[arg-type]
+        versions.add_metric(["candidate"], float(state.get("candidate") or 0))  # type: ignore[arg-type]
+        yield versions
+        yield GaugeMetricFamily(
+            "preftrack_rollout_fraction", "The canary's share of users", value=float(state.get("fraction") or 0)
+        )
+        outcomes = GaugeMetricFamily(
+            "preftrack_rollout_outcomes", "Labelled shown items of each arm since the rollout began", labels=["arm"]
+        )
+        rates = GaugeMetricFamily(
+            "preftrack_rollout_positive_rate", "Attributed positive rate of each arm's shown items", labels=["arm"]
+        )
+        for arm in ("stable", "canary"):
+            data = (state.get("arms") or {}).get(arm) or {}  # type: ignore[union-attr]
+            outcomes.add_metric([arm], float(data.get("outcomes", 0)))
+            rates.add_metric([arm], float(data.get("positive_rate", float("nan"))))
+        yield outcomes
+        yield rates

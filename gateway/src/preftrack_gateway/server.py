@@ -58,6 +58,7 @@ class GatewayServer:
         self.core = GatewayCore(cfg, store, scorer, on_readiness=self._set_health)
         core = self.core
         self.metrics.watch_learner(lambda: core.learner.status())  # the learner start() settles on
+        self.metrics.watch_rollout(lambda: core.rollout.status())
         server = grpc.aio.server(
             interceptors=[EdgeInterceptor(self.metrics, cfg.api_keys, cfg.admin_keys)],
             options=[

@@ -1,0 +1,77 @@
+"""Simulated shoppers answering a live gateway's recommendations: the synthetic shop's users, buying what they
+are shown with their ground-truth preference for its category as the probability. Used to test and measure
+rollouts decided on feedback (tests/test_rollout.py, bench/bench_rollout.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+import preftrack
+from preftrack_trainer.data import synthetic
+from preftrack_trainer.replay import to_feedback_events
+
+
+class Shoppers:
+    """Users of the synthetic shop (its ground-truth preferences) answering recommendations live."""
+
+    def __init__(self, target: str, config: synthetic.SyntheticConfig, *, seed: int = 9) -> None:
+        self.shop = synthetic.generate(config)
+        self.client = preftrack.Client(target, timeout_s=30)
+        self.rng = np.random.default_rng(seed)
+        truth = self.shop.truth
+        self.prefs = truth.preferences_after
+        self.users = list(truth.user_ids)
+        self.category = {i.item_id: truth.categories.index(i.categories[0]) for i in self.shop.items.values()}
+        self.items = list(self.shop.items)
+        self.sent = 0
+        self.lists = 0
+
+    def load_history(self) -> None:
+        """The shop's history, moved to end a minute ago, so the features know each user."""
+        items = self.shop.items.values()
+        self.client.upsert_items(
+            [preftrack.Item(item_id=i.item_id, categories=i.categories, price=i.price) for i in items]
+        )
+        events = to_feedback_events([e for e in self.shop.events if e.user_id != synthetic.BOT_USER_ID])
+        shift = time.time() - 60 - max(e.timestamp_s for e in events)
+        moved = [dataclasses.replace(e, timestamp_s=e.timestamp_s + shift) for e in events]
+        assert self.client.stream(moved).accepted == len(moved)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def visit(self, n: int = 20) -> None:
+        """``n`` users ask for 5 of 30 random items and buy each shown item with their preference for its
+        category as the probability."""
+        for _ in range(n):
+            u = int(self.rng.integers(len(self.users)))
+            candidates = list(self.rng.choice(self.items, size=30, replace=False))
+            shown = self.client.recommend(self.users[u], candidates, k=5)
+            bought = [
+                preftrack.FeedbackEvent(
+                    event_id=f"buy-{shown.recommendation_id}-{item.item_id}",
+                    user_id=self.users[u],
+                    item_id=item.item_id,
+                    event_type="purchase",
+                    timestamp_s=time.time(),
+                    recommendation_id=shown.recommendation_id,
+                )
+                for item in shown.items
+                if self.rng.random() < self.prefs[u, self.category[item.item_id]]
+            ]
+            # A view per visit moves the outcome clock on even when nothing is bought.
+            bought.append(
+                preftrack.FeedbackEvent(
+                    event_id=f"view-{shown.recommendation_id}",
+                    user_id=self.users[u],
+                    item_id=shown.items[0].item_id,
+                    event_type="view",
+                    timestamp_s=time.time(),
+                )
+            )
+            self.client.send(bought)
+            self.sent += len(bought)
+            self.lists += 1
