@@ -277,8 +277,10 @@ def test_admin_roles_and_the_cli(trained: Trained, tmp_path: Path, capsys: pytes
                 del os.environ["PREFTRACK_ADMIN_KEY"]
 
 
-def test_twenty_rollout_cycles_under_load_fail_no_request(trained: Trained, tmp_path: Path) -> None:
-    """canary → promote → roll back, 20 times, while 4 threads score and recommend without pause."""
+@pytest.mark.parametrize("cycles", [pytest.param(5), pytest.param(20, marks=pytest.mark.slow)])
+def test_rollout_cycles_under_load_fail_no_request(cycles: int, trained: Trained, tmp_path: Path) -> None:
+    """canary → promote → roll back, again and again, while 4 threads score and recommend without pause (each
+    cycle loads a new version in Triton: ~15 s here, so the default run does 5 and ``make test-all`` 20)."""
     import threading
 
     repository = tmp_path / "repo"
@@ -318,7 +320,7 @@ def test_twenty_rollout_cycles_under_load_fail_no_request(trained: Trained, tmp_
             for thread in threads:
                 thread.start()
             try:
-                for cycle in range(20):
+                for cycle in range(cycles):
                     version = cycle + 2
                     _copy_version(repository / "preftrack" / "1", repository, version)
                     _register(store_url, version)
@@ -332,7 +334,7 @@ def test_twenty_rollout_cycles_under_load_fail_no_request(trained: Trained, tmp_
                 for thread in threads:
                     thread.join()
             assert not failures, failures[:5]
-            assert calls[0] > 200
-            assert len(versions_seen) > 5  # the load did reach the versions being rolled out
+            assert calls[0] > 50 * cycles
+            assert len(versions_seen) > cycles // 2  # the load did reach the versions being rolled out
             states = _states(store_url)
-            assert states[1] == "serving" and all(states[v] == "rolled_back" for v in range(2, 22))
+            assert states[1] == "serving" and all(states[v] == "rolled_back" for v in range(2, cycles + 2))

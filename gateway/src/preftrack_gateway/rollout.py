@@ -441,6 +441,9 @@ class RolloutController:
         )
 
     async def _load(self, versions: Sequence[int]) -> bool:
+        """Make ``versions`` ready in Triton (others may stay loaded until a later load replaces them)."""
+        if set(versions) <= set(await self.scorer.ready_versions()):
+            return True
         try:
             await self.scorer.load_versions(sorted(set(versions)))
         except ModelNotReadyError as exc:
