@@ -1,4 +1,11 @@
-"""One server interceptor at the edge: request ids, API keys, error → status mapping, latency metrics."""
+"""One server interceptor at the edge: request ids, API keys and roles, decoding, error → status mapping,
+rate-limited logging, latency metrics.
+
+grpc decodes a request before any handler or interceptor code runs, and an undecodable one would fail inside
+grpc (UNKNOWN or INTERNAL, a traceback logged per call, before the API key is checked). So the interceptor
+owns decoding: it wraps each method's deserializer so that bytes that do not parse become an
+:class:`Undecodable` marker, and answers it with INVALID_ARGUMENT only **after** the key check.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ import uuid
 
 import grpc
 
-from preftrack_gateway.errors import GatewayError, PermissionDeniedError, UnauthenticatedError
+from preftrack_gateway.errors import GatewayError, InvalidRequestError, PermissionDeniedError, UnauthenticatedError
 from preftrack_gateway.metrics import GatewayMetrics
 
 _LOGGER = logging.getLogger(__name__)
@@ -19,7 +26,70 @@ _LOGGER = logging.getLogger(__name__)
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 _UNGUARDED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+#: Per (method, status): at most this many log lines per window; the rest are counted and summarised.
+_LOG_BURST = 5
+_LOG_WINDOW_S = 10.0
 _ADMIN = "/preftrack.admin."
+
+
+class Undecodable:
+    """What a request that failed to parse becomes; the guard answers it with INVALID_ARGUMENT."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserializer, message: str):
+    def decode(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, invalid UTF-8, recursion limits: whatever the bytes do
+            return Undecodable(f"{message}: {type(exc).__name__}: {str(exc)[:200]}")
+
+    return decode
+
+
+def _undecodable_error(method: str, marker: Undecodable, index: int | None = None) -> InvalidRequestError:
+    where = f"message {index} of the {method} stream" if index is not None else f"the {method} request"
+    return InvalidRequestError(
+        f"{where} is not a valid protobuf message ({marker.reason}); send the message type the proto names for "
+        "this method, with UTF-8 strings"
+    )
+
+
+async def _enumerate(iterator):
+    index = 0
+    async for item in iterator:
+        yield index, item
+        index += 1
+
+
+class _RateLimitedLog:
+    """Logs at most ``_LOG_BURST`` lines per (method, status) every ``_LOG_WINDOW_S`` seconds, then how many it
+    left out: a flood of bad requests cannot flood the log."""
+
+    def __init__(self) -> None:
+        self._windows: dict[tuple[str, str], list[float]] = {}
+
+    def log(self, level: int, method: str, code: str, text: str, *args: object, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        window = self._windows.get((method, code))
+        if window is None or now - window[0] >= _LOG_WINDOW_S:
+            if window is not None and window[2]:
+                _LOGGER.log(
+                    level, "%s -> %s: %d more like this in the last %.0f s", method, code, window[2], now - window[0]
+                )
+            window = [now, 0.0, 0.0]
+            if len(self._windows) > 1000:
+                self._windows.clear()
+            self._windows[(method, code)] = window
+        if window[1] < _LOG_BURST:
+            window[1] += 1
+            _LOGGER.log(level, text, *args, exc_info=exc_info)
+        else:
+            window[2] += 1
 
 
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
@@ -29,6 +99,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         self._api_keys = tuple(k.encode() for k in api_keys)
         self._admin_keys = tuple(k.encode() for k in admin_keys)
+        self._log = _RateLimitedLog()
 
     def _check_key(self, method: str, context: grpc.aio.ServicerContext) -> None:
         """Client methods take a client or an admin key; admin methods only an admin key. With no keys at all
@@ -58,17 +129,23 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         code = grpc.StatusCode.OK
         try:
             self._check_key(path, context)
+            if isinstance(request, Undecodable):
+                raise _undecodable_error(method, request)
             return await call(request, context)
         except GatewayError as exc:
             code = exc.code
-            _LOGGER.info("%s request=%s -> %s: %s", method, rid, code.name, exc.message)
+            self._log.log(
+                logging.INFO, method, code.name, "%s request=%s -> %s: %s", method, rid, code.name, exc.message
+            )
             await context.abort(code, exc.message)
         except Exception:
             if context.code() not in (None, grpc.StatusCode.OK):  # already aborted on purpose
                 code = context.code()
                 raise
             code = grpc.StatusCode.INTERNAL
-            _LOGGER.exception("%s request=%s failed unexpectedly", method, rid)
+            self._log.log(
+                logging.ERROR, method, code.name, "%s request=%s failed unexpectedly", method, rid, exc_info=True
+            )
             await context.abort(code, f"internal error (request id {rid}); the gateway logged the details")
         finally:
             self._metrics.rpc_latency_s.labels(method, code.name).observe(time.perf_counter() - started)
@@ -87,18 +164,24 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer, short),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
             inner_stream = handler.stream_unary
 
+            async def checked(request_iterator):
+                async for index, message in _enumerate(request_iterator):
+                    if isinstance(message, Undecodable):
+                        raise _undecodable_error(short, message, index)
+                    yield message
+
             async def stream(request_iterator, context):
-                return await self._guard(short, method, inner_stream, request_iterator, context)
+                return await self._guard(short, method, inner_stream, checked(request_iterator), context)
 
             return grpc.stream_unary_rpc_method_handler(
                 stream,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer, short),
                 response_serializer=handler.response_serializer,
             )
         return handler
