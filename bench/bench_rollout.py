@@ -94,6 +94,9 @@ def _run_candidate(shoppers: Shoppers, admin: AdminClient, version: int, budget:
     decision = next(
         (e for e in reversed(admin.journal(version=version, kind="transition")) if e.details.get("to") == state), None
     )
+    if decision is None or "arms" not in decision.details:  # undecided: the numbers of the last check
+        checks = admin.journal(version=version, kind="check")
+        decision = checks[-1] if checks else None
     details = decision.details if decision is not None else {}
     arms = details.get("arms") or {}
     comparison = details.get("comparison") or {}

@@ -181,6 +181,17 @@ def test_stream_reports_rejected_events_and_stores_the_rest(gateway) -> None:
     reasons = {r.event_id: r.reason for r in summary.rejected}
     assert set(reasons) == {"bad-user", "bad-time", "bad-rating"}
     assert "user_id" in reasons["bad-user"] and "future" in reasons["bad-time"] and "rating" in reasons["bad-rating"]
+    assert summary.rejected_count == 3 and sum(summary.rejected_by_field.values()) == 3
+
+    # Many refusals: counted in full, listed up to 1,000, so the answer always fits (and memory stays bounded).
+    many = [
+        preftrack.FeedbackEvent(user_id="", item_id="i-1", event_type="view", event_id=f"x-{k}") for k in range(30_000)
+    ]
+    with preftrack.Client(gateway.target, timeout_s=60) as client:
+        summary = client.stream(many + good[:1])
+    assert summary.rejected_count == 30_000 and len(summary.rejected) == 1000
+    assert summary.rejected_by_field == {"user_id": 30_000}
+    assert summary.accepted + summary.duplicates == 1
 
 
 def test_kill_9_loses_no_acknowledged_event(triton, tmp_path) -> None:

@@ -115,6 +115,8 @@ def stream_summary(response: feedback_service_pb2.StreamFeedbackResponse) -> Fee
         int(response.accepted),
         int(response.duplicates),
         tuple(RejectedEvent(r.event_id, r.reason) for r in response.rejected),
+        int(response.rejected_count) or len(response.rejected),
+        dict(response.rejected_by_field),
     )
 
 

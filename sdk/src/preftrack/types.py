@@ -95,4 +95,6 @@ class FeedbackSummary:
 
     accepted: int
     duplicates: int
-    rejected: tuple[RejectedEvent, ...] = ()
+    rejected: tuple[RejectedEvent, ...] = ()  # from a stream: the first 1,000 refused events
+    rejected_count: int = 0  # all refused events
+    rejected_by_field: Mapping[str, int] = dataclasses.field(default_factory=dict)

@@ -22,6 +22,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -63,6 +64,8 @@ class ContinualConfig:
         epochs: passes over new + replayed examples per round.
         learning_rate: Adam learning rate of the warm-started model.
         auc_margin / log_loss_margin: how much worse than serving a candidate may be and still ship.
+        min_holdout: the fewest held-out examples (with both labels among them) the gate decides on; a round with
+            fewer is rejected, as is a candidate with a non-finite metric.
         poll_interval_s: how often the long-running mode looks for new events.
         use_impressions: also learn from served lists: each (list, item) is an example at the time it was
             served, positive when the user does a positive event on the item inside the attribution window.
@@ -82,6 +85,7 @@ class ContinualConfig:
     learning_rate: float = 1e-3
     auc_margin: float = 0.005
     log_loss_margin: float = 0.01
+    min_holdout: int = 20
     poll_interval_s: float = 1.0
     use_impressions: bool = True
     seed: int = 0
@@ -168,6 +172,35 @@ class _Reservoir:
             users=list(columns[6]),
             items=list(columns[7]),
         )
+
+
+def gate_refusal(
+    labels: np.ndarray, cand: dict[str, float], serv: dict[str, float], cfg: ContinualConfig
+) -> str | None:
+    """Why the offline gate refuses a candidate, or None. It refuses a holdout too small (or of one label) to
+    decide on, any non-finite metric, and a candidate worse than the serving version by more than the margins.
+
+    >>> cfg = ContinualConfig(store_url="sqlite:///x", repository=Path("r"))
+    >>> gate_refusal(np.array([0.0, 1.0] * 20), {"auc": float("nan"), "log_loss": 0.5},
+    ...              {"auc": 0.7, "log_loss": 0.6}, cfg)
+    'non-finite metrics: candidate AUC nan, log loss 0.5; serving AUC 0.7, log loss 0.6'
+    """
+    positives = int(labels.sum())
+    if len(labels) < cfg.min_holdout or positives in (0, len(labels)):
+        return (
+            f"holdout too small to decide: {len(labels)} examples, {positives} positive "
+            f"(needs >= {cfg.min_holdout} with both labels)"
+        )
+    if not all(math.isfinite(m[k]) for m in (cand, serv) for k in ("auc", "log_loss")):
+        return (
+            f"non-finite metrics: candidate AUC {cand['auc']:.4g}, log loss {cand['log_loss']:.4g}; "
+            f"serving AUC {serv['auc']:.4g}, log loss {serv['log_loss']:.4g}"
+        )
+    if cand["auc"] < serv["auc"] - cfg.auc_margin:
+        return f"AUC {cand['auc']:.4f} < serving {serv['auc']:.4f} - {cfg.auc_margin}"
+    if cand["log_loss"] > serv["log_loss"] + cfg.log_loss_margin:
+        return f"log loss {cand['log_loss']:.4f} > serving {serv['log_loss']:.4f} + margin"
+    return None
 
 
 class ContinualTrainer:
@@ -389,12 +422,9 @@ class ContinualTrainer:
             model.train(candidate, train_set, mconfig)
         cand = metrics.evaluate(recent.label, model.predict(candidate, recent))
         serv = metrics.evaluate(recent.label, serving.predict(recent))
-        reason = "not worse than serving on the newest slice"
-        shipped = True
-        if np.isfinite(cand["auc"]) and np.isfinite(serv["auc"]) and cand["auc"] < serv["auc"] - cfg.auc_margin:
-            shipped, reason = False, f"AUC {cand['auc']:.4f} < serving {serv['auc']:.4f} - {cfg.auc_margin}"
-        elif cand["log_loss"] > serv["log_loss"] + cfg.log_loss_margin:
-            shipped, reason = False, f"log loss {cand['log_loss']:.4f} > serving {serv['log_loss']:.4f} + margin"
+        refusal = gate_refusal(recent.label, cand, serv, cfg)
+        shipped = refusal is None
+        reason = refusal or "not worse than serving on the newest slice"
         if shipped and older is not None and older.label.min() != older.label.max():
             old_c = metrics.evaluate(older.label, model.predict(candidate, older))
             old_s = metrics.evaluate(older.label, serving.predict(older))

@@ -24,6 +24,8 @@ _EVENT_TYPES = {
 }
 # Commits a stream may have in flight before it waits for the oldest.
 _MAX_STREAM_IN_FLIGHT = 8
+#: Refused events of a stream answered one by one; the rest are only counted (the answer must always fit).
+MAX_REJECTIONS_LISTED = 1000
 
 
 def to_event(message: types_pb2.Event, now_s: float, user_id: str) -> Event:
@@ -86,6 +88,8 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         limit = self._core.config.max_stream_events
         seen = 0
         rejected: list[feedback_service_pb2.RejectedEvent] = []
+        rejected_count = 0
+        by_field: dict[str, int] = {}
         in_flight: list[asyncio.Future[WriteResult]] = []
         accepted = duplicates = 0
 
@@ -111,13 +115,24 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
                 try:
                     prepared.append(self._prepare(message, now))
                 except EventValidationError as exc:
-                    rejected.append(feedback_service_pb2.RejectedEvent(event_id=message.event_id, reason=str(exc)))
+                    rejected_count += 1
+                    by_field[exc.field] = by_field.get(exc.field, 0) + 1
+                    if len(rejected) < MAX_REJECTIONS_LISTED:
+                        rejected.append(
+                            feedback_service_pb2.RejectedEvent(event_id=message.event_id[:256], reason=str(exc)[:500])
+                        )
             if prepared:
                 in_flight.append(self._core.writer.submit(prepared))
                 await settle(_MAX_STREAM_IN_FLIGHT)
         await settle(0)
-        self._metrics.events.labels("rejected").inc(len(rejected))
-        return feedback_service_pb2.StreamFeedbackResponse(accepted=accepted, duplicates=duplicates, rejected=rejected)
+        self._metrics.events.labels("rejected").inc(rejected_count)
+        return feedback_service_pb2.StreamFeedbackResponse(
+            accepted=accepted,
+            duplicates=duplicates,
+            rejected=rejected,
+            rejected_count=rejected_count,
+            rejected_by_field=by_field,
+        )
 
     async def UpsertItems(self, request, context):  # noqa: N802
         if not request.items:
