@@ -26,6 +26,11 @@ class GatewayConfig:
         store_url: ``sqlite:///path/to/events.db`` or ``postgresql://user:pass@host/db``.
         pseudonym_key: secret key of the keyed hash applied to user ids before anything is stored or logged.
         api_keys: when non-empty, callers must send ``authorization: Bearer <key>`` with one of these.
+        catalog_keys: keys that may write the catalogue (UpsertItems), beside admin keys. With any key configured,
+            a client key gets PERMISSION_DENIED there. Any key may be given as ``sha256:<hex digest>`` instead of
+            the key itself, so the configuration need not hold it.
+        tls_cert_file / tls_key_file: serve TLS with this certificate chain and private key (PEM); both or neither.
+        tls_client_ca_file: with TLS, require client certificates signed by this CA (mutual TLS).
         admin_keys: keys of the admin API (``preftrack.admin.v1``), sent the same way. A client key is refused
             there (PERMISSION_DENIED). With neither kind of key set (a local dev stack) the admin API is open;
             with client keys but no admin keys it is closed.
@@ -67,6 +72,10 @@ class GatewayConfig:
     pseudonym_key: str = ""
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()
+    catalog_keys: tuple[str, ...] = ()
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
     metrics_port: int = 0
     max_items_per_call: int = 1000
     max_events_per_call: int = 10_000
@@ -128,8 +137,20 @@ class GatewayConfig:
             self.rollout_policy()
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        if set(self.api_keys) & set(self.admin_keys):
-            raise ConfigError("a key cannot be both a client key (api_keys) and an admin key (admin_keys)")
+        if set(self.api_keys) & set(self.admin_keys) or set(self.catalog_keys) & (
+            set(self.api_keys) | set(self.admin_keys)
+        ):
+            raise ConfigError("a key can have one role only: client (api_keys), catalogue (catalog_keys) or admin")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError(
+                "set both tls_cert_file and tls_key_file (PREFTRACK_TLS_CERT_FILE / _KEY_FILE), or neither"
+            )
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ConfigError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not os.access(path, os.R_OK):
+                raise ConfigError(f"{name} {path!r} is not a readable file")
         if min(self.triton_timeout_s, self.health_interval_s) <= 0 or self.shutdown_grace_s < 0:
             raise ConfigError("triton_timeout_s and health_interval_s must be > 0, shutdown_grace_s >= 0")
 
@@ -183,7 +204,7 @@ class GatewayConfig:
             if raw is None:
                 continue
             try:
-                if field.name in ("api_keys", "admin_keys", "positive_types", "example_types"):
+                if field.name in ("api_keys", "admin_keys", "catalog_keys", "positive_types", "example_types"):
                     values[field.name] = tuple(k for k in raw.split(",") if k)
                 elif field.type in ("bool", bool):
                     if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):

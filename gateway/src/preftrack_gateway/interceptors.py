@@ -10,6 +10,7 @@ owns decoding: it wraps each method's deserializer so that bytes that do not par
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import hmac
 import logging
 import time
@@ -30,6 +31,24 @@ _UNGUARDED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 _LOG_BURST = 5
 _LOG_WINDOW_S = 10.0
 _ADMIN = "/preftrack.admin."
+_CATALOG = "/preftrack.v1.FeedbackService/UpsertItems"
+
+
+class _Keys:
+    """A role's keys, each given as the key or as ``sha256:<hex digest>`` of it; compared in constant time."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self._raw = tuple(k.encode() for k in keys if not k.startswith("sha256:"))
+        self._digests = tuple(bytes.fromhex(k.removeprefix("sha256:")) for k in keys if k.startswith("sha256:"))
+
+    def __bool__(self) -> bool:
+        return bool(self._raw or self._digests)
+
+    def match(self, token: bytes) -> bool:
+        digest = hashlib.sha256(token).digest()
+        return any(hmac.compare_digest(token, k) for k in self._raw) or any(
+            hmac.compare_digest(digest, d) for d in self._digests
+        )
 
 
 class Undecodable:
@@ -95,31 +114,42 @@ class _RateLimitedLog:
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every unary-unary and stream-unary method of the preftrack services."""
 
-    def __init__(self, metrics: GatewayMetrics, api_keys: tuple[str, ...], admin_keys: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        metrics: GatewayMetrics,
+        api_keys: tuple[str, ...],
+        admin_keys: tuple[str, ...] = (),
+        catalog_keys: tuple[str, ...] = (),
+    ) -> None:
         self._metrics = metrics
-        self._api_keys = tuple(k.encode() for k in api_keys)
-        self._admin_keys = tuple(k.encode() for k in admin_keys)
+        self._keys = {"client": _Keys(api_keys), "admin": _Keys(admin_keys), "catalog": _Keys(catalog_keys)}
+        self._any_keys = bool(api_keys or admin_keys or catalog_keys)
         self._log = _RateLimitedLog()
 
-    def _check_key(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        """Client methods take a client or an admin key; admin methods only an admin key. With no keys at all
-        configured (a local dev stack) everything is open; with only client keys the admin API is closed."""
-        admin = method.startswith(_ADMIN)
-        if not self._api_keys and not self._admin_keys:
-            return
-        if not admin and not self._api_keys:
-            return
+    def _role(self, context: grpc.aio.ServicerContext) -> str | None:
         sent = dict(context.invocation_metadata() or ()).get("authorization", "")
+        if not sent.startswith("Bearer "):
+            return None
         token = sent.removeprefix("Bearer ").encode()
-        is_admin = sent.startswith("Bearer ") and any(hmac.compare_digest(token, k) for k in self._admin_keys)
-        is_client = sent.startswith("Bearer ") and any(hmac.compare_digest(token, k) for k in self._api_keys)
-        if is_admin or (is_client and not admin):
+        return next((role for role, keys in self._keys.items() if keys.match(token)), None)
+
+    def _check_key(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        """Roles: admin keys may call everything; catalogue keys the client methods and UpsertItems; client keys
+        the client methods but UpsertItems. With no key configured at all (a local dev stack) everything is open;
+        with no client keys the client methods are open; the admin API and UpsertItems then need their keys."""
+        if not self._any_keys:
             return
-        if is_client:
-            raise PermissionDeniedError(
-                "this key is a client key; the admin API needs an admin key (PREFTRACK_ADMIN_KEYS)"
-            )
-        kind = "an admin" if admin else "a valid API"
+        admin = method.startswith(_ADMIN)
+        catalog = method == _CATALOG
+        if not admin and not catalog and not self._keys["client"]:
+            return
+        role = self._role(context)
+        if role == "admin" or (role == "catalog" and not admin) or (role == "client" and not admin and not catalog):
+            return
+        if role is not None:
+            needed = "an admin key (PREFTRACK_ADMIN_KEYS)" if admin else "a catalogue or admin key"
+            raise PermissionDeniedError(f"this key is a {role} key; {method.rsplit('/', 1)[-1]} needs {needed}")
+        kind = "an admin" if admin else "a catalogue" if catalog else "a valid API"
         raise UnauthenticatedError(f"send {kind} key as metadata 'authorization: Bearer <key>'")
 
     async def _guard(self, method: str, path: str, call, request, context: grpc.aio.ServicerContext):

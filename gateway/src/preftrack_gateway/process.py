@@ -14,6 +14,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from preftrack import TLS
+
 
 class GatewayStartError(RuntimeError):
     """The gateway process exited or did not become ready; the message carries its log's tail."""
@@ -35,16 +37,24 @@ class GatewayProcess:
         port: the port to listen on (0 picks a free one).
         repository: the Triton model repository, when known (``PREFTRACK_MODEL_REPOSITORY``): the gateway
             then checks the feature schema of versions the registry does not describe.
+        tls: how to reach a gateway that serves TLS (its CA, a client certificate for mutual TLS).
     """
 
     def __init__(
-        self, env: Mapping[str, str], log_file: Path, port: int = 0, *, repository: Path | None = None
+        self,
+        env: Mapping[str, str],
+        log_file: Path,
+        port: int = 0,
+        *,
+        repository: Path | None = None,
+        tls: TLS | None = None,
     ) -> None:
         self.port = port or free_port()
         self.env = {**os.environ, **env, "PREFTRACK_PORT": str(self.port)}
         if repository is not None:
             self.env["PREFTRACK_MODEL_REPOSITORY"] = str(repository.resolve())
         self.log_file = log_file
+        self.tls = tls
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,7 +76,12 @@ class GatewayProcess:
                 [sys.executable, "-m", "preftrack_gateway"], stdout=log, stderr=subprocess.STDOUT, env=self.env
             )
         deadline = time.monotonic() + timeout_s
-        with grpc.insecure_channel(self.target) as channel:
+        channel = (
+            grpc.insecure_channel(self.target)
+            if self.tls is None
+            else grpc.secure_channel(self.target, self.tls.credentials(), options=self.tls.options())
+        )
+        with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 if self._process.poll() is not None:

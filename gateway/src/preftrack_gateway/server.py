@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -60,7 +61,7 @@ class GatewayServer:
         self.metrics.watch_learner(lambda: core.learner.status())  # the learner start() settles on
         self.metrics.watch_rollout(lambda: core.rollout.status())
         server = grpc.aio.server(
-            interceptors=[EdgeInterceptor(self.metrics, cfg.api_keys, cfg.admin_keys)],
+            interceptors=[EdgeInterceptor(self.metrics, cfg.api_keys, cfg.admin_keys, cfg.catalog_keys)],
             options=[
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
                 ("grpc.max_send_message_length", cfg.max_message_bytes),
@@ -75,7 +76,16 @@ class GatewayServer:
         reflection.enable_server_reflection(
             (*_SERVICES, _ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        address = f"{cfg.host}:{cfg.port}"
+        if cfg.tls_cert_file is not None and cfg.tls_key_file is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(cfg.tls_key_file).read_bytes(), Path(cfg.tls_cert_file).read_bytes())],
+                root_certificates=Path(cfg.tls_client_ca_file).read_bytes() if cfg.tls_client_ca_file else None,
+                require_client_auth=cfg.tls_client_ca_file is not None,
+            )
+            self.port = server.add_secure_port(address, credentials)
+        else:
+            self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port}")
         self._set_health(False)
@@ -85,9 +95,10 @@ class GatewayServer:
         if cfg.metrics_port:
             self.metrics.serve(cfg.metrics_port, cfg.host)
         _LOGGER.info(
-            "gateway listening on %s:%d (Triton %s, store %s, serving version %s)",
+            "gateway listening on %s:%d (%s; Triton %s, store %s, serving version %s)",
             cfg.host,
             self.port,
+            "mutual TLS" if cfg.tls_client_ca_file else "TLS" if cfg.tls_cert_file else "plaintext",
             cfg.triton_url,
             cfg.store_url.split("://", 1)[0],
             self.core.serving_version,

@@ -7,6 +7,7 @@ with Client("localhost:50051") as client:
     print(client.recommend("u1", ["sku-1", "sku-2", "sku-9"], k=2))
 """
 
+from preftrack._channel import TLS
 from preftrack.aio import AsyncClient
 from preftrack.client import Client
 from preftrack.errors import (
@@ -34,6 +35,7 @@ from preftrack.types import (
 )
 
 __all__ = [
+    "TLS",
     "AsyncClient",
     "Client",
     "DeadlineExceededError",

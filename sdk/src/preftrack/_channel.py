@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
+
+import grpc
 
 SERVICES = ("preftrack.v1.ScoringService", "preftrack.v1.FeedbackService")
 
@@ -37,3 +41,39 @@ def channel_options(*, max_attempts: int, max_message_bytes: int) -> list[tuple[
 def metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
     """Call metadata carrying the API key, if any."""
     return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TLS:
+    """TLS to the gateway. ``ca_file``: the CA that signed the gateway's certificate (None: the system's roots);
+    ``cert_file`` / ``key_file``: this client's certificate and key, when the gateway asks for one (mTLS);
+    ``server_name``: the name to check the certificate against, when it differs from the target's host."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("TLS needs both cert_file and key_file for a client certificate, or neither")
+
+        def read(path: str | None) -> bytes | None:
+            return None if path is None else Path(path).read_bytes()
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca_file),
+            private_key=read(self.key_file),
+            certificate_chain=read(self.cert_file),
+        )
+
+    def options(self) -> list[tuple[str, object]]:
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+
+
+def open_channel(target: str, options: list[tuple[str, object]], tls: TLS | None, *, aio: bool = False):
+    """A channel to the gateway: TLS when ``tls`` is given, plaintext otherwise."""
+    module = grpc.aio if aio else grpc
+    if tls is None:
+        return module.insecure_channel(target, options=options)
+    return module.secure_channel(target, tls.credentials(), options=[*options, *tls.options()])

@@ -8,7 +8,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from preftrack import _convert
-from preftrack._channel import channel_options, metadata
+from preftrack._channel import TLS, channel_options, metadata, open_channel
 from preftrack.client import _batches
 from preftrack.errors import InvalidRequestError, PreftrackError, translate
 from preftrack.types import FeedbackEvent, FeedbackSummary, Item, Recommendation, Scores
@@ -26,9 +26,13 @@ class AsyncClient:
         timeout_s: float = 5.0,
         max_attempts: int = 4,
         max_message_bytes: int = 16 * 1024 * 1024,
+        tls: TLS | None = None,
     ) -> None:
-        self._channel = grpc.aio.insecure_channel(
-            target, options=channel_options(max_attempts=max_attempts, max_message_bytes=max_message_bytes)
+        self._channel = open_channel(
+            target,
+            channel_options(max_attempts=max_attempts, max_message_bytes=max_message_bytes),
+            tls,
+            aio=True,
         )
         self._scoring = scoring_service_pb2_grpc.ScoringServiceStub(self._channel)
         self._feedback = feedback_service_pb2_grpc.FeedbackServiceStub(self._channel)

@@ -9,7 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from preftrack import _convert
-from preftrack._channel import channel_options, metadata
+from preftrack._channel import TLS, channel_options, metadata, open_channel
 from preftrack.errors import InvalidRequestError, PreftrackError, translate
 from preftrack.types import FeedbackEvent, FeedbackSummary, Item, Recommendation, Scores
 from preftrack.v1 import feedback_service_pb2_grpc, scoring_service_pb2_grpc
@@ -37,6 +37,7 @@ class Client:
         timeout_s: default deadline of each call.
         max_attempts: attempts per call when the gateway is UNAVAILABLE (2 to 5).
         max_message_bytes: largest message sent or received.
+        tls: connect over TLS (:class:`preftrack.TLS`: CA file, client certificate for mTLS); None: plaintext.
 
     Use as a context manager, or call :meth:`close`.
     """
@@ -49,9 +50,12 @@ class Client:
         timeout_s: float = 5.0,
         max_attempts: int = 4,
         max_message_bytes: int = 16 * 1024 * 1024,
+        tls: TLS | None = None,
     ) -> None:
-        self._channel = grpc.insecure_channel(
-            target, options=channel_options(max_attempts=max_attempts, max_message_bytes=max_message_bytes)
+        self._channel = open_channel(
+            target,
+            channel_options(max_attempts=max_attempts, max_message_bytes=max_message_bytes),
+            tls,
         )
         self._scoring = scoring_service_pb2_grpc.ScoringServiceStub(self._channel)
         self._feedback = feedback_service_pb2_grpc.FeedbackServiceStub(self._channel)

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import grpc
 
-from preftrack._channel import metadata
+from preftrack._channel import TLS, metadata, open_channel
 from preftrack.admin.v1 import admin_service_pb2 as pb
 from preftrack.admin.v1 import admin_service_pb2_grpc
 from preftrack.errors import InvalidRequestError, translate
@@ -90,8 +90,10 @@ def _seconds(stamp) -> float:
 class AdminClient:
     """Talks to a gateway's AdminService. ``api_key`` is an admin key (PREFTRACK_ADMIN_KEYS)."""
 
-    def __init__(self, target: str, *, api_key: str | None = None, timeout_s: float = 30.0) -> None:
-        self._channel = grpc.insecure_channel(target)
+    def __init__(
+        self, target: str, *, api_key: str | None = None, timeout_s: float = 30.0, tls: TLS | None = None
+    ) -> None:
+        self._channel = open_channel(target, [], tls)
         self._stub = admin_service_pb2_grpc.AdminServiceStub(self._channel)
         self._metadata = metadata(api_key)
         self.timeout_s = timeout_s
