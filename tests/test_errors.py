@@ -102,6 +102,24 @@ CASES = [
         "categories",
     ),
     ("items: none", lambda c: c.upsert_items([]), preftrack.InvalidRequestError, "at least one item"),
+    (
+        "items: no categories at all",
+        lambda c: c.upsert_items([preftrack.Item(item_id="z", categories=())]),
+        preftrack.InvalidRequestError,
+        "categories",
+    ),
+    (
+        "feedback: context with too many keys",
+        lambda c: c.send(_event(context={f"k{n}": "v" for n in range(17)})),
+        preftrack.InvalidRequestError,
+        "context has 17 keys; at most 16",
+    ),
+    (
+        "feedback: context value too long",
+        lambda c: c.send(_event(context={"note": "x" * 10_000})),
+        preftrack.InvalidRequestError,
+        "context: keys must be",
+    ),
 ]
 
 

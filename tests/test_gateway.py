@@ -296,6 +296,13 @@ def test_health_is_not_serving_and_scores_unavailable_without_triton(tmp_path) -
     try:
         with preftrack.Client(gw.target, max_attempts=2) as client:
             assert not client.healthy()
+            from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+            health = health_pb2_grpc.HealthStub(client._channel)
+            serving = health_pb2.HealthCheckResponse.SERVING
+            check = health_pb2.HealthCheckRequest
+            assert health.Check(check(service="preftrack.v1.ScoringService")).status != serving
+            assert health.Check(check(service="preftrack.v1.FeedbackService")).status == serving  # takes events
             with pytest.raises(preftrack.UnavailableError, match="is ready in Triton yet"):
                 client.score("x", ["i-1"])
             # Feedback does not need Triton: it is still stored.
@@ -336,3 +343,30 @@ def test_metrics_endpoint_counts_rpcs_and_events(triton, tmp_path) -> None:
     assert "preftrack_online_skipped_total 0.0" in text
     assert 'preftrack_rollout_version{role="stable"} 1.0' in text
     assert 'preftrack_rollout_version{role="candidate"} 0.0' in text
+
+
+def test_both_clients_stream_alike_and_report_events_the_sdk_cannot_encode(gateway) -> None:
+    import asyncio
+
+    def events(tag: str) -> list[preftrack.FeedbackEvent]:
+        good = [preftrack.FeedbackEvent(user_id="p", item_id="i-1", event_type="view", event_id=f"{tag}-{k}")
+                for k in range(2500)]  # fmt: skip
+        bad = preftrack.FeedbackEvent(user_id="p", item_id="i-1", event_type="like", event_id=f"{tag}-bad")
+        return [*good[:1200], bad, *good[1200:]]
+
+    with preftrack.Client(gateway.target, timeout_s=30) as client:
+        sync = client.stream(iter(events("sync")), batch_size=500)  # a one-pass iterator is streamed lazily
+
+    async def run() -> preftrack.FeedbackSummary:
+        async def produce():
+            for event in events("async"):
+                yield event
+
+        async with preftrack.AsyncClient(gateway.target, timeout_s=30) as client:
+            return await client.stream(produce(), batch_size=500)
+
+    async_summary = asyncio.run(run())
+    for summary, tag in ((sync, "sync"), (async_summary, "async")):
+        assert (summary.accepted, summary.rejected_count) == (2500, 1)
+        assert summary.rejected[0].event_id == f"{tag}-bad" and "not sent" in summary.rejected[0].reason
+        assert summary.rejected_by_field == {"sdk": 1}

@@ -30,6 +30,8 @@ class GatewayConfig:
             a client key gets PERMISSION_DENIED there. Any key may be given as ``sha256:<hex digest>`` instead of
             the key itself, so the configuration need not hold it.
         tls_cert_file / tls_key_file: serve TLS with this certificate chain and private key (PEM); both or neither.
+        store_context: keep each event's free-form ``context`` (checked for size either way); false drops it
+            before anything is stored, for deployments that must not keep what clients put there.
         tls_client_ca_file: with TLS, require client certificates signed by this CA (mutual TLS).
         admin_keys: keys of the admin API (``preftrack.admin.v1``), sent the same way. A client key is refused
             there (PERMISSION_DENIED). With neither kind of key set (a local dev stack) the admin API is open;
@@ -76,6 +78,7 @@ class GatewayConfig:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None
+    store_context: bool = True
     metrics_port: int = 0
     max_items_per_call: int = 1000
     max_events_per_call: int = 10_000

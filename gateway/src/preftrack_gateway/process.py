@@ -116,6 +116,10 @@ class GatewayProcess:
                 self._process.wait()
         return int(self._process.returncode)
 
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self._process is not None and self._process.poll() is None
+
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         if self._process is not None and self._process.poll() is None:

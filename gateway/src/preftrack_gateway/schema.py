@@ -91,6 +91,11 @@ class EventValidationError(ValueError):
 
 #: Longest id accepted (event, user, item, recommendation ids).
 MAX_ID_CHARS = 256
+#: An event's free-form context: at most this many keys, of these lengths (it may carry personal data, and it
+#: is stored as sent unless the gateway is told to drop it).
+MAX_CONTEXT_KEYS = 16
+MAX_CONTEXT_KEY_CHARS = 64
+MAX_CONTEXT_VALUE_CHARS = 256
 
 
 def check_id(field: str, value: object) -> None:
@@ -121,10 +126,16 @@ def validate_event(event: Event, *, now_s: float, max_future_skew_s: float = 300
         raise EventValidationError("value", "a rating must lie in [0, 10]")
     ts = event.timestamp_s
     if not isinstance(ts, (int, float)) or not math.isfinite(ts):
-        raise EventValidationError("timestamp_s", "must be a finite number of seconds since the epoch")
+        raise EventValidationError("time", "must be a finite time")
     if ts < MIN_TIMESTAMP_S:
-        raise EventValidationError("timestamp_s", f"{ts:.0f} is before 1990-01-01; send seconds since the epoch")
+        raise EventValidationError("time", f"{ts:.0f} s since the epoch is before 1990-01-01; send the event's time")
     if ts > now_s + max_future_skew_s:
-        raise EventValidationError(
-            "timestamp_s", f"{ts:.0f} is {ts - now_s:.0f} s in the future; check the client clock"
-        )
+        raise EventValidationError("time", f"is {ts - now_s:.0f} s in the future; check the client clock")
+    if len(event.context) > MAX_CONTEXT_KEYS:
+        raise EventValidationError("context", f"has {len(event.context)} keys; at most {MAX_CONTEXT_KEYS}")
+    for key, text in event.context.items():
+        if not key or len(key) > MAX_CONTEXT_KEY_CHARS or len(text) > MAX_CONTEXT_VALUE_CHARS:
+            raise EventValidationError(
+                "context",
+                f"keys must be 1-{MAX_CONTEXT_KEY_CHARS} characters and values at most {MAX_CONTEXT_VALUE_CHARS}",
+            )

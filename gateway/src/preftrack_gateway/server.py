@@ -44,9 +44,11 @@ class GatewayServer:
         self._health = health.aio.HealthServicer()
         self._health_tasks: set[asyncio.Task[None]] = set()
 
-    def _set_health(self, ready: bool) -> None:
+    def _set_health(self, ready: bool, names: tuple[str, ...] = ("", _SERVICES[0])) -> None:
+        """Scoring (and the overall "" status) follows model readiness; FeedbackService is set apart: it takes
+        feedback whenever the store does, Triton or not, so a load balancer keeps sending it events."""
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", *_SERVICES):
+        for name in names:
             task = asyncio.get_running_loop().create_task(self._health.set(name, status))
             self._health_tasks.add(task)
             task.add_done_callback(self._health_tasks.discard)
@@ -88,9 +90,10 @@ class GatewayServer:
             self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port}")
-        self._set_health(False)
+        self._set_health(False, ("", *_SERVICES))
         await self.core.start()
         await server.start()
+        self._set_health(True, (_SERVICES[1],))  # the store is open and the commit loop runs
         self._server = server
         if cfg.metrics_port:
             self.metrics.serve(cfg.metrics_port, cfg.host)

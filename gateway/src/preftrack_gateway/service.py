@@ -351,6 +351,8 @@ class GatewayCore:
         validate_event(event, now_s=now_s, max_future_skew_s=self.config.max_future_skew_s)
         if event.recommendation_id is not None and len(event.recommendation_id) > MAX_ID_CHARS:
             raise EventValidationError("recommendation_id", f"must be at most {MAX_ID_CHARS} characters")
+        if event.context and not self.config.store_context:
+            return dataclasses.replace(event, context={})
         return event
 
     async def ingest(self, events: Sequence[Event]) -> WriteResult:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -129,3 +130,59 @@ def upsert_request(items: Sequence[Item]) -> feedback_service_pb2.UpsertItemsReq
             for i in items
         ]
     )
+
+
+class StreamBatcher:
+    """Turns events into stream messages of ``batch_size`` lazily, for both clients alike. An event the SDK
+    cannot encode (an unknown type, a non-finite time) is not sent: it is reported in the summary as rejected,
+    like the gateway's own refusals, and the rest of the stream goes on."""
+
+    def __init__(self, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.batch_size = batch_size
+        self.rejected: list[RejectedEvent] = []
+        self._batch: list[types_pb2.Event] = []
+
+    def add(self, e: FeedbackEvent) -> feedback_service_pb2.StreamFeedbackRequest | None:
+        """Encode one event; returns a full message when one is ready."""
+        try:
+            self._batch.append(event(e))
+        except (ValueError, TypeError, OverflowError) as exc:
+            self.rejected.append(
+                RejectedEvent(str(getattr(e, "event_id", "")), f"{exc} (refused by the SDK, not sent)")
+            )
+            return None
+        if len(self._batch) >= self.batch_size:
+            return self.flush()
+        return None
+
+    def flush(self) -> feedback_service_pb2.StreamFeedbackRequest | None:
+        if not self._batch:
+            return None
+        request = feedback_service_pb2.StreamFeedbackRequest(events=self._batch)
+        self._batch = []
+        return request
+
+    def requests(self, events: Iterable[FeedbackEvent]) -> Iterator[feedback_service_pb2.StreamFeedbackRequest]:
+        for e in events:
+            request = self.add(e)
+            if request is not None:
+                yield request
+        last = self.flush()
+        if last is not None:
+            yield last
+
+    def summary(self, response: feedback_service_pb2.StreamFeedbackResponse) -> FeedbackSummary:
+        """The gateway's summary with the SDK's own refusals added."""
+        summary = stream_summary(response)
+        if not self.rejected:
+            return summary
+        by_field = dict(summary.rejected_by_field)
+        by_field["sdk"] = by_field.get("sdk", 0) + len(self.rejected)
+        return dataclasses.replace(
+            summary,
+            rejected=summary.rejected + tuple(self.rejected[: max(0, 1000 - len(summary.rejected))]),
+            rejected_count=summary.rejected_count + len(self.rejected),
+            rejected_by_field=by_field,
+        )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from preftrack import _convert
 from preftrack._channel import TLS, channel_options, metadata, open_channel
-from preftrack.client import _batches
 from preftrack.errors import InvalidRequestError, PreftrackError, translate
 from preftrack.types import FeedbackEvent, FeedbackSummary, Item, Recommendation, Scores
 from preftrack.v1 import feedback_service_pb2_grpc, scoring_service_pb2_grpc
@@ -89,17 +88,28 @@ class AsyncClient:
         return _convert.send_summary(await self._call(self._feedback.SendFeedback, request, timeout_s))
 
     async def stream(
-        self, events: Iterable[FeedbackEvent], *, batch_size: int = 1000, timeout_s: float | None = None
+        self,
+        events: Iterable[FeedbackEvent] | AsyncIterable[FeedbackEvent],
+        *,
+        batch_size: int = 1000,
+        timeout_s: float | None = None,
     ) -> FeedbackSummary:
-        """Stream events in batches; invalid ones are skipped and reported in the summary."""
-        try:
-            requests = [_convert.stream_request(b) for b in _batches(events, batch_size)]
-        except ValueError as exc:
-            raise InvalidRequestError(str(exc), "INVALID_ARGUMENT") from exc
+        """Stream events in batches (lazily: any iterable or async iterable); events the gateway or the SDK
+        refuses are skipped and reported in the summary, the rest are stored."""
+        batcher = _convert.StreamBatcher(batch_size)
 
         async def produce() -> AsyncIterator:
-            for request in requests:
-                yield request
+            if isinstance(events, AsyncIterable):
+                async for e in events:
+                    request = batcher.add(e)
+                    if request is not None:
+                        yield request
+                last = batcher.flush()
+                if last is not None:
+                    yield last
+            else:
+                for request in batcher.requests(events):
+                    yield request
 
         try:
             response = await self._feedback.StreamFeedback(
@@ -107,7 +117,7 @@ class AsyncClient:
             )
         except grpc.RpcError as e:
             raise translate(e) from e
-        return _convert.stream_summary(response)
+        return batcher.summary(response)
 
     async def upsert_items(self, items: Sequence[Item], *, timeout_s: float | None = None) -> int:
         """Add or replace catalogue items; returns how many."""

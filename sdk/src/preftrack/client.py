@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
 import grpc
@@ -15,17 +15,6 @@ from preftrack.types import FeedbackEvent, FeedbackSummary, Item, Recommendation
 from preftrack.v1 import feedback_service_pb2_grpc, scoring_service_pb2_grpc
 
 T = TypeVar("T")
-
-
-def _batches(events: Iterable[FeedbackEvent], size: int) -> Iterator[list[FeedbackEvent]]:
-    batch: list[FeedbackEvent] = []
-    for event in events:
-        batch.append(event)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 class Client:
@@ -115,15 +104,16 @@ class Client:
     def stream(
         self, events: Iterable[FeedbackEvent], *, batch_size: int = 1000, timeout_s: float | None = None
     ) -> FeedbackSummary:
-        """Stream events in batches; invalid ones are skipped and reported in the summary."""
-        requests = (_convert.stream_request(b) for b in _batches(events, batch_size))
+        """Stream events in batches (lazily: any iterable, however long); events the gateway or the SDK refuses
+        are skipped and reported in the summary, the rest are stored."""
+        batcher = _convert.StreamBatcher(batch_size)
         try:
-            response = self._feedback.StreamFeedback(requests, timeout=timeout_s or 300.0, metadata=self._metadata)
+            response = self._feedback.StreamFeedback(
+                batcher.requests(events), timeout=timeout_s or 300.0, metadata=self._metadata
+            )
         except grpc.RpcError as e:
             raise translate(e) from e
-        except ValueError as exc:
-            raise InvalidRequestError(str(exc), "INVALID_ARGUMENT") from exc
-        return _convert.stream_summary(response)
+        return batcher.summary(response)
 
     def upsert_items(self, items: Sequence[Item], *, timeout_s: float | None = None) -> int:
         """Add or replace catalogue items; returns how many."""

@@ -180,7 +180,14 @@ def _replay(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from preftrack_trainer.stack import up
 
-    return up(repository=args.repository, dataset=args.dataset, gateway_port=args.port)
+    return up(
+        repository=args.repository,
+        dataset=args.dataset,
+        state_dir=args.state_dir,
+        gateway_port=args.port,
+        triton_grpc_port=args.triton_port,
+        metrics_port=args.metrics_port,
+    )
 
 
 def _write_config(args: argparse.Namespace) -> int:
@@ -261,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--repository", type=Path, default=Path("model_repository"))
     stack.add_argument("--dataset", choices=("synthetic", "movielens"), default="synthetic")
     stack.add_argument("--port", type=int, default=50051, help="gateway port")
+    stack.add_argument("--triton-port", type=int, default=8001, help="Triton's gRPC port (HTTP: one below)")
+    stack.add_argument("--metrics-port", type=int, default=9100, help="the gateway's Prometheus port")
+    stack.add_argument("--state-dir", type=Path, default=Path("var"), help="event store, logs, pseudonym key")
     stack.set_defaults(func=_up)
 
     config = sub.add_parser("write-config", help="(re)generate the model's config.pbtxt files")

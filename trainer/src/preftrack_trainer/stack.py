@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import signal
 import subprocess
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from preftrack_gateway import deployment
@@ -24,6 +27,52 @@ def _pseudonym_key(path: Path) -> str:
         path.write_text(secrets.token_hex(32))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+@dataclasses.dataclass
+class Child:
+    """One supervised process: how to (re)start it, whether it is alive, how to clean up after it."""
+
+    name: str
+    start: Callable[[], None]
+    alive: Callable[[], bool]
+    cleanup: Callable[[], None] = lambda: None
+    backoff_s: float = 1.0
+    next_try: float = 0.0
+    restarts: int = 0
+    up_since: float = dataclasses.field(default_factory=time.monotonic)
+
+
+class Supervisor:
+    """Restarts a child that died, with exponential backoff (1 s doubling to 60 s, back to 1 s after a minute up).
+
+    A dead child is said out loud: the log names it, how often it was restarted and when the next try is."""
+
+    def __init__(self, children: list[Child], *, max_backoff_s: float = 60.0) -> None:
+        self.children = children
+        self.max_backoff_s = max_backoff_s
+
+    def check(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.alive():
+                if now - child.up_since > 60.0:
+                    child.backoff_s = 1.0
+                continue
+            if now < child.next_try:
+                continue
+            child.restarts += 1
+            _LOGGER.warning("%s is not running; restarting it (restart %d)", child.name, child.restarts)
+            print(f"{child.name} died; restarting it (restart {child.restarts})", flush=True)
+            try:
+                child.cleanup()
+                child.start()
+                child.up_since = time.monotonic()
+                print(f"{child.name} is back", flush=True)
+            except Exception as exc:  # keep supervising whatever the child does
+                child.next_try = now + child.backoff_s
+                _LOGGER.error("restarting %s failed (%s); next try in %.0f s", child.name, exc, child.backoff_s)
+                child.backoff_s = min(child.backoff_s * 2, self.max_backoff_s)
 
 
 def up(
@@ -81,12 +130,36 @@ def up(
             f"  gateway (SDK, gRPC)  {gateway.target}\n"
             f"  gateway metrics      http://127.0.0.1:{metrics_port}/metrics\n"
             f"  Triton (KServe gRPC) {triton.grpc_url}, metrics {triton.metrics_url}\n"
-            f"  continual trainer    every 2000 new examples or 60 s; ships through the registry\n"
+            f"  continual trainer    every 2000 new examples or 60 s; each version goes out as a 10% canary,\n"
+            f"                       decided on feedback (preftrack-admin status)\n"
             f"  logs                 {state_dir}/gateway.log, trainer.log, tritonserver.log\n"
-            f"Ctrl-C stops everything.",
+            f"A process that dies is restarted. Ctrl-C stops everything.",
             flush=True,
         )
-        while not stop.is_set() and triton.running:
+
+        def start_trainer() -> None:
+            nonlocal trainer
+            trainer = continual.start_process(store_url, repository, state_dir / "trainer.log", options)
+
+        supervisor = Supervisor(
+            [
+                Child("Triton", start=triton.start, alive=lambda: triton.running, cleanup=triton.stop),
+                # Without Triton the gateway still takes feedback (health says scoring is NOT_SERVING).
+                Child(
+                    "the gateway",
+                    start=lambda: gateway.start(require_serving=False),
+                    alive=gateway.running,
+                    cleanup=gateway.kill,
+                ),
+                Child(
+                    "the continual trainer",
+                    start=start_trainer,
+                    alive=lambda: trainer is not None and trainer.poll() is None,
+                ),
+            ]
+        )
+        while not stop.is_set():
+            supervisor.check()
             stop.wait(0.5)
     except KeyboardInterrupt:
         pass

@@ -36,6 +36,8 @@ def to_event(message: types_pb2.Event, now_s: float, user_id: str) -> Event:
             "type", f"unknown or unset event type {message.type}; use one of EVENT_TYPE_VIEW ... EVENT_TYPE_RATING"
         )
     value = message.value if (message.value != 0.0 or kind == "rating") else 1.0
+    if message.HasField("time") and not 0 <= message.time.nanos < 1_000_000_000:
+        raise EventValidationError("time", "nanos must lie in [0, 999999999]")
     timestamp = message.time.seconds + message.time.nanos / 1e9 if message.HasField("time") else now_s
     return Event(
         event_id=message.event_id,
@@ -137,8 +139,5 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     async def UpsertItems(self, request, context):  # noqa: N802
         if not request.items:
             raise InvalidRequestError("items must hold at least one item")
-        items = [
-            Item(item_id=m.item_id, categories=tuple(m.categories) or ("unknown",), price=float(m.price))
-            for m in request.items
-        ]
+        items = [Item(item_id=m.item_id, categories=tuple(m.categories), price=float(m.price)) for m in request.items]
         return feedback_service_pb2.UpsertItemsResponse(upserted=await self._core.upsert_items(items))

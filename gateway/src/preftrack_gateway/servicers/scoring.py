@@ -7,6 +7,7 @@ import logging
 import grpc
 
 from preftrack.v1 import scoring_service_pb2, scoring_service_pb2_grpc, types_pb2
+from preftrack_gateway.errors import InvalidRequestError
 from preftrack_gateway.interceptors import request_id
 from preftrack_gateway.metrics import GatewayMetrics
 from preftrack_gateway.service import GatewayCore
@@ -24,7 +25,11 @@ class ScoringServicer(scoring_service_pb2_grpc.ScoringServiceServicer):
 
     @staticmethod
     def _as_of(request) -> float | None:
-        return request.as_of.seconds + request.as_of.nanos / 1e9 if request.HasField("as_of") else None
+        if not request.HasField("as_of"):
+            return None
+        if not 0 <= request.as_of.nanos < 1_000_000_000:
+            raise InvalidRequestError("as_of.nanos must lie in [0, 999999999]")
+        return request.as_of.seconds + request.as_of.nanos / 1e9
 
     def _timeout(self, context: grpc.aio.ServicerContext) -> float:
         return deadline_s(context.time_remaining(), self._core.config.triton_timeout_s)

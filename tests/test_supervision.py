@@ -1,0 +1,109 @@
+"""`preftrack-trainer up` supervises its children: kill -9 Triton under traffic and feedback keeps being taken,
+scoring is UNAVAILABLE while it is down and comes back by itself; kill -9 the gateway and it is restarted."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import preftrack
+from preftrack_gateway.process import free_port
+
+from .conftest import Trained
+
+pytestmark = pytest.mark.e2e
+
+
+def _pids(*needles: str) -> list[int]:
+    """Processes whose command line holds every needle."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if all(n in cmdline for n in needles):
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_for_text(path: Path, text: str, timeout_s: float, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in (path.read_text(errors="replace") if path.exists() else ""):
+        assert process.poll() is None, path.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, f"no {text!r} in {timeout_s:.0f} s:\n" + path.read_text()[-3000:]
+        time.sleep(0.3)
+
+
+def test_up_survives_a_triton_crash_and_a_gateway_crash(trained: Trained, tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    shutil.copytree(trained.repository, repository)
+    port, triton_port, metrics_port = free_port(), free_port(), free_port()
+    out = tmp_path / "up.out"
+    with open(out, "wb") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "preftrack_trainer", "up", "--repository", str(repository),
+             "--state-dir", str(tmp_path / "var"), "--port", str(port), "--triton-port", str(triton_port),
+             "--metrics-port", str(metrics_port)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    target = f"127.0.0.1:{port}"
+    try:
+        _wait_for_text(out, "preftrack is up", 240, up)
+        with preftrack.Client(target, timeout_s=3, max_attempts=2) as client:
+            assert client.score("u-1", ["i-1"]).model_version == "1"
+            tritons = _pids("tritonserver", f"--grpc-port={triton_port}")
+            assert tritons, "Triton's process not found"
+            os.kill(tritons[0], signal.SIGKILL)
+            killed = time.monotonic()
+            unavailable = 0
+            restored_after = None
+            sent = 0
+            while time.monotonic() - killed < 90:
+                # Feedback is taken throughout: it needs the store, not Triton.
+                summary = client.send(preftrack.FeedbackEvent(user_id="u-1", item_id="i-1", event_type="view"))
+                sent += summary.accepted
+                try:
+                    client.score("u-1", ["i-1"])
+                    if unavailable:
+                        restored_after = time.monotonic() - killed
+                        break
+                except preftrack.UnavailableError:
+                    unavailable += 1
+                time.sleep(0.2)
+            assert unavailable > 0, "scoring never noticed Triton was gone"
+            assert restored_after is not None, "scoring did not come back within 90 s:\n" + out.read_text()[-2000:]
+            print(f"\nscoring back {restored_after:.1f} s after kill -9 of Triton; {sent} events taken meanwhile")
+            assert restored_after < 60
+            assert "Triton died; restarting it" in out.read_text()
+
+        gateways = _pids("preftrack_gateway")
+        gateways = [pid for pid in gateways if f"{port}" in Path(f"/proc/{pid}/environ").read_bytes().decode(
+            errors="replace")]  # fmt: skip
+        assert gateways, "the gateway's process not found"
+        os.kill(gateways[0], signal.SIGKILL)
+        _wait_for_text(out, "the gateway is back", 60, up)
+        with preftrack.Client(target, timeout_s=5) as client:
+            deadline = time.monotonic() + 30
+            while not client.healthy():
+                assert time.monotonic() < deadline, "the restarted gateway never got ready"
+                time.sleep(0.3)
+            assert client.score("u-1", ["i-1"]).model_version == "1"
+            # Nothing acknowledged before the crash was lost: the restarted gateway rebuilt it from the store.
+            assert client.send(preftrack.FeedbackEvent(user_id="u-1", item_id="i-1", event_type="view")).accepted
+    finally:
+        up.send_signal(signal.SIGTERM)
+        try:
+            assert up.wait(timeout=90) == 0, out.read_text()[-3000:]
+        finally:
+            if up.poll() is None:
+                up.kill()
