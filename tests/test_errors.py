@@ -112,7 +112,7 @@ CASES = [
         "feedback: context with too many keys",
         lambda c: c.send(_event(context={f"k{n}": "v" for n in range(17)})),
         preftrack.InvalidRequestError,
-        "context has 17 keys; at most 16",
+        "context: has 17 keys; at most 16",
     ),
     (
         "feedback: context value too long",
