@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from preftrack_gateway.features import FeatureSpec, LabelSpec
 from preftrack_gateway.online import OnlineConfig
-from preftrack_gateway.rollout import RolloutPolicy
+from preftrack_gateway.policy import RolloutPolicy
 
 
 class ConfigError(ValueError):
