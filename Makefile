@@ -48,12 +48,14 @@ lint: setup $(BUF)
 	cd proto && ../$(BUF) lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy gateway/src/preftrack_gateway sdk/src/preftrack trainer/src/preftrack_trainer
 	$(BIN)/python proto/generate.py --check
 
 bench: setup postgres
 	$(BIN)/python bench/bench_serving.py
 	$(BIN)/python bench/bench_quality.py
 	$(BIN)/python bench/bench_adaptation.py
+	$(BIN)/python bench/bench_rollout.py
 	$(BIN)/python bench/bench_gateway.py
 	$(BIN)/preftrack-trainer replay --dataset movielens --rate 300 --learning-rate 3e-4 --out-dir var/replay-ml
 

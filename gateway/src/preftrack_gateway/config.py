@@ -159,8 +159,12 @@ class GatewayConfig:
 
     def feature_spec(self) -> FeatureSpec:
         """The feature definitions these settings describe (defaults where not set)."""
-        set_ = self.explicit_settings()
-        return FeatureSpec(**{k: v for k, v in set_.items() if k in ("positive_types", "rating_threshold")})
+        spec = FeatureSpec()
+        if self.positive_types is not None:
+            spec = dataclasses.replace(spec, positive_types=self.positive_types)
+        if self.rating_threshold is not None:
+            spec = dataclasses.replace(spec, rating_threshold=self.rating_threshold)
+        return spec
 
     def online_config(self) -> OnlineConfig:
         """The per-event layer's settings."""
@@ -189,8 +193,12 @@ class GatewayConfig:
 
     def label_spec(self) -> LabelSpec:
         """The labelling these settings describe (defaults where not set)."""
-        set_ = self.explicit_settings()
-        return LabelSpec(**{k: v for k, v in set_.items() if k in ("example_types", "attribution_window_s")})
+        labels = LabelSpec()
+        if self.example_types is not None:
+            labels = dataclasses.replace(labels, example_types=self.example_types)
+        if self.attribution_window_s is not None:
+            labels = dataclasses.replace(labels, attribution_window_s=self.attribution_window_s)
+        return labels
 
     def explicit_settings(self) -> dict[str, object]:
         """The feature and label settings that were set (``PREFTRACK_POSITIVE_TYPES`` ...), by name."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import prometheus_client as prom
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -36,7 +37,7 @@ class GatewayMetrics:
         self.triton_errors = prom.Counter(
             "preftrack_triton_errors_total", "Failed Triton calls by error", ["error"], registry=self.registry
         )
-        self._server = None
+        self._server: Any = None  # prometheus_client's WSGI server, once serving
 
     def watch_learner(self, status: Callable[[], Mapping[str, object]]) -> None:
         """Expose the per-event learner's state (read at scrape time from ``status``)."""
@@ -90,6 +91,10 @@ class _LearnerCollector(Collector):
         )
 
 
+def _number(value: object, default: float = 0.0) -> float:
+    return float(value) if isinstance(value, int | float) else default
+
+
 class _RolloutCollector(Collector):
     """Which versions serve and what each arm of a rollout has shown so far, read when Prometheus scrapes."""
 
@@ -101,11 +106,11 @@ class _RolloutCollector(Collector):
         versions = GaugeMetricFamily(
             "preftrack_rollout_version", "The stable and candidate versions (0: none)", labels=["role"]
         )
-        versions.add_metric(["stable"], float(state.get("stable") or 0))  # type: ignore[arg-type]
-        versions.add_metric(["candidate"], float(state.get("candidate") or 0))  # type: ignore[arg-type]
+        versions.add_metric(["stable"], _number(state.get("stable")))
+        versions.add_metric(["candidate"], _number(state.get("candidate")))
         yield versions
         yield GaugeMetricFamily(
-            "preftrack_rollout_fraction", "The canary's share of users", value=float(state.get("fraction") or 0)
+            "preftrack_rollout_fraction", "The canary's share of users", value=_number(state.get("fraction"))
         )
         outcomes = GaugeMetricFamily(
             "preftrack_rollout_outcomes", "Labelled shown items of each arm since the rollout began", labels=["arm"]
@@ -114,8 +119,10 @@ class _RolloutCollector(Collector):
             "preftrack_rollout_positive_rate", "Attributed positive rate of each arm's shown items", labels=["arm"]
         )
         for arm in ("stable", "canary"):
-            data = (state.get("arms") or {}).get(arm) or {}  # type: ignore[union-attr]
-            outcomes.add_metric([arm], float(data.get("outcomes", 0)))
-            rates.add_metric([arm], float(data.get("positive_rate", float("nan"))))
+            arms = state.get("arms")
+            data = arms.get(arm) if isinstance(arms, Mapping) else None
+            data = data if isinstance(data, Mapping) else {}
+            outcomes.add_metric([arm], _number(data.get("outcomes")))
+            rates.add_metric([arm], _number(data.get("positive_rate"), float("nan")))
         yield outcomes
         yield rates

@@ -268,9 +268,9 @@ class Labeller:
                 self._arrive(Example(event.user_id, event.item_id, t, row=row), positive, final)
         while self._deadlines and self._deadlines[0][0] < self.horizon_s:
             _, key = heapq.heappop(self._deadlines)
-            example = self._take(key)
-            if example is not None:
-                final.append((example, 0.0))
+            closed = self._take(key)
+            if closed is not None:
+                final.append((closed, 0.0))
         self._observed += 1
         if len(self._positives) > 4 * self._max_pending or self._observed % 1024 == 0:
             self._prune_positives(window)

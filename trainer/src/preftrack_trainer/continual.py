@@ -475,7 +475,15 @@ class ContinualTrainer:
         self._folded_since_watermark = []
         self._last_round = time.monotonic()
         result = RoundResult(
-            next_version, shipped, len(examples), lineage["n_replay"], first_seq, last_seq, cand, serv, reason
+            next_version,
+            shipped,
+            len(examples),
+            0 if replay is None else len(replay),
+            first_seq,
+            last_seq,
+            cand,
+            serv,
+            reason,
         )
         self.rounds.append(result)
         _LOGGER.info(

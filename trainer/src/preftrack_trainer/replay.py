@@ -138,8 +138,8 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 def _online_popularity(examples: Examples, n_warm: int) -> np.ndarray:
     """Each live example scored by its item's smoothed positive rate over the examples before it."""
-    pos: collections.Counter[str] = collections.Counter()
-    seen: collections.Counter[str] = collections.Counter()
+    pos: dict[str, float] = collections.defaultdict(float)
+    seen: dict[str, float] = collections.defaultdict(float)
     total_pos = total = 0.0
     scores = []
     for index, (item, y) in enumerate(zip(examples.items, examples.label, strict=True)):

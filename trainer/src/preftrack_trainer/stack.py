@@ -34,7 +34,7 @@ class Child:
     """One supervised process: how to (re)start it, whether it is alive, how to clean up after it."""
 
     name: str
-    start: Callable[[], None]
+    start: Callable[[], object]
     alive: Callable[[], bool]
     cleanup: Callable[[], None] = lambda: None
     backoff_s: float = 1.0

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from preftrack_gateway.schema import Event, Item
 from preftrack_gateway.store.base import (
@@ -120,6 +121,9 @@ class SQLiteStore(EventStore):
             raise StoreError(f"cannot open SQLite database {path}: {exc}") from exc
         return cls(db, executor)
 
+    def _fetchall(self, query: str, params: tuple[object, ...]) -> list[Any]:
+        return self._db.execute(query, params).fetchall()
+
     async def _run(self, fn: Callable[[], T]) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -215,11 +219,8 @@ class SQLiteStore(EventStore):
     async def events(self, *, after_seq: int = 0, batch_size: int = 10_000) -> AsyncIterator[list[tuple[int, Event]]]:
         last = after_seq
         while True:
-            rows = await self._run(
-                lambda last=last: self._db.execute(
-                    f"SELECT seq, {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (last, batch_size)
-                ).fetchall()
-            )
+            query = f"SELECT seq, {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+            rows: list[Any] = await self._run(functools.partial(self._fetchall, query, (last, batch_size)))
             if not rows:
                 return
             yield [(int(r[0]), event_from_row(r[1:])) for r in rows]

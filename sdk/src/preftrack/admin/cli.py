@@ -18,13 +18,15 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from preftrack.admin import AdminClient, JournalEntry
 from preftrack.errors import PreftrackError
 
 
 def _when(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)  # noqa: UP017 - the SDK supports 3.10.strftime("%Y-%m-%d %H:%M:%S")
+    utc = datetime.timezone.utc  # noqa: UP017 - the SDK supports Python 3.10 (no datetime.UTC)
+    return datetime.datetime.fromtimestamp(seconds, utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -35,14 +37,19 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def _num(value: float, digits: int = 4) -> str:
+def _dict(value: object) -> dict[str, Any]:
+    """A JSON object from the journal's details, or an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def _num(value: float | None, digits: int = 4) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
 def _versions(admin: AdminClient, args: argparse.Namespace) -> None:
     rows = []
     for v in admin.versions():
-        auc = (v.metrics.get("candidate") or {}).get("auc") if isinstance(v.metrics.get("candidate"), dict) else None
+        auc = _dict(v.metrics.get("candidate")).get("auc")
         rows.append(
             (
                 v.version,
@@ -117,15 +124,15 @@ def _report(admin: AdminClient, args: argparse.Namespace) -> None:
     decisions = [e for e in entries if e.kind == "transition"]
     rows = []
     for e in checks:
-        arms = e.details.get("arms") or {}
-        comparison = e.details.get("comparison") or {}
-        rate = {arm: (arms.get(arm) or {}).get("positive_rate", float("nan")) for arm in ("stable", "canary")}
+        arms = _dict(e.details.get("arms"))
+        comparison = _dict(e.details.get("comparison"))
+        rate = {arm: _dict(arms.get(arm)).get("positive_rate", float("nan")) for arm in ("stable", "canary")}
         rows.append(
             (
                 _when(e.at),
-                (arms.get("stable") or {}).get("outcomes", 0),
+                _dict(arms.get("stable")).get("outcomes", 0),
                 _num(rate["stable"]),
-                (arms.get("canary") or {}).get("outcomes", 0),
+                _dict(arms.get("canary")).get("outcomes", 0),
                 _num(rate["canary"]),
                 comparison.get("decision", "-"),
             )
@@ -153,7 +160,7 @@ def _plot(version: int, checks: list[JournalEntry], decisions: list[JournalEntry
     for arm, colour in (("stable", "tab:blue"), ("canary", "tab:orange")):
         xs, ys, lo, hi = [], [], [], []
         for e in checks:
-            data = (e.details.get("arms") or {}).get(arm) or {}
+            data = _dict(_dict(e.details.get("arms")).get(arm))
             n, rate = data.get("outcomes", 0), data.get("positive_rate", float("nan"))
             if n and not math.isnan(rate):
                 half = 1.96 * math.sqrt(max(rate * (1 - rate), 1e-9) / n)
