@@ -370,3 +370,46 @@ def test_both_clients_stream_alike_and_report_events_the_sdk_cannot_encode(gatew
         assert (summary.accepted, summary.rejected_count) == (2500, 1)
         assert summary.rejected[0].event_id == f"{tag}-bad" and "not sent" in summary.rejected[0].reason
         assert summary.rejected_by_field == {"sdk": 1}
+
+
+def test_sigterm_under_load_cancels_nothing_and_loses_nothing(triton, tmp_path) -> None:
+    """In-flight calls finish; calls after the drain began get UNAVAILABLE (which the SDK retries), never
+    CANCELLED; every acknowledged event is stored."""
+    store = tmp_path / "events.db"
+    gw = GatewayProcess(gateway_env(triton.grpc_url, f"sqlite:///{store}"), tmp_path / "gw.log").start()
+    acknowledged: list[str] = []
+    codes: list[str] = []
+    stop = threading.Event()
+
+    def worker(n: int) -> None:
+        with preftrack.Client(gw.target, timeout_s=5.0, max_attempts=2) as client:
+            k = 0
+            while not stop.is_set():
+                k += 1
+                batch = [preftrack.FeedbackEvent(user_id=f"s{n}", item_id=f"i-{k % 9}", event_type="view")]
+                try:
+                    if k % 2:
+                        client.score(f"s{n}", ["i-1", "i-2"])
+                    else:
+                        client.stream(batch * 3)
+                        acknowledged.extend(e.event_id for e in batch)
+                        client.send(batch[0])
+                except preftrack.PreftrackError as exc:
+                    codes.append(exc.code)
+                    if exc.code == "UNAVAILABLE":
+                        return
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    assert gw.stop() == 0, gw.log_tail()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert "CANCELLED" not in codes, codes
+    assert set(codes) <= {"UNAVAILABLE"}, codes
+    db = sqlite3.connect(store)
+    stored = {row[0] for row in db.execute("SELECT event_id FROM events")}
+    db.close()
+    assert len(acknowledged) > 20 and not [e for e in acknowledged if e not in stored]

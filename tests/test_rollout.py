@@ -115,7 +115,12 @@ def test_canary_routes_a_sticky_exact_share_identically_on_two_replicas(
             _wait_for(lambda: _states(fresh_postgres_url).get(2) == "canary", 60, "version 2 in canary")
             users = [f"user-{i}" for i in range(100_000)]
             with AdminClient(first.target) as a, AdminClient(second.target) as b:
-                _wait_for(lambda: b.rollout().candidate_version == 2, 10, "the second replica to see the canary")
+                # Replicas converge within one refresh of the shared state (PREFTRACK_HEALTH_INTERVAL_S).
+                _wait_for(
+                    lambda: a.rollout().candidate_version == b.rollout().candidate_version == 2,
+                    10,
+                    "both replicas to see the canary",
+                )
                 routes_a, routes_b = a.routes(users), b.routes(users)
                 assert routes_a == routes_b  # one salt, one assignment, whichever replica answers
                 share = sum(arm == "canary" for _, arm in routes_a) / len(users)

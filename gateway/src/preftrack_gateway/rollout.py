@@ -209,10 +209,11 @@ class RolloutController:
         salt = _salt(candidate)
         if candidate.version != self.candidate or salt != self._salt or candidate.state != self.mode:
             _LOGGER.info(
-                "rollout of version %d as %s (fraction %.3f)",
+                "rollout of version %d as %s (fraction %.3f, assignment salt %s)",
                 candidate.version,
                 candidate.state,
                 self.settings.fraction,
+                hashlib.sha256(salt.encode()).hexdigest()[:8],
             )
             self.tracker = OutcomeTracker(
                 self.store, self.spec, candidate.version, self.policy.window_s, since_s=candidate.updated_at

@@ -78,7 +78,9 @@ class TritonConfig:
     Attributes:
         repository: the model repository folder.
         models: models loaded at start (explicit model-control mode; others load on request).
-        grpc_port / http_port / metrics_port: loopback ports; 0 picks a free one.
+        grpc_port / http_port / metrics_port: ports; 0 picks a free one.
+        host: the address all three listen on: loopback by default, so a dev stack is not reachable from the
+            network (``0.0.0.0`` to expose it, e.g. in a container).
         log_file: where Triton's output goes; defaults to ``<work_dir>/tritonserver.log``.
         work_dir: folder for the assembled backend and the log; a temporary folder when unset.
         startup_timeout_s: how long to wait for the server and models to be ready.
@@ -90,6 +92,7 @@ class TritonConfig:
     grpc_port: int = 0
     http_port: int = 0
     metrics_port: int = 0
+    host: str = "127.0.0.1"
     log_file: Path | None = None
     work_dir: Path | None = None
     startup_timeout_s: float = 180.0
@@ -143,8 +146,11 @@ class TritonServer:
             f"--model-repository={self.config.repository.resolve()}",
             "--model-control-mode=explicit",
             f"--backend-directory={backend.parent}",
+            f"--grpc-address={self.config.host}",
             f"--grpc-port={self.grpc_port}",
+            f"--http-address={self.config.host}",
             f"--http-port={self.http_port}",
+            f"--metrics-address={self.config.host}",
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
             "--strict-readiness=true",
