@@ -7,7 +7,7 @@ DATASET ?= synthetic
 
 PG_URL ?= postgresql://preftrack:preftrack@127.0.0.1:5432/preftrack
 
-.PHONY: setup up train demo postgres test test-all lint bench clean
+.PHONY: setup up train demo postgres test test-all lint bench clean reset
 
 # The venv is made from Debian's python3.11: Triton's python-backend stub links that exact libpython.
 $(BIN)/.installed: requirements-dev.txt sdk/pyproject.toml gateway/pyproject.toml trainer/pyproject.toml
@@ -61,3 +61,9 @@ bench: setup postgres
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Forget the local stack's state: the event store (load tests and demos write into it, and a gateway replays it
+# at every start), the logs and the pseudonym key. RESET_MODELS=1 also deletes the trained versions.
+reset:
+	rm -rf var
+	if [ "$(RESET_MODELS)" = "1" ]; then find $(REPOSITORY)/preftrack -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' -exec rm -rf {} +; fi

@@ -55,6 +55,7 @@ class GatewayProcess:
             self.env["PREFTRACK_MODEL_REPOSITORY"] = str(repository.resolve())
         self.log_file = log_file
         self.tls = tls
+        self._log_start = 0
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,6 +72,8 @@ class GatewayProcess:
     def start(self, *, timeout_s: float = 60.0, require_serving: bool = True) -> GatewayProcess:
         """Start and wait until health answers (SERVING when ``require_serving``)."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        # The log is appended across runs: a failed start reports only what this run wrote.
+        self._log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
         with open(self.log_file, "ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "preftrack_gateway"], stdout=log, stderr=subprocess.STDOUT, env=self.env
@@ -101,7 +104,10 @@ class GatewayProcess:
         """The end of the gateway's log."""
         if not self.log_file.exists():
             return "(no log)"
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        with open(self.log_file, "rb") as log:
+            log.seek(self._log_start)
+            text = log.read().decode("utf-8", errors="replace").splitlines()
+        return "\n".join(text[-lines:]) or "(nothing logged by this run)"
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM (graceful: drains in-flight calls) and wait; returns the exit code."""

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from preftrack.errors import InvalidRequestError, PreftrackError
+from preftrack.errors import InvalidRequestError, PreftrackError, ResourceExhaustedError
 from preftrack.types import FeedbackEvent, RejectedEvent
 
 if TYPE_CHECKING:
@@ -56,9 +56,11 @@ class FeedbackSender:
         self._thread.start()
 
     def send(self, event: FeedbackEvent, *, timeout_s: float | None = None) -> str:
-        """Queue an event; returns its event_id. Blocks while the queue is full."""
+        """Queue an event; returns its event_id. Blocks while the queue is full; after ``timeout_s`` raises
+        :class:`~preftrack.errors.ResourceExhaustedError`. A closed sender raises
+        :class:`~preftrack.errors.PreftrackError` (FAILED_PRECONDITION)."""
         if self._stop.is_set():
-            raise RuntimeError("the sender is closed")
+            raise PreftrackError("the sender is closed; create a new one", "FAILED_PRECONDITION")
         with self._lock:
             self._in_flight += 1
         try:
@@ -66,7 +68,11 @@ class FeedbackSender:
         except queue.Full:
             with self._lock:
                 self._in_flight -= 1
-            raise
+            raise ResourceExhaustedError(
+                f"{self._queue.maxsize} events are queued and none left the queue in {timeout_s} s; the gateway is "
+                "slow or unreachable (see pending, and the sender's last error)",
+                "RESOURCE_EXHAUSTED",
+            ) from None
         return event.event_id
 
     @property

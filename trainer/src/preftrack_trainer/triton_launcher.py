@@ -114,6 +114,7 @@ class TritonServer:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self.log_file: Path | None = None
+        self._log_start = 0
 
     @property
     def grpc_url(self) -> str:
@@ -173,6 +174,8 @@ class TritonServer:
         """Start Triton and wait until it and the configured models are ready."""
         args, env = self._prepare()
         assert self.log_file is not None
+        # The log is appended across runs: a failed start reports only what this run wrote.
+        self._log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
         _LOGGER.info("starting tritonserver (grpc %s), log at %s", self.grpc_url, self.log_file)
         with open(self.log_file, "ab") as log:
             self._process = subprocess.Popen(
@@ -188,8 +191,10 @@ class TritonServer:
     def _log_tail(self, lines: int = 30) -> str:
         if self.log_file is None or not self.log_file.exists():
             return "(no log)"
-        text = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
-        return "\n".join(text[-lines:])
+        with open(self.log_file, "rb") as log:
+            log.seek(self._log_start)
+            text = log.read().decode("utf-8", errors="replace").splitlines()
+        return "\n".join(text[-lines:]) or "(nothing logged by this run)"
 
     def _wait_ready(self) -> None:
         import tritonclient.grpc as grpcclient
