@@ -63,6 +63,13 @@ class StoreUnavailableError(GatewayError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class ShuttingDownError(GatewayError):
+    """The gateway is draining for a shutdown; retry, another replica (or this one restarted) takes it
+    (UNAVAILABLE)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
 class DeadlineExceededError(GatewayError):
     """The caller's deadline passed before the answer was ready (DEADLINE_EXCEEDED)."""
 

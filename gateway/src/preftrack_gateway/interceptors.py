@@ -18,7 +18,13 @@ import uuid
 
 import grpc
 
-from preftrack_gateway.errors import GatewayError, InvalidRequestError, PermissionDeniedError, UnauthenticatedError
+from preftrack_gateway.errors import (
+    GatewayError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    ShuttingDownError,
+    UnauthenticatedError,
+)
 from preftrack_gateway.metrics import GatewayMetrics
 
 _LOGGER = logging.getLogger(__name__)
@@ -125,6 +131,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         self._keys = {"client": _Keys(api_keys), "admin": _Keys(admin_keys), "catalog": _Keys(catalog_keys)}
         self._any_keys = bool(api_keys or admin_keys or catalog_keys)
         self._log = _RateLimitedLog()
+        #: Set when a shutdown begins: new calls get UNAVAILABLE (retried by clients) while in-flight ones finish.
+        self.draining = False
+        self.in_flight = 0
 
     def _role(self, context: grpc.aio.ServicerContext) -> str | None:
         sent = dict(context.invocation_metadata() or ()).get("authorization", "")
@@ -157,7 +166,11 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         request_id.set(rid)
         started = time.perf_counter()
         code = grpc.StatusCode.OK
+        admitted = not self.draining
+        self.in_flight += admitted
         try:
+            if not admitted:
+                raise ShuttingDownError("the gateway is shutting down; retry (another replica takes the call)")
             self._check_key(path, context)
             if isinstance(request, Undecodable):
                 raise _undecodable_error(method, request)
@@ -178,6 +191,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             )
             await context.abort(code, f"internal error (request id {rid}); the gateway logged the details")
         finally:
+            self.in_flight -= admitted
             self._metrics.rpc_latency_s.labels(method, code.name).observe(time.perf_counter() - started)
 
     async def intercept_service(self, continuation, handler_call_details):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from pathlib import Path
 
 import grpc
@@ -43,6 +44,7 @@ class GatewayServer:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._health_tasks: set[asyncio.Task[None]] = set()
+        self._edge: EdgeInterceptor | None = None
 
     def _set_health(self, ready: bool, names: tuple[str, ...] = ("", _SERVICES[0])) -> None:
         """Scoring (and the overall "" status) follows model readiness; FeedbackService is set apart: it takes
@@ -62,8 +64,9 @@ class GatewayServer:
         core = self.core
         self.metrics.watch_learner(lambda: core.learner.status())  # the learner start() settles on
         self.metrics.watch_rollout(lambda: core.rollout.status())
+        self._edge = EdgeInterceptor(self.metrics, cfg.api_keys, cfg.admin_keys, cfg.catalog_keys)
         server = grpc.aio.server(
-            interceptors=[EdgeInterceptor(self.metrics, cfg.api_keys, cfg.admin_keys, cfg.catalog_keys)],
+            interceptors=[self._edge],
             options=[
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
                 ("grpc.max_send_message_length", cfg.max_message_bytes),
@@ -108,10 +111,20 @@ class GatewayServer:
         )
 
     async def stop(self) -> None:
-        """Stop taking calls, let in-flight ones finish (up to the grace period), commit, close."""
+        """Drain, then stop: health turns NOT_SERVING and new calls get UNAVAILABLE (clients retry elsewhere)
+        while in-flight calls finish (up to the grace period); only then does the server stop, so no call is
+        cut off (CANCELLED). Then commit what is queued and close."""
         await self._health.enter_graceful_shutdown()
+        if self._edge is not None:
+            self._edge.draining = True
+            deadline = time.monotonic() + self.config.shutdown_grace_s
+            while self._edge.in_flight and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            # A moment more: calls already on the wire reach the interceptor and are answered UNAVAILABLE
+            # rather than cancelled by the server's stop.
+            await asyncio.sleep(0.3)
         if self._server is not None:
-            await self._server.stop(self.config.shutdown_grace_s)
+            await self._server.stop(max(0.5, self.config.shutdown_grace_s / 10))
         if self.core is not None:
             await self.core.close()
         self.metrics.close()

@@ -12,9 +12,10 @@ SERVICES = ("preftrack.v1.ScoringService", "preftrack.v1.FeedbackService")
 
 
 def channel_options(*, max_attempts: int, max_message_bytes: int) -> list[tuple[str, object]]:
-    """gRPC channel options: retry UNAVAILABLE only, with bounded attempts and exponential backoff.
+    """gRPC channel options: retry UNAVAILABLE (and CANCELLED sent by a server that is stopping), with bounded
+    attempts and exponential backoff.
 
-    Feedback is safe to retry because every event carries its event_id.
+    Every RPC is safe to retry: scoring reads, feedback carries event ids, catalogue writes are upserts.
     """
     service_config = {
         "methodConfig": [
@@ -25,7 +26,7 @@ def channel_options(*, max_attempts: int, max_message_bytes: int) -> list[tuple[
                     "initialBackoff": "0.05s",
                     "maxBackoff": "2s",
                     "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
+                    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
                 },
             }
         ]
