@@ -14,13 +14,18 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 from preftrack.errors import InvalidRequestError, PreftrackError, ResourceExhaustedError
-from preftrack.types import FeedbackEvent, RejectedEvent
+from preftrack.types import FeedbackEvent, FeedbackSummary, RejectedEvent
 
-if TYPE_CHECKING:
-    from preftrack.client import Client
+
+class _Sends(Protocol):
+    """What the sender needs of a client (:class:`preftrack.Client` has it)."""
+
+    def send(self, events: Sequence[FeedbackEvent]) -> FeedbackSummary: ...
+
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ class FeedbackNotDeliveredError(PreftrackError):
 class FeedbackSender:
     """Sends events in batches from a background thread. Create with :meth:`Client.feedback_sender`."""
 
-    def __init__(self, client: Client, *, batch_size: int, flush_interval_s: float, max_queued: int) -> None:
+    def __init__(self, client: _Sends, *, batch_size: int, flush_interval_s: float, max_queued: int) -> None:
         if batch_size < 1 or flush_interval_s <= 0 or max_queued < 1:
             raise ValueError("batch_size and max_queued must be >= 1 and flush_interval_s > 0")
         self._client = client
