@@ -32,9 +32,19 @@ class TritonStartError(RuntimeError):
 
 def free_port() -> int:
     """An unused TCP port on loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct unused TCP ports on loopback (held open together while chosen, so never the same one)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,9 +118,10 @@ class TritonServer:
 
     def __init__(self, config: TritonConfig) -> None:
         self.config = config
-        self.grpc_port = config.grpc_port or free_port()
-        self.http_port = config.http_port or free_port()
-        self.metrics_port = config.metrics_port or free_port()
+        spare = iter(free_ports(3))  # distinct: Triton refuses HTTP and metrics on one port
+        self.grpc_port = config.grpc_port or next(spare)
+        self.http_port = config.http_port or next(spare)
+        self.metrics_port = config.metrics_port or next(spare)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self.log_file: Path | None = None
