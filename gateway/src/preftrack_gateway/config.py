@@ -10,6 +10,9 @@ from preftrack_gateway.features import FeatureSpec, LabelSpec
 from preftrack_gateway.online import OnlineConfig
 from preftrack_gateway.policy import RolloutPolicy
 
+_ONLINE = OnlineConfig()
+_POLICY = RolloutPolicy()
+
 
 class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the setting."""
@@ -94,22 +97,23 @@ class GatewayConfig:
     rating_threshold: float | None = None
     example_types: tuple[str, ...] | None = None
     attribution_window_s: float | None = None
-    online_learning: bool = True
-    online_alpha: float = 0.3
-    online_l2: float = 1.0
-    online_behaviour_buckets: bool = False
+    # Defaults of the per-event layer and the rollout are theirs (OnlineConfig, RolloutPolicy), not restated.
+    online_learning: bool = _ONLINE.enabled
+    online_alpha: float = _ONLINE.alpha
+    online_l2: float = _ONLINE.l2
+    online_behaviour_buckets: bool = _ONLINE.behaviour_buckets
     model_repository: str | None = None
-    rollout_mode: str = "canary"
-    rollout_fraction: float = 0.1
-    rollout_shadow_sample: float = 0.2
-    rollout_window_s: float = 1800.0
-    rollout_min_outcomes: int = 2000
-    rollout_margin: float = 0.05
-    rollout_alpha: float = 0.05
-    rollout_check_s: float = 5.0
-    rollout_max_error_rate: float = 0.02
-    rollout_max_p99_ms: float = 1000.0
-    rollout_auto: bool = True
+    rollout_mode: str = _POLICY.mode
+    rollout_fraction: float = _POLICY.fraction
+    rollout_shadow_sample: float = _POLICY.shadow_sample
+    rollout_window_s: float = _POLICY.window_s
+    rollout_min_outcomes: int = _POLICY.min_outcomes
+    rollout_margin: float = _POLICY.margin
+    rollout_alpha: float = _POLICY.alpha
+    rollout_check_s: float = _POLICY.check_interval_s
+    rollout_max_error_rate: float = _POLICY.max_error_rate
+    rollout_max_p99_ms: float = _POLICY.max_p99_ms
+    rollout_auto: bool = _POLICY.auto
 
     def __post_init__(self) -> None:
         if len(self.pseudonym_key) < 16:
