@@ -167,6 +167,3 @@ class Registry:
                 )
             ]
         )
-
-    async def journal(self, *, version: int | None = None, kind: str | None = None) -> list[JournalEntry]:
-        return await self.store.journal(version=version, kind=kind)

@@ -183,9 +183,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             raise InvalidRequestError("kind must be at most 32 characters")
         limit = min(request.limit or 1000, 10_000)
         entries = await self._rollout.store.journal(
-            version=request.version or None, kind=request.kind or None, limit=1_000_000
+            version=request.version or None, kind=request.kind or None, limit=limit, newest=True
         )
-        return pb.ListJournalResponse(entries=[_entry(e) for e in entries[-limit:]])
+        return pb.ListJournalResponse(entries=[_entry(e) for e in entries])
 
     async def ExplainRoutes(self, request, context):  # noqa: N802
         if len(request.user_ids) > MAX_EXPLAIN_USERS:

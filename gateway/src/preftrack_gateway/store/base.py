@@ -276,9 +276,16 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     async def journal(
-        self, *, version: int | None = None, kind: str | None = None, after_seq: int = 0, limit: int = 10_000
+        self,
+        *,
+        version: int | None = None,
+        kind: str | None = None,
+        after_seq: int = 0,
+        limit: int = 10_000,
+        newest: bool = False,
     ) -> list[JournalEntry]:
-        """Journal entries (of one version / kind when given) after ``after_seq``, oldest first."""
+        """Journal entries (of one version / kind when given) after ``after_seq``, oldest first: the first
+        ``limit`` of them, or with ``newest`` the last ``limit``."""
 
     async def version(self, number: int) -> VersionRecord | None:
         """One registry entry."""

@@ -273,14 +273,21 @@ class PostgresStore(EventStore):
             raise StoreError(f"PostgreSQL: {exc}") from exc
 
     async def journal(
-        self, *, version: int | None = None, kind: str | None = None, after_seq: int = 0, limit: int = 10_000
+        self,
+        *,
+        version: int | None = None,
+        kind: str | None = None,
+        after_seq: int = 0,
+        limit: int = 10_000,
+        newest: bool = False,
     ) -> list[JournalEntry]:
+        order = "DESC" if newest else "ASC"
         rows = await self._fetch(
             "SELECT * FROM version_journal WHERE seq > %s AND (%s::bigint IS NULL OR version = %s) "
-            "AND (%s::text IS NULL OR kind = %s) ORDER BY seq LIMIT %s",
+            f"AND (%s::text IS NULL OR kind = %s) ORDER BY seq {order} LIMIT %s",
             (after_seq, version, version, kind, kind, limit),
         )
-        return [journal_from_row(r) for r in rows]
+        return sorted((journal_from_row(r) for r in rows), key=lambda e: e.seq)
 
     async def versions(self) -> list[VersionRecord]:
         return [version_from_row(r) for r in await self._fetch("SELECT * FROM model_versions ORDER BY version")]

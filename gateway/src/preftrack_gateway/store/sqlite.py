@@ -304,16 +304,23 @@ class SQLiteStore(EventStore):
         await self._run(write)
 
     async def journal(
-        self, *, version: int | None = None, kind: str | None = None, after_seq: int = 0, limit: int = 10_000
+        self,
+        *,
+        version: int | None = None,
+        kind: str | None = None,
+        after_seq: int = 0,
+        limit: int = 10_000,
+        newest: bool = False,
     ) -> list[JournalEntry]:
+        order = "DESC" if newest else "ASC"
         rows = await self._run(
             lambda: self._db.execute(
                 "SELECT * FROM version_journal WHERE seq > ? AND (? IS NULL OR version = ?) "
-                "AND (? IS NULL OR kind = ?) ORDER BY seq LIMIT ?",
+                f"AND (? IS NULL OR kind = ?) ORDER BY seq {order} LIMIT ?",
                 (after_seq, version, version, kind, kind, limit),
             ).fetchall()
         )
-        return [journal_from_row(r) for r in rows]
+        return sorted((journal_from_row(r) for r in rows), key=lambda e: e.seq)
 
     async def get_setting(self, key: str) -> str | None:
         row = await self._run(lambda: self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone())
