@@ -18,7 +18,6 @@ the better one was not promoted or the worse one not rolled back (within ``--bud
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import os
 import shutil
@@ -34,12 +33,10 @@ import numpy as np
 from preftrack.admin import AdminClient
 from preftrack_gateway.features import FeatureSpec
 from preftrack_gateway.process import GatewayProcess
-from preftrack_gateway.registry import Registry
-from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer import export, model
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.preprocess import LabelSpec, build_examples, clean
-from preftrack_trainer.shoppers import Shoppers
+from preftrack_trainer.shoppers import Shoppers, register_exported
 from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 SHOP = synthetic.SyntheticConfig(n_users=400, n_items=200, n_categories=6, days=8, seed=41, dirty_fraction=0.0)
@@ -57,27 +54,6 @@ def _models() -> tuple[object, object]:
     bad = model.build_model(bad_cfg, *model.fit_normalisation(shuffled.features))
     model.train(bad, shuffled, bad_cfg)
     return good, bad
-
-
-def _register(store_url: str, version: int, parent: int) -> None:
-    async def run() -> None:
-        store = await open_store(store_url)
-        try:
-            now = time.time()
-            record = VersionRecord(
-                version=version,
-                state="exported",
-                parent=parent,
-                metrics={"feature_schema_hash": FeatureSpec().schema_hash()},
-                note="bench export",
-                created_at=now,
-                updated_at=now,
-            )
-            await Registry(store).register(record, actor="bench", reason="exported by bench_rollout")
-        finally:
-            await store.close()
-
-    asyncio.run(run())
 
 
 def _state(admin: AdminClient, version: int) -> str:
@@ -158,7 +134,7 @@ def main() -> int:
             shoppers.load_history()
             for version, parent, budget in ((2, 1, args.budget), (3, 2, args.budget), (4, 2, args.equal_budget)):
                 shutil.move(hidden / str(version), repository / "preftrack" / str(version))
-                _register(store_url, version, parent)
+                register_exported(store_url, version, parent=parent, actor="bench_rollout")
                 rows.append(_run_candidate(shoppers, admin, version, budget))
                 if rows[-1]["state"] in ("canary", "shadow"):
                     admin.roll_back("bench: budget spent")

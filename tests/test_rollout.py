@@ -18,12 +18,11 @@ from preftrack.admin.cli import main as admin_cli
 from preftrack.errors import PermissionDeniedError, UnauthenticatedError
 from preftrack_gateway.features import FeatureSpec
 from preftrack_gateway.process import GatewayProcess
-from preftrack_gateway.registry import Registry
-from preftrack_gateway.store import VersionRecord, open_store
+from preftrack_gateway.store import open_store
 from preftrack_trainer import export, model
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.preprocess import LabelSpec
-from preftrack_trainer.shoppers import Shoppers
+from preftrack_trainer.shoppers import Shoppers, register_exported
 from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 from .conftest import Trained, gateway_env
@@ -35,24 +34,7 @@ CLIENT_KEY = "client-key-for-tests-0123"
 
 
 def _register(store_url: str, version: int, *, parent: int = 1) -> None:
-    async def run() -> None:
-        store = await open_store(store_url)
-        try:
-            now = time.time()
-            record = VersionRecord(
-                version=version,
-                state="exported",
-                parent=parent,
-                metrics={"feature_schema_hash": FeatureSpec().schema_hash()},
-                note="test export",
-                created_at=now,
-                updated_at=now,
-            )
-            assert await Registry(store).register(record, actor="test", reason="exported by the test")
-        finally:
-            await store.close()
-
-    asyncio.run(run())
+    assert register_exported(store_url, version, parent=parent, actor="test")
 
 
 def _states(store_url: str) -> dict[int, str]:
@@ -94,10 +76,9 @@ def _copy_version(source: Path, repository: Path, version: int) -> None:
 
 
 def test_canary_routes_a_sticky_exact_share_identically_on_two_replicas(
-    trained: Trained, tmp_path: Path, fresh_postgres_url: str
+    scratch_repository: Path, tmp_path: Path, fresh_postgres_url: str
 ) -> None:
-    repository = tmp_path / "repo"
-    shutil.copytree(trained.repository, repository)
+    repository = scratch_repository
     with TritonServer(TritonConfig(repository=repository, work_dir=tmp_path / "triton")) as triton:
         env = gateway_env(
             triton.grpc_url,
@@ -206,9 +187,8 @@ def test_a_worse_candidate_is_rolled_back_and_a_better_one_promoted_on_live_feed
             print("promote:", promote.details["comparison"], "\nroll back:", rollback.details["comparison"])
 
 
-def test_admin_roles_and_the_cli(trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    repository = tmp_path / "repo"
-    shutil.copytree(trained.repository, repository)
+def test_admin_roles_and_the_cli(scratch_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repository = scratch_repository
     store_url = f"sqlite:///{tmp_path / 'events.db'}"
     with TritonServer(TritonConfig(repository=repository, work_dir=tmp_path / "triton")) as triton:
         env = gateway_env(
@@ -283,13 +263,12 @@ def test_admin_roles_and_the_cli(trained: Trained, tmp_path: Path, capsys: pytes
 
 
 @pytest.mark.parametrize("cycles", [pytest.param(5), pytest.param(20, marks=pytest.mark.slow)])
-def test_rollout_cycles_under_load_fail_no_request(cycles: int, trained: Trained, tmp_path: Path) -> None:
+def test_rollout_cycles_under_load_fail_no_request(cycles: int, scratch_repository: Path, tmp_path: Path) -> None:
     """canary → promote → roll back, again and again, while 4 threads score and recommend without pause (each
     cycle loads a new version in Triton: ~15 s here, so the default run does 5 and ``make test-all`` 20)."""
     import threading
 
-    repository = tmp_path / "repo"
-    shutil.copytree(trained.repository, repository)
+    repository = scratch_repository
     store_url = f"sqlite:///{tmp_path / 'events.db'}"
     with TritonServer(TritonConfig(repository=repository, work_dir=tmp_path / "triton")) as triton:
         env = gateway_env(

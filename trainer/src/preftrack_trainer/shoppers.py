@@ -1,17 +1,46 @@
 """Simulated shoppers answering a live gateway's recommendations: the synthetic shop's users, buying what they
-are shown with their ground-truth preference for its category as the probability. Used to test and measure
-rollouts decided on feedback (tests/test_rollout.py, bench/bench_rollout.py)."""
+are shown with their ground-truth preference for its category as the probability; and registering a version
+copied into the repository as the trainer would. Used to test and measure rollouts decided on feedback
+(tests/test_rollout.py, bench/bench_rollout.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 
 import numpy as np
 
 import preftrack
+from preftrack_gateway.features import FeatureSpec
+from preftrack_gateway.registry import Registry
+from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.replay import to_feedback_events
+
+
+def register_exported(store_url: str, version: int, *, parent: int, actor: str) -> bool:
+    """Register a version already written to the repository as ``exported`` (with the default feature schema),
+    as the continual trainer does after its gate; the gateways then roll it out. False if already registered."""
+
+    async def run() -> bool:
+        store = await open_store(store_url)
+        try:
+            now = time.time()
+            record = VersionRecord(
+                version=version,
+                state="exported",
+                parent=parent,
+                metrics={"feature_schema_hash": FeatureSpec().schema_hash()},
+                note=f"exported by {actor}",
+                created_at=now,
+                updated_at=now,
+            )
+            return await Registry(store).register(record, actor=actor, reason=f"exported by {actor}")
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 class Shoppers:
