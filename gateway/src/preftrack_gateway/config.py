@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pathlib
 from collections.abc import Mapping
 
 from preftrack_gateway.features import FeatureSpec, LabelSpec
@@ -28,6 +29,10 @@ class GatewayConfig:
         model_name: the Triton model to call.
         store_url: ``sqlite:///path/to/events.db`` or ``postgresql://user:pass@host/db``.
         pseudonym_key: secret key of the keyed hash applied to user ids before anything is stored or logged.
+            ``PREFTRACK_PSEUDONYM_KEY_FILE`` names a file holding it instead (a mounted secret); keep it away from
+            the database it protects, or a copy of both re-identifies every user.
+        event_retention_days: delete raw events and served lists older than this many days (checked hourly;
+            0 keeps them for ever). The features already folded from them stay, decaying as usual.
         api_keys: when non-empty, callers must send ``authorization: Bearer <key>`` with one of these.
         catalog_keys: keys that may write the catalogue (UpsertItems), beside admin keys. With any key configured,
             a client key gets PERMISSION_DENIED there. Any key may be given as ``sha256:<hex digest>`` instead of
@@ -82,6 +87,7 @@ class GatewayConfig:
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None
     store_context: bool = True
+    event_retention_days: float = 0.0
     metrics_port: int = 0
     max_items_per_call: int = 1000
     max_events_per_call: int = 10_000
@@ -158,6 +164,8 @@ class GatewayConfig:
             path = getattr(self, name)
             if path is not None and not os.access(path, os.R_OK):
                 raise ConfigError(f"{name} {path!r} is not a readable file")
+        if not 0 <= self.event_retention_days < 1e6:
+            raise ConfigError("event_retention_days must be >= 0 (0: keep events for ever)")
         if min(self.triton_timeout_s, self.health_interval_s) <= 0 or self.shutdown_grace_s < 0:
             raise ConfigError("triton_timeout_s and health_interval_s must be > 0, shutdown_grace_s >= 0")
 
@@ -233,5 +241,13 @@ class GatewayConfig:
                     values[field.name] = raw
             except ValueError as exc:
                 raise ConfigError(f"PREFTRACK_{field.name.upper()}={raw!r}: {exc}") from exc
+        key_file = source.get("PREFTRACK_PSEUDONYM_KEY_FILE")
+        if key_file:
+            if "pseudonym_key" in values:
+                raise ConfigError("set PREFTRACK_PSEUDONYM_KEY or PREFTRACK_PSEUDONYM_KEY_FILE, not both")
+            try:
+                values["pseudonym_key"] = pathlib.Path(key_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"PREFTRACK_PSEUDONYM_KEY_FILE={key_file!r}: {exc.strerror}") from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

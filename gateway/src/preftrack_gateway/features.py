@@ -349,14 +349,33 @@ class FeatureState:
         retain, kept = self.retain_s, self.max_kept
         user_inc = self._user_increments(_TYPE_INDEX[event.event_type], positive, rating)
         self._series(self._user, user_id, len(user_inc)).add(t, user_inc, self._user_taus, retain, kept)
-        item_inc = (1.0, 1.0, positive, rating, counted)
-        self._series(self._item, item_id, 5).add(t, item_inc, self._item_taus, retain, kept)
+        self._series(self._item, item_id, 5).add(t, self._item_increment(event), self._item_taus, retain, kept)
         self._series(self._ui, (user_id, item_id), 2).add(t, (1.0, positive), self._ui_taus, retain, kept)
         catalogued = self.catalog.get(item_id)
         uc_inc = (1.0, positive, rating, counted)
         for category in catalogued.categories if catalogued is not None else ("unknown",):
             self._series(self._uc, (user_id, category), 4).add(t, uc_inc, self._uc_taus, retain, kept)
         self.events_folded += 1
+
+    def _item_increment(self, event: Event) -> tuple[float, ...]:
+        """What one event adds to its item's sums: all short, all long, positives long, rating total and count."""
+        positive = 1.0 if self.spec.is_positive(event.event_type, event.value) else 0.0
+        is_rating = event.event_type == "rating"
+        return (1.0, 1.0, positive, event.value if is_rating else 0.0, 1.0 if is_rating else 0.0)
+
+    def forget(self, user_id: str, events: Iterable[Event]) -> None:
+        """Erase a user: their own sums (user, user x category, user x item) go, and their ``events`` are taken
+        out of the items' sums, folded in with the opposite sign at their own times (the sums are linear in the
+        events), so every item reads as if those events had never happened."""
+        self._user.pop(user_id, None)
+        for table in (self._uc, self._ui):
+            for key in [key for key in table if key[0] == user_id]:
+                del table[key]
+        for event in events:
+            item = self._item.get(event.item_id)
+            if event.user_id == user_id and item is not None:
+                negated = tuple(-v for v in self._item_increment(event))
+                item.add(event.timestamp_s, negated, self._item_taus, self.retain_s, self.max_kept)
 
     def update_many(self, events: Iterable[Event]) -> None:
         """Fold several events in (their order does not matter)."""

@@ -62,6 +62,9 @@ class GroupCommitWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        #: Held around each commit and its fold into the features: hold it to change what was stored (forget a
+        #: user) or to swap the features, with no commit in between.
+        self.exclusive = asyncio.Lock()
 
     def start(self) -> None:
         """Start the commit loop on the running event loop."""
@@ -96,7 +99,8 @@ class GroupCommitWriter:
                     item = self._queue.pop(0)
                     batch.append(item)
                     size += len(item.events)
-                await self._commit(batch, size)
+                async with self.exclusive:
+                    await self._commit(batch, size)
             if self._closing and not self._queue:
                 return
 
@@ -165,6 +169,12 @@ class ImpressionLog:
             _LOGGER.warning("impression queue full (%d); dropping %s", self._max, impression.recommendation_id)
             return
         self._queue.append(impression)
+
+    def drop_user(self, user_key: str) -> int:
+        """Remove a user's queued lists (the user is being forgotten); returns how many went."""
+        before = len(self._queue)
+        self._queue = [i for i in self._queue if i.user_key != user_key]
+        return before - len(self._queue)
 
     async def flush(self) -> None:
         """Write what is queued now."""

@@ -45,6 +45,7 @@ class OnlineLearner:
         self._task: asyncio.Task[None] | None = None
         self.skipped = 0  # examples whose row could not be read exactly (older than the retained history)
         self.learned_on: collections.Counter[int] = collections.Counter()  # updates per base version
+        self._erased: set[str] = set()  # users forgotten while a batch was being scored: skip their examples
 
     @property
     def enabled(self) -> bool:
@@ -92,6 +93,20 @@ class OnlineLearner:
         keep = self.config.rebuild_examples
         while len(self._ready) > keep:
             self._ready.popleft()
+
+    def forget(self, user: str, events: Iterable[Event], served_items: Iterable[str]) -> None:
+        """Erase a user: the features drop the user's sums and take ``events`` out of the items' sums; the
+        examples waiting for a label or for learning go; the user's own weights (their bias and crosses with
+        every item they did something with or were shown) are reset to a new user's."""
+        events = list(events)
+        self.features.forget(user, events)
+        items = self.labeller.forget(user) | {e.item_id for e in events} | set(served_items)
+        items.update(example.item_id for example, _, _ in self._ready if example.user == user)
+        kept = [entry for entry in self._ready if entry[0].user != user]
+        self._ready.clear()
+        self._ready.extend(kept)
+        self._erased.add(user)
+        self.correction.forget(user, [self.features.item(i) for i in items])
 
     def adjust(
         self, user: str, item_ids: Sequence[str], scores: np.ndarray, rows: Sequence[Sequence[float]]
@@ -155,11 +170,14 @@ class OnlineLearner:
         catalog = self.features.item
         now = time.monotonic()
         for k, (example, label, labelled_at) in enumerate(batch):
+            if example.user in self._erased:
+                continue
             self._delays_s.append(now - labelled_at)
             base_logit = base[k] if example.base_logit is None else example.base_logit
             index = self.correction.indices(example.user, catalog(example.item_id), example.row)
             self.correction.learn(index, base_logit, label)
         self.learned_on[version] += len(batch)
+        self._erased.clear()  # later batches were taken after the erasure: they hold none of its examples
         if self.correction.updates % 10_000 < len(batch):
             status = self.status()
             _LOGGER.info(

@@ -107,13 +107,30 @@ class Correction:
             cached = tuple(self._hash(p) for p in parts)
             if len(self._item_cache) < 1_000_000:
                 self._item_cache[item.item_id] = cached
-        h = self._hash
-        personal = [h(f"u\x1f{user}"), h(f"ui\x1f{user}\x1f{item.item_id}")]
-        personal += [h(f"uc\x1f{user}\x1f{c}") for c in item.categories]
+        personal = self._personal(user, item)
         if row is not None and self.config.behaviour_buckets:
             personal += [self._bucket(k, value) for k, value in enumerate(row)]
         # Each weight once (a category listed twice, a hash collision): scoring and learning see the same set.
         return np.fromiter(dict.fromkeys((*cached, *personal, 0)), dtype=np.int64)  # 0: the global bias
+
+    def _personal(self, user: str, item: Item) -> list[int]:
+        """The user's own features with an item: the user's bias and its crosses with the item and categories."""
+        h = self._hash
+        return [
+            h(f"u\x1f{user}"),
+            h(f"ui\x1f{user}\x1f{item.item_id}"),
+            *(h(f"uc\x1f{user}\x1f{c}") for c in item.categories),
+        ]
+
+    def forget(self, user: str, items: Iterable[Item]) -> None:
+        """Reset the user's own weights with these items (what :meth:`learn` moved for the user's examples) to
+        those of a user never seen; shared weights (items, categories, behaviour buckets) keep what they learned."""
+        index = {self._hash(f"u\x1f{user}")}
+        for item in items:
+            index.update(self._personal(user, item))
+        where = np.fromiter(index, dtype=np.int64)
+        self._z[where] = 0.0
+        self._n[where] = 0.0
 
     def _bucket(self, feature: int, value: float) -> int:
         key = (feature, round(4.0 * max(-10.0, min(10.0, value))))
@@ -275,6 +292,20 @@ class Labeller:
         if len(self._positives) > 4 * self._max_pending or self._observed % 1024 == 0:
             self._prune_positives(window)
         return final
+
+    def forget(self, user: str) -> set[str]:
+        """Drop everything kept about a user (waiting examples, recent positives); returns the items involved."""
+        items: set[str] = set()
+        for pair in [pair for pair in self._by_pair if pair[0] == user]:
+            for key in list(self._by_pair.get(pair, ())):
+                self._take(key)
+            items.add(pair[1])
+        for pair in [pair for pair in self._positives if pair[0] == user]:
+            del self._positives[pair]
+            items.add(pair[1])
+        items.update(e.item_id for e, _ in self._labelled_on_exposure if e.user == user)
+        self._labelled_on_exposure = [(e, label) for e, label in self._labelled_on_exposure if e.user != user]
+        return items
 
     def _prune_positives(self, window: float) -> None:
         # Kept as long as a late example could still be read exactly (the features keep 6 h per key).

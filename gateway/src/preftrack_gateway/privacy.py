@@ -32,5 +32,9 @@ class Pseudonymiser:
             self._cache[user_id] = found
         return found
 
+    def forget(self, user_id: str) -> None:
+        """Drop a user's cached pseudonym."""
+        self._cache.pop(user_id, None)
+
     def __repr__(self) -> str:  # never show the key
         return "Pseudonymiser(<key hidden>)"

@@ -34,7 +34,7 @@ from preftrack_gateway.schema import (
     stable_hash,
     validate_event,
 )
-from preftrack_gateway.store import EventStore, Impression
+from preftrack_gateway.store import Erasure, EventStore, Impression, StoreError
 from preftrack_gateway.triton import TritonScorer
 
 _LOGGER = logging.getLogger(__name__)
@@ -106,6 +106,9 @@ class GatewayCore:
             store, scorer, config.rollout_policy(), self.features.spec, self._version_check
         )
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._settings = deployment.DeploymentSettings(self.features.spec, config.label_spec())
+        self._erasures_seen = 0
+        self._next_retention = 0.0
 
     def _check_versions_against(self, spec: FeatureSpec) -> deployment.VersionCheck:
         return deployment.VersionCheck(spec.schema_hash(), self.config.model_repository, self.scorer.model_name)
@@ -139,31 +142,95 @@ class GatewayCore:
         """Settle the deployment's feature settings, rebuild the real-time features from the store, start the
         commit loop and the readiness probe. Raises ConfigError when explicit settings disagree with the store's."""
         settings = await deployment.gateway_settings(self.store, self.config)
-        self.features = FeatureState(settings.features)
-        self.learner = OnlineLearner(self.features, settings.labels, self.config.online_config())
+        self._settings = settings
         self._version_check = self._check_versions_against(settings.features)
         self.rollout = RolloutController(
             self.store, self.scorer, self.config.rollout_policy(), settings.features, self._version_check
         )
-        started = time.perf_counter()
-        for item in await self.store.items():
-            self.features.upsert_item(item)
-        replayed: list[Event] = []
-        async for batch in self.store.events():
-            replayed.extend(event for _, event in batch)
-        replayed.sort(key=lambda e: e.timestamp_s)
-        self.learner.rebuild(replayed)  # folds the features; relearns the newest examples once a version serves
-        _LOGGER.info(
-            "rebuilt features from %d events and %d items in %.2f s",
-            len(replayed),
-            len(self.features.catalog),
-            time.perf_counter() - started,
-        )
+        self._erasures_seen = max((e.seq for e in await self.store.erasures(after_seq=0, limit=1_000_000)), default=0)
+        self.features, self.learner, _ = await self._load_state()
         self.writer.start()
         self.impressions.start()
         self.learner.start(self._base_scores, lambda: self.serving_version)
         await self.refresh_readiness()
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop(), name="readiness")
+
+    async def _load_state(self) -> tuple[FeatureState, OnlineLearner, int]:
+        """Features and per-event learner rebuilt from the store's catalogue and event log (in time order), and
+        the last sequence number read."""
+        started = time.perf_counter()
+        features = FeatureState(self._settings.features)
+        for item in await self.store.items():
+            features.upsert_item(item)
+        learner = OnlineLearner(features, self._settings.labels, self.config.online_config())
+        replayed: list[Event] = []
+        last = 0
+        async for batch in self.store.events():
+            replayed.extend(event for _, event in batch)
+            last = batch[-1][0]
+        replayed.sort(key=lambda e: e.timestamp_s)
+        learner.rebuild(replayed)  # folds the features; relearns the newest examples once a version serves
+        _LOGGER.info(
+            "rebuilt features from %d events and %d items in %.2f s",
+            len(replayed),
+            len(features.catalog),
+            time.perf_counter() - started,
+        )
+        return features, learner, last
+
+    async def _reload_state(self) -> None:
+        """Rebuild the features from the store while serving with the old ones, then swap, with the events
+        committed meanwhile folded in and no commit in between."""
+        features, learner, last = await self._load_state()
+        async with self.writer.exclusive:
+            async for batch in self.store.events(after_seq=last):
+                learner.fold([event for _, event in batch])
+            old, self.features, self.learner = self.learner, features, learner
+            self._hashes.clear()
+        await old.close()
+        learner.start(self._base_scores, lambda: self.serving_version)
+
+    async def forget_user(self, user_id: str, *, actor: str) -> Erasure:
+        """Erase a user: their events and served lists leave the store and the real-time state (features,
+        per-event learner), and the erasure is recorded under a ticket that names no one."""
+        _check_id("user_id", user_id)
+        user_key = self.pseudonymise(user_id)
+        async with self.writer.exclusive:  # no commit folds the user's events in between
+            forgotten = await self.store.forget_user(user_key, ticket=uuid.uuid4().hex, at=time.time(), actor=actor)
+            self.impressions.drop_user(user_key)
+            self.learner.forget(user_key, forgotten.events, forgotten.impression_items)
+        self.pseudonymise.forget(user_id)
+        self._erasures_seen = max(self._erasures_seen, forgotten.erasure.seq)
+        _LOGGER.info(
+            "erasure %s by %s: %d events and %d served lists deleted",
+            forgotten.erasure.ticket,
+            actor,
+            forgotten.erasure.events_deleted,
+            forgotten.erasure.impressions_deleted,
+        )
+        return forgotten.erasure
+
+    async def _catch_up_erasures(self) -> None:
+        """Users forgotten through another replica: this one rebuilds its state from the store without them."""
+        new = await self.store.erasures(after_seq=self._erasures_seen, limit=1000)
+        if new:
+            _LOGGER.info("%d users were forgotten through another process; rebuilding the features", len(new))
+            await self._reload_state()
+            self._erasures_seen = new[-1].seq
+
+    async def _apply_retention(self) -> None:
+        """Delete raw events (and served lists) older than the retention setting, in bounded chunks."""
+        days = self.config.event_retention_days
+        if days <= 0 or time.monotonic() < self._next_retention:
+            return
+        self._next_retention = time.monotonic() + 3600.0
+        cutoff = time.time() - days * 86_400.0
+        deleted = 0
+        while (chunk := await self.store.delete_events_before(cutoff, limit=50_000)) > 0:
+            deleted += chunk
+            await asyncio.sleep(0)
+        if deleted:
+            _LOGGER.info("retention: deleted %d events older than %g days", deleted, days)
 
     @property
     def serving_version(self) -> int | None:
@@ -192,6 +259,11 @@ class GatewayCore:
                 await self.refresh_readiness()
             except Exception:  # keep probing whatever happens
                 _LOGGER.exception("readiness probe failed")
+            try:
+                await self._catch_up_erasures()
+                await self._apply_retention()
+            except StoreError as exc:
+                _LOGGER.warning("store housekeeping failed, will retry: %s", exc)
 
     def _item_hashes(self, item_id: str) -> tuple[int, int]:
         cached = self._hashes.get(item_id)

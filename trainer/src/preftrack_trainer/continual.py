@@ -223,6 +223,7 @@ class ContinualTrainer:
         self._last_round = time.monotonic()
         self.rounds: list[RoundResult] = []
         self.skipped_examples = 0  # examples whose features could not be read exactly (older than kept history)
+        self._erasures_seen = 0  # users forgotten up to this erasure are in nothing held here
 
     @classmethod
     async def open(cls, config: ContinualConfig) -> ContinualTrainer:
@@ -252,6 +253,8 @@ class ContinualTrainer:
         return trainer
 
     async def _resume(self) -> None:
+        erased = await self.store.erasures(after_seq=self._erasures_seen, limit=1_000_000)
+        self._erasures_seen = erased[-1].seq if erased else self._erasures_seen
         self.watermark = int(await self.store.get_setting(WATERMARK_KEY) or 0)
         self._impression_watermark = float(await self.store.get_setting(IMPRESSION_WATERMARK_KEY) or 0.0)
         self._impressions_seen = self._impression_watermark
@@ -277,8 +280,20 @@ class ContinualTrainer:
         versions = export.existing_versions(self.config.repository / "preftrack")
         return versions[-1] if versions else None
 
+    async def _forget_erased(self) -> None:
+        """Users were forgotten (their events deleted from the store): drop everything held in memory and resume
+        from the store as a restart would, so no feature sum, waiting example or replay sample keeps them."""
+        if not await self.store.erasures(after_seq=self._erasures_seen, limit=1):
+            return
+        self.state = FeatureState(self.config.spec)
+        self._pending, self._unfolded, self._folded_since_watermark, self._impressions = [], [], [], []
+        self._reservoir = _Reservoir(self.config.replay_capacity, np.random.default_rng(self.config.seed))
+        await self._resume()
+        _LOGGER.info("users were forgotten: features and waiting examples rebuilt from the event store")
+
     async def poll(self) -> int:
         """Fetch new events and fold every one whose examples' labels are final; returns examples waiting."""
+        await self._forget_erased()
         for item in await self.store.items():
             self.state.upsert_item(item)
         last = self._unfolded[-1][0] if self._unfolded else self._folded_seq

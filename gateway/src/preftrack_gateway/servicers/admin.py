@@ -13,7 +13,7 @@ from preftrack_gateway.errors import InvalidRequestError
 from preftrack_gateway.registry import TransitionError
 from preftrack_gateway.rollout import RolloutConflictError
 from preftrack_gateway.service import GatewayCore, pseudonymous_user
-from preftrack_gateway.store import JournalEntry, VersionRecord
+from preftrack_gateway.store import Erasure, JournalEntry, VersionRecord
 
 _MODES = {pb.ROLLOUT_MODE_CANARY: "canary", pb.ROLLOUT_MODE_SHADOW: "shadow", pb.ROLLOUT_MODE_DIRECT: "direct"}
 _MODE_ENUM = {name: value for value, name in _MODES.items()}
@@ -50,6 +50,16 @@ def _entry(entry: JournalEntry) -> pb.JournalEntry:
         actor=entry.actor,
         message=entry.message,
         details_json=json.dumps(entry.details, default=str, sort_keys=True),
+    )
+
+
+def _erasure(erasure: Erasure) -> pb.Erasure:
+    return pb.Erasure(
+        ticket=erasure.ticket,
+        erased_at=_ts(erasure.at),
+        actor=erasure.actor,
+        events_deleted=erasure.events_deleted,
+        impressions_deleted=erasure.impressions_deleted,
     )
 
 
@@ -200,3 +210,14 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             versions.append(route.version)
             arms.append(route.arm)
         return pb.ExplainRoutesResponse(versions=versions, arms=arms)
+
+    async def ForgetUser(self, request, context):  # noqa: N802
+        erasure = await self._core.forget_user(request.user_id, actor=ACTOR)
+        return pb.ForgetUserResponse(erasure=_erasure(erasure))
+
+    async def ListErasures(self, request, context):  # noqa: N802
+        if request.limit < 0 or request.after < 0:
+            raise InvalidRequestError("after and limit must be >= 0")
+        limit = min(request.limit or 1000, 1000)
+        erasures = await self._core.store.erasures(after_seq=request.after, limit=limit)
+        return pb.ListErasuresResponse(erasures=[_erasure(e) for e in erasures], positions=[e.seq for e in erasures])

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from preftrack_gateway.store.base import EventStore, Impression, JournalEntry, StoreError, VersionRecord
+from preftrack_gateway.store.base import (
+    Erasure,
+    EventStore,
+    Forgotten,
+    Impression,
+    JournalEntry,
+    StoreError,
+    VersionRecord,
+)
 
 
 async def open_store(url: str) -> EventStore:
@@ -18,4 +26,13 @@ async def open_store(url: str) -> EventStore:
     raise StoreError(f"unsupported store url {url.split(':', 1)[0]!r}: use sqlite:/// or postgresql://")
 
 
-__all__ = ["EventStore", "Impression", "JournalEntry", "StoreError", "VersionRecord", "open_store"]
+__all__ = [
+    "Erasure",
+    "EventStore",
+    "Forgotten",
+    "Impression",
+    "JournalEntry",
+    "StoreError",
+    "VersionRecord",
+    "open_store",
+]

@@ -27,6 +27,29 @@ class Impression:
     arm: str = "stable"
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Erasure:
+    """A user forgotten: when, by whom, and how many rows went. It names no user (neither the id nor the
+    pseudonym): ``ticket`` is what the caller keeps to prove the erasure was done."""
+
+    ticket: str
+    at: float
+    actor: str
+    events_deleted: int
+    impressions_deleted: int
+    seq: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Forgotten:
+    """What :meth:`EventStore.forget_user` deleted: the erasure record, the user's events (so that the
+    in-memory sums can take them out again) and the items of the user's served lists."""
+
+    erasure: Erasure
+    events: list[Event]
+    impression_items: list[str]
+
+
 def first_occurrences(events: Sequence[Event]) -> list[bool]:
     """For each event, whether it is the first with its event_id in ``events``.
 
@@ -98,6 +121,18 @@ def journal_from_row(row: Sequence[object]) -> JournalEntry:
         actor=str(row[4]),
         message=str(row[5]),
         details=json.loads(str(row[6])) if row[6] else {},
+    )
+
+
+def erasure_from_row(row: Sequence[object]) -> Erasure:
+    """An erasure from (seq, ticket, at, actor, events_deleted, impressions_deleted)."""
+    return Erasure(
+        seq=int(row[0]),  # type: ignore[call-overload]
+        ticket=str(row[1]),
+        at=float(row[2]),  # type: ignore[arg-type]
+        actor=str(row[3]),
+        events_deleted=int(row[4]),  # type: ignore[call-overload]
+        impressions_deleted=int(row[5]),  # type: ignore[call-overload]
     )
 
 
@@ -290,6 +325,20 @@ class EventStore(abc.ABC):
     async def version(self, number: int) -> VersionRecord | None:
         """One registry entry."""
         return next((v for v in await self.versions() if v.version == number), None)
+
+    @abc.abstractmethod
+    async def forget_user(self, user_key: str, *, ticket: str, at: float, actor: str) -> Forgotten:
+        """Delete every event and served list of one (pseudonymised) user and record the erasure, in one
+        transaction; the deleted rows leave no readable trace in the store's files where the engine allows."""
+
+    @abc.abstractmethod
+    async def erasures(self, *, after_seq: int = 0, limit: int = 1000) -> list[Erasure]:
+        """Recorded erasures after ``after_seq``, oldest first."""
+
+    @abc.abstractmethod
+    async def delete_events_before(self, before_s: float, *, limit: int = 100_000) -> int:
+        """Delete up to ``limit`` events (and served lists) whose time is before ``before_s``; returns how many
+        events went. The retention setting calls this until it returns 0."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 
 import psycopg
 
 from preftrack_gateway.schema import Event, Item
 from preftrack_gateway.store.base import (
+    Erasure,
     EventStore,
+    Forgotten,
     Impression,
     JournalEntry,
     StoreError,
     VersionRecord,
     context_json,
+    erasure_from_row,
     event_from_row,
     first_occurrences,
     impression_from_row,
@@ -79,12 +83,21 @@ CREATE TABLE IF NOT EXISTS version_journal (
     details TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS version_journal_version ON version_journal (version, seq);
+CREATE TABLE IF NOT EXISTS erasures (
+    seq BIGSERIAL PRIMARY KEY,
+    ticket TEXT NOT NULL UNIQUE,
+    at DOUBLE PRECISION NOT NULL,
+    actor TEXT NOT NULL,
+    events_deleted BIGINT NOT NULL,
+    impressions_deleted BIGINT NOT NULL
+);
 """
 
 _JOURNAL_INSERT = (
     "INSERT INTO version_journal (version, kind, at, actor, message, details) VALUES (%s, %s, %s, %s, %s, %s)"
 )
 _NINE = ", ".join(["%s"] * 9)
+_ERASURE_COLUMNS = "ticket, at, actor, events_deleted, impressions_deleted"
 _EVENT_COLUMNS = "event_id, user_key, item_id, event_type, value, ts, recommendation_id, context"
 
 
@@ -313,6 +326,51 @@ class PostgresStore(EventStore):
             raise StoreError(f"PostgreSQL: {exc}") from exc
         assert row is not None
         return str(row[0])
+
+    async def forget_user(self, user_key: str, *, ticket: str, at: float, actor: str) -> Forgotten:
+        # Dead row versions stay in the table files until VACUUM reuses their space; see docs/privacy.md.
+        try:
+            async with self._write_lock, self._writer.transaction():
+                cursor = await self._writer.execute(
+                    f"DELETE FROM events WHERE user_key = %s RETURNING {_EVENT_COLUMNS}", (user_key,)
+                )
+                events = [event_from_row(r) for r in await cursor.fetchall()]
+                cursor = await self._writer.execute(
+                    "DELETE FROM impressions WHERE user_key = %s RETURNING item_ids", (user_key,)
+                )
+                served = [json.loads(str(ids)) for (ids,) in await cursor.fetchall()]
+                cursor = await self._writer.execute(
+                    f"INSERT INTO erasures ({_ERASURE_COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
+                    f"RETURNING seq, {_ERASURE_COLUMNS}",
+                    (ticket, at, actor, len(events), len(served)),
+                )
+                row = await cursor.fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+        assert row is not None
+        return Forgotten(erasure_from_row(row), events, [i for ids in served for i in ids])
+
+    async def erasures(self, *, after_seq: int = 0, limit: int = 1000) -> list[Erasure]:
+        rows = await self._fetch(
+            f"SELECT seq, {_ERASURE_COLUMNS} FROM erasures WHERE seq > %s ORDER BY seq LIMIT %s", (after_seq, limit)
+        )
+        return [erasure_from_row(r) for r in rows]
+
+    async def delete_events_before(self, before_s: float, *, limit: int = 100_000) -> int:
+        try:
+            async with self._write_lock, self._writer.transaction():
+                cursor = await self._writer.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < %s LIMIT %s)", (before_s, limit)
+                )
+                deleted = cursor.rowcount
+                await self._writer.execute(
+                    "DELETE FROM impressions WHERE recommendation_id IN "
+                    "(SELECT recommendation_id FROM impressions WHERE ts < %s LIMIT %s)",
+                    (before_s, limit),
+                )
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+        return int(deleted)
 
     async def close(self) -> None:
         await self._writer.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -12,12 +13,15 @@ from typing import Any, TypeVar
 
 from preftrack_gateway.schema import Event, Item
 from preftrack_gateway.store.base import (
+    Erasure,
     EventStore,
+    Forgotten,
     Impression,
     JournalEntry,
     StoreError,
     VersionRecord,
     context_json,
+    erasure_from_row,
     event_from_row,
     first_occurrences,
     impression_from_row,
@@ -84,9 +88,18 @@ CREATE TABLE IF NOT EXISTS version_journal (
     details TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS version_journal_version ON version_journal (version, seq);
+CREATE TABLE IF NOT EXISTS erasures (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ticket TEXT NOT NULL UNIQUE,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    events_deleted INTEGER NOT NULL,
+    impressions_deleted INTEGER NOT NULL
+);
 """
 
 _JOURNAL_INSERT = "INSERT INTO version_journal (version, kind, at, actor, message, details) VALUES (?, ?, ?, ?, ?, ?)"
+_ERASURE_COLUMNS = "ticket, at, actor, events_deleted, impressions_deleted"
 _EVENT_COLUMNS = "event_id, user_key, item_id, event_type, value, ts, recommendation_id, context"
 
 
@@ -109,6 +122,7 @@ class SQLiteStore(EventStore):
             # FULL: the WAL is fsynced at every commit, so an acknowledged event survives a power cut.
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=10000")
+            db.execute("PRAGMA secure_delete=ON")  # deleted rows (a forgotten user's) are overwritten, not left
             db.executescript(_SCHEMA)
             if "arm" not in {row[1] for row in db.execute("PRAGMA table_info(impressions)")}:  # stores before 0.2
                 db.execute("ALTER TABLE impressions ADD COLUMN arm TEXT NOT NULL DEFAULT 'stable'")
@@ -340,6 +354,53 @@ class SQLiteStore(EventStore):
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (key, value))
                 return str(self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()[0])
+
+        return await self._run(write)
+
+    async def forget_user(self, user_key: str, *, ticket: str, at: float, actor: str) -> Forgotten:
+        def write() -> Forgotten:
+            db = self._db
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                rows = db.execute(f"DELETE FROM events WHERE user_key = ? RETURNING {_EVENT_COLUMNS}", (user_key,))
+                events = [event_from_row(r) for r in rows.fetchall()]
+                lists = db.execute("DELETE FROM impressions WHERE user_key = ? RETURNING item_ids", (user_key,))
+                served = [json.loads(ids) for (ids,) in lists.fetchall()]
+                row = db.execute(
+                    f"INSERT INTO erasures ({_ERASURE_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+                    f"RETURNING seq, {_ERASURE_COLUMNS}",
+                    (ticket, at, actor, len(events), len(served)),
+                ).fetchone()
+            # Old page images of the deleted rows may still sit in the write-ahead log: move it into the (securely
+            # deleted) database file and empty it. Best effort: a reader in another process can hold it open.
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return Forgotten(erasure_from_row(row), events, [i for ids in served for i in ids])
+
+        return await self._run(write)
+
+    async def erasures(self, *, after_seq: int = 0, limit: int = 1000) -> list[Erasure]:
+        rows = await self._run(
+            functools.partial(
+                self._fetchall,
+                f"SELECT seq, {_ERASURE_COLUMNS} FROM erasures WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            )
+        )
+        return [erasure_from_row(r) for r in rows]
+
+    async def delete_events_before(self, before_s: float, *, limit: int = 100_000) -> int:
+        def write() -> int:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                deleted = self._db.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < ? LIMIT ?)", (before_s, limit)
+                ).rowcount
+                self._db.execute(
+                    "DELETE FROM impressions WHERE recommendation_id IN "
+                    "(SELECT recommendation_id FROM impressions WHERE ts < ? LIMIT ?)",
+                    (before_s, limit),
+                )
+                return int(deleted)
 
         return await self._run(write)
 

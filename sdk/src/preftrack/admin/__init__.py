@@ -83,6 +83,18 @@ class JournalEntry:
     details: dict[str, object]
 
 
+@dataclasses.dataclass(frozen=True)
+class Erasure:
+    """A forgotten user, as recorded: it names no one; keep ``ticket`` beside your record of the request."""
+
+    ticket: str
+    erased_at: float
+    actor: str
+    events_deleted: int
+    impressions_deleted: int
+    position: int = 0
+
+
 def _seconds(stamp) -> float:
     return stamp.seconds + stamp.nanos / 1e9
 
@@ -217,5 +229,18 @@ class AdminClient:
             out.extend(zip(r.versions, r.arms, strict=True))
         return out
 
+    def forget_user(self, user_id: str) -> Erasure:
+        """Erase a user's events, served lists and real-time state (see docs/privacy.md); returns the record."""
+        e = self._call(self._stub.ForgetUser, pb.ForgetUserRequest(user_id=user_id)).erasure
+        return Erasure(e.ticket, _seconds(e.erased_at), e.actor, e.events_deleted, e.impressions_deleted)
 
-__all__ = ["AdminClient", "Arm", "JournalEntry", "Rollout", "Version"]
+    def erasures(self, *, after: int = 0, limit: int = 1000) -> list[Erasure]:
+        """Recorded erasures after position ``after``, oldest first (each with its ``position``)."""
+        r = self._call(self._stub.ListErasures, pb.ListErasuresRequest(after=after, limit=limit))
+        return [
+            Erasure(e.ticket, _seconds(e.erased_at), e.actor, e.events_deleted, e.impressions_deleted, position)
+            for e, position in zip(r.erasures, r.positions, strict=True)
+        ]
+
+
+__all__ = ["AdminClient", "Arm", "Erasure", "JournalEntry", "Rollout", "Version"]

@@ -115,6 +115,19 @@ def _start(admin: AdminClient, args: argparse.Namespace) -> None:
     print(f"version {version.version}: {version.state}")
 
 
+def _forget(admin: AdminClient, args: argparse.Namespace) -> None:
+    e = admin.forget_user(args.user_id)
+    print(f"erased: ticket {e.ticket}, {e.events_deleted} events and {e.impressions_deleted} served lists deleted")
+
+
+def _erasures(admin: AdminClient, args: argparse.Namespace) -> None:
+    rows = [
+        (e.position, _when(e.erased_at), e.ticket, e.actor, e.events_deleted, e.impressions_deleted)
+        for e in admin.erasures(after=args.after)
+    ]
+    print(_table(("#", "at (UTC)", "ticket", "by", "events", "served lists"), rows))
+
+
 def _report(admin: AdminClient, args: argparse.Namespace) -> None:
     version = args.version or admin.rollout().candidate_version
     if not version:
@@ -225,6 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     journal.add_argument("--kind", default="", help="transition, check, fraction, pause or pin")
     journal.add_argument("--limit", type=int, default=50)
     journal.set_defaults(run=_journal)
+    forget = sub.add_parser("forget", help="erase a user's events, served lists and real-time state")
+    forget.add_argument("user_id", help="the id the shop sends for this user")
+    forget.set_defaults(run=_forget)
+    erasures = sub.add_parser("erasures", help="recorded erasures (they name no one)")
+    erasures.add_argument("--after", type=int, default=0, help="only those after this position")
+    erasures.set_defaults(run=_erasures)
     report = sub.add_parser("report", help="a rollout's checks over time and its decisions")
     report.add_argument("--version", type=int, default=None, help="default: the rollout in progress")
     report.add_argument("--png", default=None, help="also plot per-arm outcomes with the decisions marked")

@@ -242,3 +242,45 @@ class ExplainRoutesResponse(_message.Message):
     versions: _containers.RepeatedScalarFieldContainer[int]
     arms: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, versions: _Optional[_Iterable[int]] = ..., arms: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ForgetUserRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class Erasure(_message.Message):
+    __slots__ = ("ticket", "erased_at", "actor", "events_deleted", "impressions_deleted")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    ERASED_AT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    IMPRESSIONS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    ticket: str
+    erased_at: _timestamp_pb2.Timestamp
+    actor: str
+    events_deleted: int
+    impressions_deleted: int
+    def __init__(self, ticket: _Optional[str] = ..., erased_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., events_deleted: _Optional[int] = ..., impressions_deleted: _Optional[int] = ...) -> None: ...
+
+class ForgetUserResponse(_message.Message):
+    __slots__ = ("erasure",)
+    ERASURE_FIELD_NUMBER: _ClassVar[int]
+    erasure: Erasure
+    def __init__(self, erasure: _Optional[_Union[Erasure, _Mapping]] = ...) -> None: ...
+
+class ListErasuresRequest(_message.Message):
+    __slots__ = ("after", "limit")
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    after: int
+    limit: int
+    def __init__(self, after: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListErasuresResponse(_message.Message):
+    __slots__ = ("erasures", "positions")
+    ERASURES_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    erasures: _containers.RepeatedCompositeFieldContainer[Erasure]
+    positions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, erasures: _Optional[_Iterable[_Union[Erasure, _Mapping]]] = ..., positions: _Optional[_Iterable[int]] = ...) -> None: ...

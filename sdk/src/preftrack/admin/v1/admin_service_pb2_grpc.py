@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class AdminServiceStub:
-    """Operates model versions and their rollouts: what serves, what is tried live, and what was decided.
+    """Operates model versions and their rollouts (what serves, what is tried live, and what was decided), and
+    erases users.
 
     Every call needs an admin key in the metadata `authorization: Bearer <admin key>` (the gateway's
     PREFTRACK_ADMIN_KEYS). A client key gets PERMISSION_DENIED, no key or an unknown one UNAUTHENTICATED. A call
@@ -93,10 +94,21 @@ class AdminServiceStub:
                 request_serializer=preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ExplainRoutesRequest.SerializeToString,
                 response_deserializer=preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ExplainRoutesResponse.FromString,
                 _registered_method=True)
+        self.ForgetUser = channel.unary_unary(
+                '/preftrack.admin.v1.AdminService/ForgetUser',
+                request_serializer=preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ForgetUserRequest.SerializeToString,
+                response_deserializer=preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ForgetUserResponse.FromString,
+                _registered_method=True)
+        self.ListErasures = channel.unary_unary(
+                '/preftrack.admin.v1.AdminService/ListErasures',
+                request_serializer=preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ListErasuresRequest.SerializeToString,
+                response_deserializer=preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ListErasuresResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
-    """Operates model versions and their rollouts: what serves, what is tried live, and what was decided.
+    """Operates model versions and their rollouts (what serves, what is tried live, and what was decided), and
+    erases users.
 
     Every call needs an admin key in the metadata `authorization: Bearer <admin key>` (the gateway's
     PREFTRACK_ADMIN_KEYS). A client key gets PERMISSION_DENIED, no key or an unknown one UNAUTHENTICATED. A call
@@ -177,6 +189,24 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForgetUser(self, request, context):
+        """Erase a user: their events and served lists leave the event store and every gateway's real-time state,
+        and the user's own per-event weights are reset, so their scores equal a new user's. The erasure is recorded
+        under a ticket that names no one; keep the ticket beside your own record of the request. Versions already
+        trained keep what the user's events moved in shared weights (see docs/privacy.md); no later version trains
+        on them. Idempotent: forgetting a user with nothing stored records an erasure of 0 events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListErasures(self, request, context):
+        """Recorded erasures, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -230,6 +260,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ExplainRoutesRequest.FromString,
                     response_serializer=preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ExplainRoutesResponse.SerializeToString,
             ),
+            'ForgetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetUser,
+                    request_deserializer=preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ForgetUserRequest.FromString,
+                    response_serializer=preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ForgetUserResponse.SerializeToString,
+            ),
+            'ListErasures': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListErasures,
+                    request_deserializer=preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ListErasuresRequest.FromString,
+                    response_serializer=preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ListErasuresResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'preftrack.admin.v1.AdminService', rpc_method_handlers)
@@ -239,7 +279,8 @@ def add_AdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
-    """Operates model versions and their rollouts: what serves, what is tried live, and what was decided.
+    """Operates model versions and their rollouts (what serves, what is tried live, and what was decided), and
+    erases users.
 
     Every call needs an admin key in the metadata `authorization: Bearer <admin key>` (the gateway's
     PREFTRACK_ADMIN_KEYS). A client key gets PERMISSION_DENIED, no key or an unknown one UNAUTHENTICATED. A call
@@ -510,6 +551,60 @@ class AdminService:
             '/preftrack.admin.v1.AdminService/ExplainRoutes',
             preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ExplainRoutesRequest.SerializeToString,
             preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ExplainRoutesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/preftrack.admin.v1.AdminService/ForgetUser',
+            preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ForgetUserRequest.SerializeToString,
+            preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ForgetUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListErasures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/preftrack.admin.v1.AdminService/ListErasures',
+            preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ListErasuresRequest.SerializeToString,
+            preftrack_dot_admin_dot_v1_dot_admin__service__pb2.ListErasuresResponse.FromString,
             options,
             channel_credentials,
             insecure,
