@@ -63,7 +63,8 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 # Forget the local stack's state: the event store (load tests and demos write into it, and a gateway replays it
-# at every start), the logs and the pseudonym key. RESET_MODELS=1 also deletes the trained versions.
+# at every start) and the logs. RESET_MODELS=1 also deletes the trained versions. The pseudonym key
+# (~/.config/preftrack/pseudonym.key) stays.
 reset:
 	rm -rf var
 	if [ "$(RESET_MODELS)" = "1" ]; then find $(REPOSITORY)/preftrack -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' -exec rm -rf {} +; fi

@@ -187,6 +187,7 @@ def _up(args: argparse.Namespace) -> int:
         gateway_port=args.port,
         triton_grpc_port=args.triton_port,
         metrics_port=args.metrics_port,
+        key_file=args.key_file,
     )
 
 
@@ -270,7 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--port", type=int, default=50051, help="gateway port")
     stack.add_argument("--triton-port", type=int, default=8001, help="Triton's gRPC port (HTTP: one below)")
     stack.add_argument("--metrics-port", type=int, default=9100, help="the gateway's Prometheus port")
-    stack.add_argument("--state-dir", type=Path, default=Path("var"), help="event store, logs, pseudonym key")
+    stack.add_argument("--state-dir", type=Path, default=Path("var"), help="event store and logs")
+    stack.add_argument(
+        "--key-file",
+        type=Path,
+        default=None,
+        help="the pseudonym key (created if missing; default ~/.config/preftrack/pseudonym.key, away from the store)",
+    )
     stack.set_defaults(func=_up)
 
     config = sub.add_parser("write-config", help="(re)generate the model's config.pbtxt files")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import secrets
 import signal
 import subprocess
@@ -20,13 +21,30 @@ from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 _LOGGER = logging.getLogger(__name__)
 
 
-def _pseudonym_key(path: Path) -> str:
-    """A local secret for pseudonymising user ids, created once (mode 0600) and reused across restarts."""
+def default_key_file() -> Path:
+    """Where the local stack keeps its pseudonym key: the user's config directory, away from the database."""
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config_home / "preftrack" / "pseudonym.key"
+
+
+def _pseudonym_key_file(path: Path, state_dir: Path) -> Path:
+    """The key file of the local stack, created once (mode 0600) and reused across restarts. A key left in the
+    state directory by an older version is still used (its store's pseudonyms depend on it), with a warning."""
+    legacy = state_dir / "pseudonym.key"
+    if legacy.exists():
+        _LOGGER.warning(
+            "the pseudonym key sits beside the database it protects (%s): move it to %s (a copy of both "
+            "re-identifies users)",
+            legacy,
+            path,
+        )
+        return legacy
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_hex(32))
+    return path
 
 
 @dataclasses.dataclass
@@ -83,6 +101,7 @@ def up(
     gateway_port: int = 50051,
     triton_grpc_port: int = 8001,
     metrics_port: int = 9100,
+    key_file: Path | None = None,
 ) -> int:
     """Run the stack (Triton, the gateway, the continual trainer) until Ctrl-C or SIGTERM.
 
@@ -112,7 +131,7 @@ def up(
         {
             "PREFTRACK_TRITON_URL": triton.grpc_url,
             "PREFTRACK_STORE_URL": store_url,
-            "PREFTRACK_PSEUDONYM_KEY": _pseudonym_key(state_dir / "pseudonym.key"),
+            "PREFTRACK_PSEUDONYM_KEY_FILE": str(_pseudonym_key_file(key_file or default_key_file(), state_dir)),
             "PREFTRACK_METRICS_PORT": str(metrics_port),
             **deployment.environment(settings),
         },
