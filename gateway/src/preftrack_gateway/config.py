@@ -48,6 +48,10 @@ class GatewayConfig:
         max_items_per_call: most items one Score/Recommend may carry.
         max_events_per_call: most events one SendFeedback may carry.
         max_stream_events: most events one StreamFeedback stream may carry.
+        key_rate_limit: calls per second each key may make (bursts of twice that); beyond, RESOURCE_EXHAUSTED with
+            a retry hint. 0: no limit. Applies to callers with a key (it needs keys configured).
+        max_streams: most StreamFeedback streams open at once; more are refused (RESOURCE_EXHAUSTED with a retry
+            hint) before any of their events is read. An admitted stream waits for room instead of failing.
         max_message_bytes: largest request message accepted.
         max_pending_events: events waiting for commit before new ones are refused (RESOURCE_EXHAUSTED).
         max_future_skew_s: how far in the future an event's timestamp may be.
@@ -92,6 +96,8 @@ class GatewayConfig:
     max_items_per_call: int = 1000
     max_events_per_call: int = 10_000
     max_stream_events: int = 1_000_000
+    max_streams: int = 256
+    key_rate_limit: float = 0.0
     max_message_bytes: int = 16 * 1024 * 1024
     max_pending_events: int = 200_000
     max_future_skew_s: float = 300.0
@@ -132,6 +138,7 @@ class GatewayConfig:
             "max_items_per_call",
             "max_events_per_call",
             "max_stream_events",
+            "max_streams",
             "max_message_bytes",
             "max_pending_events",
             "commit_batch_events",
@@ -164,6 +171,8 @@ class GatewayConfig:
             path = getattr(self, name)
             if path is not None and not os.access(path, os.R_OK):
                 raise ConfigError(f"{name} {path!r} is not a readable file")
+        if not 0 <= self.key_rate_limit < 1e9:
+            raise ConfigError("key_rate_limit must be >= 0 calls per second (0: no limit)")
         if not 0 <= self.event_retention_days < 1e6:
             raise ConfigError("event_retention_days must be >= 0 (0: keep events for ever)")
         if min(self.triton_timeout_s, self.health_interval_s) <= 0 or self.shutdown_grace_s < 0:

@@ -40,9 +40,14 @@ class PermissionDeniedError(GatewayError):
 
 
 class OverloadedError(GatewayError):
-    """Too much work queued; retry later (RESOURCE_EXHAUSTED)."""
+    """Too much work queued; retry later (RESOURCE_EXHAUSTED). ``retry_after_s`` is sent to the caller as the
+    trailing metadata ``retry-after-ms`` and ``grpc-retry-pushback-ms`` (which gRPC's own retries honour)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ModelNotReadyError(GatewayError):

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import random
+import time
 from collections.abc import Callable, Sequence
 
 from preftrack_gateway.errors import OverloadedError, StoreUnavailableError
@@ -62,6 +64,8 @@ class GroupCommitWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._room_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._rate = 0.0  # events committed per second, smoothed
         #: Held around each commit and its fold into the features: hold it to change what was stored (forget a
         #: user) or to swap the features, with no commit in between.
         self.exclusive = asyncio.Lock()
@@ -70,19 +74,51 @@ class GroupCommitWriter:
         """Start the commit loop on the running event loop."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
 
+    def _backlog_s(self) -> float:
+        """Roughly how long the queued events take to commit (at the recent commit rate)."""
+        return self._pending_events / max(self._rate, 1000.0)
+
     def submit(self, events: Sequence[Event]) -> asyncio.Future[WriteResult]:
-        """Queue events; the returned future resolves once they are committed."""
+        """Queue events; the returned future resolves once they are committed. Raises OverloadedError, with a
+        retry hint of about the time the backlog takes to commit, when the queue is full."""
         if self._closing:
             raise StoreUnavailableError("the gateway is shutting down; retry on another replica")
         if self._pending_events + len(events) > self._max_pending:
+            wait = min(10.0, max(0.2, self._backlog_s()))
             raise OverloadedError(
-                f"{self._pending_events} events are waiting to be committed; slow down and retry (same event_ids)"
+                f"{self._pending_events} events are waiting to be committed; retry in {wait:.1f} s (same event_ids)",
+                retry_after_s=wait * random.uniform(0.75, 1.25),  # spread the retries out
             )
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(events, future))
         self._pending_events += len(events)
         self._wakeup.set()
         return future
+
+    async def submit_when_room(self, events: Sequence[Event]) -> asyncio.Future[WriteResult]:
+        """Like :meth:`submit`, but waits (in arrival order) for room in the queue instead of refusing: a stream
+        already admitted slows down instead of failing half-way."""
+        while True:
+            if self._pending_events + len(events) <= self._max_pending and not self._room_waiters:
+                return self.submit(events)
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            entry = (len(events), waiter)
+            self._room_waiters.append(entry)
+            try:
+                await waiter
+            finally:
+                self._room_waiters.remove(entry)
+            if self._pending_events + len(events) <= self._max_pending or self._pending_events == 0:
+                return self.submit(events)
+
+    def _wake_room_waiters(self) -> None:
+        room = self._max_pending - self._pending_events
+        for size, waiter in self._room_waiters:
+            if size > room and room < self._max_pending:
+                break
+            if not waiter.done():
+                waiter.set_result(None)
+            room -= size
 
     async def write(self, events: Sequence[Event]) -> WriteResult:
         """Queue events and wait until they are committed."""
@@ -106,6 +142,7 @@ class GroupCommitWriter:
 
     async def _commit(self, batch: list[_Pending], size: int) -> None:
         events = [event for item in batch for event in item.events]
+        started = time.perf_counter()
         try:
             stored = await self._store.append(events)
         except StoreError as exc:
@@ -115,14 +152,19 @@ class GroupCommitWriter:
                 if not item.future.done():
                     item.future.set_exception(error)
             self._pending_events -= size
+            self._wake_room_waiters()
             return
         except BaseException as exc:  # cancelled or a bug: fail the waiters, never leave them hanging
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(StoreUnavailableError(f"commit aborted: {type(exc).__name__}"))
             self._pending_events -= size
+            self._wake_room_waiters()
             raise
+        elapsed = max(time.perf_counter() - started, 1e-3)
+        self._rate = 0.8 * self._rate + 0.2 * (len(events) / elapsed) if self._rate else len(events) / elapsed
         self._pending_events -= size
+        self._wake_room_waiters()
         try:
             self._on_commit([e for e, new in zip(events, stored, strict=True) if new])
         except Exception:  # the events are durable; a feature bug must not turn that into an error

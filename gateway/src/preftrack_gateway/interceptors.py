@@ -21,6 +21,7 @@ import grpc
 from preftrack_gateway.errors import (
     GatewayError,
     InvalidRequestError,
+    OverloadedError,
     PermissionDeniedError,
     ShuttingDownError,
     UnauthenticatedError,
@@ -57,6 +58,32 @@ class _Keys:
         )
 
 
+class _Quota:
+    """A token bucket per key: ``rate`` calls per second, bursts of up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self._burst = max(burst, 1.0)
+        self._buckets: dict[bytes, list[float]] = {}  # key digest -> [tokens, when]
+
+    def take(self, token: bytes) -> float:
+        """Spend a token of this key; returns 0.0, or how many seconds until one is there (nothing spent)."""
+        now = time.monotonic()
+        digest = hashlib.sha256(token).digest()
+        bucket = self._buckets.get(digest)
+        if bucket is None:
+            if len(self._buckets) > 100_000:  # keys come from configuration; never let this grow regardless
+                self._buckets.clear()
+            bucket = self._buckets[digest] = [self._burst, now]
+        tokens = min(self._burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if tokens >= 1.0:
+            bucket[0] = tokens - 1.0
+            return 0.0
+        bucket[0] = tokens
+        return (1.0 - tokens) / self.rate
+
+
 class Undecodable:
     """What a request that failed to parse becomes; the guard answers it with INVALID_ARGUMENT."""
 
@@ -82,6 +109,13 @@ def _undecodable_error(method: str, marker: Undecodable, index: int | None = Non
         f"{where} is not a valid protobuf message ({marker.reason}); send the message type the proto names for "
         "this method, with UTF-8 strings"
     )
+
+
+def _retry_hint(seconds: float) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata telling the caller when to retry: ``retry-after-ms`` for any client, and
+    ``grpc-retry-pushback-ms``, which gRPC's built-in retry policy honours."""
+    ms = str(max(1, round(1000 * seconds)))
+    return (("retry-after-ms", ms), ("grpc-retry-pushback-ms", ms))
 
 
 async def _enumerate(iterator):
@@ -126,8 +160,11 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         api_keys: tuple[str, ...],
         admin_keys: tuple[str, ...] = (),
         catalog_keys: tuple[str, ...] = (),
+        *,
+        key_rate_limit: float = 0.0,
     ) -> None:
         self._metrics = metrics
+        self._quota = _Quota(key_rate_limit, 2.0 * key_rate_limit) if key_rate_limit > 0 else None
         self._keys = {"client": _Keys(api_keys), "admin": _Keys(admin_keys), "catalog": _Keys(catalog_keys)}
         self._any_keys = bool(api_keys or admin_keys or catalog_keys)
         self._log = _RateLimitedLog()
@@ -135,12 +172,23 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         self.draining = False
         self.in_flight = 0
 
-    def _role(self, context: grpc.aio.ServicerContext) -> str | None:
+    def _role(self, context: grpc.aio.ServicerContext) -> tuple[str | None, bytes]:
         sent = dict(context.invocation_metadata() or ()).get("authorization", "")
         if not sent.startswith("Bearer "):
-            return None
+            return None, b""
         token = sent.removeprefix("Bearer ").encode()
-        return next((role for role, keys in self._keys.items() if keys.match(token)), None)
+        return next((role for role, keys in self._keys.items() if keys.match(token)), None), token
+
+    def _check_quota(self, token: bytes) -> None:
+        if self._quota is None or not token:
+            return
+        wait = self._quota.take(token)
+        if wait > 0:
+            raise OverloadedError(
+                f"this key's quota ({self._quota.rate:g} calls/s, PREFTRACK_KEY_RATE_LIMIT) is spent; retry in "
+                f"{wait:.2f} s",
+                retry_after_s=wait,
+            )
 
     def _check_key(self, method: str, context: grpc.aio.ServicerContext) -> None:
         """Roles: admin keys may call everything; catalogue keys the client methods and UpsertItems; client keys
@@ -152,8 +200,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         catalog = method == _CATALOG
         if not admin and not catalog and not self._keys["client"]:
             return
-        role = self._role(context)
+        role, token = self._role(context)
         if role == "admin" or (role == "catalog" and not admin) or (role == "client" and not admin and not catalog):
+            self._check_quota(token)
             return
         if role is not None:
             needed = "an admin key (PREFTRACK_ADMIN_KEYS)" if admin else "a catalogue or admin key"
@@ -180,7 +229,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             self._log.log(
                 logging.INFO, method, code.name, "%s request=%s -> %s: %s", method, rid, code.name, exc.message
             )
-            await context.abort(code, exc.message)
+            hint = getattr(exc, "retry_after_s", None)
+            trailing = () if hint is None else _retry_hint(hint)
+            await context.abort(code, exc.message, trailing_metadata=trailing)
         except Exception:
             if context.code() not in (None, grpc.StatusCode.OK):  # already aborted on purpose
                 code = context.code()

@@ -64,7 +64,9 @@ class GatewayServer:
         core = self.core
         self.metrics.watch_learner(lambda: core.learner.status())  # the learner start() settles on
         self.metrics.watch_rollout(lambda: core.rollout.status())
-        self._edge = EdgeInterceptor(self.metrics, cfg.api_keys, cfg.admin_keys, cfg.catalog_keys)
+        self._edge = EdgeInterceptor(
+            self.metrics, cfg.api_keys, cfg.admin_keys, cfg.catalog_keys, key_rate_limit=cfg.key_rate_limit
+        )
         server = grpc.aio.server(
             interceptors=[self._edge],
             options=[

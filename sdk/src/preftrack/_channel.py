@@ -12,8 +12,9 @@ SERVICES = ("preftrack.v1.ScoringService", "preftrack.v1.FeedbackService")
 
 
 def channel_options(*, max_attempts: int, max_message_bytes: int) -> list[tuple[str, object]]:
-    """gRPC channel options: retry UNAVAILABLE (and CANCELLED sent by a server that is stopping), with bounded
-    attempts and exponential backoff.
+    """gRPC channel options: retry UNAVAILABLE (and CANCELLED sent by a server that is stopping) and
+    RESOURCE_EXHAUSTED (an overloaded gateway, after the delay it asks for in ``grpc-retry-pushback-ms``), with
+    bounded attempts and exponential backoff.
 
     Every RPC is safe to retry: scoring reads, feedback carries event ids, catalogue writes are upserts.
     """
@@ -26,7 +27,7 @@ def channel_options(*, max_attempts: int, max_message_bytes: int) -> list[tuple[
                     "initialBackoff": "0.05s",
                     "maxBackoff": "2s",
                     "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
+                    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED", "RESOURCE_EXHAUSTED"],
                 },
             }
         ]

@@ -31,7 +31,10 @@ class PermissionDeniedError(PreftrackError):
 
 
 class ResourceExhaustedError(PreftrackError):
-    """The gateway is overloaded or the message too large (RESOURCE_EXHAUSTED)."""
+    """The gateway is overloaded or the message too large (RESOURCE_EXHAUSTED). ``retry_after_s`` is the delay
+    the gateway asked for before a retry (None: it asked for none, e.g. a message over the size limit)."""
+
+    retry_after_s: float | None = None
 
 
 class UnavailableError(PreftrackError):
@@ -64,4 +67,22 @@ def translate(error: grpc.RpcError) -> PreftrackError:
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else str(error)
     cls = _BY_CODE.get(code, InternalError)
-    return cls(details or "no details", code.name if code else "UNKNOWN")
+    error_out = cls(details or "no details", code.name if code else "UNKNOWN")
+    if isinstance(error_out, ResourceExhaustedError):
+        error_out.retry_after_s = _retry_after_s(error)
+    return error_out
+
+
+def _retry_after_s(error: grpc.RpcError) -> float | None:
+    """The ``retry-after-ms`` trailing metadata of a refused call, in seconds."""
+    try:
+        trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    except Exception:  # an error raised on this side carries none
+        return None
+    for key, value in trailing or ():
+        if key == "retry-after-ms":
+            try:
+                return int(value) / 1000.0
+            except (TypeError, ValueError):
+                return None
+    return None

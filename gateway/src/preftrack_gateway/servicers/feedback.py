@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 
 from preftrack.v1 import feedback_service_pb2, feedback_service_pb2_grpc, types_pb2
-from preftrack_gateway.errors import InvalidRequestError
+from preftrack_gateway.errors import InvalidRequestError, OverloadedError
 from preftrack_gateway.ingest import WriteResult
 from preftrack_gateway.metrics import GatewayMetrics
 from preftrack_gateway.schema import Event, EventValidationError, Item
@@ -57,6 +58,7 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     def __init__(self, core: GatewayCore, metrics: GatewayMetrics) -> None:
         self._core = core
         self._metrics = metrics
+        self.open_streams = 0
 
     def _prepare(self, message: types_pb2.Event, now_s: float) -> Event:
         user_key = pseudonymous_user(self._core, message.user_id)
@@ -87,6 +89,21 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         return feedback_service_pb2.SendFeedbackResponse(accepted=result.accepted, duplicates=result.duplicates)
 
     async def StreamFeedback(self, request_iterator, context):  # noqa: N802
+        """Admits at most ``max_streams`` streams at once (the rest are refused before any event is read, with a
+        retry hint); an admitted stream is never refused for load: it waits for room in the commit queue."""
+        most = self._core.config.max_streams
+        if self.open_streams >= most:
+            raise OverloadedError(
+                f"{most} feedback streams are open (PREFTRACK_MAX_STREAMS); nothing of this one was read, retry it",
+                retry_after_s=random.uniform(0.5, 1.5),
+            )
+        self.open_streams += 1
+        try:
+            return await self._stream(request_iterator)
+        finally:
+            self.open_streams -= 1
+
+    async def _stream(self, request_iterator):
         limit = self._core.config.max_stream_events
         seen = 0
         rejected: list[feedback_service_pb2.RejectedEvent] = []
@@ -124,7 +141,7 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
                             feedback_service_pb2.RejectedEvent(event_id=message.event_id[:256], reason=str(exc)[:500])
                         )
             if prepared:
-                in_flight.append(self._core.writer.submit(prepared))
+                in_flight.append(await self._core.writer.submit_when_room(prepared))
                 await settle(_MAX_STREAM_IN_FLIGHT)
         await settle(0)
         self._metrics.events.labels("rejected").inc(rejected_count)
