@@ -144,3 +144,25 @@ def test_bad_input_is_answered_clearly(gateway, name, call, error, message) -> N
     # The gateway still serves after refusing the call.
     with preftrack.Client(gateway.target) as client:
         assert client.healthy()
+
+
+FIELDS = [
+    (lambda c: c.score("", ["i-1"]), "user_id"),
+    (lambda c: c.score("u", ["i-1", ""]), "item_ids[1]"),
+    (lambda c: c.recommend("u", ["i-1"], k=0), "k"),
+    (lambda c: c.send([_event(), _event(user_id="")]), "events[1].user_id"),
+    (lambda c: c.send([_event(), _event(timestamp_s=1000.0)]), "events[1].time"),
+    (lambda c: c.upsert_items([preftrack.Item(item_id="z", categories=("c",), price=-1)]), "items[0].price"),
+]
+
+
+def test_invalid_arguments_carry_the_field_at_fault_as_a_bad_request_detail(gateway) -> None:
+    with preftrack.Client(gateway.target) as client:
+        for call, field in FIELDS:
+            with pytest.raises(preftrack.InvalidRequestError) as caught:
+                call(client)
+            assert [f for f, _ in caught.value.field_violations] == [field], caught.value
+            assert caught.value.field_violations[0][1] == caught.value.message
+        with pytest.raises(preftrack.InvalidRequestError) as caught:
+            client.send([_event() for _ in range(10_001)])
+        assert [f for f, _ in caught.value.field_violations] == ["events"]

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 import preftrack
+from preftrack.errors import ResourceExhaustedError
 from preftrack.v1 import feedback_service_pb2 as fb
 from preftrack.v1 import feedback_service_pb2_grpc as fb_grpc
 from preftrack.v1 import scoring_service_pb2 as sc
@@ -95,6 +96,9 @@ def test_streams_beyond_the_cap_are_refused_before_anything_is_read(triton, trai
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "PREFTRACK_MAX_STREAMS" in refused.value.details()
             assert 500 <= _retry_after_ms(refused.value) <= 1500
+            with preftrack.Client(target, max_attempts=2) as client, pytest.raises(ResourceExhaustedError) as sdk:
+                client.stream([preftrack.FeedbackEvent(user_id="u", item_id="i-1", event_type="view")])
+            assert sdk.value.retry_after_s is not None and 0.5 <= sdk.value.retry_after_s <= 1.5  # its RetryInfo
             release.set()
             answers = await asyncio.gather(*open_calls)
             assert [a.accepted for a in answers] == [10, 10]

@@ -106,3 +106,51 @@ def test_key_roles(triton, trained: Trained, tmp_path: Path) -> None:
             assert admin.versions()[0].version == 1
         with preftrack.Client(gateway.target) as anonymous, pytest.raises(UnauthenticatedError):
             anonymous.upsert_items([item])
+
+
+def _list_services(target: str, version: str) -> list[str]:
+    """Service names through server reflection ``grpc.reflection.<version>`` (same messages as v1alpha)."""
+    import grpc
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    with grpc.insecure_channel(target) as channel:
+        info = channel.stream_stream(
+            f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        answers = list(info(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+    return [s.name for s in answers[0].list_services_response.service]
+
+
+def test_reflection_v1_and_v1alpha_and_a_metrics_key(triton, trained: Trained, tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    import grpc
+
+    from preftrack_gateway.process import free_port
+
+    port = free_port()
+    env = gateway_env(
+        triton.grpc_url,
+        f"sqlite:///{tmp_path / 'e.db'}",
+        repository=trained.repository,
+        PREFTRACK_METRICS_PORT=str(port),
+        PREFTRACK_METRICS_KEYS="sha256:" + hashlib.sha256(b"metrics-key-0123").hexdigest(),
+    )
+    with GatewayProcess(env, tmp_path / "gw.log") as gateway:
+        for version in ("v1", "v1alpha"):
+            assert "preftrack.v1.ScoringService" in _list_services(gateway.target, version)
+        url = f"http://127.0.0.1:{port}/metrics"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 401
+        request = urllib.request.Request(url, headers={"Authorization": "Bearer metrics-key-0123"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert b"preftrack_rpc_latency_seconds" in answer.read()
+    hidden = {**env, "PREFTRACK_REFLECTION": "false", "PREFTRACK_METRICS_PORT": "0"}
+    with GatewayProcess(hidden, tmp_path / "gw2.log") as gateway:
+        with pytest.raises(grpc.RpcError) as off:
+            _list_services(gateway.target, "v1")
+        assert off.value.code() == grpc.StatusCode.UNIMPLEMENTED

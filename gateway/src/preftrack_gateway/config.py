@@ -45,6 +45,10 @@ class GatewayConfig:
             there (PERMISSION_DENIED). With neither kind of key set (a local dev stack) the admin API is open;
             with client keys but no admin keys it is closed.
         metrics_port: Prometheus metrics over HTTP (0: disabled).
+        metrics_keys: when set, ``/metrics`` answers only ``Authorization: Bearer <key>`` with one of these
+            (plain or ``sha256:``), and 401 otherwise.
+        reflection: serve gRPC server reflection (v1 and v1alpha); off hides the API's shape from anyone who can
+            reach the port.
         max_items_per_call: most items one Score/Recommend may carry.
         max_events_per_call: most events one SendFeedback may carry.
         max_stream_events: most events one StreamFeedback stream may carry.
@@ -93,13 +97,15 @@ class GatewayConfig:
     store_context: bool = True
     event_retention_days: float = 0.0
     metrics_port: int = 0
+    metrics_keys: tuple[str, ...] = ()
+    reflection: bool = True
     max_items_per_call: int = 1000
     max_events_per_call: int = 10_000
     max_stream_events: int = 1_000_000
     max_streams: int = 256
     key_rate_limit: float = 0.0
     max_message_bytes: int = 16 * 1024 * 1024
-    max_pending_events: int = 200_000
+    max_pending_events: int = 50_000
     max_future_skew_s: float = 300.0
     commit_batch_events: int = 20_000
     triton_timeout_s: float = 5.0
@@ -236,7 +242,14 @@ class GatewayConfig:
             if raw is None:
                 continue
             try:
-                if field.name in ("api_keys", "admin_keys", "catalog_keys", "positive_types", "example_types"):
+                if field.name in (
+                    "api_keys",
+                    "admin_keys",
+                    "catalog_keys",
+                    "metrics_keys",
+                    "positive_types",
+                    "example_types",
+                ):
                     values[field.name] = tuple(k for k in raw.split(",") if k)
                 elif field.type in ("bool", bool):
                     if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):

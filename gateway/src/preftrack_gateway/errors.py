@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 
 
@@ -16,9 +18,23 @@ class GatewayError(Exception):
 
 
 class InvalidRequestError(GatewayError):
-    """The caller sent something malformed (INVALID_ARGUMENT); the message names the field."""
+    """The caller sent something malformed (INVALID_ARGUMENT); the message names the field.
+
+    ``field`` is the path of the field at fault (``events[3].time``), sent as a ``google.rpc.BadRequest`` field
+    violation; by default the message's leading field path, when it starts with one."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        if field is None:
+            leading = _FIELD_PATH.match(message)
+            field = leading.group(1) if leading and leading.group(1) not in _NOT_FIELDS else ""
+        self.field = field
+
+
+_NOT_FIELDS = frozenset({"a", "an", "at", "the", "this", "message", "no", "one", "in"})
+_FIELD_PATH = re.compile(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)*)[ :]")
 
 
 class NotFoundError(GatewayError):

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-import hmac
 import logging
 import time
 import uuid
 
 import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from preftrack_gateway.errors import (
     GatewayError,
@@ -26,6 +27,7 @@ from preftrack_gateway.errors import (
     ShuttingDownError,
     UnauthenticatedError,
 )
+from preftrack_gateway.keys import Keys
 from preftrack_gateway.metrics import GatewayMetrics
 
 _LOGGER = logging.getLogger(__name__)
@@ -39,23 +41,6 @@ _LOG_BURST = 5
 _LOG_WINDOW_S = 10.0
 _ADMIN = "/preftrack.admin."
 _CATALOG = "/preftrack.v1.FeedbackService/UpsertItems"
-
-
-class _Keys:
-    """A role's keys, each given as the key or as ``sha256:<hex digest>`` of it; compared in constant time."""
-
-    def __init__(self, keys: tuple[str, ...]) -> None:
-        self._raw = tuple(k.encode() for k in keys if not k.startswith("sha256:"))
-        self._digests = tuple(bytes.fromhex(k.removeprefix("sha256:")) for k in keys if k.startswith("sha256:"))
-
-    def __bool__(self) -> bool:
-        return bool(self._raw or self._digests)
-
-    def match(self, token: bytes) -> bool:
-        digest = hashlib.sha256(token).digest()
-        return any(hmac.compare_digest(token, k) for k in self._raw) or any(
-            hmac.compare_digest(digest, d) for d in self._digests
-        )
 
 
 class _Quota:
@@ -111,11 +96,28 @@ def _undecodable_error(method: str, marker: Undecodable, index: int | None = Non
     )
 
 
-def _retry_hint(seconds: float) -> tuple[tuple[str, str], ...]:
-    """Trailing metadata telling the caller when to retry: ``retry-after-ms`` for any client, and
+def _details(exc: GatewayError) -> tuple[tuple[str, str | bytes], ...]:
+    """Trailing metadata of a refusal: the standard ``google.rpc.Status`` with its details
+    (``grpc-status-details-bin``: a ``BadRequest`` field violation for INVALID_ARGUMENT, a ``RetryInfo`` for a
+    refusal under load), and for a refusal under load also ``retry-after-ms`` for any client and
     ``grpc-retry-pushback-ms``, which gRPC's built-in retry policy honours."""
-    ms = str(max(1, round(1000 * seconds)))
-    return (("retry-after-ms", ms), ("grpc-retry-pushback-ms", ms))
+    detail = any_pb2.Any()
+    out: list[tuple[str, str | bytes]] = []
+    if isinstance(exc, InvalidRequestError):
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.message)]
+            )
+        )
+    elif isinstance(exc, OverloadedError):
+        ms = max(1, round(1000 * exc.retry_after_s))
+        delay = duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+        detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        out += [("retry-after-ms", str(ms)), ("grpc-retry-pushback-ms", str(ms))]
+    else:
+        return ()
+    status = status_pb2.Status(code=exc.code.value[0], message=exc.message, details=[detail])
+    return (*out, ("grpc-status-details-bin", status.SerializeToString()))
 
 
 async def _enumerate(iterator):
@@ -165,7 +167,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
     ) -> None:
         self._metrics = metrics
         self._quota = _Quota(key_rate_limit, 2.0 * key_rate_limit) if key_rate_limit > 0 else None
-        self._keys = {"client": _Keys(api_keys), "admin": _Keys(admin_keys), "catalog": _Keys(catalog_keys)}
+        self._keys = {"client": Keys(api_keys), "admin": Keys(admin_keys), "catalog": Keys(catalog_keys)}
         self._any_keys = bool(api_keys or admin_keys or catalog_keys)
         self._log = _RateLimitedLog()
         #: Set when a shutdown begins: new calls get UNAVAILABLE (retried by clients) while in-flight ones finish.
@@ -229,9 +231,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             self._log.log(
                 logging.INFO, method, code.name, "%s request=%s -> %s: %s", method, rid, code.name, exc.message
             )
-            hint = getattr(exc, "retry_after_s", None)
-            trailing = () if hint is None else _retry_hint(hint)
-            await context.abort(code, exc.message, trailing_metadata=trailing)
+            await context.abort(code, exc.message, trailing_metadata=_details(exc))
         except Exception:
             if context.code() not in (None, grpc.StatusCode.OK):  # already aborted on purpose
                 code = context.code()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import wsgiref.simple_server
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import prometheus_client as prom
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from preftrack_gateway.keys import Keys
 
 
 class GatewayMetrics:
@@ -47,9 +51,20 @@ class GatewayMetrics:
         """Expose the rollout's versions and per-arm outcomes (read at scrape time from ``status``)."""
         self.registry.register(_RolloutCollector(status))
 
-    def serve(self, port: int, host: str = "127.0.0.1") -> None:
-        """Expose ``/metrics`` over HTTP on ``port``."""
-        self._server, _ = prom.start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, port: int, host: str = "127.0.0.1", *, keys: Keys | None = None) -> None:
+        """Expose ``/metrics`` over HTTP on ``port``; with ``keys``, only to ``Authorization: Bearer <key>``."""
+        app = prom.make_wsgi_app(self.registry)
+
+        def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            sent = str(environ.get("HTTP_AUTHORIZATION", ""))
+            if keys and not (sent.startswith("Bearer ") and keys.match(sent.removeprefix("Bearer ").encode())):
+                start_response("401 Unauthorized", [("WWW-Authenticate", "Bearer"), ("Content-Type", "text/plain")])
+                return [b"send a metrics key: Authorization: Bearer <key> (PREFTRACK_METRICS_KEYS)\n"]
+            return app(environ, start_response)
+
+        server = wsgiref.simple_server.make_server(host, port, guarded, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        self._server = server
 
     def render(self) -> bytes:
         """The current metrics in the text exposition format."""
@@ -60,6 +75,11 @@ class GatewayMetrics:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged."""
 
 
 class _LearnerCollector(Collector):

@@ -216,7 +216,9 @@ class Labeller:
 
     def _later_positive(self, example: Example) -> bool:
         window = self.labels.attribution_window_s
-        times = self._positives.get((example.user, example.item_id), ())
+        times = self._positives.get((example.user, example.item_id))
+        if not times:
+            return False
         return any(example.timestamp_s < t <= example.timestamp_s + window for t in times)
 
     def _arrive(self, example: Example, positive: bool, final: list[tuple[Example, float]]) -> None:

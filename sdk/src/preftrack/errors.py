@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
 
 class PreftrackError(Exception):
@@ -15,7 +16,11 @@ class PreftrackError(Exception):
 
 
 class InvalidRequestError(PreftrackError):
-    """The request was malformed (INVALID_ARGUMENT); the message names the field."""
+    """The request was malformed (INVALID_ARGUMENT); the message names the field. ``field_violations`` holds
+    (field path, description) pairs from the answer's ``google.rpc.BadRequest`` details, e.g.
+    ``("events[3].time", ...)``; the path is empty when the fault is not one field's."""
+
+    field_violations: tuple[tuple[str, str], ...] = ()
 
 
 class NotFoundError(PreftrackError):
@@ -68,18 +73,45 @@ def translate(error: grpc.RpcError) -> PreftrackError:
     details = error.details() if hasattr(error, "details") else str(error)
     cls = _BY_CODE.get(code, InternalError)
     error_out = cls(details or "no details", code.name if code else "UNKNOWN")
+    trailing = _trailing(error)
+    status = _status(trailing)
+    if isinstance(error_out, InvalidRequestError) and status is not None:
+        violations = []
+        for detail in status.details:
+            bad = error_details_pb2.BadRequest()
+            if detail.Unpack(bad):
+                violations += [(v.field, v.description) for v in bad.field_violations]
+        error_out.field_violations = tuple(violations)
     if isinstance(error_out, ResourceExhaustedError):
-        error_out.retry_after_s = _retry_after_s(error)
+        error_out.retry_after_s = _retry_after_s(trailing, status)
     return error_out
 
 
-def _retry_after_s(error: grpc.RpcError) -> float | None:
-    """The ``retry-after-ms`` trailing metadata of a refused call, in seconds."""
+def _trailing(error: grpc.RpcError) -> tuple[tuple[str, str | bytes], ...]:
     try:
-        trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+        return tuple(error.trailing_metadata() or ()) if hasattr(error, "trailing_metadata") else ()
     except Exception:  # an error raised on this side carries none
-        return None
-    for key, value in trailing or ():
+        return ()
+
+
+def _status(trailing: tuple[tuple[str, str | bytes], ...]) -> status_pb2.Status | None:
+    """The ``google.rpc.Status`` the gateway sent with the error, if any."""
+    for key, value in trailing:
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            try:
+                return status_pb2.Status.FromString(value)
+            except Exception:  # not ours to fail on: the plain code and message still stand
+                return None
+    return None
+
+
+def _retry_after_s(trailing: tuple[tuple[str, str | bytes], ...], status: status_pb2.Status | None) -> float | None:
+    """When the gateway asked to be retried: its ``RetryInfo`` detail, else its ``retry-after-ms`` metadata."""
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+    for key, value in trailing:
         if key == "retry-after-ms":
             try:
                 return int(value) / 1000.0

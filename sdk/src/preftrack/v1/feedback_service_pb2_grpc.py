@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class FeedbackServiceStub:
     """Ingests behaviour events and the item catalogue. An answer means the events are durably stored.
+
+    Under load the gateway refuses work with RESOURCE_EXHAUSTED and the trailing metadata `retry-after-ms` (also
+    as `grpc-retry-pushback-ms`, which gRPC's retry policy honours): retry after that many milliseconds with the
+    same event ids. A stream is refused only before any of its events is read (too many streams open); once
+    admitted, it is slowed down, never failed, for load.
     """
 
     def __init__(self, channel):
@@ -54,6 +59,11 @@ class FeedbackServiceStub:
 
 class FeedbackServiceServicer:
     """Ingests behaviour events and the item catalogue. An answer means the events are durably stored.
+
+    Under load the gateway refuses work with RESOURCE_EXHAUSTED and the trailing metadata `retry-after-ms` (also
+    as `grpc-retry-pushback-ms`, which gRPC's retry policy honours): retry after that many milliseconds with the
+    same event ids. A stream is refused only before any of its events is read (too many streams open); once
+    admitted, it is slowed down, never failed, for load.
     """
 
     def SendFeedback(self, request, context):
@@ -106,6 +116,11 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class FeedbackService:
     """Ingests behaviour events and the item catalogue. An answer means the events are durably stored.
+
+    Under load the gateway refuses work with RESOURCE_EXHAUSTED and the trailing metadata `retry-after-ms` (also
+    as `grpc-retry-pushback-ms`, which gRPC's retry policy honours): retry after that many milliseconds with the
+    same event ids. A stream is refused only before any of its events is read (too many streams open); once
+    admitted, it is slowed down, never failed, for load.
     """
 
     @staticmethod
