@@ -266,26 +266,79 @@ def test_no_raw_user_id_reaches_the_database_files(gateway) -> None:
     assert raw not in gateway.log_file.read_text()
 
 
-def test_sender_batches_in_the_background_and_flushes_on_close(gateway) -> None:
-    with preftrack.Client(gateway.target) as client:
-        sender = client.feedback_sender(batch_size=100, flush_interval_s=0.05)
-        ids = [sender.send(preftrack.FeedbackEvent(user_id="g", item_id="i-3", event_type="view")) for _ in range(1234)]
-        sender.send(preftrack.FeedbackEvent(user_id="g", item_id="i-3", event_type="rating", value=99, event_id="bad"))
-        sender.close()
-    assert sender.accepted == 1234 and len(set(ids)) == 1234
+def _through_sender(kind: str, target: str, events: list, *, close_timeout_s: float = 30.0, **client_args):
+    """Send ``events`` through the sync or the async client's background sender and close it; returns the
+    sender (its counts) or the error ``close`` raised."""
+    options = {"batch_size": 100, "flush_interval_s": 0.05}
+    if kind == "sync":
+        with preftrack.Client(target, **client_args) as client:
+            sender = client.feedback_sender(**options)
+            assert [sender.send(e) for e in events] == [e.event_id for e in events]
+            try:
+                sender.close(timeout_s=close_timeout_s)
+            except preftrack.PreftrackError as exc:
+                return exc
+            return sender
+
+    async def run():
+        async with preftrack.AsyncClient(target, **client_args) as client:
+            sender = client.feedback_sender(**options)
+            assert [await sender.send(e) for e in events] == [e.event_id for e in events]
+            try:
+                await sender.close(timeout_s=close_timeout_s)
+            except preftrack.PreftrackError as exc:
+                return exc
+            return sender
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_sender_batches_in_the_background_and_flushes_on_close(gateway, kind: str) -> None:
+    events = [preftrack.FeedbackEvent(user_id="g", item_id="i-3", event_type="view") for _ in range(1234)]
+    events.append(preftrack.FeedbackEvent(user_id="g", item_id="i-3", event_type="rating", value=99, event_id="bad"))
+    sender = _through_sender(kind, gateway.target, events)
+    assert sender.accepted == 1234
     assert [r.event_id for r in sender.rejected] == ["bad"]
 
 
-def test_sender_never_drops_silently_when_the_gateway_is_gone(tmp_path) -> None:
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_sender_never_drops_silently_when_the_gateway_is_gone(kind: str) -> None:
     from preftrack_gateway.process import free_port
 
-    with preftrack.Client(f"127.0.0.1:{free_port()}", timeout_s=0.5, max_attempts=2) as client:
-        sender = client.feedback_sender(batch_size=10, flush_interval_s=0.05)
-        for _ in range(25):
-            sender.send(preftrack.FeedbackEvent(user_id="h", item_id="i-1", event_type="view"))
-        with pytest.raises(preftrack.FeedbackNotDeliveredError) as caught:
-            sender.close(timeout_s=2.0)
-    assert len(caught.value.events) == 25
+    events = [preftrack.FeedbackEvent(user_id="h", item_id="i-1", event_type="view") for _ in range(25)]
+    error = _through_sender(
+        kind, f"127.0.0.1:{free_port()}", events, close_timeout_s=2.0, timeout_s=0.5, max_attempts=2
+    )
+    assert isinstance(error, preftrack.FeedbackNotDeliveredError)
+    assert sorted(e.event_id for e in error.events) == sorted(e.event_id for e in events)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_stream_honours_the_clients_stream_timeout(gateway, kind: str) -> None:
+    def slow():
+        for k in range(5):
+            time.sleep(0.5)
+            yield preftrack.FeedbackEvent(user_id="s", item_id="i-1", event_type="view", event_id=f"slow-{kind}-{k}")
+
+    if kind == "sync":
+        with (
+            preftrack.Client(gateway.target, stream_timeout_s=1.0) as client,
+            pytest.raises(preftrack.DeadlineExceededError),
+        ):
+            client.stream(slow(), batch_size=1)
+        return
+
+    async def run():
+        async def slow_async():
+            for event in slow():
+                yield event
+
+        async with preftrack.AsyncClient(gateway.target, stream_timeout_s=1.0) as client:
+            with pytest.raises(preftrack.DeadlineExceededError):
+                await client.stream(slow_async(), batch_size=1)
+
+    asyncio.run(run())
 
 
 def test_health_is_not_serving_and_scores_unavailable_without_triton(tmp_path) -> None:

@@ -21,7 +21,7 @@ from preftrack.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from preftrack.sender import FeedbackNotDeliveredError, FeedbackSender
+from preftrack.sender import AsyncFeedbackSender, FeedbackNotDeliveredError, FeedbackSender
 from preftrack.types import (
     EventType,
     FeedbackEvent,
@@ -37,6 +37,7 @@ from preftrack.types import (
 __all__ = [
     "TLS",
     "AsyncClient",
+    "AsyncFeedbackSender",
     "Client",
     "DeadlineExceededError",
     "EventType",

@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from preftrack import _convert
 from preftrack._channel import TLS, channel_options, metadata, open_channel
 from preftrack.errors import InvalidRequestError, PreftrackError, translate
+from preftrack.sender import AsyncFeedbackSender
 from preftrack.types import FeedbackEvent, FeedbackSummary, Item, Recommendation, Scores
 from preftrack.v1 import feedback_service_pb2_grpc, scoring_service_pb2_grpc
 
@@ -26,6 +27,7 @@ class AsyncClient:
         max_attempts: int = 4,
         max_message_bytes: int = 16 * 1024 * 1024,
         tls: TLS | None = None,
+        stream_timeout_s: float = 300.0,
     ) -> None:
         self._channel = open_channel(
             target,
@@ -38,6 +40,7 @@ class AsyncClient:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._metadata = metadata(api_key)
         self.timeout_s = timeout_s
+        self.stream_timeout_s = stream_timeout_s
 
     async def _call(self, method, request, timeout_s: float | None):
         try:
@@ -113,7 +116,7 @@ class AsyncClient:
 
         try:
             response = await self._feedback.StreamFeedback(
-                produce(), timeout=timeout_s or 300.0, metadata=self._metadata
+                produce(), timeout=timeout_s or self.stream_timeout_s, metadata=self._metadata
             )
         except grpc.RpcError as e:
             raise translate(e) from e
@@ -131,6 +134,15 @@ class AsyncClient:
         except PreftrackError:
             return False
         return response.status == health_pb2.HealthCheckResponse.SERVING
+
+    def feedback_sender(
+        self, *, batch_size: int = 500, flush_interval_s: float = 0.2, max_queued: int = 100_000
+    ) -> AsyncFeedbackSender:
+        """A background sender that batches events on the running loop; see
+        :class:`preftrack.sender.AsyncFeedbackSender`."""
+        return AsyncFeedbackSender(
+            self, batch_size=batch_size, flush_interval_s=flush_interval_s, max_queued=max_queued
+        )
 
     async def close(self) -> None:
         """Close the channel."""

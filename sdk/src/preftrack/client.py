@@ -24,7 +24,8 @@ class Client:
         target: ``host:port`` of the gateway.
         api_key: sent as ``authorization: Bearer <key>`` when the gateway requires one.
         timeout_s: default deadline of each call.
-        max_attempts: attempts per call when the gateway is UNAVAILABLE (2 to 5).
+        max_attempts: attempts per call when the gateway is UNAVAILABLE or asks to be retried later (2 to 5).
+        stream_timeout_s: default deadline of a whole :meth:`stream` (it carries many batches).
         max_message_bytes: largest message sent or received.
         tls: connect over TLS (:class:`preftrack.TLS`: CA file, client certificate for mTLS); None: plaintext.
 
@@ -40,6 +41,7 @@ class Client:
         max_attempts: int = 4,
         max_message_bytes: int = 16 * 1024 * 1024,
         tls: TLS | None = None,
+        stream_timeout_s: float = 300.0,
     ) -> None:
         self._channel = open_channel(
             target,
@@ -51,6 +53,7 @@ class Client:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._metadata = metadata(api_key)
         self.timeout_s = timeout_s
+        self.stream_timeout_s = stream_timeout_s
 
     def _call(self, method, request, timeout_s: float | None):
         try:
@@ -109,7 +112,7 @@ class Client:
         batcher = _convert.StreamBatcher(batch_size)
         try:
             response = self._feedback.StreamFeedback(
-                batcher.requests(events), timeout=timeout_s or 300.0, metadata=self._metadata
+                batcher.requests(events), timeout=timeout_s or self.stream_timeout_s, metadata=self._metadata
             )
         except grpc.RpcError as e:
             raise translate(e) from e

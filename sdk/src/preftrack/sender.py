@@ -10,6 +10,8 @@ delivered.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -25,6 +27,30 @@ class _Sends(Protocol):
     """What the sender needs of a client (:class:`preftrack.Client` has it)."""
 
     def send(self, events: Sequence[FeedbackEvent]) -> FeedbackSummary: ...
+
+
+class _SendsAsync(Protocol):
+    """What the asyncio sender needs of a client (:class:`preftrack.AsyncClient` has it)."""
+
+    async def send(self, events: Sequence[FeedbackEvent]) -> FeedbackSummary: ...
+
+
+def _retry_delay(error: PreftrackError, interval_s: float) -> float:
+    """How long to wait before retrying a batch: what an overloaded gateway asked for, else the flush interval."""
+    asked = error.retry_after_s if isinstance(error, ResourceExhaustedError) else None
+    return min(30.0, asked) if asked else interval_s
+
+
+def _queue_full(size: int, timeout_s: float | None) -> ResourceExhaustedError:
+    return ResourceExhaustedError(
+        f"{size} events are queued and none left the queue in {timeout_s} s; the gateway is slow or unreachable "
+        "(see pending, and the sender's last error)",
+        "RESOURCE_EXHAUSTED",
+    )
+
+
+def _closed() -> PreftrackError:
+    return PreftrackError("the sender is closed; create a new one", "FAILED_PRECONDITION")
 
 
 _LOGGER = logging.getLogger(__name__)
@@ -54,6 +80,7 @@ class FeedbackSender:
         self._in_flight = 0
         self._stop = threading.Event()
         self._last_error = ""
+        self._delay_s = flush_interval_s
         self.accepted = 0
         self.duplicates = 0
         self.rejected: list[RejectedEvent] = []
@@ -65,7 +92,7 @@ class FeedbackSender:
         :class:`~preftrack.errors.ResourceExhaustedError`. A closed sender raises
         :class:`~preftrack.errors.PreftrackError` (FAILED_PRECONDITION)."""
         if self._stop.is_set():
-            raise PreftrackError("the sender is closed; create a new one", "FAILED_PRECONDITION")
+            raise _closed()
         with self._lock:
             self._in_flight += 1
         try:
@@ -73,11 +100,7 @@ class FeedbackSender:
         except queue.Full:
             with self._lock:
                 self._in_flight -= 1
-            raise ResourceExhaustedError(
-                f"{self._queue.maxsize} events are queued and none left the queue in {timeout_s} s; the gateway is "
-                "slow or unreachable (see pending, and the sender's last error)",
-                "RESOURCE_EXHAUSTED",
-            ) from None
+            raise _queue_full(self._queue.maxsize, timeout_s) from None
         return event.event_id
 
     @property
@@ -111,6 +134,7 @@ class FeedbackSender:
             return self._deliver(batch[:middle]) + self._deliver(batch[middle:])
         except PreftrackError as exc:
             self._last_error = str(exc)
+            self._delay_s = _retry_delay(exc, self._interval)
             _LOGGER.warning("sending %d events failed (%s); will retry", len(batch), exc)
             return batch
         self.accepted += summary.accepted
@@ -131,7 +155,7 @@ class FeedbackSender:
                 self._in_flight -= len(batch) - len(retry)
                 self._idle.notify_all()
             if retry:
-                time.sleep(self._interval)
+                time.sleep(self._delay_s)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until every queued event is delivered (or rejected); False on timeout."""
@@ -164,3 +188,122 @@ class FeedbackSender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class AsyncFeedbackSender:
+    """The asyncio twin of :class:`FeedbackSender`: the same batching, retries (with the same event ids, after
+    the delay an overloaded gateway asks for), splitting of invalid batches and reporting, on a task of the
+    running loop. Create with :meth:`AsyncClient.feedback_sender`."""
+
+    def __init__(self, client: _SendsAsync, *, batch_size: int, flush_interval_s: float, max_queued: int) -> None:
+        if batch_size < 1 or flush_interval_s <= 0 or max_queued < 1:
+            raise ValueError("batch_size and max_queued must be >= 1 and flush_interval_s > 0")
+        self._client = client
+        self._batch_size = batch_size
+        self._interval = flush_interval_s
+        self._queue: asyncio.Queue[FeedbackEvent] = asyncio.Queue(maxsize=max_queued)
+        self._retry: list[FeedbackEvent] = []
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
+        self._last_error = ""
+        self.accepted = 0
+        self.duplicates = 0
+        self.rejected: list[RejectedEvent] = []
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="preftrack-feedback-sender")
+
+    async def send(self, event: FeedbackEvent, *, timeout_s: float | None = None) -> str:
+        """Queue an event; returns its event_id. Waits while the queue is full; after ``timeout_s`` raises
+        :class:`~preftrack.errors.ResourceExhaustedError`. A closed sender raises
+        :class:`~preftrack.errors.PreftrackError` (FAILED_PRECONDITION)."""
+        if self._closed:
+            raise _closed()
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            await asyncio.wait_for(self._queue.put(event), timeout_s)
+        except TimeoutError:
+            self._done(1)
+            raise _queue_full(self._queue.maxsize, timeout_s) from None
+        return event.event_id
+
+    @property
+    def pending(self) -> int:
+        """Events queued or being sent."""
+        return self._in_flight
+
+    def _done(self, n: int) -> None:
+        self._in_flight -= n
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def _take(self) -> list[FeedbackEvent]:
+        batch, self._retry = self._retry[: self._batch_size], self._retry[self._batch_size :]
+        if not batch:
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), self._interval))
+            except TimeoutError:
+                return batch
+        while len(batch) < self._batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _deliver(self, batch: list[FeedbackEvent]) -> tuple[list[FeedbackEvent], float]:
+        """Send a batch; returns the events to retry later and how long to wait first."""
+        try:
+            summary = await self._client.send(batch)
+        except InvalidRequestError as exc:
+            if len(batch) == 1:
+                self.rejected.append(RejectedEvent(batch[0].event_id, exc.message))
+                _LOGGER.warning("event %s rejected: %s", batch[0].event_id, exc.message)
+                return [], 0.0
+            middle = len(batch) // 2
+            first, wait_first = await self._deliver(batch[:middle])
+            second, wait_second = await self._deliver(batch[middle:])
+            return first + second, max(wait_first, wait_second)
+        except PreftrackError as exc:
+            self._last_error = str(exc)
+            _LOGGER.warning("sending %d events failed (%s); will retry", len(batch), exc)
+            return batch, _retry_delay(exc, self._interval)
+        self.accepted += summary.accepted
+        self.duplicates += summary.duplicates
+        return [], 0.0
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._take()
+            if not batch:
+                continue
+            retry, wait_s = await self._deliver(batch)
+            self._retry = retry + self._retry
+            self._done(len(batch) - len(retry))
+            if retry:
+                await asyncio.sleep(wait_s)
+
+    async def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every queued event is delivered (or rejected); False on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Flush, stop the task, and raise FeedbackNotDeliveredError if anything is left undelivered."""
+        delivered = await self.flush(timeout_s)
+        self._closed = True
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        if not delivered:
+            left = list(self._retry)
+            while not self._queue.empty():
+                left.append(self._queue.get_nowait())
+            raise FeedbackNotDeliveredError(left, self._last_error or "timed out")
+
+    async def __aenter__(self) -> AsyncFeedbackSender:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
