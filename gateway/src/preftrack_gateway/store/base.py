@@ -220,12 +220,21 @@ def event_from_row(row: Sequence[object]) -> Event:
 class EventStore(abc.ABC):
     """Durable, idempotent storage of events, items and impressions."""
 
-    @abc.abstractmethod
     async def append(self, events: Sequence[Event]) -> list[bool]:
         """Commit ``events`` in one transaction, durably, before returning.
 
         Returns, per event, True if it was stored now and False if its event_id was already stored (or
         appeared earlier in ``events``). Raises :class:`StoreError` if nothing could be committed.
+        """
+        return (await self.append_logged(events))[0]
+
+    @abc.abstractmethod
+    async def append_logged(self, events: Sequence[Event]) -> tuple[list[bool], int]:
+        """:meth:`append`, also returning the highest sequence number this call committed (0: none).
+
+        **The log has no gaps for readers.** Sequence numbers increase in commit order across every process
+        writing to the store, so a reader that has seen sequence number N has seen every event numbered below N,
+        and reading ``events(after_seq=N)`` later never misses one committed late.
         """
 
     @abc.abstractmethod

@@ -97,6 +97,8 @@ _JOURNAL_INSERT = (
     "INSERT INTO version_journal (version, kind, at, actor, message, details) VALUES (%s, %s, %s, %s, %s, %s)"
 )
 _NINE = ", ".join(["%s"] * 9)
+#: The advisory lock that orders appends ("preftrack" in ASCII).
+_APPEND_LOCK = 0x7072656674726163
 _ERASURE_COLUMNS = "ticket, at, actor, events_deleted, impressions_deleted"
 _EVENT_COLUMNS = "event_id, user_key, item_id, event_type, value, ts, recommendation_id, context"
 
@@ -125,7 +127,7 @@ class PostgresStore(EventStore):
             raise StoreError(f"cannot open PostgreSQL store: {exc}") from exc
         return cls(writer, reader)
 
-    async def append(self, events: Sequence[Event]) -> list[bool]:
+    async def append_logged(self, events: Sequence[Event]) -> tuple[list[bool], int]:
         firsts = first_occurrences(events)
         candidates = [e for e, first in zip(events, firsts, strict=True) if first]
         columns: list[list[object]] = [[] for _ in range(8)]
@@ -135,17 +137,23 @@ class PostgresStore(EventStore):
                 column.append(value)
         try:
             async with self._write_lock, self._writer.transaction():
+                # Appends commit one at a time (the lock is held to the end of the transaction), so sequence
+                # numbers, drawn after taking it, increase in commit order: no reader can pass a number that a
+                # slower transaction commits later. The price is one append transaction in flight per store.
+                await self._writer.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
                 cursor = await self._writer.execute(
                     f"INSERT INTO events ({_EVENT_COLUMNS}) "
                     "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
                     "%s::float8[], %s::float8[], %s::text[], %s::text[]) "
-                    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id, seq",
                     columns,
                 )
-                inserted = {row[0] for row in await cursor.fetchall()}
+                rows = await cursor.fetchall()
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
-        return [first and e.event_id in inserted for e, first in zip(events, firsts, strict=True)]
+        inserted = {row[0] for row in rows}
+        last = max((int(row[1]) for row in rows), default=0)
+        return [first and e.event_id in inserted for e, first in zip(events, firsts, strict=True)], last
 
     async def upsert_items(self, items: Sequence[Item]) -> None:
         try:

@@ -144,10 +144,10 @@ class SQLiteStore(EventStore):
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite: {exc}") from exc
 
-    async def append(self, events: Sequence[Event]) -> list[bool]:
+    async def append_logged(self, events: Sequence[Event]) -> tuple[list[bool], int]:
         firsts = first_occurrences(events)
 
-        def write() -> list[bool]:
+        def write() -> tuple[list[bool], int]:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -160,6 +160,7 @@ class SQLiteStore(EventStore):
                     existing.update(
                         r[0] for r in db.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
                     )
+                new = [e for e in candidates if e.event_id not in existing]
                 db.executemany(
                     f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [
@@ -173,15 +174,16 @@ class SQLiteStore(EventStore):
                             e.recommendation_id,
                             context_json(e),
                         )
-                        for e in candidates
-                        if e.event_id not in existing
+                        for e in new
                     ],
                 )
+                # One writer at a time (BEGIN IMMEDIATE): sequence numbers increase in commit order.
+                last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0]) if new else 0
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            return [first and e.event_id not in existing for e, first in zip(events, firsts, strict=True)]
+            return [first and e.event_id not in existing for e, first in zip(events, firsts, strict=True)], last
 
         return await self._run(write)
 
