@@ -62,6 +62,8 @@ class GatewayConfig:
         commit_batch_events: most events committed in one transaction.
         triton_timeout_s: deadline for a Triton call when the caller sets none.
         health_interval_s: how often model readiness is probed.
+        follow_interval_s: how often the shared event log is read for events committed through other replicas
+            (they reach this replica's features within about this long; its own are in before they are acked).
         shutdown_grace_s: how long in-flight calls may finish on shutdown.
         positive_types / rating_threshold / example_types / attribution_window_s: the deployment's feature and
             label settings, used
@@ -110,6 +112,7 @@ class GatewayConfig:
     commit_batch_events: int = 20_000
     triton_timeout_s: float = 5.0
     health_interval_s: float = 1.0
+    follow_interval_s: float = 0.05
     shutdown_grace_s: float = 10.0
     positive_types: tuple[str, ...] | None = None
     rating_threshold: float | None = None
@@ -181,8 +184,10 @@ class GatewayConfig:
             raise ConfigError("key_rate_limit must be >= 0 calls per second (0: no limit)")
         if not 0 <= self.event_retention_days < 1e6:
             raise ConfigError("event_retention_days must be >= 0 (0: keep events for ever)")
-        if min(self.triton_timeout_s, self.health_interval_s) <= 0 or self.shutdown_grace_s < 0:
-            raise ConfigError("triton_timeout_s and health_interval_s must be > 0, shutdown_grace_s >= 0")
+        if min(self.triton_timeout_s, self.health_interval_s, self.follow_interval_s) <= 0 or self.shutdown_grace_s < 0:
+            raise ConfigError(
+                "triton_timeout_s, health_interval_s and follow_interval_s must be > 0, shutdown_grace_s >= 0"
+            )
 
     def feature_spec(self) -> FeatureSpec:
         """The feature definitions these settings describe (defaults where not set)."""

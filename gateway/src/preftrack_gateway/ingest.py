@@ -14,21 +14,13 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from preftrack_gateway.errors import OverloadedError, StoreUnavailableError
 from preftrack_gateway.schema import Event
 from preftrack_gateway.store import EventStore, Impression, StoreError
 
 _LOGGER = logging.getLogger(__name__)
-
-#: Events folded into the features between two turns of the event loop (a 20,000-event commit folded at once
-#: would hold every other call, health checks included, for seconds).
-_FOLD_CHUNK = 100
-
-
-def _event_time(event: Event) -> float:
-    return event.timestamp_s
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -50,7 +42,8 @@ class GroupCommitWriter:
 
     Args:
         store: where events go.
-        on_commit: called with the newly stored events (in commit order) after each commit.
+        on_commit: awaited after each commit, before the callers are answered, with the newly stored events (in
+            commit order) and the highest sequence number the commit took (0: nothing new).
         max_batch_events: most events in one transaction.
         max_pending_events: queued events beyond which :meth:`write` raises :class:`OverloadedError`.
     """
@@ -58,7 +51,7 @@ class GroupCommitWriter:
     def __init__(
         self,
         store: EventStore,
-        on_commit: Callable[[list[Event]], None],
+        on_commit: Callable[[list[Event], int], Awaitable[None]],
         *,
         max_batch_events: int,
         max_pending_events: int,
@@ -152,7 +145,7 @@ class GroupCommitWriter:
         events = [event for item in batch for event in item.events]
         started = time.perf_counter()
         try:
-            stored = await self._store.append(events)
+            stored, last_seq = await self._store.append_logged(events)
         except StoreError as exc:
             _LOGGER.error("commit of %d events failed: %s", len(events), exc)
             error = StoreUnavailableError(f"the event store could not commit; nothing was stored: {exc}")
@@ -173,17 +166,11 @@ class GroupCommitWriter:
         self._rate = 0.8 * self._rate + 0.2 * (len(events) / elapsed) if self._rate else len(events) / elapsed
         self._pending_events -= size
         self._wake_room_waiters()
-        # Folded in time order: the sums do not depend on the order, but an event older than what its keys hold
-        # already costs a re-sum of everything after it (a batch of many streams' messages in arrival order made
-        # 100-event folds take 0.3 s).
-        new_events = sorted((e for e, new in zip(events, stored, strict=True) if new), key=_event_time)
-        for start in range(0, len(new_events), _FOLD_CHUNK):
-            try:
-                self._on_commit(new_events[start : start + _FOLD_CHUNK])
-            except Exception:  # the events are durable; a feature bug must not turn that into an error
-                _LOGGER.exception("updating real-time features failed after a commit")
-            if start + _FOLD_CHUNK < len(new_events):
-                await asyncio.sleep(0)  # let health checks and scoring in between chunks
+        new_events = [e for e, new in zip(events, stored, strict=True) if new]
+        try:
+            await self._on_commit(new_events, last_seq)
+        except Exception:  # the events are durable; a feature bug must not turn that into an error
+            _LOGGER.exception("updating real-time features failed after a commit")
         start = 0
         for item in batch:
             flags = stored[start : start + len(item.events)]

@@ -113,6 +113,11 @@ class Correction:
         # Each weight once (a category listed twice, a hash collision): scoring and learning see the same set.
         return np.fromiter(dict.fromkeys((*cached, *personal, 0)), dtype=np.int64)  # 0: the global bias
 
+    def forget_items(self, item_ids: Iterable[str]) -> None:
+        """Drop cached hashes of items whose catalogue entry changed (their categories may have)."""
+        for item_id in item_ids:
+            self._item_cache.pop(item_id, None)
+
     def _personal(self, user: str, item: Item) -> list[int]:
         """The user's own features with an item: the user's bias and its crosses with the item and categories."""
         h = self._hash

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
+import uuid
 from collections.abc import AsyncIterator, Sequence
 
 from preftrack_gateway.schema import Event, Item
@@ -42,12 +43,21 @@ class Erasure:
 
 @dataclasses.dataclass(frozen=True)
 class Forgotten:
-    """What :meth:`EventStore.forget_user` deleted: the erasure record, the user's events (so that the
-    in-memory sums can take them out again) and the items of the user's served lists."""
+    """What :meth:`EventStore.forget_user` deleted: the erasure record, the user's events with their sequence
+    numbers (so that in-memory sums can take out those they hold) and the items of the user's served lists."""
 
     erasure: Erasure
-    events: list[Event]
+    events: list[tuple[int, Event]]
     impression_items: list[str]
+
+
+#: Setting changed in the same transaction as every catalogue write: replicas reload the catalogue when it moves.
+CATALOG_VERSION_KEY = "catalog.version"
+
+
+def uuid4_hex() -> str:
+    """A fresh random version tag."""
+    return uuid.uuid4().hex
 
 
 def first_occurrences(events: Sequence[Event]) -> list[bool]:
@@ -239,7 +249,7 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     async def upsert_items(self, items: Sequence[Item]) -> None:
-        """Add or replace catalogue items."""
+        """Add or replace catalogue items; moves the ``CATALOG_VERSION_KEY`` setting in the same transaction."""
 
     @abc.abstractmethod
     async def items(self) -> list[Item]:

@@ -10,6 +10,7 @@ import psycopg
 
 from preftrack_gateway.schema import Event, Item
 from preftrack_gateway.store.base import (
+    CATALOG_VERSION_KEY,
     Erasure,
     EventStore,
     Forgotten,
@@ -27,6 +28,7 @@ from preftrack_gateway.store.base import (
     item_row,
     journal_from_row,
     journal_row,
+    uuid4_hex,
     version_from_row,
     version_row,
 )
@@ -162,6 +164,10 @@ class PostgresStore(EventStore):
                     "INSERT INTO items (item_id, categories, price) VALUES (%s, %s, %s) ON CONFLICT (item_id) "
                     "DO UPDATE SET categories = excluded.categories, price = excluded.price",
                     [item_row(i) for i in items],
+                )
+                await cursor.execute(
+                    "INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (CATALOG_VERSION_KEY, uuid4_hex()),
                 )
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
@@ -340,9 +346,9 @@ class PostgresStore(EventStore):
         try:
             async with self._write_lock, self._writer.transaction():
                 cursor = await self._writer.execute(
-                    f"DELETE FROM events WHERE user_key = %s RETURNING {_EVENT_COLUMNS}", (user_key,)
+                    f"DELETE FROM events WHERE user_key = %s RETURNING seq, {_EVENT_COLUMNS}", (user_key,)
                 )
-                events = [event_from_row(r) for r in await cursor.fetchall()]
+                events = [(int(r[0]), event_from_row(r[1:])) for r in await cursor.fetchall()]  # type: ignore[call-overload]
                 cursor = await self._writer.execute(
                     "DELETE FROM impressions WHERE user_key = %s RETURNING item_ids", (user_key,)
                 )

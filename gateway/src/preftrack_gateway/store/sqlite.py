@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from preftrack_gateway.schema import Event, Item
 from preftrack_gateway.store.base import (
+    CATALOG_VERSION_KEY,
     Erasure,
     EventStore,
     Forgotten,
@@ -30,6 +31,7 @@ from preftrack_gateway.store.base import (
     item_row,
     journal_from_row,
     journal_row,
+    uuid4_hex,
     version_from_row,
     version_row,
 )
@@ -196,6 +198,7 @@ class SQLiteStore(EventStore):
                     "ON CONFLICT(item_id) DO UPDATE SET categories = excluded.categories, price = excluded.price",
                     [item_row(i) for i in items],
                 )
+                self._db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (CATALOG_VERSION_KEY, uuid4_hex()))
 
         await self._run(write)
 
@@ -364,8 +367,8 @@ class SQLiteStore(EventStore):
             db = self._db
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                rows = db.execute(f"DELETE FROM events WHERE user_key = ? RETURNING {_EVENT_COLUMNS}", (user_key,))
-                events = [event_from_row(r) for r in rows.fetchall()]
+                rows = db.execute(f"DELETE FROM events WHERE user_key = ? RETURNING seq, {_EVENT_COLUMNS}", (user_key,))
+                events = [(int(r[0]), event_from_row(r[1:])) for r in rows.fetchall()]
                 lists = db.execute("DELETE FROM impressions WHERE user_key = ? RETURNING item_ids", (user_key,))
                 served = [json.loads(ids) for (ids,) in lists.fetchall()]
                 row = db.execute(

@@ -1,0 +1,58 @@
+"""Gateway replicas on one PostgreSQL follow the shared event log: an event acknowledged by replica A is in
+replica B's features within a bound, and both answer a Score identically once caught up."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import preftrack
+from preftrack_gateway.process import GatewayProcess
+
+from .conftest import Trained, gateway_env
+
+pytestmark = pytest.mark.e2e
+
+ITEMS = [preftrack.Item(item_id=f"i-{n}", categories=(f"cat-{n % 4}",), price=10.0 + n) for n in range(12)]
+LAG_BOUND_S = 0.2  # the documented bound (p99) on this machine
+
+
+def test_an_event_sent_to_one_replica_reaches_the_other_within_the_bound(
+    triton, trained: Trained, fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    env = gateway_env(triton.grpc_url, fresh_postgres_url, repository=trained.repository)
+    items = [i.item_id for i in ITEMS]
+    with (
+        GatewayProcess(env, tmp_path / "a.log") as a,
+        GatewayProcess(env, tmp_path / "b.log") as b,
+        preftrack.Client(a.target) as to_a,
+        preftrack.Client(b.target) as to_b,
+    ):
+        to_a.upsert_items(ITEMS)
+        lags = []
+        for n in range(40):
+            user = f"user-{n}"
+            before = [s.score for s in to_b.score(user, items).items]
+            to_a.send(preftrack.FeedbackEvent(user_id=user, item_id=f"i-{n % 12}", event_type="purchase"))
+            acked = time.perf_counter()
+            while True:
+                now = [s.score for s in to_b.score(user, items).items]
+                if not np.allclose(now, before, atol=1e-9):
+                    lags.append(time.perf_counter() - acked)
+                    break
+                assert time.perf_counter() - acked < 5, f"replica b never saw {user}'s event"
+        as_of = time.time()
+        time.sleep(0.3)
+        for n in range(0, 40, 7):
+            user = f"user-{n}"
+            from_a = [s.score for s in to_a.score(user, items, as_of_s=as_of).items]
+            from_b = [s.score for s in to_b.score(user, items, as_of_s=as_of).items]
+            assert np.allclose(from_a, from_b, atol=1e-6), (user, from_a, from_b)
+    lags.sort()
+    p99 = lags[int(0.99 * (len(lags) - 1))]
+    print(f"replica lag: median {1000 * statistics.median(lags):.0f} ms, max {1000 * lags[-1]:.0f} ms")
+    assert p99 <= LAG_BOUND_S, f"p99 {1000 * p99:.0f} ms over the {1000 * LAG_BOUND_S:.0f} ms bound: {lags}"
