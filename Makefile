@@ -7,13 +7,13 @@ DATASET ?= synthetic
 
 PG_URL ?= postgresql://preftrack:preftrack@127.0.0.1:5432/preftrack
 
-.PHONY: setup up train demo postgres test test-all lint bench clean reset
+.PHONY: setup up train demo postgres test test-all lint bench clean reset compose-check
 
 # The venv is made from Debian's python3.11: Triton's python-backend stub links that exact libpython.
 $(BIN)/.installed: requirements-dev.txt sdk/pyproject.toml gateway/pyproject.toml trainer/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt -e sdk -e gateway -e trainer
+	$(BIN)/pip install --quiet -r requirements-dev.txt -e sdk -e gateway -e 'trainer[cpu]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -59,8 +59,20 @@ bench: setup postgres
 	$(BIN)/python bench/bench_gateway.py
 	$(BIN)/preftrack-trainer replay --dataset movielens --rate 300 --learning-rate 3e-4 --out-dir var/replay-ml
 
+# Validates docker-compose.yml with a real Compose implementation (Docker Compose 1.29.2 from PyPI, in its own
+# venv: no Docker engine needed), then checks the production shape and that its PREFTRACK_* settings exist.
+COMPOSE_VENV := .venv-compose
+$(COMPOSE_VENV)/.installed: docker/compose-requirements.txt
+	test -x $(COMPOSE_VENV)/bin/python || $(PYTHON) -m venv $(COMPOSE_VENV)
+	$(COMPOSE_VENV)/bin/pip install --quiet -r docker/compose-requirements.txt
+	$(COMPOSE_VENV)/bin/pip install --quiet --no-deps docker-compose==1.29.2
+	touch $@
+
+compose-check: setup $(COMPOSE_VENV)/.installed
+	$(BIN)/python docker/check_compose.py $(COMPOSE_VENV)/bin/docker-compose
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(COMPOSE_VENV) .pytest_cache
 
 # Forget the local stack's state: the event store (load tests and demos write into it, and a gateway replays it
 # at every start) and the logs. RESET_MODELS=1 also deletes the trained versions. The pseudonym key

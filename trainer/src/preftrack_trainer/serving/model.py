@@ -27,10 +27,19 @@ class TritonPythonModel:
         if threads:
             # On a few shared cores, fewer TensorFlow threads per instance can beat oversubscription.
             tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        # Each instance is its own process. On a GPU instance (KIND_GPU) it runs on the GPU Triton assigned it
+        # and takes memory as it needs it: two loaded versions (stable and candidate) share a GPU instead of
+        # each reserving all of its memory. Elsewhere (KIND_CPU, or no GPU visible) it runs on the CPU.
+        gpus = tf.config.list_physical_devices("GPU")
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        on_gpu = args.get("model_instance_kind") == "GPU" and gpus
+        self._device = f"/GPU:{int(args.get('model_instance_device_id', 0))}" if on_gpu else "/CPU:0"
         version_dir = os.path.join(args["model_repository"], args["model_version"])
-        self._signature = tf.saved_model.load(os.path.join(version_dir, "model.savedmodel")).signatures[
-            "serving_default"
-        ]
+        with tf.device(self._device):
+            self._signature = tf.saved_model.load(os.path.join(version_dir, "model.savedmodel")).signatures[
+                "serving_default"
+            ]
         self._tf = tf
         self._inputs = [
             (spec["name"], pb_utils.triton_string_to_numpy(spec["data_type"]), [int(d) for d in spec["dims"]])
@@ -82,11 +91,13 @@ class TritonPythonModel:
         if good:
             try:
                 feeds = {}
-                for (name, _, dims), column in zip(self._inputs, columns, strict=False):
-                    batch = np.concatenate(column) if len(column) > 1 else column[0]
-                    # Scalar-per-row inputs are declared [1] for Triton and [None] in the signature.
-                    feeds[name.lower()] = self._tf.constant(batch.reshape(-1) if dims == [1] else batch)
-                scores = next(iter(self._signature(**feeds).values())).numpy().astype(self._output_dtype)
+                with self._tf.device(self._device):
+                    for (name, _, dims), column in zip(self._inputs, columns, strict=False):
+                        batch = np.concatenate(column) if len(column) > 1 else column[0]
+                        # Scalar-per-row inputs are declared [1] for Triton and [None] in the signature.
+                        feeds[name.lower()] = self._tf.constant(batch.reshape(-1) if dims == [1] else batch)
+                    outputs = self._signature(**feeds)
+                scores = next(iter(outputs.values())).numpy().astype(self._output_dtype)
                 scores = scores.reshape(-1, 1)
                 start = 0
                 for index, rows in good:

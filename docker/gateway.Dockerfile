@@ -1,0 +1,18 @@
+# The preftrack gateway: the SDK (its generated API code) and the gateway package, nothing of the trainer.
+FROM python:3.11-slim
+
+WORKDIR /src
+COPY sdk /src/sdk
+COPY gateway /src/gateway
+RUN pip install --no-cache-dir /src/sdk /src/gateway \
+    && useradd --system --uid 10001 preftrack
+
+USER preftrack
+EXPOSE 50051 9100
+# Every setting is a PREFTRACK_* variable (see the README); the pseudonym key comes from a secret file.
+ENTRYPOINT ["preftrack-gateway"]
+HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 CMD \
+    python -c "import grpc, sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; \
+c = grpc.insecure_channel('127.0.0.1:50051'); \
+r = g.HealthStub(c).Check(h.HealthCheckRequest(service='preftrack.v1.FeedbackService'), timeout=2); \
+sys.exit(0 if r.status == h.HealthCheckResponse.SERVING else 1)"
