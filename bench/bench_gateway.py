@@ -98,11 +98,16 @@ def _direct_inputs(user: str, items: list[str]):
 async def score_comparison(gateway: str, triton_url: str, seconds: float, items_per_call: int) -> dict[int, dict]:
     items = [i.item_id for i in ITEMS[:items_per_call]]
     results: dict[int, dict] = {}
-    async with preftrack.AsyncClient(gateway) as client:
+    # Several connections, as many client processes would open: the kernel spreads connections (not calls) over
+    # the gateway's workers.
+    clients = [preftrack.AsyncClient(gateway) for _ in range(8)]
+    try:
         direct = triton_aio.InferenceServerClient(triton_url)
         inputs = _direct_inputs("bench-user", items)
         for concurrency in (1, 8, 32):
-            g_rps, g_lat = await _closed_loop(lambda k: client.score(f"bench-user-{k}", items), concurrency, seconds)
+            g_rps, g_lat = await _closed_loop(
+                lambda k: clients[k % len(clients)].score(f"bench-user-{k}", items), concurrency, seconds
+            )
             d_rps, d_lat = await _closed_loop(
                 lambda k: direct.infer(contract.MODEL_NAME, inputs, model_version="1"), concurrency, seconds
             )
@@ -115,6 +120,9 @@ async def score_comparison(gateway: str, triton_url: str, seconds: float, items_
                 "direct_p99": _pct(d_lat, 99),
             }
         await direct.close()
+    finally:
+        for client in clients:
+            await client.close()
     return results
 
 
@@ -168,7 +176,11 @@ def main() -> None:
             "PREFTRACK_TEST_POSTGRES_URL", "postgresql://preftrack:preftrack@127.0.0.1:5432/preftrack"
         ),
     )
+    parser.add_argument(
+        "--workers", default="1,2", help="gateway worker counts to compare Score with (comma-separated)"
+    )
     args = parser.parse_args()
+    worker_counts = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="preftrack-bench-") as tmp:
         root = Path(tmp)
         _train(root / "repo")
@@ -180,6 +192,13 @@ def main() -> None:
                 score = asyncio.run(score_comparison(gw.target, triton.grpc_url, args.seconds, args.items_per_call))
                 rec = asyncio.run(recommend_1000(gw.target, args.seconds))
                 sqlite_ingest = asyncio.run(ingestion(gw.target, args.seconds))
+            by_workers = {1: score}
+            for workers in (w for w in worker_counts if w != 1):
+                many = {**env, "PREFTRACK_STORE_URL": f"sqlite:///{root / 'e.db'}", "PREFTRACK_WORKERS": str(workers)}
+                with GatewayProcess(many, root / f"gw-{workers}.log") as gw:
+                    by_workers[workers] = asyncio.run(
+                        score_comparison(gw.target, triton.grpc_url, args.seconds, args.items_per_call)
+                    )
             import psycopg
 
             with psycopg.connect(args.postgres_url, autocommit=True) as admin:
@@ -196,12 +215,24 @@ def main() -> None:
         gateway_cells = f"{r['gateway_rps']:,.0f} | {r['gateway_p50']:.2f} | {r['gateway_p99']:.2f}"
         direct_cells = f"{r['direct_rps']:,.0f} | {r['direct_p50']:.2f} | {r['direct_p99']:.2f}"
         print(f"| {c} | {gateway_cells} | {direct_cells} | {r['gateway_rps'] / r['direct_rps']:.2f} |")
+    for workers, results in by_workers.items():
+        if workers != 1:
+            cells = ", ".join(
+                f"c={c}: {r['gateway_rps']:,.0f} vs {r['direct_rps']:,.0f} calls/s "
+                f"({r['gateway_rps'] / r['direct_rps']:.2f})"
+                for c, r in results.items()
+            )
+            print(f"\nScore with {workers} gateway workers, gateway vs direct Triton: {cells}")
     print(f"\nRecommend over 1,000 candidates, concurrency 4: {rec[0]:,.0f} calls/s", end="")
     print(f", p50 {rec[1]:.2f} ms, p99 {rec[2]:.2f} ms")
     print("\n| store | streamed events/s | unary events/s (c=32) |\n|---|---|---|")
     print(f"| SQLite | {sqlite_ingest[0]:,.0f} | {sqlite_ingest[1]:,.0f} |")
     print(f"| PostgreSQL | {pg_ingest[0]:,.0f} | {pg_ingest[1]:,.0f} |")
-    ratios = " ".join(f"score_ratio_c{c}={r['gateway_rps'] / r['direct_rps']:.2f}" for c, r in score.items())
+    ratios = " ".join(
+        f"score_ratio_w{w}_c{c}={r['gateway_rps'] / r['direct_rps']:.2f}"
+        for w, results in by_workers.items()
+        for c, r in results.items()
+    )
     print(
         f"\nbench_gateway {ratios} recommend1000_p50_ms={rec[1]:.2f} recommend1000_p99_ms={rec[2]:.2f} "
         f"sqlite_stream_eps={sqlite_ingest[0]:.0f} sqlite_unary_eps={sqlite_ingest[1]:.0f} "

@@ -62,6 +62,9 @@ class GatewayConfig:
         commit_batch_events: most events committed in one transaction.
         triton_timeout_s: deadline for a Triton call when the caller sets none.
         health_interval_s: how often model readiness is probed.
+        snapshot_dir: where the gateway writes a snapshot of its real-time state when it stops, and reads it when
+            it starts (then only the log after it is folded: restart time stops growing with the log). Unset: every
+            start folds the whole log. Keep it private to the gateway's user (the file is a pickle).
         follow_interval_s: how often the shared event log is read for events committed through other replicas
             (they reach this replica's features within about this long; its own are in before they are acked).
         shutdown_grace_s: how long in-flight calls may finish on shutdown.
@@ -113,6 +116,7 @@ class GatewayConfig:
     triton_timeout_s: float = 5.0
     health_interval_s: float = 1.0
     follow_interval_s: float = 0.05
+    snapshot_dir: str | None = None
     shutdown_grace_s: float = 10.0
     positive_types: tuple[str, ...] | None = None
     rating_threshold: float | None = None

@@ -203,6 +203,7 @@ class AsyncFeedbackSender:
         self._interval = flush_interval_s
         self._queue: asyncio.Queue[FeedbackEvent] = asyncio.Queue(maxsize=max_queued)
         self._retry: list[FeedbackEvent] = []
+        self._sending: list[FeedbackEvent] = []
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -275,7 +276,9 @@ class AsyncFeedbackSender:
             batch = await self._take()
             if not batch:
                 continue
+            self._sending = batch  # if close() cancels the send, these count as undelivered
             retry, wait_s = await self._deliver(batch)
+            self._sending = []
             self._retry = retry + self._retry
             self._done(len(batch) - len(retry))
             if retry:
@@ -297,7 +300,7 @@ class AsyncFeedbackSender:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         if not delivered:
-            left = list(self._retry)
+            left = [*self._sending, *self._retry]
             while not self._queue.empty():
                 left.append(self._queue.get_nowait())
             raise FeedbackNotDeliveredError(left, self._last_error or "timed out")
