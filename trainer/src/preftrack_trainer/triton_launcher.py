@@ -57,6 +57,11 @@ class TritonInstall:
     stub: Path
 
 
+def _has_gpu() -> bool:
+    """Whether an NVIDIA driver is present (its device nodes)."""
+    return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/version").exists()
+
+
 def find_triton() -> TritonInstall:
     """Locate ``tritonserver`` and the python backend inside the installed ``nvidia-pytriton`` wheel."""
     spec = importlib.util.find_spec("pytriton")
@@ -169,6 +174,10 @@ class TritonServer:
             "--exit-timeout-secs=15",
             "--log-verbose=0",
         ]
+        if not _has_gpu():
+            # A CPU-only host: no pinned-memory pool (it needs a CUDA driver) and no GPU metrics (NVML, DCGM),
+            # instead of a page of CUDA / NVML / DCGM errors at every start that read as if something broke.
+            args += ["--pinned-memory-pool-byte-size=0", "--allow-gpu-metrics=false"]
         if self.config.model_config_name:
             args.append(f"--model-config-name={self.config.model_config_name}")
         args += [f"--load-model={name}" for name in self.config.models]
