@@ -19,10 +19,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from preftrack_gateway.features import FeatureSpec
-from preftrack_trainer import export, model
-from preftrack_trainer.data import synthetic
-from preftrack_trainer.preprocess import LabelSpec, build_examples, clean
+from _small_model import export_small
+
 from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 
@@ -33,16 +31,6 @@ def _busy(stop: multiprocessing.synchronize.Event) -> None:  # type: ignore[name
             x = (x * 31 + 7) % 1_000_003
 
 
-def _train(repository: Path) -> None:
-    shop = synthetic.generate(synthetic.SyntheticConfig(n_users=200, n_items=150, days=7))
-    events, _ = clean(shop.events)
-    examples, _ = build_examples(events, shop.items, spec=FeatureSpec(), labels=LabelSpec())
-    cfg = model.ModelConfig(epochs=1)
-    mlp = model.build_model(cfg, *model.fit_normalisation(examples.features))
-    model.train(mlp, examples, cfg)
-    export.export_version(mlp, repository, {"parent": None, **export.schema_metadata(FeatureSpec(), LabelSpec())})
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--starts", type=int, default=20)
@@ -51,7 +39,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-cold-"))
     repository = work / "repo"
-    _train(repository)
+    export_small(repository)
     stop = multiprocessing.Event()
     spinners = [multiprocessing.Process(target=_busy, args=(stop,), daemon=True) for _ in range(args.busy)]
     for spinner in spinners:

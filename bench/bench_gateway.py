@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
+from _small_model import export_small
 
 import preftrack
 from preftrack_gateway import contract
@@ -28,23 +29,10 @@ from preftrack_gateway.features import FeatureSpec, FeatureState
 from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.process import GatewayProcess
 from preftrack_gateway.schema import Item, stable_hash
-from preftrack_trainer import export, model
-from preftrack_trainer.data import synthetic
-from preftrack_trainer.preprocess import LabelSpec, build_examples, clean
 from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 KEY = "bench-pseudonym-key-0123456789"
 ITEMS = [preftrack.Item(item_id=f"b-{n}", categories=(f"c-{n % 16}",), price=1.0 + n % 40) for n in range(2000)]
-
-
-def _train(repository: Path) -> None:
-    shop = synthetic.generate(synthetic.SyntheticConfig(n_users=200, n_items=150, days=7))
-    events, _ = clean(shop.events)
-    examples, _ = build_examples(events, shop.items, spec=FeatureSpec(), labels=LabelSpec())
-    cfg = model.ModelConfig(epochs=1)
-    mlp = model.build_model(cfg, *model.fit_normalisation(examples.features))
-    model.train(mlp, examples, cfg)
-    export.export_version(mlp, repository, {"parent": None})
 
 
 def _pct(latencies: list[float], q: int) -> float:
@@ -183,7 +171,7 @@ def main() -> None:
     worker_counts = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="preftrack-bench-") as tmp:
         root = Path(tmp)
-        _train(root / "repo")
+        export_small(root / "repo")
         with TritonServer(TritonConfig(repository=root / "repo", work_dir=root)) as triton:
             env = {"PREFTRACK_TRITON_URL": triton.grpc_url, "PREFTRACK_PSEUDONYM_KEY": KEY}
             with GatewayProcess({**env, "PREFTRACK_STORE_URL": f"sqlite:///{root / 'e.db'}"}, root / "gw.log") as gw:

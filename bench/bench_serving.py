@@ -23,12 +23,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import tensorflow as tf
 import tritonclient.grpc as grpcclient
+from _small_model import train_small
 
 from preftrack_gateway import contract
-from preftrack_gateway.features import FeatureSpec
-from preftrack_trainer import export, model
-from preftrack_trainer.data import synthetic
-from preftrack_trainer.preprocess import LabelSpec, build_examples, clean
+from preftrack_trainer import export
 from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 BATCH_SIZES = (1, 32, 256, 1024)
@@ -36,12 +34,7 @@ NO_BATCHING = "preftrack_nobatch"
 
 
 def _prepare(repository: Path, instances: int):
-    shop = synthetic.generate(synthetic.SyntheticConfig(n_users=300, n_items=200, days=10))
-    events, _ = clean(shop.events)
-    examples, _ = build_examples(events, shop.items, spec=FeatureSpec(), labels=LabelSpec())
-    cfg = model.ModelConfig(epochs=1)
-    mlp = model.build_model(cfg, *model.fit_normalisation(examples.features))
-    model.train(mlp, examples, cfg)
+    mlp, examples = train_small(n_users=300, n_items=200, days=10)
     triton_cfg = export.TritonModelConfig(instance_count=instances)
     export.export_version(mlp, repository, {"parent": None}, config=triton_cfg)
     # The same version served a second time with dynamic batching off, for the on/off comparison.

@@ -155,6 +155,13 @@ class _Taus:
         self.groups = tuple(self.distinct.index(v) for v in self.values)
 
 
+#: A key's history may span up to this many ``retain_s`` before its oldest events are folded into its base, all
+#: those older than ``retain_s`` at once. Evicting as soon as the window was exceeded folded one event and
+#: re-summed everything kept on every add (a hot item's ~200 kept events, every time it was viewed): amortised,
+#: an add costs O(1) again. Reads stay exact for at least ``retain_s`` before a key's newest event.
+_SLACK = 1.5
+
+
 class _Series:
     """Sums of one key's events (a user, an item, a user x category, a user x item), exact at any retained time.
 
@@ -192,8 +199,8 @@ class _Series:
                 self.base[k] += inc[k] * math.exp(-(self.base_t - t) / tau)
             return
         times = self.times
-        if times and t - times[0] > retain_s:
-            # Evict first: the prefix sums' exponents stay within retain_s / tau (no overflow after a long gap).
+        if times and t - times[0] > _SLACK * retain_s:
+            # Evict first: the prefix sums' exponents stay within 1.5 retain_s / tau (no overflow after a gap).
             self._evict(t - retain_s, max_kept, taus)
         if not times:
             self.anchor = t
@@ -213,7 +220,7 @@ class _Series:
             self.incs.insert(position, inc)
             self._rebuild(position, taus)
         latest = times[-1]
-        if latest - times[0] > retain_s or len(times) > max_kept:
+        if latest - times[0] > _SLACK * retain_s or len(times) > max_kept:
             self._evict(latest - retain_s, max_kept // 2, taus)
 
     def _evict(self, before_t: float, keep: int, taus: _Taus) -> None:
