@@ -5,7 +5,8 @@ WORKDIR /src
 COPY sdk /src/sdk
 COPY gateway /src/gateway
 RUN pip install --no-cache-dir /src/sdk /src/gateway \
-    && useradd --system --uid 10001 preftrack
+    && useradd --system --uid 10001 preftrack \
+    && mkdir -p /var/lib/preftrack/snapshots && chown -R preftrack /var/lib/preftrack
 
 USER preftrack
 EXPOSE 50051 9100

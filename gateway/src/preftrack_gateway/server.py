@@ -60,8 +60,8 @@ def _tune_garbage_collector() -> None:
     collection walks all of them while it grows (measured: pauses of 0.1 s growing to 2 s, every few seconds
     under heavy ingestion, each stalling every call and health check). Objects alive after the start-up rebuild
     are frozen out of collection, and full collections are made rare; reference counting frees almost all garbage
-    anyway, so cyclic garbage only waits longer."""
-    gc.collect()
+    anyway, so cyclic garbage only waits longer. (No collection before freezing: over a large state it takes
+    seconds, and start-up leaves little cyclic garbage.)"""
     gc.freeze()
     gc.set_threshold(20_000, 10, 1000)
 

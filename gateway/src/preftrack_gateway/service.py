@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import math
 import time
@@ -232,7 +233,19 @@ class GatewayCore:
 
     async def _load_state(self, *, use_snapshot: bool = True) -> tuple[FeatureState, OnlineLearner, int]:
         """Features and per-event learner rebuilt from the store's catalogue and event log (in time order), or from
-        a snapshot and the log after it, and the last sequence number read."""
+        a snapshot and the log after it, and the last sequence number read.
+
+        The cyclic garbage collector is paused meanwhile: building millions of long-lived objects otherwise
+        triggers collection after collection over all of them (measured: a third of a snapshot restart)."""
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return await self._build_state(use_snapshot)
+        finally:
+            if paused:
+                gc.enable()
+
+    async def _build_state(self, use_snapshot: bool) -> tuple[FeatureState, OnlineLearner, int]:
         started = time.perf_counter()
         self._catalog_version = await self.store.get_setting(CATALOG_VERSION_KEY)
         items = await self.store.items()
