@@ -579,9 +579,11 @@ class GatewayCore:
 
     async def close(self) -> None:
         """Stop probing, commit what is queued, close the store and the Triton channel."""
-        for task in (self._health_task, self._follow_task):
-            if task is not None:
-                task.cancel()
+        if self._health_task is not None:
+            self._health_task.cancel()
+        async with self._follow_lock:  # a fold of the log in progress ends first: never stop it half-way
+            if self._follow_task is not None:
+                self._follow_task.cancel()
         for task in list(self._shadow_tasks):
             task.cancel()
         await self.learner.close()
