@@ -204,6 +204,32 @@ def test_a_user_forgotten_through_one_replica_is_forgotten_by_another(
                     break
                 assert time.monotonic() < deadline, "replica b still scores the forgotten user by their history"
                 time.sleep(0.2)
+            # An erasure through b, then at once one through a: a must not skip b's because it made a later one.
+            carl, carl_twin = "carl-2", _embedding_twin("carl-2")
+            with preftrack.Client(a.target) as to_a:
+                to_a.send(
+                    [
+                        preftrack.FeedbackEvent(
+                            user_id=carl, item_id=e.item_id, event_type=e.event_type, timestamp_s=e.timestamp_s
+                        )
+                        for e in _events(carl, 40, start_s=now - 3000, seed=9)
+                    ]
+                )
+                as_of = time.time()
+                assert not np.allclose(
+                    [s.score for s in to_a.score(carl, items, as_of_s=as_of).items],
+                    [s.score for s in to_a.score(carl_twin, items, as_of_s=as_of).items],
+                )
+                AdminClient(b.target).forget_user(carl)
+                AdminClient(a.target).forget_user("someone-else")
+                deadline = time.monotonic() + 15
+                while not np.allclose(
+                    [s.score for s in to_a.score(carl, items, as_of_s=as_of).items],
+                    [s.score for s in to_a.score(carl_twin, items, as_of_s=as_of).items],
+                    atol=1e-6,
+                ):
+                    assert time.monotonic() < deadline, "replica a skipped an erasure made through b"
+                    time.sleep(0.2)
 
 
 def test_the_continual_trainer_drops_a_forgotten_user(tmp_path: Path) -> None:

@@ -109,6 +109,9 @@ class GroupCommitWriter:
                 await waiter
             finally:
                 self._room_waiters.remove(entry)
+                # Its turn counted against the room: if it leaves without using it (its stream cancelled), the
+                # next waiters must be looked at again, or they could sleep with the queue empty.
+                self._wake_room_waiters()
             if self._pending_events + len(events) <= self._max_pending or self._pending_events == 0:
                 return self.submit(events)
 
@@ -201,6 +204,8 @@ class ImpressionLog:
         self._queue: list[Impression] = []
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
+        #: Held by each flush; hold it to change what is stored of a user with no flush in between.
+        self.lock = asyncio.Lock()
 
     def start(self) -> None:
         """Start flushing on the running loop."""
@@ -222,13 +227,14 @@ class ImpressionLog:
 
     async def flush(self) -> None:
         """Write what is queued now."""
-        batch, self._queue = self._queue, []
-        if batch:
-            try:
-                await self._store.log_impressions(batch)
-            except StoreError as exc:
-                _LOGGER.error("writing %d impressions failed, will retry: %s", len(batch), exc)
-                self._queue = batch + self._queue
+        async with self.lock:
+            batch, self._queue = self._queue, []
+            if batch:
+                try:
+                    await self._store.log_impressions(batch)
+                except StoreError as exc:
+                    _LOGGER.error("writing %d impressions failed, will retry: %s", len(batch), exc)
+                    self._queue = batch + self._queue
 
     async def _run(self) -> None:
         while True:

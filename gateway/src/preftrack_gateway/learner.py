@@ -1,10 +1,10 @@
 """The gateway's per-event learner: labels committed events, scores them with the serving version, learns.
 
 It owns the :class:`~preftrack_gateway.online.Correction` of one gateway process. Committed events come in
-through :meth:`OnlineLearner.fold` (right after the features move), served lists through
-:meth:`OnlineLearner.expose`. An example whose label is final waits for the background task, which reads its
-feature row at its own time (exact whenever it is read, see :mod:`preftrack_gateway.features`), scores it by the
-serving version in one Triton batch with the others, and learns from it. Scores served afterwards carry the correction.
+through :meth:`OnlineLearner.observe` (right after the features move), served lists through
+:meth:`OnlineLearner.expose`. An example whose label is final gets its feature row read at its own time (exact,
+see :mod:`preftrack_gateway.features`), waits for the background task, is scored by the serving version in one
+Triton batch with the others, and is learned from. Scores served afterwards carry the correction.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -28,7 +27,7 @@ _LOGGER = logging.getLogger(__name__)
 #: (user keys, item ids, feature rows, version) -> the version's probabilities, one per row.
 BaseScorer = Callable[[Sequence[str], Sequence[str], np.ndarray, int], Awaitable[np.ndarray]]
 
-_BATCH = 256  # examples scored and learned per turn of the event loop
+_BATCH = 1024
 
 
 class OnlineLearner:
@@ -55,33 +54,26 @@ class OnlineLearner:
     def _queue(self, labelled: Iterable[tuple[Example, float]]) -> None:
         now = time.monotonic()
         for example, label in labelled:
+            if example.base_logit is None and example.row is None:
+                self.skipped += 1  # its features could not be read exactly: never learn from a guess
+                continue
             self._ready.append((example, label, now))
 
-    def _with_rows(self, batch: list[tuple[Example, float, float]]) -> list[tuple[Example, float, float]]:
-        """The batch with each example event's feature row read at its own time; an example whose time is older
-        than the history its keys keep is dropped (counted in ``skipped``): never learn from a guess."""
-        out = []
-        for example, label, labelled_at in batch:
-            if example.base_logit is None and example.row is None:
-                try:
-                    row = self.features.row(example.user, example.item_id, example.timestamp_s)
-                except PointInTimeError:
-                    self.skipped += 1
-                    continue
-                example = dataclasses.replace(example, row=row)
-            out.append((example, label, labelled_at))
-        return out
-
     def fold(self, events: Sequence[Event]) -> None:
-        """Committed events: folded into the features, then the labels they finalise are queued for learning.
-
-        An example's feature row is read later, when it is learned from, at the example's own time: a read at a
-        time sees exactly the events before it, whenever it is made (:mod:`preftrack_gateway.features`), so
-        deferring it changes nothing but who waits for it. Reading it here cost 39% of every commit's fold."""
-        self.features.update_many(events)
+        """Committed events: each example event's feature row is read at its own time, then every event is
+        folded into the features, then the labels they finalise are queued for learning."""
         if not self.enabled:
+            self.features.update_many(events)
             return
-        self._queue(self.labeller.observe(events))
+        rows: list[list[float] | None] = []
+        for event in events:
+            row = None
+            if self.labeller.is_example(event):
+                with contextlib.suppress(PointInTimeError):  # arrived later than the history its keys keep: None
+                    row = self.features.row(event.user_id, event.item_id, event.timestamp_s)
+            rows.append(row)
+            self.features.update(event)
+        self._queue(self.labeller.observe(events, rows))
         if self._ready:
             self._wake.set()
 
@@ -144,9 +136,7 @@ class OnlineLearner:
                 if version is None:
                     await asyncio.sleep(0.5)  # no version yet: learn once one serves
                     continue
-                batch = self._with_rows([self._ready.popleft() for _ in range(min(_BATCH, len(self._ready)))])
-                if not batch:
-                    continue
+                batch = [self._ready.popleft() for _ in range(min(_BATCH, len(self._ready)))]
                 try:
                     base = await self._base(batch, base_scores, version)
                 except Exception as exc:  # Triton down or the version gone: retry this batch later

@@ -117,7 +117,8 @@ class GatewayCore:
         )
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._settings = deployment.DeploymentSettings(self.features.spec, config.label_spec())
-        self._erasures_seen = 0
+        self._erasures_seen = 0  # every erasure up to here is applied to this process's state
+        self._own_erasures: set[int] = set()  # erasures made here, past the watermark
         self._next_retention = 0.0
         self._folded_seq = 0  # the log is folded into the features up to here
         self._catalog_version: str | None = None
@@ -191,6 +192,9 @@ class GatewayCore:
                     await self._follow_log()
             except StoreError as exc:
                 _LOGGER.warning("following the event log failed, will retry: %s", exc)
+            except Exception:  # a bug must not stop the follower for good: log it and go on
+                _LOGGER.exception("following the event log failed")
+                await asyncio.sleep(1.0)
 
     async def _base_scores(
         self, user_keys: Sequence[str], item_ids: Sequence[str], rows: np.ndarray, version: int
@@ -324,13 +328,14 @@ class GatewayCore:
         per-event learner), and the erasure is recorded under a ticket that names no one."""
         _check_id("user_id", user_id)
         user_key = self.pseudonymise(user_id)
-        async with self.writer.exclusive, self._follow_lock:  # no fold of the user's events in between
-            forgotten = await self.store.forget_user(user_key, ticket=uuid.uuid4().hex, at=time.time(), actor=actor)
+        # No commit or fold of the user's events, and no write of their served lists, in between.
+        async with self.writer.exclusive, self._follow_lock, self.impressions.lock:
             self.impressions.drop_user(user_key)
+            forgotten = await self.store.forget_user(user_key, ticket=uuid.uuid4().hex, at=time.time(), actor=actor)
             held = [event for seq, event in forgotten.events if seq <= self._folded_seq]  # the rest never came in
             self.learner.forget(user_key, held, forgotten.impression_items)
         self.pseudonymise.forget(user_id)
-        self._erasures_seen = max(self._erasures_seen, forgotten.erasure.seq)
+        self._own_erasures.add(forgotten.erasure.seq)  # applied here; the watermark moves past it in order
         _LOGGER.info(
             "erasure %s by %s: %d events and %d served lists deleted",
             forgotten.erasure.ticket,
@@ -341,12 +346,17 @@ class GatewayCore:
         return forgotten.erasure
 
     async def _catch_up_erasures(self) -> None:
-        """Users forgotten through another replica: this one rebuilds its state from the store without them."""
+        """Users forgotten through another process: this one rebuilds its state from the store without them.
+        The watermark moves over erasures in order, so one made elsewhere is never skipped because this process
+        made a later one itself."""
         new = await self.store.erasures(after_seq=self._erasures_seen, limit=1000)
-        if new:
-            _LOGGER.info("%d users were forgotten through another process; rebuilding the features", len(new))
+        if not new:
+            return
+        if any(e.seq not in self._own_erasures for e in new):
+            _LOGGER.info("users were forgotten through another process; rebuilding the features")
             await self._reload_state()
-            self._erasures_seen = new[-1].seq
+        self._erasures_seen = new[-1].seq
+        self._own_erasures = {seq for seq in self._own_erasures if seq > self._erasures_seen}
 
     async def _apply_retention(self) -> None:
         """Delete raw events (and served lists) older than the retention setting, in bounded chunks."""
@@ -360,7 +370,7 @@ class GatewayCore:
             deleted += chunk
             await asyncio.sleep(0)
         if deleted:
-            _LOGGER.info("retention: deleted %d events older than %g days", deleted, days)
+            _LOGGER.info("retention: deleted %d events and served lists older than %g days", deleted, days)
 
     @property
     def serving_version(self) -> int | None:
@@ -579,11 +589,12 @@ class GatewayCore:
 
     async def close(self) -> None:
         """Stop probing, commit what is queued, close the store and the Triton channel."""
-        if self._health_task is not None:
-            self._health_task.cancel()
-        async with self._follow_lock:  # a fold of the log in progress ends first: never stop it half-way
-            if self._follow_task is not None:
-                self._follow_task.cancel()
+        # A fold of the log in progress (the follower's, or a rebuild's after an erasure) ends first: never stop
+        # one half-way, or the snapshot would hold a half-folded batch that the next start folds again.
+        async with self.writer.exclusive, self._follow_lock:
+            for task in (self._health_task, self._follow_task):
+                if task is not None:
+                    task.cancel()
         for task in list(self._shadow_tasks):
             task.cancel()
         await self.learner.close()

@@ -224,9 +224,12 @@ class AsyncFeedbackSender:
         self._idle.clear()
         try:
             await asyncio.wait_for(self._queue.put(event), timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # noqa: UP041 - not the builtin on Python 3.10, which the SDK supports
             self._done(1)
             raise _queue_full(self._queue.maxsize, timeout_s) from None
+        except asyncio.CancelledError:  # the caller gave up: the event was never queued
+            self._done(1)
+            raise
         return event.event_id
 
     @property
@@ -244,7 +247,7 @@ class AsyncFeedbackSender:
         if not batch:
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), self._interval))
-            except TimeoutError:
+            except asyncio.TimeoutError:  # noqa: UP041 - Python 3.10
                 return batch
         while len(batch) < self._batch_size and not self._queue.empty():
             batch.append(self._queue.get_nowait())
@@ -288,7 +291,7 @@ class AsyncFeedbackSender:
         """Wait until every queued event is delivered (or rejected); False on timeout."""
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # noqa: UP041 - Python 3.10
             return False
         return True
 

@@ -356,8 +356,8 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     async def delete_events_before(self, before_s: float, *, limit: int = 100_000) -> int:
-        """Delete up to ``limit`` events (and served lists) whose time is before ``before_s``; returns how many
-        events went. The retention setting calls this until it returns 0."""
+        """Delete up to ``limit`` events and up to ``limit`` served lists whose time is before ``before_s``;
+        returns how many rows went (both kinds). The retention setting calls this until it returns 0."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -345,6 +345,9 @@ class PostgresStore(EventStore):
         # Dead row versions stay in the table files until VACUUM reuses their space; see docs/privacy.md.
         try:
             async with self._write_lock, self._writer.transaction():
+                # The append lock: erasures (and appends) commit one at a time, so erasure numbers increase in
+                # commit order too and a replica following them by number never passes one committed late.
+                await self._writer.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
                 cursor = await self._writer.execute(
                     f"DELETE FROM events WHERE user_key = %s RETURNING seq, {_EVENT_COLUMNS}", (user_key,)
                 )
@@ -377,11 +380,12 @@ class PostgresStore(EventStore):
                     "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < %s LIMIT %s)", (before_s, limit)
                 )
                 deleted = cursor.rowcount
-                await self._writer.execute(
+                cursor = await self._writer.execute(
                     "DELETE FROM impressions WHERE recommendation_id IN "
                     "(SELECT recommendation_id FROM impressions WHERE ts < %s LIMIT %s)",
                     (before_s, limit),
                 )
+                deleted += cursor.rowcount
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
         return int(deleted)

@@ -400,12 +400,12 @@ class SQLiteStore(EventStore):
                 deleted = self._db.execute(
                     "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < ? LIMIT ?)", (before_s, limit)
                 ).rowcount
-                self._db.execute(
+                lists = self._db.execute(
                     "DELETE FROM impressions WHERE recommendation_id IN "
                     "(SELECT recommendation_id FROM impressions WHERE ts < ? LIMIT ?)",
                     (before_s, limit),
-                )
-                return int(deleted)
+                ).rowcount
+                return int(deleted) + int(lists)
 
         return await self._run(write)
 
