@@ -113,3 +113,30 @@ def test_registry_and_settings_round_trip(store_url: str) -> None:
             await store.close()
 
     asyncio.run(run())
+
+
+def test_a_stream_waiting_for_room_is_not_stranded_by_one_that_gave_up(tmp_path) -> None:
+    """A waiter woken for room and then cancelled (its stream gone) must hand the room to the next one, even
+    with nothing left to commit that would wake it."""
+    from preftrack_gateway.ingest import GroupCommitWriter
+
+    async def run() -> None:
+        store = await open_store(f"sqlite:///{tmp_path / 'e.db'}")
+
+        async def folded(events, last_seq) -> None:
+            return None
+
+        writer = GroupCommitWriter(store, folded, max_batch_events=10, max_pending_events=10)
+        writer.submit([_event(k) for k in range(10)])  # the queue is full; the commit loop is not running
+        first = asyncio.ensure_future(writer.submit_when_room([_event(100 + k) for k in range(8)]))
+        second = asyncio.ensure_future(writer.submit_when_room([_event(200 + k) for k in range(8)]))
+        await asyncio.sleep(0.01)
+        writer._pending_events = 0  # as after a commit of the queued events
+        writer._queue.clear()
+        writer._wake_room_waiters()  # room for the first (8 of 10), not for both
+        first.cancel()  # its stream gives up before it takes its turn
+        await asyncio.sleep(0.01)
+        assert second.done(), "the second waiter was left asleep with an empty queue"
+        await store.close()
+
+    asyncio.run(run())
