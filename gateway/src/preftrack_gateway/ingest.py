@@ -115,6 +115,11 @@ class GroupCommitWriter:
             if self._pending_events + len(events) <= self._max_pending or self._pending_events == 0:
                 return self.submit(events)
 
+    def _release(self, size: int) -> None:
+        """A batch of ``size`` events left the queue (committed or failed): its room goes to the waiters."""
+        self._pending_events -= size
+        self._wake_room_waiters()
+
     def _wake_room_waiters(self) -> None:
         room = self._max_pending - self._pending_events
         for size, waiter in self._room_waiters:
@@ -155,20 +160,17 @@ class GroupCommitWriter:
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(error)
-            self._pending_events -= size
-            self._wake_room_waiters()
+            self._release(size)
             return
         except BaseException as exc:  # cancelled or a bug: fail the waiters, never leave them hanging
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(StoreUnavailableError(f"commit aborted: {type(exc).__name__}"))
-            self._pending_events -= size
-            self._wake_room_waiters()
+            self._release(size)
             raise
         elapsed = max(time.perf_counter() - started, 1e-3)
         self._rate = 0.8 * self._rate + 0.2 * (len(events) / elapsed) if self._rate else len(events) / elapsed
-        self._pending_events -= size
-        self._wake_room_waiters()
+        self._release(size)
         new_events = [e for e, new in zip(events, stored, strict=True) if new]
         try:
             await self._on_commit(new_events, last_seq)

@@ -10,7 +10,6 @@ owns decoding: it wraps each method's deserializer so that bytes that do not par
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import logging
 import time
 import uuid
@@ -49,17 +48,16 @@ class _Quota:
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate
         self._burst = max(burst, 1.0)
-        self._buckets: dict[bytes, list[float]] = {}  # key digest -> [tokens, when]
+        self._buckets: dict[bytes, list[float]] = {}  # a valid key -> [tokens, when]
 
     def take(self, token: bytes) -> float:
         """Spend a token of this key; returns 0.0, or how many seconds until one is there (nothing spent)."""
         now = time.monotonic()
-        digest = hashlib.sha256(token).digest()
-        bucket = self._buckets.get(digest)
+        bucket = self._buckets.get(token)
         if bucket is None:
             if len(self._buckets) > 100_000:  # keys come from configuration; never let this grow regardless
                 self._buckets.clear()
-            bucket = self._buckets[digest] = [self._burst, now]
+            bucket = self._buckets[token] = [self._burst, now]
         tokens = min(self._burst, bucket[0] + (now - bucket[1]) * self.rate)
         bucket[1] = now
         if tokens >= 1.0:

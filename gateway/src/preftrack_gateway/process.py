@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from preftrack import TLS
+from preftrack_gateway.workers import unused_port
 
 
 class GatewayStartError(RuntimeError):
@@ -23,9 +23,7 @@ class GatewayStartError(RuntimeError):
 
 def free_port() -> int:
     """An unused TCP port on loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return unused_port("127.0.0.1")
 
 
 class GatewayProcess:

@@ -226,7 +226,7 @@ class GatewayCore:
         self.rollout = RolloutController(
             self.store, self.scorer, self.config.rollout_policy(), settings.features, self._version_check
         )
-        self._erasures_seen = max((e.seq for e in await self.store.erasures(after_seq=0, limit=1_000_000)), default=0)
+        self._erasures_seen = await self.store.last_erasure_seq()  # the log read next holds none of them
         self.features, self.learner, self._folded_seq = await self._load_state()
         self.writer.start()
         self.impressions.start()
@@ -254,13 +254,10 @@ class GatewayCore:
         self._catalog_version = await self.store.get_setting(CATALOG_VERSION_KEY)
         items = await self.store.items()
         taken = await self._read_snapshot() if use_snapshot else None
+        features, after = (taken.features, taken.folded_seq) if taken else (FeatureState(self._settings.features), 0)
+        learner = OnlineLearner(features, self._settings.labels, self.config.online_config())
         if taken is not None:
-            features, after = taken.features, taken.folded_seq
-            learner = OnlineLearner(features, self._settings.labels, self.config.online_config())
             learner.correction, learner.labeller = taken.correction, taken.labeller
-        else:
-            features, after = FeatureState(self._settings.features), 0
-            learner = OnlineLearner(features, self._settings.labels, self.config.online_config())
         for item in items:
             features.upsert_item(item)
         replayed: list[Event] = []

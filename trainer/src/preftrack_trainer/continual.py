@@ -253,8 +253,7 @@ class ContinualTrainer:
         return trainer
 
     async def _resume(self) -> None:
-        erased = await self.store.erasures(after_seq=self._erasures_seen, limit=1_000_000)
-        self._erasures_seen = erased[-1].seq if erased else self._erasures_seen
+        self._erasures_seen = await self.store.last_erasure_seq()  # what is read next holds none of them
         self.watermark = int(await self.store.get_setting(WATERMARK_KEY) or 0)
         self._impression_watermark = float(await self.store.get_setting(IMPRESSION_WATERMARK_KEY) or 0.0)
         self._impressions_seen = self._impression_watermark

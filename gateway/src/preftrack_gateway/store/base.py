@@ -355,6 +355,10 @@ class EventStore(abc.ABC):
         """Recorded erasures after ``after_seq``, oldest first."""
 
     @abc.abstractmethod
+    async def last_erasure_seq(self) -> int:
+        """The position of the newest recorded erasure (0 when none)."""
+
+    @abc.abstractmethod
     async def delete_events_before(self, before_s: float, *, limit: int = 100_000) -> int:
         """Delete up to ``limit`` events and up to ``limit`` served lists whose time is before ``before_s``;
         returns how many rows went (both kinds). The retention setting calls this until it returns 0."""

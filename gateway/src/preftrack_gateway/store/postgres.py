@@ -373,6 +373,9 @@ class PostgresStore(EventStore):
         )
         return [erasure_from_row(r) for r in rows]
 
+    async def last_erasure_seq(self) -> int:
+        return int((await self._fetch("SELECT coalesce(max(seq), 0) FROM erasures"))[0][0])  # type: ignore[call-overload]
+
     async def delete_events_before(self, before_s: float, *, limit: int = 100_000) -> int:
         try:
             async with self._write_lock, self._writer.transaction():

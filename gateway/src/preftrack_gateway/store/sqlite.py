@@ -393,6 +393,10 @@ class SQLiteStore(EventStore):
         )
         return [erasure_from_row(r) for r in rows]
 
+    async def last_erasure_seq(self) -> int:
+        row = await self._run(lambda: self._db.execute("SELECT coalesce(max(seq), 0) FROM erasures").fetchone())
+        return int(row[0])
+
     async def delete_events_before(self, before_s: float, *, limit: int = 100_000) -> int:
         def write() -> int:
             with self._db:
