@@ -1,4 +1,4 @@
-"""Regenerate the Python code of the public APIs into the SDK (``sdk/src/preftrack/v1``, ``.../admin/v1``).
+"""Regenerate the Python code of the public APIs into the SDK (``sdk/src/preftrack/v1``, ``.../admin/v1``, ``.../insights/v1``).
 
     python proto/generate.py          # regenerate
     python proto/generate.py --check  # fail if the committed code differs from a fresh generation
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "proto"
 OUTPUT_ROOT = ROOT / "sdk" / "src"
 #: The proto packages, each generated into the same folder under the SDK.
-PACKAGES = (Path("preftrack") / "v1", Path("preftrack") / "admin" / "v1")
+PACKAGES = (Path("preftrack") / "v1", Path("preftrack") / "admin" / "v1", Path("preftrack") / "insights" / "v1")
 
 
 def generate(output_root: Path) -> None:

@@ -18,7 +18,7 @@ from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer import export
 from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
 from preftrack_trainer.data import synthetic
-from preftrack_trainer.replay import to_feedback_events
+from preftrack_trainer.replay import to_feedback_events, to_sdk_items
 from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 from .conftest import gateway_env
@@ -30,11 +30,9 @@ SHOP = synthetic.SyntheticConfig(n_users=120, n_items=80, days=6, seed=21, dirty
 
 def _send_shop(target: str) -> int:
     shop = synthetic.generate(SHOP)
-    events = to_feedback_events([e for e in shop.events if e.user_id != synthetic.BOT_USER_ID])
+    events = to_feedback_events([e for e in shop.events if e.user_id != synthetic.BOT_USER_ID], shop.truth.queries)
     with preftrack.Client(target, timeout_s=60) as client:
-        client.upsert_items(
-            [preftrack.Item(item_id=i.item_id, categories=i.categories, price=i.price) for i in shop.items.values()]
-        )
+        client.upsert_items(to_sdk_items(shop.items.values()))
         summary = client.stream(events)
     assert summary.accepted == len(events)
     return len(events)

@@ -44,6 +44,9 @@ class GatewayConfig:
         admin_keys: keys of the admin API (``preftrack.admin.v1``), sent the same way. A client key is refused
             there (PERMISSION_DENIED). With neither kind of key set (a local dev stack) the admin API is open;
             with client keys but no admin keys it is closed.
+        analyst_keys: keys of the insights API (``preftrack.insights.v1``: profiles, audiences, trends), beside
+            admin keys; other keys are refused there (PERMISSION_DENIED). With no key of any kind set it is open.
+        max_audience_users: most users one RankAudience call may rank.
         metrics_port: Prometheus metrics over HTTP (0: disabled).
         metrics_keys: when set, ``/metrics`` answers only ``Authorization: Bearer <key>`` with one of these
             (plain or ``sha256:``), and 401 otherwise.
@@ -96,6 +99,7 @@ class GatewayConfig:
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()
     catalog_keys: tuple[str, ...] = ()
+    analyst_keys: tuple[str, ...] = ()
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None
@@ -105,6 +109,7 @@ class GatewayConfig:
     metrics_keys: tuple[str, ...] = ()
     reflection: bool = True
     max_items_per_call: int = 1000
+    max_audience_users: int = 100_000
     max_events_per_call: int = 10_000
     max_stream_events: int = 1_000_000
     max_streams: int = 256
@@ -149,6 +154,7 @@ class GatewayConfig:
             raise ConfigError("port and metrics_port must lie in [0, 65535]")
         for name in (
             "max_items_per_call",
+            "max_audience_users",
             "max_events_per_call",
             "max_stream_events",
             "max_streams",
@@ -170,10 +176,12 @@ class GatewayConfig:
             self.rollout_policy()
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        if set(self.api_keys) & set(self.admin_keys) or set(self.catalog_keys) & (
-            set(self.api_keys) | set(self.admin_keys)
-        ):
-            raise ConfigError("a key can have one role only: client (api_keys), catalogue (catalog_keys) or admin")
+        roles = (self.api_keys, self.admin_keys, self.catalog_keys, self.analyst_keys)
+        if sum(len(set(keys)) for keys in roles) != len(set().union(*roles)):
+            raise ConfigError(
+                "a key can have one role only: client (api_keys), catalogue (catalog_keys), analyst (analyst_keys) "
+                "or admin"
+            )
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ConfigError(
                 "set both tls_cert_file and tls_key_file (PREFTRACK_TLS_CERT_FILE / _KEY_FILE), or neither"
@@ -255,6 +263,7 @@ class GatewayConfig:
                     "api_keys",
                     "admin_keys",
                     "catalog_keys",
+                    "analyst_keys",
                     "metrics_keys",
                     "positive_types",
                     "example_types",

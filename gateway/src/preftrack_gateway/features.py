@@ -6,6 +6,11 @@ the order in which events were folded in. So the live gateway (commit order), a 
 order), the continual trainer (sequence order), offline training and a replay all compute the same rows, and a
 training row, read at its own event's time, never sees that event or anything after it.
 
+Search links queries to items: a search and the same user's engagement with an item within
+``search_window_s`` after it add to each (query term, item) and (query term, category) sum at the engagement's
+time, whichever of the two is folded first. Score and Recommend with a query read those sums (and how many of
+the query's words the item's text holds); a training row reads the user's latest search before its event.
+
 Windows are exponentially decayed sums (a count "over the last ~day" is a sum with a one-day time
 constant). Each key keeps its recent events with prefix sums, so a read at the present costs O(1) and a read in
 the retained past one bisect; a late event is folded in at its own time.
@@ -37,6 +42,8 @@ class FeatureSpec:
         rating_threshold: a ``rating`` event at or above this value is positive.
         rating_prior: prior mean rating used to smooth rating averages.
         prior_strength: pseudo-count of the smoothing priors.
+        search_window_s: an engagement this soon after a search by the same user is linked to its query terms
+            (and a training row reads a search this recent as its query).
     """
 
     short_window_s: float = _DAY_S
@@ -45,10 +52,15 @@ class FeatureSpec:
     rating_threshold: float = 4.0
     rating_prior: float = 3.5
     prior_strength: float = 5.0
+    search_window_s: float = 1800.0
 
     def __post_init__(self) -> None:
         if not 0 < self.short_window_s <= self.long_window_s:
             raise ValueError("windows must satisfy 0 < short_window_s <= long_window_s")
+        if not 0 < self.search_window_s < math.inf:
+            raise ValueError("search_window_s must be a positive number of seconds")
+        if "search" in self.positive_types:
+            raise ValueError("a search names no item; it cannot be a positive type")
         unknown = set(self.positive_types) - set(EVENT_TYPES)
         if unknown:
             raise ValueError(f"positive_types has unknown event types: {sorted(unknown)}")
@@ -74,6 +86,7 @@ class FeatureSpec:
         """Inverse of :meth:`to_dict`."""
         values = dict(data)
         values["positive_types"] = tuple(values.get("positive_types", ()))  # type: ignore[arg-type]
+        values.setdefault("search_window_s", cls.search_window_s)
         return cls(**values)  # type: ignore[arg-type]
 
     def schema_hash(self) -> str:
@@ -95,8 +108,8 @@ class LabelSpec:
     attribution_window_s: float = 3600.0
 
     def __post_init__(self) -> None:
-        if not set(self.example_types) <= set(EVENT_TYPES):
-            raise ValueError(f"example_types must be event types from {EVENT_TYPES}")
+        if not set(self.example_types) <= set(EVENT_TYPES) or "search" in self.example_types:
+            raise ValueError(f"example_types must be event types from {EVENT_TYPES[:-1]} (a search names no item)")
         if self.attribution_window_s < 0:
             raise ValueError("attribution_window_s must be >= 0")
 
@@ -132,6 +145,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "user_item_positive",
     "context_hour_sin",
     "context_hour_cos",
+    "query_present",
+    "query_text_match",
+    "query_item_log_links",
+    "query_item_share",
+    "query_category_share",
 )
 NUM_FEATURES = len(FEATURE_NAMES)
 _TYPE_INDEX = {name: index for index, name in enumerate(EVENT_TYPES)}
@@ -310,10 +328,21 @@ class FeatureState:
         self._uc_taus = _Taus((lw, lw, inf, inf))
         # user x item: all long, positives long
         self._ui_taus = _Taus((lw, lw))
+        # query term x item, query term x category: links long, positive links long; query term: links long
+        self._link_taus = _Taus((lw, lw))
+        self._term_taus = _Taus((lw,))
         self._user: dict[str, _Series] = {}
         self._item: dict[str, _Series] = {}
         self._uc: dict[tuple[str, str], _Series] = {}
         self._ui: dict[tuple[str, str], _Series] = {}
+        self._term_item: dict[tuple[str, str], _Series] = {}
+        self._term_category: dict[tuple[str, str], _Series] = {}
+        self._term: dict[str, _Series] = {}
+        # Per user, their recent searches (time, terms) and engagements (time, item, positive), time-sorted, to
+        # link each search with the engagements that follow it whichever is folded first.
+        self._searches: dict[str, list[tuple[float, tuple[str, ...]]]] = {}
+        self._engaged: dict[str, list[tuple[float, str, float]]] = {}
+        self._item_terms: dict[str, frozenset[str]] = {}
         self.events_folded = 0
         self._increments: dict[tuple[int, float, float], tuple[float, ...]] = {}
 
@@ -325,6 +354,78 @@ class FeatureState:
     def upsert_item(self, item: Item) -> None:
         """Add or replace a catalogue entry."""
         self.catalog[item.item_id] = item
+        self._item_terms.pop(item.item_id, None)
+
+    def item_terms(self, item_id: str) -> frozenset[str]:
+        """The hashed terms of an item's text (cached until the item is replaced)."""
+        found = self._item_terms.get(item_id)
+        if found is None:
+            found = self._item_terms[item_id] = self.item(item_id).terms()
+        return found
+
+    def popularity(self, item_ids: Sequence[str], t: float) -> list[float]:
+        """Each item's long-horizon event count before ``t`` (0 for an item never seen or not readable at t)."""
+        found = []
+        for item_id in item_ids:
+            series = self._item.get(item_id)
+            try:
+                found.append(series.read(t, self._item_taus)[0][1] if series is not None else 0.0)
+            except PointInTimeError:
+                found.append(0.0)
+        return found
+
+    def recent_query(self, user_id: str, t: float) -> tuple[str, ...]:
+        """The terms of the user's latest search in the ``search_window_s`` before ``t`` (strictly before), or
+        none: what a training row at ``t`` reads as its query."""
+        searches = self._searches.get(user_id)
+        if not searches:
+            return ()
+        position = bisect.bisect_left(searches, (t,)) - 1
+        if position >= 0 and t - searches[position][0] <= self.spec.search_window_s:
+            return searches[position][1]
+        return ()
+
+    def example_row(self, event: Event) -> list[float]:
+        """The feature vector of a training example: its (user, item) at its own time, with the user's latest
+        search as the query. The live labeller, the continual trainer and offline training all use this."""
+        t = event.timestamp_s
+        return self.rows(event.user_id, (event.item_id,), t, self.recent_query(event.user_id, t))[0]
+
+    def _link(self, t: float, terms: Sequence[str], item_id: str, positive: float, sign: float = 1.0) -> None:
+        """Add one (search, engagement) link at the engagement's time ``t``."""
+        retain, kept = self.retain_s, self.max_kept
+        inc = (sign, sign * positive)
+        categories = self.item(item_id).categories
+        for term in terms:
+            self._series(self._term, term, 1).add(t, (sign,), self._term_taus, retain, kept)
+            self._series(self._term_item, (term, item_id), 2).add(t, inc, self._link_taus, retain, kept)
+            for category in categories:
+                self._series(self._term_category, (term, category), 2).add(t, inc, self._link_taus, retain, kept)
+
+    def _recent(self, table: dict, user_id: str, entry: tuple) -> None:  # type: ignore[type-arg]
+        """Insert ``entry`` (time first) into a user's time-sorted recent list and drop what is too old to link:
+        older than ``retain_s`` plus the search window before the list's newest entry (and beyond the newest
+        ``4 * max_kept``). An event arriving later than that may miss its links (it is still folded into every
+        other sum exactly)."""
+        entries = table.setdefault(user_id, [])
+        bisect.insort(entries, entry)
+        horizon = entries[-1][0] - self.retain_s - self.spec.search_window_s
+        if entries[0][0] < horizon or len(entries) > 4 * self.max_kept:
+            del entries[: max(bisect.bisect_left(entries, (horizon,)), len(entries) - 4 * self.max_kept)]
+
+    def _fold_search(self, event: Event) -> None:
+        t, window = event.timestamp_s, self.spec.search_window_s
+        for when, item_id, positive in self._engaged.get(event.user_id, ()):
+            if t < when <= t + window:
+                self._link(when, event.query_terms, item_id, positive)
+        self._recent(self._searches, event.user_id, (t, event.query_terms))
+
+    def _fold_engagement(self, event: Event, positive: float) -> None:
+        t, window = event.timestamp_s, self.spec.search_window_s
+        for when, terms in self._searches.get(event.user_id, ()):
+            if t - window <= when < t:
+                self._link(t, terms, event.item_id, positive)
+        self._recent(self._engaged, event.user_id, (t, event.item_id, positive))
 
     def _user_increments(self, type_index: int, positive: float, rating: float) -> tuple[float, ...]:
         key = (type_index, positive, rating)
@@ -356,13 +457,17 @@ class FeatureState:
         retain, kept = self.retain_s, self.max_kept
         user_inc = self._user_increments(_TYPE_INDEX[event.event_type], positive, rating)
         self._series(self._user, user_id, len(user_inc)).add(t, user_inc, self._user_taus, retain, kept)
+        self.events_folded += 1
+        if event.event_type == "search":
+            self._fold_search(event)
+            return
+        self._fold_engagement(event, positive)
         self._series(self._item, item_id, 5).add(t, self._item_increment(event), self._item_taus, retain, kept)
         self._series(self._ui, (user_id, item_id), 2).add(t, (1.0, positive), self._ui_taus, retain, kept)
         catalogued = self.catalog.get(item_id)
         uc_inc = (1.0, positive, rating, counted)
         for category in catalogued.categories if catalogued is not None else ("unknown",):
             self._series(self._uc, (user_id, category), 4).add(t, uc_inc, self._uc_taus, retain, kept)
-        self.events_folded += 1
 
     def _item_increment(self, event: Event) -> tuple[float, ...]:
         """What one event adds to its item's sums: all short, all long, positives long, rating total and count."""
@@ -378,27 +483,69 @@ class FeatureState:
         for table in (self._uc, self._ui):
             for key in [key for key in table if key[0] == user_id]:
                 del table[key]
-        for event in events:
+        own = sorted((e for e in events if e.user_id == user_id), key=lambda e: e.timestamp_s)
+        for event in own:
             item = self._item.get(event.item_id)
-            if event.user_id == user_id and item is not None:
+            if event.event_type != "search" and item is not None:
                 negated = tuple(-v for v in self._item_increment(event))
                 item.add(event.timestamp_s, negated, self._item_taus, self.retain_s, self.max_kept)
+        # Their searches' links to what they engaged with next, made again with the opposite sign.
+        searches = self._searches.pop(user_id, [])
+        engaged = self._engaged.pop(user_id, [])
+        window = self.spec.search_window_s
+        for when, item_id, positive in engaged:
+            for searched, terms in searches:
+                if when - window <= searched < when:
+                    self._link(when, terms, item_id, positive, sign=-1.0)
 
     def update_many(self, events: Iterable[Event]) -> None:
         """Fold several events in (their order does not matter)."""
         for event in events:
             self.update(event)
 
-    def row(self, user_id: str, item_id: str, t: float) -> list[float]:
+    def row(self, user_id: str, item_id: str, t: float, query_terms: Sequence[str] = ()) -> list[float]:
         """The feature vector of (user, item) at time ``t``, in :data:`FEATURE_NAMES` order."""
-        return self.rows(user_id, (item_id,), t)[0]
+        return self.rows(user_id, (item_id,), t, query_terms)[0]
 
-    def rows(self, user_id: str, item_ids: Sequence[str], t: float) -> list[list[float]]:
-        """Feature vectors of one user with each item at time ``t`` (the user's part is computed once).
+    def _query_part(self, query_terms: Sequence[str], t: float) -> tuple[list[tuple[str, float]], float]:
+        """Each query term with its links before ``t``, and their total plus one."""
+        totals = []
+        for term in query_terms:
+            series = self._term.get(term)
+            totals.append((term, series.read(t, self._term_taus)[0][0] if series is not None else 0.0))
+        return totals, 1.0 + sum(total for _, total in totals)
+
+    def _query_features(
+        self, terms: list[tuple[str, float]], norm: float, item_id: str, categories: Sequence[str], t: float
+    ) -> list[float]:
+        """query_present, query_text_match, query_item_log_links, query_item_share, query_category_share."""
+        if not terms:
+            return [0.0, 0.0, 0.0, 0.0, 0.0]
+        own = self.item_terms(item_id)
+        matched = sum(1 for term, _ in terms if term in own)
+        links = category_links = 0.0
+        for term, total in terms:
+            if total <= 0.0:
+                continue
+            series = self._term_item.get((term, item_id))
+            if series is not None:
+                links += series.read(t, self._link_taus)[0][0]
+            for category in categories:
+                found = self._term_category.get((term, category))
+                if found is not None:
+                    category_links += found.read(t, self._link_taus)[0][0] / len(categories)
+        return [1.0, matched / len(terms), math.log1p(links), links / norm, category_links / norm]
+
+    def rows(
+        self, user_id: str, item_ids: Sequence[str], t: float, query_terms: Sequence[str] = ()
+    ) -> list[list[float]]:
+        """Feature vectors of one user with each item at time ``t`` (the user's part is computed once), for a
+        search with ``query_terms`` (:func:`~preftrack_gateway.schema.query_terms`) when given.
 
         Raises:
             PointInTimeError: ``t`` is not after the history kept for this user or one of the items.
         """
+        query, query_norm = self._query_part(query_terms, t)
         spec = self.spec
         n = len(EVENT_TYPES)
         prior, strength = spec.rating_prior, spec.prior_strength
@@ -459,6 +606,7 @@ class FeatureState:
                     math.log1p(ui[0]),
                     min(ui[1], 1.0),
                     *context_part,
+                    *self._query_features(query, query_norm, item_id, item.categories, t),
                 ]
             )
         return out

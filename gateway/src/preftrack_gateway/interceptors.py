@@ -39,6 +39,7 @@ _UNGUARDED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 _LOG_BURST = 5
 _LOG_WINDOW_S = 10.0
 _ADMIN = "/preftrack.admin."
+_INSIGHTS = "/preftrack.insights."
 _CATALOG = "/preftrack.v1.FeedbackService/UpsertItems"
 
 
@@ -160,13 +161,19 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         api_keys: tuple[str, ...],
         admin_keys: tuple[str, ...] = (),
         catalog_keys: tuple[str, ...] = (),
+        analyst_keys: tuple[str, ...] = (),
         *,
         key_rate_limit: float = 0.0,
     ) -> None:
         self._metrics = metrics
         self._quota = _Quota(key_rate_limit, 2.0 * key_rate_limit) if key_rate_limit > 0 else None
-        self._keys = {"client": Keys(api_keys), "admin": Keys(admin_keys), "catalog": Keys(catalog_keys)}
-        self._any_keys = bool(api_keys or admin_keys or catalog_keys)
+        self._keys = {
+            "client": Keys(api_keys),
+            "admin": Keys(admin_keys),
+            "catalog": Keys(catalog_keys),
+            "analyst": Keys(analyst_keys),
+        }
+        self._any_keys = bool(api_keys or admin_keys or catalog_keys or analyst_keys)
         self._log = _RateLimitedLog()
         #: Set when a shutdown begins: new calls get UNAVAILABLE (retried by clients) while in-flight ones finish.
         self.draining = False
@@ -191,23 +198,40 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             )
 
     def _check_key(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        """Roles: admin keys may call everything; catalogue keys the client methods and UpsertItems; client keys
-        the client methods but UpsertItems. With no key configured at all (a local dev stack) everything is open;
-        with no client keys the client methods are open; the admin API and UpsertItems then need their keys."""
+        """Roles: admin keys may call everything; analyst keys the insights API only; catalogue keys the client
+        methods and UpsertItems; client keys the client methods but UpsertItems. With no key configured at all
+        (a local dev stack) everything is open; with no client keys the client methods are open; the admin API,
+        the insights API and UpsertItems then need their keys."""
         if not self._any_keys:
             return
         admin = method.startswith(_ADMIN)
+        insights = method.startswith(_INSIGHTS)
         catalog = method == _CATALOG
-        if not admin and not catalog and not self._keys["client"]:
+        client_method = not admin and not insights and not catalog
+        if client_method and not self._keys["client"]:
             return
         role, token = self._role(context)
-        if role == "admin" or (role == "catalog" and not admin) or (role == "client" and not admin and not catalog):
+        allowed = {
+            "admin": True,
+            "analyst": insights,
+            "catalog": client_method or catalog,
+            "client": client_method,
+        }
+        if role is not None and allowed[role]:
             self._check_quota(token)
             return
         if role is not None:
-            needed = "an admin key (PREFTRACK_ADMIN_KEYS)" if admin else "a catalogue or admin key"
+            needed = (
+                "an admin key (PREFTRACK_ADMIN_KEYS)"
+                if admin
+                else "an analyst or admin key (PREFTRACK_ANALYST_KEYS)"
+                if insights
+                else "a catalogue or admin key"
+                if catalog
+                else "a client key (PREFTRACK_API_KEYS)"
+            )
             raise PermissionDeniedError(f"this key is a {role} key; {method.rsplit('/', 1)[-1]} needs {needed}")
-        kind = "an admin" if admin else "a catalogue" if catalog else "a valid API"
+        kind = "an admin" if admin else "an analyst" if insights else "a catalogue" if catalog else "a valid API"
         raise UnauthenticatedError(f"send {kind} key as metadata 'authorization: Bearer <key>'")
 
     async def _guard(self, method: str, path: str, call, request, context: grpc.aio.ServicerContext):
@@ -243,6 +267,42 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             self.in_flight -= admitted
             self._metrics.rpc_latency_s.labels(method, code.name).observe(time.perf_counter() - started)
 
+    async def _guard_stream(self, method: str, path: str, call, request, context: grpc.aio.ServicerContext):
+        """:meth:`_guard` for a method answering with a stream: the checks run before the first answer, and an
+        error part-way ends the stream with its status."""
+        rid = uuid.uuid4().hex
+        request_id.set(rid)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        admitted = not self.draining
+        self.in_flight += admitted
+        try:
+            if not admitted:
+                raise ShuttingDownError("the gateway is shutting down; retry (another replica takes the call)")
+            self._check_key(path, context)
+            if isinstance(request, Undecodable):
+                raise _undecodable_error(method, request)
+            async for answer in call(request, context):
+                yield answer
+        except GatewayError as exc:
+            code = exc.code
+            self._log.log(
+                logging.INFO, method, code.name, "%s request=%s -> %s: %s", method, rid, code.name, exc.message
+            )
+            await context.abort(code, exc.message, trailing_metadata=_details(exc))
+        except Exception:
+            if context.code() not in (None, grpc.StatusCode.OK):
+                code = context.code()
+                raise
+            code = grpc.StatusCode.INTERNAL
+            self._log.log(
+                logging.ERROR, method, code.name, "%s request=%s failed unexpectedly", method, rid, exc_info=True
+            )
+            await context.abort(code, f"internal error (request id {rid}); the gateway logged the details")
+        finally:
+            self.in_flight -= admitted
+            self._metrics.rpc_latency_s.labels(method, code.name).observe(time.perf_counter() - started)
+
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
@@ -257,6 +317,17 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
+                request_deserializer=_tolerant(handler.request_deserializer, short),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_answers = handler.unary_stream
+
+            def answers(request, context):
+                return self._guard_stream(short, method, inner_answers, request, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                answers,
                 request_deserializer=_tolerant(handler.request_deserializer, short),
                 response_serializer=handler.response_serializer,
             )

@@ -70,7 +70,7 @@ class OnlineLearner:
             row = None
             if self.labeller.is_example(event):
                 with contextlib.suppress(PointInTimeError):  # arrived later than the history its keys keep: None
-                    row = self.features.row(event.user_id, event.item_id, event.timestamp_s)
+                    row = self.features.example_row(event)
             rows.append(row)
             self.features.update(event)
         self._queue(self.labeller.observe(events, rows))

@@ -32,6 +32,15 @@ class Pseudonymiser:
             self._cache[user_id] = found
         return found
 
+    def uncached(self, user_id: str) -> str:
+        """The pseudonym, not remembered (an audience's users are looked up once)."""
+        found = self._cache.get(user_id)
+        return (
+            found
+            if found is not None
+            else hmac.new(self._key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+        )
+
     def forget(self, user_id: str) -> None:
         """Drop a user's cached pseudonym."""
         self._cache.pop(user_id, None)

@@ -10,10 +10,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import Mapping
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
 
-#: Event types the platform understands, in the order used by the feature vector.
-EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
+#: Event types the platform understands, in the order used by the feature vector. A ``search`` names no item: it
+#: carries the query's hashed terms (:func:`query_terms`).
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating", "search")
+
+#: An item's title and attributes: at most this long and this many.
+MAX_TITLE_CHARS = 512
+MAX_ATTRIBUTES = 32
+
+#: Longest query text accepted (characters, before normalisation), and most distinct terms kept from one query.
+MAX_QUERY_CHARS = 256
+MAX_QUERY_TERMS = 16
 
 #: Oldest timestamp accepted (1990-01-01T00:00:00Z); anything older is a broken clock or a unit mistake.
 MIN_TIMESTAMP_S = 631_152_000.0
@@ -36,6 +47,49 @@ def stable_hash(value: str) -> int:
     return int.from_bytes(digest, "little") & _HASH_MASK
 
 
+_WORD = re.compile(r"\w+")
+
+
+def _words(text: str) -> list[str]:
+    """Normalised words of a text: NFKC, case-folded, split on anything not a letter or digit, a plural ``s``
+    dropped from words of four letters or more (``shoes`` and ``shoe`` are one term)."""
+    words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
+
+
+def term_hash(word: str) -> str:
+    """The stored form of one normalised word: 16 hex digits of a stable hash (the word itself is never kept)."""
+    return f"{stable_hash('term:' + word):016x}"
+
+
+def text_terms(texts: Iterable[str]) -> frozenset[str]:
+    """The hashed terms of some texts (an item's title, categories and attribute values).
+
+    >>> text_terms(["Red Shoes"]) == text_terms(["red shoe"])
+    True
+    """
+    return frozenset(term_hash(w) for text in texts for w in _words(text))
+
+
+def query_terms(query: str) -> tuple[str, ...]:
+    """The hashed terms of a search query, distinct, in order, at most :data:`MAX_QUERY_TERMS`.
+
+    Raises:
+        EventValidationError: the query is longer than :data:`MAX_QUERY_CHARS` or has no word.
+
+    >>> len(query_terms("red shoes, RED shoe")), query_terms("Red") == query_terms("red")
+    (2, True)
+    """
+    if not isinstance(query, str):
+        raise EventValidationError("query", "must be a string")
+    if len(query) > MAX_QUERY_CHARS:
+        raise EventValidationError("query", f"has {len(query)} characters; at most {MAX_QUERY_CHARS}")
+    terms = tuple(dict.fromkeys(term_hash(w) for w in _words(query)))[:MAX_QUERY_TERMS]
+    if not terms:
+        raise EventValidationError("query", "has no word (letters or digits); send what the user typed")
+    return terms
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class Item:
     """An item of the catalogue.
@@ -44,16 +98,24 @@ class Item:
         item_id: the shop's id of the item.
         categories: one or more category names; the first is the primary category.
         price: price in the shop's currency; 0 when unknown.
+        title: the item's name as shown in the shop (its words link it to search queries).
+        attributes: (name, value) pairs such as ``("brand", "Acme")``, sorted by name.
     """
 
     item_id: str
     categories: tuple[str, ...] = ("unknown",)
     price: float = 0.0
+    title: str = ""
+    attributes: tuple[tuple[str, str], ...] = ()
 
     @property
     def primary_category(self) -> str:
         """The category used for the item's category embedding."""
         return self.categories[0] if self.categories else "unknown"
+
+    def terms(self) -> frozenset[str]:
+        """The hashed terms of the item's text: title, categories and attribute values."""
+        return text_terms((self.title, *self.categories, *(value for _, value in self.attributes)))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -69,6 +131,7 @@ class Event:
         timestamp_s: when it happened, seconds since the Unix epoch.
         recommendation_id: the recommendation that showed the item, when known.
         context: optional free-form attributes (device, page, ...).
+        query_terms: a ``search`` event's hashed query terms (:func:`query_terms`); empty for every other type.
     """
 
     event_id: str
@@ -79,6 +142,7 @@ class Event:
     timestamp_s: float
     recommendation_id: str | None = None
     context: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    query_terms: tuple[str, ...] = ()
 
 
 class EventValidationError(ValueError):
@@ -114,12 +178,21 @@ def validate_event(event: Event, *, now_s: float, max_future_skew_s: float = 300
         now_s: the current time, seconds since the epoch.
         max_future_skew_s: how far in the future a timestamp may be (client clock skew).
     """
-    for name in ("event_id", "user_id", "item_id"):
-        check_id(name, getattr(event, name))
+    check_id("event_id", event.event_id)
+    check_id("user_id", event.user_id)
     if event.event_type not in EVENT_TYPES:
         raise EventValidationError(
             "event_type", f"unknown type {event.event_type!r}; expected one of {', '.join(EVENT_TYPES)}"
         )
+    if event.event_type == "search":
+        if event.item_id:
+            raise EventValidationError("item_id", "a search event names no item; leave item_id empty")
+        if not event.query_terms or len(event.query_terms) > MAX_QUERY_TERMS:
+            raise EventValidationError("query", "a search event needs a query with at least one word")
+    else:
+        check_id("item_id", event.item_id)
+        if event.query_terms:
+            raise EventValidationError("query", f"only search events carry a query, not {event.event_type}")
     if not isinstance(event.value, (int, float)) or not math.isfinite(event.value):
         raise EventValidationError("value", "must be a finite number")
     if event.event_type == "rating" and not 0.0 <= event.value <= 10.0:

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import _async as reflection_async
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from preftrack.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
+from preftrack.insights.v1 import insights_service_pb2, insights_service_pb2_grpc
 from preftrack.v1 import feedback_service_pb2, feedback_service_pb2_grpc, scoring_service_pb2, scoring_service_pb2_grpc
 from preftrack_gateway.config import GatewayConfig
 from preftrack_gateway.interceptors import EdgeInterceptor
@@ -23,6 +24,7 @@ from preftrack_gateway.metrics import GatewayMetrics
 from preftrack_gateway.service import GatewayCore
 from preftrack_gateway.servicers.admin import AdminServicer
 from preftrack_gateway.servicers.feedback import FeedbackServicer
+from preftrack_gateway.servicers.insights import InsightsServicer
 from preftrack_gateway.servicers.scoring import ScoringServicer
 from preftrack_gateway.store import open_store
 from preftrack_gateway.triton import TritonScorer
@@ -34,6 +36,7 @@ _SERVICES = (
     feedback_service_pb2.DESCRIPTOR.services_by_name["FeedbackService"].full_name,
 )
 _ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+_INSIGHTS_SERVICE = insights_service_pb2.DESCRIPTOR.services_by_name["InsightsService"].full_name
 
 
 def _enable_reflection(server: grpc.aio.Server, names: tuple[str, ...]) -> None:
@@ -98,7 +101,12 @@ class GatewayServer:
         self.metrics.watch_learner(lambda: core.learner.status())  # the learner start() settles on
         self.metrics.watch_rollout(lambda: core.rollout.status())
         self._edge = EdgeInterceptor(
-            self.metrics, cfg.api_keys, cfg.admin_keys, cfg.catalog_keys, key_rate_limit=cfg.key_rate_limit
+            self.metrics,
+            cfg.api_keys,
+            cfg.admin_keys,
+            cfg.catalog_keys,
+            cfg.analyst_keys,
+            key_rate_limit=cfg.key_rate_limit,
         )
         server = grpc.aio.server(
             interceptors=[self._edge],
@@ -117,9 +125,12 @@ class GatewayServer:
             FeedbackServicer(self.core, self.metrics), server
         )
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.core), server)
+        insights_service_pb2_grpc.add_InsightsServiceServicer_to_server(InsightsServicer(self.core), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if cfg.reflection:
-            _enable_reflection(server, (*_SERVICES, _ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME))
+            _enable_reflection(
+                server, (*_SERVICES, _ADMIN_SERVICE, _INSIGHTS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+            )
         address = f"{cfg.host}:{cfg.port}"
         if cfg.tls_cert_file is not None and cfg.tls_key_file is not None:
             credentials = grpc.ssl_server_credentials(

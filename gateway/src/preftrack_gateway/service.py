@@ -27,12 +27,17 @@ from preftrack_gateway.learner import OnlineLearner
 from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.rollout import RolloutController, Route
 from preftrack_gateway.schema import (
+    MAX_ATTRIBUTES,
+    MAX_CONTEXT_KEY_CHARS,
+    MAX_CONTEXT_VALUE_CHARS,
     MAX_ID_CHARS,
+    MAX_TITLE_CHARS,
     MIN_TIMESTAMP_S,
     Event,
     EventValidationError,
     Item,
     check_id,
+    query_terms,
     stable_hash,
     validate_event,
 )
@@ -201,9 +206,9 @@ class GatewayCore:
     ) -> np.ndarray:
         """The serving version's own probabilities for labelled examples (the per-event learner's base)."""
         user_hashes = np.array([stable_hash(u) for u in user_keys], dtype=np.int64)
-        return await self._triton_scores(user_hashes, item_ids, rows, version, self.config.triton_timeout_s)
+        return await self.triton_scores(user_hashes, item_ids, rows, version, self.config.triton_timeout_s)
 
-    async def _triton_scores(
+    async def triton_scores(
         self, user_hashes: np.ndarray, item_ids: Sequence[str], features: np.ndarray, version: int, timeout_s: float
     ) -> np.ndarray:
         """One Triton request: a row per (user, item) with its behaviour features, scored by ``version``."""
@@ -410,7 +415,7 @@ class GatewayCore:
                 self._hashes[item_id] = cached
         return cached
 
-    def _as_of(self, as_of_s: float | None) -> float:
+    def as_of(self, as_of_s: float | None) -> float:
         now = time.time()
         if as_of_s is None:
             return now
@@ -420,14 +425,24 @@ class GatewayCore:
             raise InvalidRequestError(f"as_of is {as_of_s - now:.0f} s in the future; check the client clock")
         return as_of_s
 
+    @staticmethod
+    def _query(query: str) -> tuple[str, ...]:
+        """The hashed terms of a Score / Recommend query (none when empty); the text goes no further."""
+        if not query:
+            return ()
+        try:
+            return query_terms(query)
+        except EventValidationError as exc:
+            raise InvalidRequestError(str(exc), field="query") from None
+
     async def _score_items(
-        self, user_key: str, item_ids: Sequence[str], *, timeout_s: float, at_s: float
+        self, user_key: str, item_ids: Sequence[str], *, timeout_s: float, at_s: float, terms: Sequence[str] = ()
     ) -> tuple[np.ndarray, Route, np.ndarray, list[list[float]]]:
         """Scores served (the routed version's, moved by the per-event correction), the route, the version's own
-        scores, and the feature rows."""
+        scores, and the feature rows (with the search ``terms``, when given)."""
         route = self.rollout.route(user_key)
         try:
-            rows = self.features.rows(user_key, item_ids, at_s)
+            rows = self.features.rows(user_key, item_ids, at_s, terms)
         except PointInTimeError as exc:
             raise InvalidRequestError(
                 f"the scoring time (as_of, or now) is older than the feature history kept for this user or these "
@@ -437,7 +452,7 @@ class GatewayCore:
         features = np.array(rows, dtype=np.float32)
         started = time.perf_counter()
         try:
-            scores = await self._triton_scores(user_hashes, item_ids, features, route.version, timeout_s)
+            scores = await self.triton_scores(user_hashes, item_ids, features, route.version, timeout_s)
         except Exception:
             self.rollout.observe(route, False, time.perf_counter() - started)
             raise
@@ -462,7 +477,7 @@ class GatewayCore:
         async def run() -> None:
             user_hashes = np.full(len(item_ids), stable_hash(user_key), dtype=np.int64)
             try:
-                raw = await self._triton_scores(
+                raw = await self.triton_scores(
                     user_hashes, item_ids, np.array(rows, dtype=np.float32), candidate, self.config.triton_timeout_s
                 )
             except (TritonUnavailableError, ModelNotReadyError) as exc:
@@ -502,13 +517,16 @@ class GatewayCore:
         *,
         timeout_s: float,
         as_of_s: float | None = None,
+        query: str = "",
     ) -> Scored:
-        """Score each item for the user, in the order given (features read as of ``as_of_s``, default now)."""
+        """Score each item for the user, in the order given (features read as of ``as_of_s``, default now), for
+        the search ``query`` when given."""
         _check_id("user_id", user_id)
         self._check_items("item_ids", item_ids)
-        at_s = self._as_of(as_of_s)
+        at_s = self.as_of(as_of_s)
+        terms = self._query(query)
         scores, route, _, _ = await self._score_items(
-            self.pseudonymise(user_id), item_ids, timeout_s=timeout_s, at_s=at_s
+            self.pseudonymise(user_id), item_ids, timeout_s=timeout_s, at_s=at_s, terms=terms
         )
         return Scored(tuple(item_ids), tuple(float(s) for s in scores), route.version)
 
@@ -521,20 +539,23 @@ class GatewayCore:
         *,
         timeout_s: float,
         as_of_s: float | None = None,
+        query: str = "",
     ) -> Recommended:
-        """Rank the candidates (minus ``exclude``) for the user; return the top ``k`` and log the impression."""
+        """Rank the candidates (minus ``exclude``) for the user, for the search ``query`` when given; return the
+        top ``k`` and log the impression."""
         _check_id("user_id", user_id)
         self._check_items("candidate_item_ids", candidates)
         if k < 1:
             raise InvalidRequestError("k must be >= 1")
-        at_s = self._as_of(as_of_s)
+        at_s = self.as_of(as_of_s)
+        terms = self._query(query)
         excluded = set(exclude)
         pool = list(dict.fromkeys(c for c in candidates if c not in excluded))
         user_key = self.pseudonymise(user_id)
         recommendation_id = uuid.uuid4().hex
         if not pool:
             return Recommended((), (), self.rollout.route(user_key).version, recommendation_id)
-        scores, route, base, rows = await self._score_items(user_key, pool, timeout_s=timeout_s, at_s=at_s)
+        scores, route, base, rows = await self._score_items(user_key, pool, timeout_s=timeout_s, at_s=at_s, terms=terms)
         top = np.argsort(-scores, kind="stable")[:k]
         self.learner.expose(user_key, [pool[i] for i in top], at_s, base[top])
         result = Recommended(
@@ -578,6 +599,18 @@ class GatewayCore:
                 raise InvalidRequestError(f"items[{index}].categories must hold at least one non-empty category")
             if not np.isfinite(item.price) or item.price < 0:
                 raise InvalidRequestError(f"items[{index}].price must be a finite number >= 0")
+            if len(item.title) > MAX_TITLE_CHARS:
+                raise InvalidRequestError(
+                    f"items[{index}].title has {len(item.title)} characters; at most {MAX_TITLE_CHARS}"
+                )
+            if len(item.attributes) > MAX_ATTRIBUTES or any(
+                not 0 < len(name) <= MAX_CONTEXT_KEY_CHARS or len(value) > MAX_CONTEXT_VALUE_CHARS
+                for name, value in item.attributes
+            ):
+                raise InvalidRequestError(
+                    f"items[{index}].attributes: at most {MAX_ATTRIBUTES}, names of 1-{MAX_CONTEXT_KEY_CHARS} "
+                    f"characters, values of at most {MAX_CONTEXT_VALUE_CHARS}"
+                )
         await self.store.upsert_items(items)
         for item in items:
             self.features.upsert_item(item)

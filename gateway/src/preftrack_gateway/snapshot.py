@@ -25,7 +25,7 @@ from preftrack_gateway.online import Correction, Labeller
 _LOGGER = logging.getLogger(__name__)
 
 #: Bumped whenever what a snapshot holds changes shape; older snapshots are then ignored.
-FORMAT = 1
+FORMAT = 2
 FILE_NAME = "gateway-state.pickle"
 
 

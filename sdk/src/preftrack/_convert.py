@@ -25,6 +25,7 @@ _EVENT_TYPES = {
     EventType.ADD_TO_CART: types_pb2.EVENT_TYPE_ADD_TO_CART,
     EventType.PURCHASE: types_pb2.EVENT_TYPE_PURCHASE,
     EventType.RATING: types_pb2.EVENT_TYPE_RATING,
+    EventType.SEARCH: types_pb2.EVENT_TYPE_SEARCH,
 }
 
 
@@ -49,6 +50,7 @@ def event(e: FeedbackEvent) -> types_pb2.Event:
         time=ts,
         recommendation_id=e.recommendation_id or "",
         context=dict(e.context),
+        query=e.query,
     )
 
 
@@ -59,9 +61,15 @@ def _timestamp(seconds: float) -> Timestamp:
 
 
 def score_request(
-    user_id: str, item_ids: Sequence[str], context: Mapping[str, str] | None, as_of_s: float | None = None
+    user_id: str,
+    item_ids: Sequence[str],
+    context: Mapping[str, str] | None,
+    as_of_s: float | None = None,
+    query: str = "",
 ):
-    request = scoring_service_pb2.ScoreRequest(user_id=user_id, item_ids=list(item_ids), context=dict(context or {}))
+    request = scoring_service_pb2.ScoreRequest(
+        user_id=user_id, item_ids=list(item_ids), context=dict(context or {}), query=query
+    )
     if as_of_s is not None:
         request.as_of.CopyFrom(_timestamp(as_of_s))
     return request
@@ -74,6 +82,7 @@ def recommend_request(
     exclude: Sequence[str],
     context: Mapping[str, str] | None,
     as_of_s: float | None = None,
+    query: str = "",
 ):
     request = scoring_service_pb2.RecommendRequest(
         user_id=user_id,
@@ -81,6 +90,7 @@ def recommend_request(
         k=k,
         exclude_item_ids=list(exclude),
         context=dict(context or {}),
+        query=query,
     )
     if as_of_s is not None:
         request.as_of.CopyFrom(_timestamp(as_of_s))
@@ -125,7 +135,11 @@ def upsert_request(items: Sequence[Item]) -> feedback_service_pb2.UpsertItemsReq
     return feedback_service_pb2.UpsertItemsRequest(
         items=[
             types_pb2.Item(
-                item_id=i.item_id, categories=list(i.categories), price=i.price, attributes=dict(i.attributes)
+                item_id=i.item_id,
+                categories=list(i.categories),
+                price=i.price,
+                attributes=dict(i.attributes),
+                title=i.title,
             )
             for i in items
         ]

@@ -55,13 +55,15 @@ class AsyncClient:
         *,
         context: Mapping[str, str] | None = None,
         as_of_s: float | None = None,
+        query: str = "",
         timeout_s: float | None = None,
     ) -> Scores:
         """Score each item for the user; the answer keeps the request's order.
 
-        ``as_of_s`` scores as of that time (replays, backtests); default now.
+        ``as_of_s`` scores as of that time (replays, backtests); default now. ``query``: what the user is searching
+        for now, if anything (scores then reflect each item's relevance to it; the text is never stored).
         """
-        request = _convert.score_request(user_id, item_ids, context, as_of_s)
+        request = _convert.score_request(user_id, item_ids, context, as_of_s, query)
         return _convert.scores(await self._call(self._scoring.Score, request, timeout_s))
 
     async def recommend(
@@ -73,10 +75,12 @@ class AsyncClient:
         exclude: Sequence[str] = (),
         context: Mapping[str, str] | None = None,
         as_of_s: float | None = None,
+        query: str = "",
         timeout_s: float | None = None,
     ) -> Recommendation:
-        """The ``k`` best candidates for the user, best first (logged as an impression)."""
-        request = _convert.recommend_request(user_id, candidates, k, exclude, context, as_of_s)
+        """The ``k`` best candidates for the user, best first (logged as an impression); for the search ``query``
+        when given."""
+        request = _convert.recommend_request(user_id, candidates, k, exclude, context, as_of_s, query)
         return _convert.recommendation(await self._call(self._scoring.Recommend, request, timeout_s))
 
     async def send(

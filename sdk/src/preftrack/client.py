@@ -68,14 +68,18 @@ class Client:
         *,
         context: Mapping[str, str] | None = None,
         as_of_s: float | None = None,
+        query: str = "",
         timeout_s: float | None = None,
     ) -> Scores:
         """Score each item for the user; the answer keeps the request's order.
 
-        ``as_of_s`` scores as of that time (replays, backtests); default now.
+        ``as_of_s`` scores as of that time (replays, backtests); default now. ``query``: what the user is searching
+        for now, if anything (scores then reflect each item's relevance to it; the text is never stored).
         """
         return _convert.scores(
-            self._call(self._scoring.Score, _convert.score_request(user_id, item_ids, context, as_of_s), timeout_s)
+            self._call(
+                self._scoring.Score, _convert.score_request(user_id, item_ids, context, as_of_s, query), timeout_s
+            )
         )
 
     def recommend(
@@ -87,10 +91,12 @@ class Client:
         exclude: Sequence[str] = (),
         context: Mapping[str, str] | None = None,
         as_of_s: float | None = None,
+        query: str = "",
         timeout_s: float | None = None,
     ) -> Recommendation:
-        """The ``k`` best candidates for the user, best first (logged as an impression)."""
-        request = _convert.recommend_request(user_id, candidates, k, exclude, context, as_of_s)
+        """The ``k`` best candidates for the user, best first (logged as an impression); for the search ``query``
+        when given."""
+        request = _convert.recommend_request(user_id, candidates, k, exclude, context, as_of_s, query)
         return _convert.recommendation(self._call(self._scoring.Recommend, request, timeout_s))
 
     def send(

@@ -17,6 +17,8 @@ class EventType(str, enum.Enum):  # noqa: UP042 - StrEnum needs 3.11; the SDK su
     ADD_TO_CART = "add_to_cart"
     PURCHASE = "purchase"
     RATING = "rating"
+    #: A search: ``query`` holds what the user typed and ``item_id`` is empty.
+    SEARCH = "search"
 
 
 def new_event_id() -> str:
@@ -28,27 +30,30 @@ def new_event_id() -> str:
 class FeedbackEvent:
     """A behaviour event to send. ``event_id`` and ``timestamp_s`` are filled in when omitted.
 
-    Keep the event_id when retrying: the gateway stores each event_id once.
+    Keep the event_id when retrying: the gateway stores each event_id once. A search event has an empty
+    ``item_id`` and the user's text in ``query`` (the gateway keeps only hashed terms of it).
     """
 
     user_id: str
-    item_id: str
+    item_id: str = ""
     event_type: EventType | str
     value: float = 1.0
     timestamp_s: float = dataclasses.field(default_factory=time.time)
     event_id: str = dataclasses.field(default_factory=new_event_id)
     recommendation_id: str | None = None
     context: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    query: str = ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Item:
-    """A catalogue entry."""
+    """A catalogue entry: its title, categories and attribute values are the words searches are matched with."""
 
     item_id: str
     categories: tuple[str, ...]
     price: float = 0.0
     attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    title: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

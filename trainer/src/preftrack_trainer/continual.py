@@ -315,7 +315,7 @@ class ContinualTrainer:
             self._take_impressions(seq, up_to_s=event.timestamp_s, horizon_s=horizon)
             if event.event_type in example_types:
                 try:
-                    row = self.state.row(event.user_id, event.item_id, event.timestamp_s)
+                    row = self.state.example_row(event)
                 except PointInTimeError:  # committed later than the history its keys keep: never guess
                     self.skipped_examples += 1
                 else:
@@ -337,7 +337,8 @@ class ContinualTrainer:
                 return
             self._impressions.pop(0)
             try:
-                rows = self.state.rows(impression.user_key, impression.item_ids, impression.timestamp_s)
+                user, at = impression.user_key, impression.timestamp_s
+                rows = self.state.rows(user, impression.item_ids, at, self.state.recent_query(user, at))
             except PointInTimeError:
                 self.skipped_examples += len(impression.item_ids)
                 continue

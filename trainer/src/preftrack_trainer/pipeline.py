@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,8 @@ class Dataset:
     spec: FeatureSpec
     labels: LabelSpec
     report: CleaningReport
+    #: Each search event's query text by event id (the events carry only hashed terms).
+    queries: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def dataset_specs(dataset: str) -> tuple[FeatureSpec, LabelSpec]:
@@ -94,7 +97,7 @@ def load_dataset(config: TrainerConfig) -> Dataset:
         return Dataset("movielens", events, ml.items, *dataset_specs("movielens"), report)
     shop = synthetic.generate(config.synthetic)
     events, report = clean(shop.events)
-    return Dataset("synthetic", events, shop.items, *dataset_specs("synthetic"), report)
+    return Dataset("synthetic", events, shop.items, *dataset_specs("synthetic"), report, shop.truth.queries)
 
 
 @dataclasses.dataclass(frozen=True)

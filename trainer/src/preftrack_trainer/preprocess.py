@@ -70,7 +70,7 @@ def clean(
             dropped["duplicate event_id"] += 1
             continue
         seen.add(event.event_id)
-        if not event.user_id or not event.item_id:
+        if not event.user_id or (not event.item_id and event.event_type != "search"):
             dropped["missing user_id or item_id"] += 1
         elif event.event_type not in EVENT_TYPES:
             dropped["unknown event_type"] += 1
@@ -171,7 +171,7 @@ def build_examples(
     for event in tqdm(events, desc="features", unit="ev", disable=not progress, mininterval=0.5):
         if event.event_type in example_types:
             t = event.timestamp_s
-            rows.append(state.row(event.user_id, event.item_id, t))
+            rows.append(state.example_row(event))
             if spec.is_positive(event.event_type, event.value):
                 y = 1.0
             else:

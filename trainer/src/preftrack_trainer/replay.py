@@ -17,6 +17,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from preftrack_gateway import deployment
 from preftrack_gateway.online import OnlineConfig, logit
 from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.process import GatewayProcess
-from preftrack_gateway.schema import Event
+from preftrack_gateway.schema import Event, Item
 from preftrack_gateway.store import open_store
 from preftrack_trainer import export, metrics, model
 from preftrack_trainer.continual import ContinualConfig, ContinualTrainer, start_process, stop_process
@@ -114,8 +115,10 @@ class NothingShippedError(RuntimeError):
         self.report = report
 
 
-def to_feedback_events(events: list[Event]) -> list[preftrack.FeedbackEvent]:
-    """SDK events carrying the same ids, users, items, types, values and times."""
+def to_feedback_events(events: list[Event], queries: Mapping[str, str] | None = None) -> list[preftrack.FeedbackEvent]:
+    """SDK events carrying the same ids, users, items, types, values and times; a search event's text comes from
+    ``queries`` (event id -> the query typed; an Event holds only its hashed terms)."""
+    texts = queries or {}
     return [
         preftrack.FeedbackEvent(
             event_id=e.event_id,
@@ -124,8 +127,19 @@ def to_feedback_events(events: list[Event]) -> list[preftrack.FeedbackEvent]:
             event_type=e.event_type,
             value=e.value,
             timestamp_s=e.timestamp_s,
+            query=texts[e.event_id] if e.event_type == "search" else "",
         )
         for e in events
+    ]
+
+
+def to_sdk_items(items: Iterable[Item]) -> list[preftrack.Item]:
+    """SDK catalogue entries of the schema's items (categories, price, title, attributes)."""
+    return [
+        preftrack.Item(
+            item_id=i.item_id, categories=i.categories, price=i.price, title=i.title, attributes=dict(i.attributes)
+        )
+        for i in items
     ]
 
 
@@ -198,9 +212,10 @@ def _chunks(events: list[Event], window: int) -> list[tuple[int, int]]:
 
 
 async def _replay_live(
-    target: str, live: list[Event], cfg: ReplayConfig
+    target: str, live: list[Event], cfg: ReplayConfig, queries: Mapping[str, str]
 ) -> tuple[np.ndarray, list[str], list[float], dict[str, float], list[float]]:
-    """Score, then send, each live event; returns scores, versions, [elapsed], first-served times, ack delays."""
+    """Score, then send, each live event (a search is only sent: it names no item); returns scores, versions,
+    [elapsed], first-served times, ack delays."""
     scores = np.zeros(len(live))
     versions: list[str] = [""] * len(live)
     first_served: dict[str, float] = {}
@@ -214,16 +229,17 @@ async def _replay_live(
             if delay > 0:
                 await asyncio.sleep(delay)
             chunk = live[start:end]
+            scored = [offset for offset, e in enumerate(chunk) if e.event_type != "search"]
             answers = await asyncio.gather(
-                *(client.score(e.user_id, [e.item_id], as_of_s=e.timestamp_s) for e in chunk)
+                *(client.score(chunk[o].user_id, [chunk[o].item_id], as_of_s=chunk[o].timestamp_s) for o in scored)
             )
             now = time.time()
-            for offset, answer in enumerate(answers):
+            for offset, answer in zip(scored, answers, strict=True):
                 scores[start + offset] = answer.items[0].score
                 versions[start + offset] = answer.model_version
                 first_served.setdefault(answer.model_version, now)
             sent = time.monotonic()
-            await client.send(to_feedback_events(chunk))
+            await client.send(to_feedback_events(chunk, queries))
             ack_delays.append(time.monotonic() - sent)
             bar.update(len(chunk))
     bar.close()
@@ -271,13 +287,8 @@ def run(cfg: ReplayConfig) -> ReplayReport:
             trainer_process = None
             try:
                 with preftrack.Client(gateway.target, timeout_s=120) as client:
-                    client.upsert_items(
-                        [
-                            preftrack.Item(item_id=i.item_id, categories=i.categories, price=i.price)
-                            for i in data.items.values()
-                        ]
-                    )
-                    client.stream(to_feedback_events(events[:n_warm]), batch_size=2000)
+                    client.upsert_items(to_sdk_items(data.items.values()))
+                    client.stream(to_feedback_events(events[:n_warm], data.queries), batch_size=2000)
                 continual = ContinualConfig(
                     store_url=store_url,
                     repository=repository,
@@ -313,7 +324,7 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                             raise RuntimeError(f"the gateway never served version 1:\n{gateway.log_tail()}")
                         time.sleep(0.2)
                 scores, versions, (elapsed,), first_served, ack_delays = asyncio.run(
-                    _replay_live(gateway.target, live, cfg)
+                    _replay_live(gateway.target, live, cfg, data.queries)
                 )
                 time.sleep(1.0)
             finally:

@@ -16,7 +16,7 @@ from preftrack_gateway.features import FeatureSpec
 from preftrack_gateway.registry import Registry
 from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer.data import synthetic
-from preftrack_trainer.replay import to_feedback_events
+from preftrack_trainer.replay import to_feedback_events, to_sdk_items
 
 
 def register_exported(store_url: str, version: int, *, parent: int, actor: str) -> bool:
@@ -60,11 +60,10 @@ class Shoppers:
 
     def load_history(self) -> None:
         """The shop's history, moved to end a minute ago, so the features know each user."""
-        items = self.shop.items.values()
-        self.client.upsert_items(
-            [preftrack.Item(item_id=i.item_id, categories=i.categories, price=i.price) for i in items]
+        self.client.upsert_items(to_sdk_items(self.shop.items.values()))
+        events = to_feedback_events(
+            [e for e in self.shop.events if e.user_id != synthetic.BOT_USER_ID], self.shop.truth.queries
         )
-        events = to_feedback_events([e for e in self.shop.events if e.user_id != synthetic.BOT_USER_ID])
         shift = time.time() - 60 - max(e.timestamp_s for e in events)
         moved = [dataclasses.replace(e, timestamp_s=e.timestamp_s + shift) for e in events]
         assert self.client.stream(moved).accepted == len(moved)

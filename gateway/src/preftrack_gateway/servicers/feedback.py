@@ -11,7 +11,7 @@ from preftrack.v1 import feedback_service_pb2, feedback_service_pb2_grpc, types_
 from preftrack_gateway.errors import InvalidRequestError, OverloadedError
 from preftrack_gateway.ingest import WriteResult
 from preftrack_gateway.metrics import GatewayMetrics
-from preftrack_gateway.schema import Event, EventValidationError, Item
+from preftrack_gateway.schema import Event, EventValidationError, Item, query_terms
 from preftrack_gateway.service import GatewayCore, pseudonymous_user
 
 _LOGGER = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ _EVENT_TYPES = {
     types_pb2.EVENT_TYPE_ADD_TO_CART: "add_to_cart",
     types_pb2.EVENT_TYPE_PURCHASE: "purchase",
     types_pb2.EVENT_TYPE_RATING: "rating",
+    types_pb2.EVENT_TYPE_SEARCH: "search",
 }
 # Commits a stream may have in flight before it waits for the oldest.
 _MAX_STREAM_IN_FLIGHT = 8
@@ -34,12 +35,14 @@ def to_event(message: types_pb2.Event, now_s: float, user_id: str) -> Event:
     kind = _EVENT_TYPES.get(message.type)
     if kind is None:
         raise EventValidationError(
-            "type", f"unknown or unset event type {message.type}; use one of EVENT_TYPE_VIEW ... EVENT_TYPE_RATING"
+            "type", f"unknown or unset event type {message.type}; use one of EVENT_TYPE_VIEW ... EVENT_TYPE_SEARCH"
         )
     value = message.value if (message.value != 0.0 or kind == "rating") else 1.0
     if message.HasField("time") and not 0 <= message.time.nanos < 1_000_000_000:
         raise EventValidationError("time", "nanos must lie in [0, 999999999]")
     timestamp = message.time.seconds + message.time.nanos / 1e9 if message.HasField("time") else now_s
+    if message.query and kind != "search":
+        raise EventValidationError("query", f"only EVENT_TYPE_SEARCH events carry a query, not {kind}")
     return Event(
         event_id=message.event_id,
         user_id=user_id,
@@ -49,6 +52,7 @@ def to_event(message: types_pb2.Event, now_s: float, user_id: str) -> Event:
         timestamp_s=timestamp,
         recommendation_id=message.recommendation_id or None,
         context=dict(message.context) if len(message.context) else {},  # dict() of a map is slow even when empty
+        query_terms=query_terms(message.query) if kind == "search" else (),
     )
 
 
@@ -162,5 +166,14 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     async def UpsertItems(self, request, context):  # noqa: N802
         if not request.items:
             raise InvalidRequestError("items must hold at least one item")
-        items = [Item(item_id=m.item_id, categories=tuple(m.categories), price=float(m.price)) for m in request.items]
+        items = [
+            Item(
+                item_id=m.item_id,
+                categories=tuple(m.categories),
+                price=float(m.price),
+                title=m.title,
+                attributes=tuple(sorted(m.attributes.items())),
+            )
+            for m in request.items
+        ]
         return feedback_service_pb2.UpsertItemsResponse(upserted=await self._core.upsert_items(items))

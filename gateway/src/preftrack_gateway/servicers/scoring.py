@@ -41,6 +41,7 @@ class ScoringServicer(scoring_service_pb2_grpc.ScoringServiceServicer):
             list(request.item_ids),
             timeout_s=self._timeout(context),
             as_of_s=self._as_of(request),
+            query=request.query,
         )
         self._metrics.requests_by_version.labels("Score", str(result.model_version)).inc()
         return scoring_service_pb2.ScoreResponse(
@@ -59,6 +60,7 @@ class ScoringServicer(scoring_service_pb2_grpc.ScoringServiceServicer):
             list(request.exclude_item_ids),
             timeout_s=self._timeout(context),
             as_of_s=self._as_of(request),
+            query=request.query,
         )
         self._metrics.requests_by_version.labels("Recommend", str(result.model_version)).inc()
         return scoring_service_pb2.RecommendResponse(

@@ -176,14 +176,30 @@ def version_from_row(row: Sequence[object]) -> VersionRecord:
     )
 
 
+#: The items table's columns, in :func:`item_row` order.
+ITEM_COLUMNS = "item_id, categories, price, title, attributes"
+
+
 def item_row(item: Item) -> tuple[object, ...]:
-    """Column values of a catalogue item: id, categories (JSON), price."""
-    return (item.item_id, json.dumps(list(item.categories)), item.price)
+    """Column values of a catalogue item: id, categories (JSON), price, title, attributes (JSON pairs)."""
+    attributes = json.dumps([list(pair) for pair in item.attributes])
+    return (item.item_id, json.dumps(list(item.categories)), item.price, item.title, attributes)
 
 
 def item_from_row(row: Sequence[object]) -> Item:
     """Inverse of :func:`item_row`."""
-    return Item(item_id=str(row[0]), categories=tuple(json.loads(str(row[1]))), price=float(row[2]))  # type: ignore[arg-type]
+    return Item(
+        item_id=str(row[0]),
+        categories=tuple(json.loads(str(row[1]))),
+        price=float(row[2]),  # type: ignore[arg-type]
+        title=str(row[3] or ""),
+        attributes=tuple((str(k), str(v)) for k, v in json.loads(str(row[4] or "[]"))),
+    )
+
+
+def query_terms_text(event: Event) -> str | None:
+    """The stored form of a search event's hashed query terms (space-separated), None for other events."""
+    return " ".join(event.query_terms) if event.query_terms else None
 
 
 def impression_row(impression: Impression) -> tuple[object, ...]:
@@ -213,8 +229,8 @@ def impression_from_row(row: Sequence[object]) -> Impression:
 
 
 def event_from_row(row: Sequence[object]) -> Event:
-    """Inverse of the column order used by the stores: id, user, item, type, value, ts, rec id, context."""
-    event_id, user, item, kind, value, ts, rec, ctx = row
+    """Inverse of the column order used by the stores: id, user, item, type, value, ts, rec id, context, terms."""
+    event_id, user, item, kind, value, ts, rec, ctx, terms = row
     return Event(
         event_id=str(event_id),
         user_id=str(user),
@@ -224,6 +240,7 @@ def event_from_row(row: Sequence[object]) -> Event:
         timestamp_s=float(ts),  # type: ignore[arg-type]
         recommendation_id=str(rec) if rec else None,
         context=json.loads(str(ctx)) if ctx else {},
+        query_terms=tuple(str(terms).split()) if terms else (),
     )
 
 
@@ -274,6 +291,14 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     def events(self, *, after_seq: int = 0, batch_size: int = 10_000) -> AsyncIterator[list[tuple[int, Event]]]:
         """All events committed after ``after_seq``, in commit order, as (seq, event) batches."""
+
+    @abc.abstractmethod
+    async def user_events(self, user_key: str, *, before_s: float, limit: int = 10_000) -> list[Event]:
+        """One user's latest ``limit`` events timed before ``before_s``, oldest first."""
+
+    @abc.abstractmethod
+    async def engagement(self, start_s: float, end_s: float) -> list[tuple[str, str, int]]:
+        """(item, event type, count) of the events timed in [start_s, end_s), searches excluded."""
 
     @abc.abstractmethod
     async def last_seq(self) -> int:

@@ -11,6 +11,7 @@ import psycopg
 from preftrack_gateway.schema import Event, Item
 from preftrack_gateway.store.base import (
     CATALOG_VERSION_KEY,
+    ITEM_COLUMNS,
     Erasure,
     EventStore,
     Forgotten,
@@ -28,6 +29,7 @@ from preftrack_gateway.store.base import (
     item_row,
     journal_from_row,
     journal_row,
+    query_terms_text,
     uuid4_hex,
     version_from_row,
     version_row,
@@ -44,12 +46,15 @@ CREATE TABLE IF NOT EXISTS events (
     ts DOUBLE PRECISION NOT NULL,
     recommendation_id TEXT,
     context TEXT,
+    query_terms TEXT,
     committed_at DOUBLE PRECISION NOT NULL DEFAULT extract(epoch FROM clock_timestamp())
 );
 CREATE TABLE IF NOT EXISTS items (
     item_id TEXT PRIMARY KEY,
     categories TEXT NOT NULL,
-    price DOUBLE PRECISION NOT NULL
+    price DOUBLE PRECISION NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    attributes TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS impressions (
     recommendation_id TEXT PRIMARY KEY,
@@ -85,6 +90,11 @@ CREATE TABLE IF NOT EXISTS version_journal (
     details TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS version_journal_version ON version_journal (version, seq);
+CREATE INDEX IF NOT EXISTS events_user_time ON events (user_key, ts);
+CREATE INDEX IF NOT EXISTS events_time ON events (ts);
+ALTER TABLE events ADD COLUMN IF NOT EXISTS query_terms TEXT;
+ALTER TABLE items ADD COLUMN IF NOT EXISTS title TEXT NOT NULL DEFAULT '';
+ALTER TABLE items ADD COLUMN IF NOT EXISTS attributes TEXT NOT NULL DEFAULT '[]';
 CREATE TABLE IF NOT EXISTS erasures (
     seq BIGSERIAL PRIMARY KEY,
     ticket TEXT NOT NULL UNIQUE,
@@ -102,7 +112,7 @@ _NINE = ", ".join(["%s"] * 9)
 #: The advisory lock that orders appends ("preftrack" in ASCII).
 _APPEND_LOCK = 0x7072656674726163
 _ERASURE_COLUMNS = "ticket, at, actor, events_deleted, impressions_deleted"
-_EVENT_COLUMNS = "event_id, user_key, item_id, event_type, value, ts, recommendation_id, context"
+_EVENT_COLUMNS = "event_id, user_key, item_id, event_type, value, ts, recommendation_id, context, query_terms"
 
 
 class _LostRaceError(Exception):
@@ -132,10 +142,10 @@ class PostgresStore(EventStore):
     async def append_logged(self, events: Sequence[Event]) -> tuple[list[bool], int]:
         firsts = first_occurrences(events)
         candidates = [e for e, first in zip(events, firsts, strict=True) if first]
-        columns: list[list[object]] = [[] for _ in range(8)]
+        columns: list[list[object]] = [[] for _ in range(9)]
         for e in candidates:
             row = (e.event_id, e.user_id, e.item_id, e.event_type, e.value, e.timestamp_s, e.recommendation_id)
-            for column, value in zip(columns, (*row, context_json(e)), strict=True):
+            for column, value in zip(columns, (*row, context_json(e), query_terms_text(e)), strict=True):
                 column.append(value)
         try:
             async with self._write_lock, self._writer.transaction():
@@ -146,7 +156,7 @@ class PostgresStore(EventStore):
                 cursor = await self._writer.execute(
                     f"INSERT INTO events ({_EVENT_COLUMNS}) "
                     "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
-                    "%s::float8[], %s::float8[], %s::text[], %s::text[]) "
+                    "%s::float8[], %s::float8[], %s::text[], %s::text[], %s::text[]) "
                     "ON CONFLICT (event_id) DO NOTHING RETURNING event_id, seq",
                     columns,
                 )
@@ -161,8 +171,9 @@ class PostgresStore(EventStore):
         try:
             async with self._write_lock, self._writer.transaction(), self._writer.cursor() as cursor:
                 await cursor.executemany(
-                    "INSERT INTO items (item_id, categories, price) VALUES (%s, %s, %s) ON CONFLICT (item_id) "
-                    "DO UPDATE SET categories = excluded.categories, price = excluded.price",
+                    f"INSERT INTO items ({ITEM_COLUMNS}) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (item_id) DO UPDATE "
+                    "SET categories = excluded.categories, price = excluded.price, title = excluded.title, "
+                    "attributes = excluded.attributes",
                     [item_row(i) for i in items],
                 )
                 await cursor.execute(
@@ -181,7 +192,7 @@ class PostgresStore(EventStore):
             raise StoreError(f"PostgreSQL: {exc}") from exc
 
     async def items(self) -> list[Item]:
-        rows = await self._fetch("SELECT item_id, categories, price FROM items")
+        rows = await self._fetch(f"SELECT {ITEM_COLUMNS} FROM items")
         return [item_from_row(r) for r in rows]
 
     async def log_impressions(self, impressions: Sequence[Impression]) -> None:
@@ -215,6 +226,21 @@ class PostgresStore(EventStore):
                 return
             yield [(int(r[0]), event_from_row(r[1:])) for r in rows]  # type: ignore[call-overload]
             last = int(rows[-1][0])  # type: ignore[call-overload]
+
+    async def user_events(self, user_key: str, *, before_s: float, limit: int = 10_000) -> list[Event]:
+        rows = await self._fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_key = %s AND ts < %s ORDER BY ts DESC LIMIT %s",
+            (user_key, before_s, limit),
+        )
+        return [event_from_row(r) for r in reversed(rows)]
+
+    async def engagement(self, start_s: float, end_s: float) -> list[tuple[str, str, int]]:
+        rows = await self._fetch(
+            "SELECT item_id, event_type, count(*) FROM events WHERE ts >= %s AND ts < %s AND event_type <> 'search' "
+            "GROUP BY item_id, event_type",
+            (start_s, end_s),
+        )
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]  # type: ignore[call-overload]
 
     async def last_seq(self) -> int:
         return int((await self._fetch("SELECT coalesce(max(seq), 0) FROM events"))[0][0])  # type: ignore[call-overload]

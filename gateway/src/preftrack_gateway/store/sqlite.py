@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from preftrack_gateway.schema import Event, Item
 from preftrack_gateway.store.base import (
     CATALOG_VERSION_KEY,
+    ITEM_COLUMNS,
     Erasure,
     EventStore,
     Forgotten,
@@ -31,6 +32,7 @@ from preftrack_gateway.store.base import (
     item_row,
     journal_from_row,
     journal_row,
+    query_terms_text,
     uuid4_hex,
     version_from_row,
     version_row,
@@ -49,12 +51,15 @@ CREATE TABLE IF NOT EXISTS events (
     ts REAL NOT NULL,
     recommendation_id TEXT,
     context TEXT,
+    query_terms TEXT,
     committed_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
 );
 CREATE TABLE IF NOT EXISTS items (
     item_id TEXT PRIMARY KEY,
     categories TEXT NOT NULL,
-    price REAL NOT NULL
+    price REAL NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    attributes TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS impressions (
     recommendation_id TEXT PRIMARY KEY,
@@ -90,6 +95,8 @@ CREATE TABLE IF NOT EXISTS version_journal (
     details TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS version_journal_version ON version_journal (version, seq);
+CREATE INDEX IF NOT EXISTS events_user_time ON events (user_key, ts);
+CREATE INDEX IF NOT EXISTS events_time ON events (ts);
 CREATE TABLE IF NOT EXISTS erasures (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     ticket TEXT NOT NULL UNIQUE,
@@ -102,7 +109,7 @@ CREATE TABLE IF NOT EXISTS erasures (
 
 _JOURNAL_INSERT = "INSERT INTO version_journal (version, kind, at, actor, message, details) VALUES (?, ?, ?, ?, ?, ?)"
 _ERASURE_COLUMNS = "ticket, at, actor, events_deleted, impressions_deleted"
-_EVENT_COLUMNS = "event_id, user_key, item_id, event_type, value, ts, recommendation_id, context"
+_EVENT_COLUMNS = "event_id, user_key, item_id, event_type, value, ts, recommendation_id, context, query_terms"
 
 
 class SQLiteStore(EventStore):
@@ -128,6 +135,10 @@ class SQLiteStore(EventStore):
             db.executescript(_SCHEMA)
             if "arm" not in {row[1] for row in db.execute("PRAGMA table_info(impressions)")}:  # stores before 0.2
                 db.execute("ALTER TABLE impressions ADD COLUMN arm TEXT NOT NULL DEFAULT 'stable'")
+            if "query_terms" not in {row[1] for row in db.execute("PRAGMA table_info(events)")}:  # before 0.3
+                db.execute("ALTER TABLE events ADD COLUMN query_terms TEXT")
+                db.execute("ALTER TABLE items ADD COLUMN title TEXT NOT NULL DEFAULT ''")
+                db.execute("ALTER TABLE items ADD COLUMN attributes TEXT NOT NULL DEFAULT '[]'")
             return db
 
         try:
@@ -164,7 +175,7 @@ class SQLiteStore(EventStore):
                     )
                 new = [e for e in candidates if e.event_id not in existing]
                 db.executemany(
-                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             e.event_id,
@@ -175,6 +186,7 @@ class SQLiteStore(EventStore):
                             e.timestamp_s,
                             e.recommendation_id,
                             context_json(e),
+                            query_terms_text(e),
                         )
                         for e in new
                     ],
@@ -194,8 +206,9 @@ class SQLiteStore(EventStore):
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(
-                    "INSERT INTO items (item_id, categories, price) VALUES (?, ?, ?) "
-                    "ON CONFLICT(item_id) DO UPDATE SET categories = excluded.categories, price = excluded.price",
+                    f"INSERT INTO items ({ITEM_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT(item_id) DO UPDATE SET "
+                    "categories = excluded.categories, price = excluded.price, title = excluded.title, "
+                    "attributes = excluded.attributes",
                     [item_row(i) for i in items],
                 )
                 self._db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (CATALOG_VERSION_KEY, uuid4_hex()))
@@ -203,7 +216,7 @@ class SQLiteStore(EventStore):
         await self._run(write)
 
     async def items(self) -> list[Item]:
-        rows = await self._run(lambda: self._db.execute("SELECT item_id, categories, price FROM items").fetchall())
+        rows = await self._run(lambda: self._db.execute(f"SELECT {ITEM_COLUMNS} FROM items").fetchall())
         return [item_from_row(r) for r in rows]
 
     async def log_impressions(self, impressions: Sequence[Impression]) -> None:
@@ -244,6 +257,25 @@ class SQLiteStore(EventStore):
                 return
             yield [(int(r[0]), event_from_row(r[1:])) for r in rows]
             last = int(rows[-1][0])
+
+    async def user_events(self, user_key: str, *, before_s: float, limit: int = 10_000) -> list[Event]:
+        rows = await self._run(
+            lambda: self._fetchall(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_key = ? AND ts < ? ORDER BY ts DESC LIMIT ?",
+                (user_key, before_s, limit),
+            )
+        )
+        return [event_from_row(r) for r in reversed(rows)]
+
+    async def engagement(self, start_s: float, end_s: float) -> list[tuple[str, str, int]]:
+        rows = await self._run(
+            lambda: self._fetchall(
+                "SELECT item_id, event_type, count(*) FROM events WHERE ts >= ? AND ts < ? AND event_type != 'search' "
+                "GROUP BY item_id, event_type",
+                (start_s, end_s),
+            )
+        )
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
 
     async def last_seq(self) -> int:
         row = await self._run(lambda: self._db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone())

@@ -18,15 +18,17 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_ADD_TO_CART: _ClassVar[EventType]
     EVENT_TYPE_PURCHASE: _ClassVar[EventType]
     EVENT_TYPE_RATING: _ClassVar[EventType]
+    EVENT_TYPE_SEARCH: _ClassVar[EventType]
 EVENT_TYPE_UNSPECIFIED: EventType
 EVENT_TYPE_VIEW: EventType
 EVENT_TYPE_CLICK: EventType
 EVENT_TYPE_ADD_TO_CART: EventType
 EVENT_TYPE_PURCHASE: EventType
 EVENT_TYPE_RATING: EventType
+EVENT_TYPE_SEARCH: EventType
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "user_id", "item_id", "type", "value", "time", "recommendation_id", "context")
+    __slots__ = ("event_id", "user_id", "item_id", "type", "value", "time", "recommendation_id", "context", "query")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +44,7 @@ class Event(_message.Message):
     TIME_FIELD_NUMBER: _ClassVar[int]
     RECOMMENDATION_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     user_id: str
     item_id: str
@@ -50,10 +53,11 @@ class Event(_message.Message):
     time: _timestamp_pb2.Timestamp
     recommendation_id: str
     context: _containers.ScalarMap[str, str]
-    def __init__(self, event_id: _Optional[str] = ..., user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., value: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recommendation_id: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    query: str
+    def __init__(self, event_id: _Optional[str] = ..., user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., value: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recommendation_id: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., query: _Optional[str] = ...) -> None: ...
 
 class Item(_message.Message):
-    __slots__ = ("item_id", "categories", "price", "attributes")
+    __slots__ = ("item_id", "categories", "price", "attributes", "title")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -65,11 +69,13 @@ class Item(_message.Message):
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     PRICE_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     categories: _containers.RepeatedScalarFieldContainer[str]
     price: float
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, item_id: _Optional[str] = ..., categories: _Optional[_Iterable[str]] = ..., price: _Optional[float] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    title: str
+    def __init__(self, item_id: _Optional[str] = ..., categories: _Optional[_Iterable[str]] = ..., price: _Optional[float] = ..., attributes: _Optional[_Mapping[str, str]] = ..., title: _Optional[str] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
     __slots__ = ("item_id", "score")

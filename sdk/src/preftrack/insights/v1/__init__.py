@@ -1,0 +1,1 @@
+"""Generated from proto/preftrack/insights/v1; do not edit."""
