@@ -35,7 +35,8 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    shop = synthetic.generate(synthetic.SyntheticConfig(seed=11))
+    # Searches precede a third of the visits: the model learns the query features too.
+    shop = synthetic.generate(synthetic.SyntheticConfig(seed=11, search_fraction=0.3))
     events, _ = clean(shop.events)
     examples, state = build_examples(events, shop.items, spec=FeatureSpec(), labels=LabelSpec())
     train, test = examples.split_by_time(0.8)

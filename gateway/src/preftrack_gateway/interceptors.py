@@ -323,8 +323,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream is not None:
             inner_answers = handler.unary_stream
 
-            def answers(request, context):
-                return self._guard_stream(short, method, inner_answers, request, context)
+            async def answers(request, context):
+                async for answer in self._guard_stream(short, method, inner_answers, request, context):
+                    yield answer
 
             return grpc.unary_stream_rpc_method_handler(
                 answers,

@@ -58,14 +58,21 @@ class ProfileSpec:
             that is the profile's ``score``.
         trend_threshold: a key whose short share exceeds its long share by at least this is ``rising`` (by at
             most minus this: ``falling``); ``steady`` in between.
-        detector_warmup_events: the detector says nothing until the regime's reference holds this many engaged
-            item events (a new user's first events, or the first events after a shift, are no shift).
-        detector_threshold: log Bayes factor at which the CUSUM statistic declares a shift (larger: fewer
-            false alarms, later detections).
-        detector_prior: pseudo-count per category of the Dirichlet prior on the tastes after a change.
-        detector_reference_prior: pseudo-count per category smoothing the reference distribution.
+        detector_warmup_looks: the detector tests nothing until the regime's reference holds this many looks (a
+            look: consecutive events on one item), so a new user's first events, or the first ones after a
+            shift, are no shift.
+        detector_threshold: the CUSUM statistic (a log Bayes factor, evidence scaled by look weights) at which a
+            shift is declared; larger: fewer false alarms, later detections.
+        detector_prior: pseudo-engagement per category of the Dirichlet prior on the tastes after a change
+            (larger: the new tastes must show more consistency before they count as evidence).
+        detector_reference_prior: pseudo-engagement per category smoothing the reference distribution.
         detector_browsing: share of the reference given to browsing anywhere (uniform over the categories the
-            user has touched), so a stray view outside the favourites is cheap evidence.
+            shop's categories), so a stray look outside the favourites is cheap evidence.
+        detector_weight_power: a look's evidence is scaled by its engagement weight to this power: a purchase
+            says more about tastes than a view, but not eight times more.
+        shop_categories: how many categories the shop has: "browsing anywhere" is uniform over them (or over
+            the categories the user touched, when more). ``None``: count them in the catalogue at each call,
+            which reads every item; set it when the catalogue is large.
         shift_top: how many categories a :class:`Shift` lists before and after.
     """
 
@@ -79,11 +86,14 @@ class ProfileSpec:
     short_horizon_events: float = 15.0
     long_horizon_events: float = 150.0
     trend_threshold: float = 0.1
-    detector_warmup_events: int = 20
-    detector_threshold: float = 6.0
-    detector_prior: float = 0.5
-    detector_reference_prior: float = 0.5
+    detector_warmup_looks: int = 10
+    detector_threshold: float = 10.0
+    detector_prior: float = 2.0
+    detector_reference_prior: float = 1.0
     detector_browsing: float = 0.2
+    detector_weight_power: float = 0.5
+    shop_categories: int | None = None
+    before_shift: float = 0.0
     shift_top: int = 3
 
     def __post_init__(self) -> None:
@@ -101,12 +111,16 @@ class ProfileSpec:
             raise ValueError("horizons must satisfy 0 < short_horizon_events <= long_horizon_events")
         if not 0 <= self.trend_threshold <= 1:
             raise ValueError("trend_threshold must lie in [0, 1]")
-        if self.detector_warmup_events < 1 or self.detector_threshold <= 0:
-            raise ValueError("detector_warmup_events must be >= 1 and detector_threshold > 0")
+        if self.detector_warmup_looks < 1 or self.detector_threshold <= 0:
+            raise ValueError("detector_warmup_looks must be >= 1 and detector_threshold > 0")
+        if not 0 <= self.detector_weight_power <= 1:
+            raise ValueError("detector_weight_power must lie in [0, 1]")
         if self.detector_prior <= 0 or self.detector_reference_prior <= 0:
             raise ValueError("detector priors must be > 0")
         if not 0 < self.detector_browsing < 1:
             raise ValueError("detector_browsing must lie in (0, 1)")
+        if self.shop_categories is not None and self.shop_categories < 1:
+            raise ValueError("shop_categories must be >= 1 (or None)")
         if self.shift_top < 1:
             raise ValueError("shift_top must be >= 1")
 
@@ -292,79 +306,130 @@ def _top(shares: Mapping[str, float], n: int) -> tuple[str, ...]:
     return tuple(k for _, k in ranked[:n])
 
 
-def _detect(data: _Engaged, spec: ProfileSpec) -> tuple[list[Shift], list[int]]:
+class _Detector:
+    """The adaptive CUSUM over a user's looks at items (see the module docstring), fed one event at a time.
+
+    A *look* is a run of consecutive events on one item (a view, then its click, add to cart and purchase): one
+    observation of where the user's attention went, weighing as much as its events' engagement, and evidence in
+    proportion to that weight to the power ``detector_weight_power``. Counting a view and its funnel as four
+    independent observations made a single purchase of a random item look like a change of tastes.
+    """
+
+    def __init__(self, data: _Engaged, spec: ProfileSpec, shop_categories: int) -> None:
+        self.data, self.spec, self.shop_categories = data, spec, shop_categories
+        self.shifts: list[Shift] = []
+        self.starts: list[int] = []  # each shift's estimated change point (its regime's first event)
+        self.seen: set[str] = set()
+        self._reference = _Decayed(spec.long_horizon_events)
+        self._reference_looks = 0
+        self._run: list[int] = []  # the current excursion's events
+        self._run_looks = 0
+        self._run_counts: dict[str, float] = {}
+        self._run_total = 0.0
+        self.statistic = 0.0
+        self._look_item: str | None = None
+        self._look_weight = 0.0
+        self._look_evidence = 0.0  # log(q / p) of the current look's categories, fixed at its first event
+        self._look_in_run = False
+
+    def _to_reference(self, position: int) -> None:
+        weight = self.data.weights[position]
+        cats = self.data.categories[position]
+        for category in cats:
+            self._reference.add(category, weight / len(cats), position)
+
+    def _to_run(self, position: int) -> None:
+        weight = self.data.weights[position]
+        cats = self.data.categories[position]
+        for category in cats:
+            self._run_counts[category] = self._run_counts.get(category, 0.0) + weight / len(cats)
+        self._run_total += weight
+        self._run.append(position)
+
+    def _evidence(self, cats: tuple[str, ...], position: int) -> float:
+        """log(q / p) of a look at these categories: new tastes (the run's) against the reference."""
+        spec, n_seen = self.spec, max(self.shop_categories, len(self.seen))
+        alpha, beta, browsing = spec.detector_reference_prior, spec.detector_prior, spec.detector_browsing
+        scale = math.exp(-(position - self._reference.origin) * self._reference.rate)
+        reference_total = self._reference.total * scale
+        evidence = 0.0
+        for category in cats:
+            share = (self._reference.values.get(category, 0.0) * scale + alpha) / (reference_total + alpha * n_seen)
+            p = (1.0 - browsing) * share + browsing / n_seen
+            q = (self._run_counts.get(category, 0.0) + beta) / (self._run_total + beta * n_seen)
+            evidence += math.log(q / p) / len(cats)
+        return evidence
+
+    def step(self, position: int) -> None:
+        """Fold in the event at ``position`` (events come in time order)."""
+        data, spec = self.data, self.spec
+        weight = float(data.weights[position])
+        if weight <= 0:
+            return
+        power = spec.detector_weight_power
+        if data.items[position] == self._look_item:  # the same look goes on: more weight, same evidence
+            before, self._look_weight = self._look_weight, self._look_weight + weight
+            if not self._look_in_run:
+                # A look that did not start or extend an excursion has evidence <= 0: it confirms the reference.
+                self._to_reference(position)
+                return
+            self.statistic += (self._look_weight**power - before**power) * self._look_evidence
+            self._to_run(position)
+        else:
+            cats = data.categories[position]
+            self._look_item, self._look_weight = data.items[position], weight
+            self.seen.update(cats)
+            if self._reference_looks < spec.detector_warmup_looks:  # warming up: the reference grows, no test
+                self._reference_looks += 1
+                self._look_in_run = False
+                self._to_reference(position)
+                return
+            self._look_evidence = self._evidence(cats, position)
+            self.statistic += weight**power * self._look_evidence
+            self._look_in_run = True
+            self._run_looks += 1
+            self._to_run(position)
+        if self.statistic <= 0.0:  # the excursion is over: its looks confirm the reference
+            for earlier in self._run:
+                self._to_reference(earlier)
+            self._reference_looks += self._run_looks
+            self._clear_run()
+        elif self.statistic >= spec.detector_threshold:
+            self._detected(position)
+
+    def _clear_run(self) -> None:
+        self._run, self._run_looks, self._run_counts, self._run_total = [], 0, {}, 0.0
+        self.statistic = 0.0
+        self._look_in_run = False
+
+    def _detected(self, position: int) -> None:
+        total = self._run_total
+        self.shifts.append(
+            Shift(
+                at_s=self.data.times_s[position],
+                event_index=position,
+                before=_top(self._reference.shares(), self.spec.shift_top),
+                after=_top({k: v / total for k, v in self._run_counts.items()}, self.spec.shift_top),
+            )
+        )
+        self.starts.append(self._run[0])
+        # Re-base: the excursion, which began at the estimated change point, is the new regime's reference.
+        self._reference = _Decayed(self.spec.long_horizon_events)
+        for earlier in self._run:
+            self._to_reference(earlier)
+        self._reference_looks = self._run_looks
+        self._clear_run()
+
+
+def _detect(data: _Engaged, spec: ProfileSpec, catalog: Mapping[str, Item]) -> tuple[list[Shift], list[int]]:
     """Run the change detector over the events; return the shifts and each shift's regime start."""
-    shifts: list[Shift] = []
-    starts: list[int] = []
-    reference = _Decayed(spec.long_horizon_events)
-    reference_count = 0  # engaged events in the reference (for the warm-up)
-    run: list[int] = []  # positions of the current excursion's engaged events
-    run_counts: dict[str, float] = {}
-    run_total = 0.0
-    seen: set[str] = set()
-    statistic = 0.0
-    alpha, beta, browsing = spec.detector_reference_prior, spec.detector_prior, spec.detector_browsing
-    weights, items = data.weights, data.items
-    previous_item = None
-    for position, cats in enumerate(data.categories):
-        if weights[position] <= 0:
-            continue
-        # A view, its click, add to cart and purchase are one look at one item: one observation, not four.
-        if items[position] == previous_item:
-            continue
-        previous_item = items[position]
-        seen.update(cats)
-        fraction = 1.0 / len(cats)
-        if reference_count < spec.detector_warmup_events:  # warming up: every observation builds the reference
-            for category in cats:
-                reference.add(category, fraction, position)
-            reference_count += 1
-            continue
-        n_seen = len(seen)
-        ref_total = reference.effective(position)
-        ref_scale = math.exp(-(position - reference.origin) * reference.rate)
-        llr = 0.0
-        for category in cats:
-            in_run = run_counts.get(category, 0.0)
-            ref_share = (reference.values.get(category, 0.0) * ref_scale + in_run + alpha) / (
-                ref_total + run_total + alpha * n_seen
-            )
-            p = (1.0 - browsing) * ref_share + browsing / n_seen
-            q = (in_run + beta) / (run_total + beta * n_seen)
-            llr += fraction * math.log(q / p)
-        statistic += llr
-        if statistic <= 0.0:  # the excursion is over: its events (and this one) confirm the reference
-            for earlier in run:
-                for category in data.categories[earlier]:
-                    reference.add(category, 1.0 / len(data.categories[earlier]), earlier)
-            for category in cats:
-                reference.add(category, fraction, position)
-            reference_count += len(run) + 1
-            run, run_counts, run_total, statistic = [], {}, 0.0, 0.0
-            continue
-        run.append(position)
-        for category in cats:
-            run_counts[category] = run_counts.get(category, 0.0) + fraction
-        run_total += 1.0
-        if statistic >= spec.detector_threshold:
-            total = run_total
-            shifts.append(
-                Shift(
-                    at_s=data.times_s[position],
-                    event_index=position,
-                    before=_top(reference.shares(), spec.shift_top),
-                    after=_top({k: v / total for k, v in run_counts.items()}, spec.shift_top),
-                )
-            )
-            starts.append(run[0])
-            # Re-base: the run is the new regime's reference.
-            reference = _Decayed(spec.long_horizon_events)
-            for earlier in run:
-                for category in data.categories[earlier]:
-                    reference.add(category, 1.0 / len(data.categories[earlier]), earlier)
-            reference_count = len(run)
-            run, run_counts, run_total, statistic = [], {}, 0.0, 0.0
-    return shifts, starts
+    shop_categories = spec.shop_categories
+    if shop_categories is None:
+        shop_categories = len({c for item in catalog.values() for c in item.categories})
+    detector = _Detector(data, spec, shop_categories)
+    for position in range(len(data.items)):
+        detector.step(position)
+    return detector.shifts, detector.starts
 
 
 def _facet(keys: Sequence[tuple[str, ...]], *, split: bool) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
@@ -390,19 +455,20 @@ def _shares(
     facet: tuple[list[str], np.ndarray, np.ndarray, np.ndarray],
     *,
     end: int,
-    start: int,
     horizon: float,
+    regime_start: int = 0,
+    before_regime: float = 1.0,
 ) -> np.ndarray:
-    """Each key's decayed share of the engagement of events ``[start, end)``, seen from the last one."""
+    """Each key's decayed share of the engagement of events ``[0, end)``, seen from the last one; events before
+    ``regime_start`` count ``before_regime`` times their weight."""
     vocabulary, positions, indices, fractions = facet
-    if end <= start:
-        return np.zeros(len(vocabulary))
-    decay = np.exp(-(end - 1 - np.arange(start, end)) / horizon) * weights[start:end]
+    decay = np.exp(-(end - 1 - np.arange(end)) / horizon) * weights[:end]
+    decay[:regime_start] *= before_regime
     total = float(decay.sum())
     if total <= 0:
         return np.zeros(len(vocabulary))
-    mask = (positions >= start) & (positions < end)
-    amount = fractions[mask] * decay[positions[mask] - start]
+    mask = positions < end
+    amount = fractions[mask] * decay[positions[mask]]
     return np.bincount(indices[mask], weights=amount, minlength=len(vocabulary)) / total
 
 
@@ -415,9 +481,12 @@ def _affinities(
     top: int,
 ) -> tuple[Affinity, ...]:
     end = len(data.items)
-    score = _shares(data.weights, facet, end=end, start=regime_start, horizon=spec.long_horizon_events)
-    short = _shares(data.weights, facet, end=end, start=0, horizon=spec.short_horizon_events)
-    long = _shares(data.weights, facet, end=end, start=0, horizon=spec.long_horizon_events)
+    long_horizon = spec.long_horizon_events
+    score = _shares(
+        data.weights, facet, end=end, horizon=long_horizon, regime_start=regime_start, before_regime=spec.before_shift
+    )
+    short = _shares(data.weights, facet, end=end, horizon=spec.short_horizon_events)
+    long = _shares(data.weights, facet, end=end, horizon=long_horizon)
     order = sorted(range(len(facet[0])), key=lambda j: (-score[j], -long[j], facet[0][j]))
     out = []
     for j in order[:top]:
@@ -468,7 +537,7 @@ def build_profile(
         raise ValueError("top must be >= 1")
     spec = spec or ProfileSpec()
     data = _prepare(events, catalog, as_of_s, spec)
-    shifts, starts = _detect(data, spec)
+    shifts, starts = _detect(data, spec, catalog)
     regime_start = starts[-1] if starts else 0
 
     def facet_affinities(keys: Sequence[tuple[str, ...]], *, split: bool) -> tuple[Affinity, ...]:
@@ -515,7 +584,7 @@ def category_history(
     data = _prepare(events, catalog, as_of_s, spec)
     if not data.times_s:
         return []
-    shifts, starts = _detect(data, spec)
+    shifts, starts = _detect(data, spec, catalog)
     facet = _facet(data.categories, split=True)
     first, last = data.times_s[0], data.times_s[-1]
     times = np.linspace(first, math.nextafter(last, math.inf), points)
@@ -526,6 +595,8 @@ def category_history(
         # The regime at time t: the latest shift detected on an event before t.
         k = int(np.searchsorted(detected_at, end, side="left"))
         start = starts[k - 1] if k else 0
-        shares = _shares(data.weights, facet, end=end, start=start, horizon=spec.long_horizon_events)
+        shares = _shares(
+            data.weights, facet, end=end, horizon=spec.long_horizon_events, regime_start=start, before_regime=spec.before_shift
+        )
         out.append((t, {facet[0][j]: float(v) for j, v in enumerate(shares) if v > 0}))
     return out
