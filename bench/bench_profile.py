@@ -14,16 +14,22 @@ dropped; re-sent events count once) a profile is built at the end of the stream,
     distance >= 0.3 (a redraw can land close to the old tastes), and the median delay, in the user's events,
     from their first event after the drift to the detection.
 
-Beside each, baselines so the numbers mean something: (a) the long-horizon share over all history (no
-re-base), all-time counts, and the shop's most popular categories; (b) flag everyone, and a detector without
-CUSUM that fires when the total-variation distance between the short- and long-horizon category shares crosses
-a threshold (the threshold that gives it the best F1 on the same shop: generous to it). Last, the time
-``build_profile`` takes on one user with about 10,000 events.
+Beside each, baselines so the numbers mean something: (a) the long-horizon share over all history (no re-base
+at a detected shift), all-time counts, the shop's most popular categories, and a ceiling that knows the truth
+(all-time counts over only the events since the drift, for the users who drifted): on the default shop the
+third true favourite is noise to anyone, so strict p@3 cannot get far above the ceiling's ~0.81. (b) flag
+everyone, and a detector without CUSUM that fires when the total-variation distance between the short- and
+long-horizon category shares crosses a threshold, shown at its best F1 (generous to it) and at the precision the
+detector reached. Last, the time ``build_profile`` and ``category_history`` take on one user with 10,000 events.
 
     .venv/bin/python bench/bench_profile.py [--seeds 7 11] [--users 600] [--sessions-per-user 8]
+        [--search-fraction 0] [--threshold 10] [--warmup 10] [--short 15] [--long 150] ...
 
-Prints a markdown table per seed; exits 1 (with a line per miss) when a goal is missed: strict p@3 >= 0.8,
-detection precision >= 0.8 and recall >= 0.7.
+The detector was tuned on seed 7 and checked on seed 11. Prints a markdown table, one column per seed; exits 1,
+with a ``GOAL MISSED`` line per miss, unless strict p@3 >= 0.8, detection precision >= 0.8 and recall >= 0.7 on
+every seed. It takes about 10 s. Measured (seeds 7 / 11, default shop): strict p@3 0.790 / 0.787 (ceiling 0.817 /
+0.812), above-uniform p@k 0.876 / 0.860; detection precision 0.809 / 0.815, recall 0.720 / 0.670, median delay 11
+events. With ``--sessions-per-user 16 --threshold 12`` every goal is met on both seeds.
 """
 
 from __future__ import annotations
@@ -105,8 +111,9 @@ def _rates(flagged: set[str], correct: set[str], drifted: set[str]) -> tuple[flo
 
 
 def _ordered(events: list[Event]) -> list[Event]:
-    """A user's item events as the profile sees them: distinct event ids, in (timestamp, event_id) order."""
-    unique = {e.event_id: e for e in events if e.item_id}
+    """A user's events as the profile counts them (``Shift.event_index`` indexes this): distinct event ids, in
+    (timestamp, event_id) order, searches included."""
+    unique = {e.event_id: e for e in events}
     return sorted(unique.values(), key=lambda e: (e.timestamp_s, e.event_id))
 
 
@@ -124,11 +131,12 @@ def evaluate(shop: synthetic.SyntheticShop, spec: ProfileSpec) -> dict[str, floa
     n_categories = len(truth.categories)
 
     # The shop's most popular categories (engagement-weighted), the weakest baseline for (a).
-    popularity: collections.Counter[str] = collections.Counter()
+    popularity: dict[str, float] = collections.defaultdict(float)
     for events in by_user.values():
         for e in events:
-            popularity[shop.items[e.item_id].primary_category] += spec.weight(e.event_type, e.value)
-    popular = [c for c, _ in popularity.most_common()]
+            if e.item_id in shop.items:
+                popularity[shop.items[e.item_id].primary_category] += spec.weight(e.event_type, e.value)
+    popular = sorted(popularity, key=lambda c: (-popularity[c], c))
     all_time = dataclasses.replace(spec, long_horizon_events=1e9, short_horizon_events=1e9)
 
     def by_long(events: list[Event], profile_spec: ProfileSpec) -> list[str]:
@@ -220,6 +228,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[7, 11], help="one shop per seed")
     parser.add_argument("--users", type=int, default=600)
     parser.add_argument("--sessions-per-user", type=float, default=8.0)
+    parser.add_argument("--search-fraction", type=float, default=0.0, help="share of visits that start with a search")
     defaults = ProfileSpec()
     parser.add_argument("--threshold", type=float, default=defaults.detector_threshold)
     parser.add_argument("--warmup", type=int, default=defaults.detector_warmup_looks, help="detector warm-up, looks")
@@ -242,9 +251,15 @@ def main() -> None:
 
     results = {}
     for seed in args.seeds:
-        config = synthetic.SyntheticConfig(n_users=args.users, sessions_per_user=args.sessions_per_user, seed=seed)
+        config = synthetic.SyntheticConfig(
+            n_users=args.users,
+            sessions_per_user=args.sessions_per_user,
+            search_fraction=args.search_fraction,
+            seed=seed,
+        )
         results[seed] = evaluate(synthetic.generate(config), spec)
-    print(f"{args.users} users, {args.sessions_per_user:g} sessions per user; {spec}\n")
+    print(f"{args.users} users, {args.sessions_per_user:g} sessions per user, search fraction {args.search_fraction:g}")
+    print(f"{spec}\n")
     print(f"| metric | {' | '.join(f'seed {s}' for s in results)} |")
     print(f"|---|{'---:|' * len(results)}")
     for name in next(iter(results.values())):

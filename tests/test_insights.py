@@ -4,6 +4,10 @@ preferred categories; and the insights API's roles and bad input."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
@@ -123,3 +127,41 @@ def test_insights_need_an_analyst_key_and_refuse_bad_input(trained: Trained, tri
                 ]
             )
             assert summary.accepted == 1 and summary.rejected_by_field == {"query": 2, "item_id": 1}, summary
+
+
+def test_trends_find_the_rising_and_falling_categories_and_the_cli_reads_them(gateway: GatewayProcess) -> None:
+    day = 86_400.0
+    now = time.time()
+    items = [
+        preftrack.Item(item_id=f"{kind}-{n}", categories=(kind,), attributes={"brand": brand}, title=f"{brand} {kind}")
+        for kind, brand in (("lamp", "Lumo"), ("shoe", "Stride"))
+        for n in range(3)
+    ]
+
+    def views(kind: str, count: int, days_ago: float) -> list[preftrack.FeedbackEvent]:
+        return [
+            preftrack.FeedbackEvent(
+                user_id=f"u-{n % 7}", item_id=f"{kind}-{n % 3}", event_type="view", timestamp_s=now - days_ago * day + n
+            )
+            for n in range(count)
+        ]
+
+    with preftrack.Client(gateway.target) as client:
+        client.upsert_items(items)
+        sent = views("lamp", 30, 10) + views("shoe", 10, 10) + views("lamp", 10, 3) + views("shoe", 30, 3)
+        assert client.stream(sent).accepted == len(sent)
+    with InsightsClient(gateway.target) as insights:
+        trends = insights.trends(window_s=7 * day, as_of_s=now)
+    assert (trends.events_recent, trends.events_before) == (40, 40)
+    assert {(t.kind, t.key) for t in trends.rising} == {("category", "shoe"), ("attribute", "brand=Stride")}
+    assert {(t.kind, t.key) for t in trends.falling} == {("category", "lamp"), ("attribute", "brand=Lumo")}
+    for t in trends.rising:
+        assert (t.share_recent, t.share_before) == (pytest.approx(0.75), pytest.approx(0.25))
+    cli = subprocess.run(
+        [sys.executable, "-m", "preftrack.insights.cli", "--target", gateway.target, "trends", "--window", "7d"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "shoe" in cli.stdout and "lamp" in cli.stdout

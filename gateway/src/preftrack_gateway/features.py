@@ -102,20 +102,33 @@ class LabelSpec:
     An example is an event whose type is in ``example_types``. It is positive when the event itself is
     positive (a rating at or above the threshold) or when the same user does a positive event on the same
     item within ``attribution_window_s`` after it.
+
+    A search shows many items its user passes over, but only the engaged ones become events: offline training
+    adds ``search_negatives`` catalogue items per search, drawn at random among those the user does not engage
+    with in the search window after it, as negative examples read just after the search with its query. Without
+    them the model only ever sees items that were engaged with after a search, and cannot learn that an item
+    the query does not describe is a poor answer to it.
     """
 
     example_types: tuple[str, ...] = ("view",)
     attribution_window_s: float = 3600.0
+    search_negatives: int = 4
 
     def __post_init__(self) -> None:
         if not set(self.example_types) <= set(EVENT_TYPES) or "search" in self.example_types:
             raise ValueError(f"example_types must be event types from {EVENT_TYPES[:-1]} (a search names no item)")
         if self.attribution_window_s < 0:
             raise ValueError("attribution_window_s must be >= 0")
+        if not 0 <= self.search_negatives <= 100:
+            raise ValueError("search_negatives must lie in [0, 100]")
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready description, stored with the deployment's settings and each version's metadata."""
-        return {"example_types": list(self.example_types), "attribution_window_s": self.attribution_window_s}
+        return {
+            "example_types": list(self.example_types),
+            "attribution_window_s": self.attribution_window_s,
+            "search_negatives": self.search_negatives,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> LabelSpec:
@@ -123,6 +136,7 @@ class LabelSpec:
         return cls(
             example_types=tuple(data.get("example_types", ("view",))),  # type: ignore[arg-type]
             attribution_window_s=float(data.get("attribution_window_s", 3600.0)),  # type: ignore[arg-type]
+            search_negatives=int(data.get("search_negatives", 4)),  # type: ignore[call-overload]
         )
 
 

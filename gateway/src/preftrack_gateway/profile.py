@@ -13,15 +13,16 @@ monthly shopper's nothing. So each item event (any type but ``search``) ages the
 a share "over the short horizon" weighs an event ``k`` steps back by ``exp(-k / short_horizon_events)``.
 Shares are ratios of such sums, so they do not move while the user is idle.
 
-**Change detector.** An adaptive CUSUM on the category of each engaged item. The reference is the user's
-category distribution in the current regime (long horizon, smoothed, with some mass for browsing anywhere);
-the alternative is the distribution of the events in the current excursion (the run since the statistic was
-last zero), predicted before each event from a Dirichlet prior, so the sum of log ratios is a Bayes factor of
-"these recent events come from new tastes" against "they come from the old ones". A warm-up keeps a user's
-first events from being a shift. When the statistic crosses its threshold a :class:`Shift` is reported at
-that event and the regime is re-based on the run's first event (the estimated change point): the profile's
-``score`` then counts only the events since then, so it follows the new tastes at once instead of after a
-long horizon's worth of events.
+**Change detector.** An adaptive CUSUM over the user's *looks*: a look is a run of consecutive events on one
+item (a view and the click, add to cart and purchase that follow it), one observation of where their attention
+went. The reference is the user's engagement share per category in the current regime (long horizon, smoothed,
+with some mass for browsing anywhere in the shop); the alternative is the share in the current excursion (the
+looks since the statistic was last zero), predicted before each look from a Dirichlet prior, so the sum of log
+ratios is a log Bayes factor of "these recent looks come from new tastes" against "they come from the old
+ones", each look's term scaled by its engagement. A warm-up keeps a user's first looks from being a shift. When
+the statistic crosses its threshold a :class:`Shift` is reported at that event and the regime is re-based on
+the excursion's first event (the estimated change point): the profile's ``score`` then counts only the events
+since then, so it follows the new tastes at once instead of a long horizon later.
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ class ProfileSpec:
         low_rating_weight: engagement of a ``rating`` below ``rating_threshold`` (0: a disliked item is no
             preference for its category; shares cannot go negative).
         rating_threshold: a rating at or above this is a liked item (as :class:`~.features.FeatureSpec`).
-        short_horizon_events: time constant, in item events, of the "recent" shares (about the last two
-            sessions of the synthetic shop).
+        short_horizon_events: time constant, in item events, of the "recent" shares (the synthetic shop's
+            sessions hold about ten events: the last session or two).
         long_horizon_events: time constant, in item events, of the "long-term" shares and of the regime share
-            that is the profile's ``score``.
+            that is the profile's ``score`` (longer than most users' whole history there: a taste that has not
+            shifted is best estimated from all of it).
         trend_threshold: a key whose short share exceeds its long share by at least this is ``rising`` (by at
             most minus this: ``falling``); ``steady`` in between.
         detector_warmup_looks: the detector tests nothing until the regime's reference holds this many looks (a
@@ -66,13 +68,13 @@ class ProfileSpec:
         detector_prior: pseudo-engagement per category of the Dirichlet prior on the tastes after a change
             (larger: the new tastes must show more consistency before they count as evidence).
         detector_reference_prior: pseudo-engagement per category smoothing the reference distribution.
-        detector_browsing: share of the reference given to browsing anywhere (uniform over the categories the
-            shop's categories), so a stray look outside the favourites is cheap evidence.
+        detector_browsing: share of the reference given to browsing anywhere (uniform over the shop's
+            categories), so a stray look outside the favourites is cheap evidence.
         detector_weight_power: a look's evidence is scaled by its engagement weight to this power: a purchase
             says more about tastes than a view, but not eight times more.
         shop_categories: how many categories the shop has: "browsing anywhere" is uniform over them (or over
-            the categories the user touched, when more). ``None``: count them in the catalogue at each call,
-            which reads every item; set it when the catalogue is large.
+            the categories the user touched, when more). ``None``: count them in the catalogue, once per call
+            for a user past the warm-up (about 80 ms per million items); set it when the catalogue is large.
         shift_top: how many categories a :class:`Shift` lists before and after.
     """
 
@@ -93,7 +95,6 @@ class ProfileSpec:
     detector_browsing: float = 0.2
     detector_weight_power: float = 0.5
     shop_categories: int | None = None
-    before_shift: float = 0.0
     shift_top: int = 3
 
     def __post_init__(self) -> None:
@@ -185,7 +186,8 @@ class Shift:
 
     Attributes:
         at_s: the time of the event at which the change was detected.
-        event_index: that event's position among the profile's ``events_used`` (0-based, time order).
+        event_index: that event's position among the profile's ``events_used`` (0-based, time order, searches
+            included).
         before: the top categories of the regime before the change, most engaged first.
         after: the top categories of the events since the estimated change point, most engaged first.
     """
@@ -202,7 +204,8 @@ class Profile:
 
     Attributes:
         as_of_s: only events strictly before this time count.
-        events_used: how many distinct item events (any type but ``search``) it is built from.
+        events_used: how many distinct events it is built from (searches included: they are counted, but name
+            no item, so they add to no share and do not age the others).
         categories: the top categories by ``score``, highest first.
         attributes: the top ``name=value`` attributes by ``score`` (share of item engagement on items that carry
             the attribute; an item's attributes each get its full weight, so these need not sum to 1).
@@ -222,22 +225,29 @@ class Profile:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Engaged:
-    """The item events of a user, time-ordered, as parallel sequences."""
+    """A user's events, time-ordered: how many, and their item events (all but searches) as parallel sequences."""
 
+    n_events: int  # searches included
+    indices: list[int]  # each item event's position among all the events
     times_s: list[float]
-    weights: np.ndarray  # engagement weight per event
+    weights: np.ndarray  # engagement weight per item event
     items: list[str]
     categories: list[tuple[str, ...]]
     attributes: list[tuple[str, ...]]  # "name=value" keys
 
 
 def _prepare(events: Iterable[Event], catalog: Mapping[str, Item], as_of_s: float, spec: ProfileSpec) -> _Engaged:
-    """Item events strictly before ``as_of_s``, de-duplicated by ``event_id``, in (timestamp, event_id) order."""
+    """Events strictly before ``as_of_s``, de-duplicated by ``event_id``, in (timestamp, event_id) order.
+
+    Counted: item events of the known types, and searches (which name no item); anything else is malformed.
+    """
     by_id: dict[str, Event] = {}
     user_ids: set[str] = set()
     for event in events:
-        if not event.timestamp_s < as_of_s or not event.item_id or event.event_type not in EVENT_TYPES:
+        if not event.timestamp_s < as_of_s or event.event_type not in EVENT_TYPES:
             continue
+        if (event.event_type == "search") == bool(event.item_id):
+            continue  # a search naming an item, or an item event naming none
         user_ids.add(event.user_id)
         seen = by_id.get(event.event_id)
         # A re-sent event_id is one event; should two differ, the same one wins whatever the order.
@@ -246,9 +256,11 @@ def _prepare(events: Iterable[Event], catalog: Mapping[str, Item], as_of_s: floa
     if len(user_ids) > 1:
         raise ValueError(f"a profile is built from one user's events; got {len(user_ids)} users")
     ordered = sorted(by_id.values(), key=lambda e: (e.timestamp_s, e.event_id))
+    indices = [index for index, event in enumerate(ordered) if event.item_id]
+    engaged = [ordered[index] for index in indices]
     items, categories, attributes = [], [], []
     cache: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    for event in ordered:
+    for event in engaged:
         found = cache.get(event.item_id)
         if found is None:
             item = catalog.get(event.item_id)
@@ -261,8 +273,9 @@ def _prepare(events: Iterable[Event], catalog: Mapping[str, Item], as_of_s: floa
         items.append(event.item_id)
         categories.append(found[0])
         attributes.append(found[1])
-    weights = np.array([spec.weight(e.event_type, e.value) for e in ordered], dtype=np.float64)
-    return _Engaged([e.timestamp_s for e in ordered], weights, items, categories, attributes)
+    weights = np.array([spec.weight(e.event_type, e.value) for e in engaged], dtype=np.float64)
+    times_s = [e.timestamp_s for e in engaged]
+    return _Engaged(len(ordered), indices, times_s, weights, items, categories, attributes)
 
 
 def _tiebreak(event: Event) -> tuple[float, str, str, float]:
@@ -296,9 +309,9 @@ class _Decayed:
         total = self.total
         return {k: v / total for k, v in self.values.items()} if total > 0 else {}
 
-    def effective(self, at: int) -> float:
-        """The decayed total seen from position ``at``."""
-        return self.total * math.exp(-(at - self.origin) * self.rate)
+    def scale(self, at: int) -> float:
+        """The factor that turns the stored sums into their values seen from position ``at``."""
+        return math.exp(-(at - self.origin) * self.rate)
 
 
 def _top(shares: Mapping[str, float], n: int) -> tuple[str, ...]:
@@ -315,10 +328,14 @@ class _Detector:
     independent observations made a single purchase of a random item look like a change of tastes.
     """
 
-    def __init__(self, data: _Engaged, spec: ProfileSpec, shop_categories: int) -> None:
-        self.data, self.spec, self.shop_categories = data, spec, shop_categories
+    def __init__(self, data: _Engaged, spec: ProfileSpec, catalog: Mapping[str, Item]) -> None:
+        self.data, self.spec, self._catalog = data, spec, catalog
+        self._shop_categories = spec.shop_categories
         self.shifts: list[Shift] = []
-        self.starts: list[int] = []  # each shift's estimated change point (its regime's first event)
+        # Per shift, in item-event positions: where it was detected, and the estimated change point (its regime's
+        # first event).
+        self.detected_at: list[int] = []
+        self.starts: list[int] = []
         self.seen: set[str] = set()
         self._reference = _Decayed(spec.long_horizon_events)
         self._reference_looks = 0
@@ -348,9 +365,11 @@ class _Detector:
 
     def _evidence(self, cats: tuple[str, ...], position: int) -> float:
         """log(q / p) of a look at these categories: new tastes (the run's) against the reference."""
-        spec, n_seen = self.spec, max(self.shop_categories, len(self.seen))
+        if self._shop_categories is None:  # counted once, and only for a user past the warm-up
+            self._shop_categories = len({c for item in self._catalog.values() for c in item.categories})
+        spec, n_seen = self.spec, max(self._shop_categories, len(self.seen))
         alpha, beta, browsing = spec.detector_reference_prior, spec.detector_prior, spec.detector_browsing
-        scale = math.exp(-(position - self._reference.origin) * self._reference.rate)
+        scale = self._reference.scale(position)
         reference_total = self._reference.total * scale
         evidence = 0.0
         for category in cats:
@@ -407,11 +426,12 @@ class _Detector:
         self.shifts.append(
             Shift(
                 at_s=self.data.times_s[position],
-                event_index=position,
+                event_index=self.data.indices[position],
                 before=_top(self._reference.shares(), self.spec.shift_top),
                 after=_top({k: v / total for k, v in self._run_counts.items()}, self.spec.shift_top),
             )
         )
+        self.detected_at.append(position)
         self.starts.append(self._run[0])
         # Re-base: the excursion, which began at the estimated change point, is the new regime's reference.
         self._reference = _Decayed(self.spec.long_horizon_events)
@@ -421,15 +441,12 @@ class _Detector:
         self._clear_run()
 
 
-def _detect(data: _Engaged, spec: ProfileSpec, catalog: Mapping[str, Item]) -> tuple[list[Shift], list[int]]:
-    """Run the change detector over the events; return the shifts and each shift's regime start."""
-    shop_categories = spec.shop_categories
-    if shop_categories is None:
-        shop_categories = len({c for item in catalog.values() for c in item.categories})
-    detector = _Detector(data, spec, shop_categories)
+def _detect(data: _Engaged, spec: ProfileSpec, catalog: Mapping[str, Item]) -> _Detector:
+    """Run the change detector over the events."""
+    detector = _Detector(data, spec, catalog)
     for position in range(len(data.items)):
         detector.step(position)
-    return detector.shifts, detector.starts
+    return detector
 
 
 def _facet(keys: Sequence[tuple[str, ...]], *, split: bool) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
@@ -457,13 +474,11 @@ def _shares(
     end: int,
     horizon: float,
     regime_start: int = 0,
-    before_regime: float = 1.0,
 ) -> np.ndarray:
-    """Each key's decayed share of the engagement of events ``[0, end)``, seen from the last one; events before
-    ``regime_start`` count ``before_regime`` times their weight."""
+    """Each key's decayed share of the engagement of the events in ``[regime_start, end)``, seen from the last."""
     vocabulary, positions, indices, fractions = facet
     decay = np.exp(-(end - 1 - np.arange(end)) / horizon) * weights[:end]
-    decay[:regime_start] *= before_regime
+    decay[:regime_start] = 0.0
     total = float(decay.sum())
     if total <= 0:
         return np.zeros(len(vocabulary))
@@ -482,9 +497,7 @@ def _affinities(
 ) -> tuple[Affinity, ...]:
     end = len(data.items)
     long_horizon = spec.long_horizon_events
-    score = _shares(
-        data.weights, facet, end=end, horizon=long_horizon, regime_start=regime_start, before_regime=spec.before_shift
-    )
+    score = _shares(data.weights, facet, end=end, horizon=long_horizon, regime_start=regime_start)
     short = _shares(data.weights, facet, end=end, horizon=spec.short_horizon_events)
     long = _shares(data.weights, facet, end=end, horizon=long_horizon)
     order = sorted(range(len(facet[0])), key=lambda j: (-score[j], -long[j], facet[0][j]))
@@ -537,15 +550,16 @@ def build_profile(
         raise ValueError("top must be >= 1")
     spec = spec or ProfileSpec()
     data = _prepare(events, catalog, as_of_s, spec)
-    shifts, starts = _detect(data, spec, catalog)
-    regime_start = starts[-1] if starts else 0
+    detector = _detect(data, spec, catalog)
+    shifts = detector.shifts
+    regime_start = detector.starts[-1] if detector.starts else 0
 
     def facet_affinities(keys: Sequence[tuple[str, ...]], *, split: bool) -> tuple[Affinity, ...]:
         return _affinities(data, _facet(keys, split=split), spec, regime_start=regime_start, top=top)
 
     return Profile(
         as_of_s=as_of_s,
-        events_used=len(data.items),
+        events_used=data.n_events,
         categories=facet_affinities(data.categories, split=True),
         attributes=facet_affinities(data.attributes, split=False),
         items=facet_affinities([(item,) for item in data.items], split=False),
@@ -564,9 +578,9 @@ def category_history(
 ) -> list[tuple[float, dict[str, float]]]:
     """Category shares (each category's ``score``) at ``points`` evenly spaced times, for a plot.
 
-    The times run from the user's first event to just after their last one (before ``as_of_s``); the shares
-    at a time ``t`` are those ``build_profile(events, catalog, as_of_s=t)`` reports for every category. One
-    pass over the events, so 10,000 events and a few hundred points take milliseconds.
+    The times run from the user's first item event to just after their last one (before ``as_of_s``); the
+    shares at a time ``t`` are the scores ``build_profile(events, catalog, as_of_s=t)`` reports for every
+    category. The detector runs once; 10,000 events and 200 points take about as long as one profile.
 
     Args:
         events: the user's events, in any order.
@@ -584,19 +598,16 @@ def category_history(
     data = _prepare(events, catalog, as_of_s, spec)
     if not data.times_s:
         return []
-    shifts, starts = _detect(data, spec, catalog)
+    detector = _detect(data, spec, catalog)
     facet = _facet(data.categories, split=True)
     first, last = data.times_s[0], data.times_s[-1]
     times = np.linspace(first, math.nextafter(last, math.inf), points)
     ends = np.searchsorted(np.asarray(data.times_s), times, side="left")
-    detected_at = [shift.event_index for shift in shifts]
     out = []
     for t, end in zip(times.tolist(), ends.tolist(), strict=True):
         # The regime at time t: the latest shift detected on an event before t.
-        k = int(np.searchsorted(detected_at, end, side="left"))
-        start = starts[k - 1] if k else 0
-        shares = _shares(
-            data.weights, facet, end=end, horizon=spec.long_horizon_events, regime_start=start, before_regime=spec.before_shift
-        )
+        k = int(np.searchsorted(detector.detected_at, end, side="left"))
+        start = detector.starts[k - 1] if k else 0
+        shares = _shares(data.weights, facet, end=end, horizon=spec.long_horizon_events, regime_start=start)
         out.append((t, {facet[0][j]: float(v) for j, v in enumerate(shares) if v > 0}))
     return out

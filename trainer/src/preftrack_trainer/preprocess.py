@@ -144,6 +144,19 @@ def model_inputs(user_ids: Sequence[str], items: Sequence[Item], features: np.nd
     }
 
 
+def _passed_over(
+    search: Event, engaged: list[tuple[float, str]], catalogue: list[str], n: int, spec: FeatureSpec
+) -> list[str]:
+    """``n`` catalogue items the user does not engage with in the search window after ``search``, drawn with a
+    random generator seeded by the search's id (the same examples every run)."""
+    t = search.timestamp_s
+    start = bisect.bisect_right(engaged, (t, "\uffff"))
+    after = {item for when, item in engaged[start:] if when <= t + spec.search_window_s} if engaged else set()
+    rng = np.random.default_rng(stable_hash(search.event_id))
+    picked = [catalogue[k] for k in rng.choice(len(catalogue), size=min(len(catalogue), 2 * n + 8), replace=False)]
+    return [item for item in picked if item not in after][:n]
+
+
 def build_examples(
     events: Sequence[Event],
     catalog: dict[str, Item],
@@ -159,9 +172,15 @@ def build_examples(
     """
     state = state or FeatureState(spec, catalog)
     positives: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    engaged: dict[str, list[tuple[float, str]]] = collections.defaultdict(list)
     for event in events:
         if spec.is_positive(event.event_type, event.value):
             positives[(event.user_id, event.item_id)].append(event.timestamp_s)
+        if event.event_type != "search":
+            engaged[event.user_id].append((event.timestamp_s, event.item_id))
+    for found in engaged.values():
+        found.sort()
+    catalogue = sorted(catalog)
     example_types = set(labels.example_types)
     rows: list[list[float]] = []
     label: list[float] = []
@@ -169,6 +188,16 @@ def build_examples(
     users: list[str] = []
     item_rows: list[Item] = []
     for event in tqdm(events, desc="features", unit="ev", disable=not progress, mininterval=0.5):
+        if event.event_type == "search" and labels.search_negatives and catalogue:
+            state.update(event)
+            t = event.timestamp_s + 1e-3
+            for item_id in _passed_over(event, engaged[event.user_id], catalogue, labels.search_negatives, spec):
+                rows.append(state.rows(event.user_id, (item_id,), t, event.query_terms)[0])
+                label.append(0.0)
+                times.append(t)
+                users.append(event.user_id)
+                item_rows.append(state.item(item_id))
+            continue
         if event.event_type in example_types:
             t = event.timestamp_s
             rows.append(state.example_row(event))
