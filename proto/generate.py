@@ -1,4 +1,5 @@
-"""Regenerate the Python code of the public APIs into the SDK (``sdk/src/preftrack/v1``, ``.../admin/v1``, ``.../insights/v1``).
+"""Regenerate the Python code of the public APIs into the SDK (``sdk/src/preftrack/v1``, ``.../admin/v1``,
+``.../insights/v1``).
 
     python proto/generate.py          # regenerate
     python proto/generate.py --check  # fail if the committed code differs from a fresh generation
