@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from preftrack_gateway.features import FEATURE_NAMES, NUM_FEATURES, FeatureSpec, FeatureState, PointInTimeError
-from preftrack_gateway.schema import Event, Item
+from preftrack_gateway.schema import Event, Item, query_terms
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.preprocess import LabelSpec, build_examples, clean
 
@@ -95,3 +95,39 @@ def test_schema_hash_changes_with_the_spec() -> None:
 def test_spec_rejects_unknown_positive_types() -> None:
     with pytest.raises(ValueError, match="unknown event types"):
         FeatureSpec(positive_types=("like",))
+
+
+def test_search_links_are_order_free_point_in_time_and_forgotten_with_the_user() -> None:
+    catalog = {
+        "a": Item(item_id="a", categories=("shoes",), title="Red running shoe"),
+        "b": Item(item_id="b", categories=("lamps",), title="Desk lamp", attributes=(("colour", "red"),)),
+    }
+    t = 1.8e9
+    red_shoes = query_terms("red shoes")
+    events = [
+        Event(event_id="s", user_id="u", item_id="", event_type="search", timestamp_s=t, query_terms=red_shoes),
+        Event(event_id="v", user_id="u", item_id="a", event_type="view", timestamp_s=t + 10),
+        Event(event_id="p", user_id="u", item_id="a", event_type="purchase", timestamp_s=t + 60),
+        Event(event_id="late", user_id="u", item_id="b", event_type="view", timestamp_s=t + 3600),  # out of window
+        Event(event_id="o", user_id="o", item_id="b", event_type="view", timestamp_s=t + 20),
+    ]
+    forward, backward = FeatureState(FeatureSpec(), catalog), FeatureState(FeatureSpec(), catalog)
+    forward.update_many(events)
+    backward.update_many(reversed(events))
+    at = t + 7200
+    np.testing.assert_allclose(
+        forward.rows("x", ["a", "b"], at, red_shoes), backward.rows("x", ["a", "b"], at, red_shoes)
+    )
+    names = {name: FEATURE_NAMES.index(name) for name in FEATURE_NAMES if name.startswith("query_")}
+    a, b = forward.rows("x", ["a", "b"], at, red_shoes)
+    assert a[names["query_text_match"]] == 1.0 and b[names["query_text_match"]] == 0.5
+    assert a[names["query_item_share"]] > 0 and b[names["query_item_share"]] == 0  # the later view is not linked
+    # Point-in-time: read before the purchase, the link holds the view only; before the view, nothing.
+    assert forward.rows("x", ["a"], t + 5, red_shoes)[0][names["query_item_log_links"]] == 0.0
+    assert forward.recent_query("u", t + 10) == red_shoes and forward.recent_query("u", t + 3600) == ()
+    assert forward.example_row(events[1]) == forward.rows("u", ["a"], t + 10, red_shoes)[0]
+    # Forgetting the searcher takes their links out: as if they had never searched.
+    never = FeatureState(FeatureSpec(), catalog)
+    never.update_many(e for e in events if e.user_id != "u")
+    forward.forget("u", events)
+    np.testing.assert_allclose(forward.rows("x", ["a", "b"], at, red_shoes), never.rows("x", ["a", "b"], at, red_shoes))
