@@ -15,6 +15,7 @@ import pytest
 from google.protobuf import message_factory
 
 from preftrack.admin.v1 import admin_service_pb2 as ap
+from preftrack.insights.v1 import insights_service_pb2 as ip
 from preftrack.v1 import feedback_service_pb2 as fp
 from preftrack.v1 import scoring_service_pb2 as sp
 from preftrack.v1 import types_pb2 as tp
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.e2e
 
 CLIENT_KEY = "fuzz-client-key-0123456789"
 ADMIN_KEY = "fuzz-admin-key-0123456789"
+ANALYST_KEY = "fuzz-analyst-key-0123456789"
 ALLOWED = {
     grpc.StatusCode.OK,
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -38,14 +40,18 @@ ALLOWED = {
 
 
 def _methods() -> list[tuple[str, type, bool]]:
-    """(path, request class, client-streaming) of every method of the public and admin APIs."""
+    """(path, request class, client-streaming) of every method of the public, admin and insights APIs."""
     out = []
-    for module in (sp, fp, ap):
+    for module in (sp, fp, ap, ip):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 cls = message_factory.GetMessageClass(method.input_type)
                 out.append((f"/{service.full_name}/{method.name}", cls, method.client_streaming))
     return out
+
+
+#: Methods answering with a stream.
+SERVER_STREAMING = {"/preftrack.insights.v1.InsightsService/RankAudience"}
 
 
 def _event(**overrides) -> tp.Event:
@@ -70,6 +76,9 @@ def _valid(cls: type):
         "ExplainRoutesRequest": lambda: ap.ExplainRoutesRequest(user_ids=["u-1", "u-2"]),
         "PromoteRequest": lambda: ap.PromoteRequest(reason="fuzz"),
         "RollBackRequest": lambda: ap.RollBackRequest(reason="fuzz"),
+        "GetProfileRequest": lambda: ip.GetProfileRequest(user_id="u-1", top=3, history_points=10),
+        "RankAudienceRequest": lambda: ip.RankAudienceRequest(item_id="i-1", user_ids=["u-1", "u-2"], k=1),
+        "GetTrendsRequest": lambda: ip.GetTrendsRequest(window={"seconds": 3600}, top=3),
     }
     return samples.get(name, cls)()
 
@@ -81,6 +90,8 @@ def _extremes() -> list[tuple[str, bytes]]:
     send = "/preftrack.v1.FeedbackService/SendFeedback"
     upsert = "/preftrack.v1.FeedbackService/UpsertItems"
     admin = "/preftrack.admin.v1.AdminService/"
+    insights = "/preftrack.insights.v1.InsightsService/"
+    profile, audience, trends = insights + "GetProfile", insights + "RankAudience", insights + "GetTrends"
     cases = [
         (score, sp.ScoreRequest(user_id="u", item_ids=["i"] * 1001)),
         (score, sp.ScoreRequest(user_id="u" * 100_000, item_ids=["i"])),
@@ -112,6 +123,24 @@ def _extremes() -> list[tuple[str, bytes]]:
         (admin + "ListJournal", ap.ListJournalRequest(version=-1, limit=-(2**31), kind="k" * 100)),
         (admin + "ExplainRoutes", ap.ExplainRoutesRequest(user_ids=["u"] * 100_001)),
         (admin + "ExplainRoutes", ap.ExplainRoutesRequest(user_ids=[""])),
+        (profile, ip.GetProfileRequest(user_id="u", top=2**31 - 1, history_points=-(2**31))),
+        (profile, ip.GetProfileRequest(user_id="u" * 100_000, as_of={"seconds": 2**62})),
+        (profile, ip.GetProfileRequest(user_id="u", as_of={"seconds": 1_800_000_000, "nanos": -1})),
+        (audience, ip.RankAudienceRequest(item_id="i-1", user_ids=["u"] * 100_001)),
+        (audience, ip.RankAudienceRequest(item_id="i-1", user_ids=["u"], k=-(2**31), min_score=nan)),
+        (audience, ip.RankAudienceRequest(item_id="i" * 100_000, user_ids=["u"])),
+        (audience, ip.RankAudienceRequest(category="", user_ids=["u"])),
+        (audience, ip.RankAudienceRequest(user_ids=["u", ""])),
+        (audience, ip.RankAudienceRequest(category="c", user_ids=["u"], as_of={"seconds": -(2**62)})),
+        (trends, ip.GetTrendsRequest(window={"seconds": -5})),
+        (trends, ip.GetTrendsRequest(window={"seconds": 2**62}, top=-1)),
+        (trends, ip.GetTrendsRequest(window={"seconds": 60, "nanos": -(10**9)}, as_of={"seconds": 2**62})),
+        (score, sp.ScoreRequest(user_id="u", item_ids=["i"], query="q" * 100_000)),
+        (rec, sp.RecommendRequest(user_id="u", candidate_item_ids=["i"], k=1, query="\x00\U0001f600 ...")),
+        (send, fp.SendFeedbackRequest(events=[_event(type=tp.EVENT_TYPE_SEARCH, item_id="", query="q" * 10_000)])),
+        (send, fp.SendFeedbackRequest(events=[_event(type=tp.EVENT_TYPE_SEARCH, item_id="", query="?!")])),
+        (upsert, fp.UpsertItemsRequest(items=[tp.Item(item_id="i", categories=["c"], title="t" * 100_000)])),
+        (upsert, fp.UpsertItemsRequest(items=[tp.Item(item_id="i", categories=["c"], attributes={"": "x" * 10_000})])),
     ]
     out = [(path, message.SerializeToString()) for path, message in cases]
     # Invalid UTF-8 in a string field, a length running past the end, a 200-deep nested message, a bad tag.
@@ -121,6 +150,8 @@ def _extremes() -> list[tuple[str, bytes]]:
         (send, b"\x0a\x80\x01" * 200),
         (rec, b"\x00\x00\x00"),
         (admin + "ExplainRoutes", b"\x0a\x03\xc3\x28\x41"),
+        (audience, b"\x1a\x02\xff\xfe"),
+        (profile, b"\x0a\xff\xff\xff\xff\x0f"),
     ]
     return out
 
@@ -155,6 +186,7 @@ def test_no_bytes_on_the_wire_get_unknown_or_internal(triton, trained: Trained, 
         repository=trained.repository,
         PREFTRACK_API_KEYS=CLIENT_KEY,
         PREFTRACK_ADMIN_KEYS=ADMIN_KEY,
+        PREFTRACK_ANALYST_KEYS=ANALYST_KEY,
     )
     rng = random.Random(20261128)
     methods = _methods()
@@ -168,6 +200,8 @@ def test_no_bytes_on_the_wire_get_unknown_or_internal(triton, trained: Trained, 
                 if streaming:
                     stub = channel.stream_unary(path)
                     stub(iter(payload if isinstance(payload, list) else [payload]), timeout=30, metadata=metadata)
+                elif path in SERVER_STREAMING:
+                    list(channel.unary_stream(path)(payload, timeout=30, metadata=metadata))
                 else:
                     channel.unary_unary(path)(payload, timeout=30, metadata=metadata)
                 code = grpc.StatusCode.OK
@@ -180,7 +214,9 @@ def test_no_bytes_on_the_wire_get_unknown_or_internal(triton, trained: Trained, 
             codes[(path.rsplit("/", 1)[-1], code.name)] += 1
 
         def key_for(path: str) -> str:
-            return ADMIN_KEY if "/preftrack.admin." in path else CLIENT_KEY
+            if "/preftrack.admin." in path:
+                return ADMIN_KEY
+            return ANALYST_KEY if "/preftrack.insights." in path else CLIENT_KEY
 
         call(
             "/preftrack.v1.ScoringService/Score",
@@ -201,7 +237,8 @@ def test_no_bytes_on_the_wire_get_unknown_or_internal(triton, trained: Trained, 
                     call(path, payload, streaming, key_for(path))
                     call(path, _mutate(seed, rng), streaming, key_for(path))
                 call(path, rng.randbytes(64), streaming, None)  # no key: refused before decoding
-                call(path, seed, streaming, CLIENT_KEY if "/preftrack.admin." in path else "not-a-key")
+                wrong = CLIENT_KEY if "/preftrack.admin." in path or "/preftrack.insights." in path else "not-a-key"
+                call(path, seed, streaming, wrong)
                 if streaming:  # a stream whose third message is garbage after two good ones
                     call(path, [seed, seed, rng.randbytes(30)], True, key_for(path))
         rss_after = _rss_kib(gateway.pid)
@@ -211,6 +248,8 @@ def test_no_bytes_on_the_wire_get_unknown_or_internal(triton, trained: Trained, 
     assert total > 3000
     assert codes[("Score", "UNAUTHENTICATED")] >= 12  # garbage without a key is refused as unauthenticated
     assert codes[("ListVersions", "PERMISSION_DENIED")] >= 12  # a client key on the admin API
+    assert codes[("RankAudience", "PERMISSION_DENIED")] >= 12  # a client key on the insights API
+    assert codes[("RankAudience", "INVALID_ARGUMENT")] > 20
     assert codes[("Score", "INVALID_ARGUMENT")] > 100
     assert rss_after - rss_before < 50 * 1024, f"RSS grew by {(rss_after - rss_before) / 1024:.0f} MiB"
     assert log_growth < 200_000, f"the log grew by {log_growth} bytes for {total} bad calls"

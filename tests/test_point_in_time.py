@@ -99,17 +99,24 @@ def test_every_path_reads_exactly_the_events_before_t(history) -> None:
                     np.testing.assert_allclose(
                         np.array(state.rows(user, ITEMS, t, terms)), expected, rtol=1e-6, atol=1e-6, err_msg=name
                     )
-    # Offline training: each example's row is read at its own time, before that event is folded in.
+    # Offline training: each example's row is read at its own time, before that event is folded in, with the
+    # user's latest search as its query; a search's passed-over items are read just after it, with its query.
     examples, _ = build_examples(
         sorted(events, key=lambda e: e.timestamp_s),
         CATALOG,
         spec=SPEC,
-        labels=LabelSpec(example_types=tuple(t for t in EVENT_TYPES if t != "search")),
+        labels=LabelSpec(example_types=tuple(t for t in EVENT_TYPES if t != "search"), search_negatives=2),
     )
+    event_times = {e.timestamp_s for e in events}
     for k in range(len(examples)):
-        t = float(examples.timestamp_s[k])
-        expected = _reference(events, examples.users[k], (examples.items[k],), t, None)
-        np.testing.assert_allclose(examples.features[k], expected[0], rtol=1e-5, atol=1e-5, err_msg="offline")
+        t, user, item = float(examples.timestamp_s[k]), examples.users[k], examples.items[k]
+        if t in event_times:
+            expected = [_reference(events, user, (item,), t, None)[0]]
+        else:  # a passed-over item: the query of one of the user's searches just before
+            searches = [e for e in events if e.event_type == "search" and e.user_id == user]
+            expected = [_reference(events, user, (item,), t, e.query_terms)[0] for e in searches]
+            assert examples.label[k] == 0.0 and any(abs(e.timestamp_s + 1e-3 - t) < 1e-6 for e in searches)
+        assert any(np.allclose(examples.features[k], row, rtol=1e-5, atol=1e-5) for row in expected), "offline"
 
 
 @settings(max_examples=200, deadline=None)

@@ -24,8 +24,8 @@ import numpy as np
 from preftrack_gateway.errors import InvalidRequestError, ModelNotReadyError, NotFoundError
 from preftrack_gateway.features import PointInTimeError
 from preftrack_gateway.profile import Profile, ProfileSpec, build_profile, category_history
-from preftrack_gateway.schema import check_id, stable_hash
-from preftrack_gateway.service import GatewayCore
+from preftrack_gateway.schema import stable_hash
+from preftrack_gateway.service import GatewayCore, check_request_id
 
 #: A profile reads at most the user's latest this-many events.
 MAX_PROFILE_EVENTS = 10_000
@@ -104,7 +104,7 @@ class Insights:
         self, user_id: str, *, as_of_s: float | None = None, top: int = 0, history_points: int = 0
     ) -> ProfileAnswer:
         """The user's profile as of ``as_of_s`` (default now), from their own events in the store."""
-        check_id("user_id", user_id)
+        check_request_id("user_id", user_id)
         top = _check_top("top", top, 5)
         if not 0 <= history_points <= MAX_HISTORY_POINTS:
             raise InvalidRequestError(f"history_points must lie in [0, {MAX_HISTORY_POINTS}]")
@@ -120,7 +120,7 @@ class Insights:
         """The items an audience is scored on: the item, or the category's most popular ones."""
         catalog = self._core.features.catalog
         if item_id:
-            check_id("item_id", item_id)
+            check_request_id("item_id", item_id)
             if item_id not in catalog:
                 raise NotFoundError(f"item_id {item_id!r} is not in the catalogue; add it with UpsertItems first")
             return [item_id]
@@ -161,7 +161,7 @@ class Insights:
         at_s = core.as_of(as_of_s)
         targets = self._target_items(item_id, category, at_s)
         for index, user_id in enumerate(user_ids):
-            check_id(f"user_ids[{index}]", user_id)
+            check_request_id(f"user_ids[{index}]", user_id)
         version = core.rollout.stable
         if version is None:
             raise ModelNotReadyError("no model version is serving yet; retry when the gateway is ready")

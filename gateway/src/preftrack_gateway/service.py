@@ -74,11 +74,12 @@ class Recommended:
     recommendation_id: str
 
 
-def _check_id(field: str, value: str) -> None:
-    if not value or not value.strip():
-        raise InvalidRequestError(f"{field} must be a non-empty string")
-    if len(value) > MAX_ID_CHARS:
-        raise InvalidRequestError(f"{field} must be at most {MAX_ID_CHARS} characters")
+def check_request_id(field: str, value: str) -> None:
+    """:func:`~preftrack_gateway.schema.check_id` for a request's field: INVALID_ARGUMENT naming it."""
+    try:
+        check_id(field, value)
+    except EventValidationError as exc:
+        raise InvalidRequestError(str(exc), field=field) from None
 
 
 def pseudonymous_user(core: GatewayCore, user_id: str) -> str:
@@ -328,7 +329,7 @@ class GatewayCore:
     async def forget_user(self, user_id: str, *, actor: str) -> Erasure:
         """Erase a user: their events and served lists leave the store and the real-time state (features,
         per-event learner), and the erasure is recorded under a ticket that names no one."""
-        _check_id("user_id", user_id)
+        check_request_id("user_id", user_id)
         user_key = self.pseudonymise(user_id)
         # No commit or fold of the user's events, and no write of their served lists, in between.
         async with self.writer.exclusive, self._follow_lock, self.impressions.lock:
@@ -508,7 +509,7 @@ class GatewayCore:
                 f"{field} has {len(item_ids)} items; at most {self.config.max_items_per_call} per call"
             )
         for index, item_id in enumerate(item_ids):
-            _check_id(f"{field}[{index}]", item_id)
+            check_request_id(f"{field}[{index}]", item_id)
 
     async def score(
         self,
@@ -521,7 +522,7 @@ class GatewayCore:
     ) -> Scored:
         """Score each item for the user, in the order given (features read as of ``as_of_s``, default now), for
         the search ``query`` when given."""
-        _check_id("user_id", user_id)
+        check_request_id("user_id", user_id)
         self._check_items("item_ids", item_ids)
         at_s = self.as_of(as_of_s)
         terms = self._query(query)
@@ -543,7 +544,7 @@ class GatewayCore:
     ) -> Recommended:
         """Rank the candidates (minus ``exclude``) for the user, for the search ``query`` when given; return the
         top ``k`` and log the impression."""
-        _check_id("user_id", user_id)
+        check_request_id("user_id", user_id)
         self._check_items("candidate_item_ids", candidates)
         if k < 1:
             raise InvalidRequestError("k must be >= 1")
@@ -594,7 +595,7 @@ class GatewayCore:
     async def upsert_items(self, items: Sequence[Item]) -> int:
         """Add or replace catalogue items."""
         for index, item in enumerate(items):
-            _check_id(f"items[{index}].item_id", item.item_id)
+            check_request_id(f"items[{index}].item_id", item.item_id)
             if not item.categories or any(not c for c in item.categories):
                 raise InvalidRequestError(f"items[{index}].categories must hold at least one non-empty category")
             if not np.isfinite(item.price) or item.price < 0:

@@ -187,17 +187,23 @@ def build_examples(
     times: list[float] = []
     users: list[str] = []
     item_rows: list[Item] = []
-    for event in tqdm(events, desc="features", unit="ev", disable=not progress, mininterval=0.5):
-        if event.event_type == "search" and labels.search_negatives and catalogue:
-            state.update(event)
-            t = event.timestamp_s + 1e-3
-            for item_id in _passed_over(event, engaged[event.user_id], catalogue, labels.search_negatives, spec):
-                rows.append(state.rows(event.user_id, (item_id,), t, event.query_terms)[0])
+    # A search's passed-over items, read just after it once every event before then is folded: (time, search).
+    waiting: collections.deque[tuple[float, Event]] = collections.deque()
+
+    def passed_over_until(until_s: float) -> None:
+        while waiting and waiting[0][0] <= until_s:
+            t, search = waiting.popleft()
+            for item_id in _passed_over(search, engaged[search.user_id], catalogue, labels.search_negatives, spec):
+                rows.append(state.rows(search.user_id, (item_id,), t, search.query_terms)[0])
                 label.append(0.0)
                 times.append(t)
-                users.append(event.user_id)
+                users.append(search.user_id)
                 item_rows.append(state.item(item_id))
-            continue
+
+    for event in tqdm(events, desc="features", unit="ev", disable=not progress, mininterval=0.5):
+        passed_over_until(event.timestamp_s)
+        if event.event_type == "search" and labels.search_negatives and catalogue:
+            waiting.append((event.timestamp_s + 1e-3, event))
         if event.event_type in example_types:
             t = event.timestamp_s
             rows.append(state.example_row(event))
@@ -212,6 +218,7 @@ def build_examples(
             users.append(event.user_id)
             item_rows.append(state.item(event.item_id))
         state.update(event)
+    passed_over_until(math.inf)
     feats = np.array(rows, dtype=np.float32).reshape(len(rows), NUM_FEATURES)
     inputs = model_inputs(users, item_rows, feats)
     examples = Examples(
