@@ -83,6 +83,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--audience-users", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--search-negatives", type=int, default=LabelSpec().search_negatives)
     args = parser.parse_args()
 
     config = synthetic.SyntheticConfig(
@@ -97,7 +98,8 @@ def main() -> int:
         print("FAILED: no held-out search followed by a purchase; nothing was measured", file=sys.stderr)
         return 1
     started = time.perf_counter()
-    examples, _ = build_examples(events, shop.items, spec=FeatureSpec(), labels=LabelSpec())
+    labels = LabelSpec(search_negatives=args.search_negatives)
+    examples, _ = build_examples(events, shop.items, spec=FeatureSpec(), labels=labels)
     train = examples.take(examples.timestamp_s < split)
     cfg = model.ModelConfig(epochs=args.epochs)
     mean, std = model.fit_normalisation(train.features)
@@ -108,7 +110,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         repository = work / "repo"
-        meta = {"parent": None, "dataset": "synthetic-search", **export.schema_metadata(FeatureSpec(), LabelSpec())}
+        meta = {"parent": None, "dataset": "synthetic-search", **export.schema_metadata(FeatureSpec(), labels)}
         export.export_version(mlp, repository, meta)
         with TritonServer(TritonConfig(repository=repository, work_dir=work / "triton")) as triton:
             env = {

@@ -9,10 +9,12 @@ owns decoding: it wraps each method's deserializer so that bytes that do not par
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -234,7 +236,10 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         kind = "an admin" if admin else "an analyst" if insights else "a catalogue" if catalog else "a valid API"
         raise UnauthenticatedError(f"send {kind} key as metadata 'authorization: Bearer <key>'")
 
-    async def _guard(self, method: str, path: str, call, request, context: grpc.aio.ServicerContext):
+    @contextlib.asynccontextmanager
+    async def _guarded(self, method: str, path: str, request, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """Around one call: a request id, the drain, key and decoding checks before the handler runs, errors
+        turned into statuses with a message, and the call's latency."""
         rid = uuid.uuid4().hex
         request_id.set(rid)
         started = time.perf_counter()
@@ -247,7 +252,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             self._check_key(path, context)
             if isinstance(request, Undecodable):
                 raise _undecodable_error(method, request)
-            return await call(request, context)
+            yield
         except GatewayError as exc:
             code = exc.code
             self._log.log(
@@ -267,41 +272,16 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             self.in_flight -= admitted
             self._metrics.rpc_latency_s.labels(method, code.name).observe(time.perf_counter() - started)
 
+    async def _guard(self, method: str, path: str, call, request, context: grpc.aio.ServicerContext):
+        async with self._guarded(method, path, request, context):
+            return await call(request, context)
+
     async def _guard_stream(self, method: str, path: str, call, request, context: grpc.aio.ServicerContext):
         """:meth:`_guard` for a method answering with a stream: the checks run before the first answer, and an
         error part-way ends the stream with its status."""
-        rid = uuid.uuid4().hex
-        request_id.set(rid)
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        admitted = not self.draining
-        self.in_flight += admitted
-        try:
-            if not admitted:
-                raise ShuttingDownError("the gateway is shutting down; retry (another replica takes the call)")
-            self._check_key(path, context)
-            if isinstance(request, Undecodable):
-                raise _undecodable_error(method, request)
+        async with self._guarded(method, path, request, context):
             async for answer in call(request, context):
                 yield answer
-        except GatewayError as exc:
-            code = exc.code
-            self._log.log(
-                logging.INFO, method, code.name, "%s request=%s -> %s: %s", method, rid, code.name, exc.message
-            )
-            await context.abort(code, exc.message, trailing_metadata=_details(exc))
-        except Exception:
-            if context.code() not in (None, grpc.StatusCode.OK):
-                code = context.code()
-                raise
-            code = grpc.StatusCode.INTERNAL
-            self._log.log(
-                logging.ERROR, method, code.name, "%s request=%s failed unexpectedly", method, rid, exc_info=True
-            )
-            await context.abort(code, f"internal error (request id {rid}); the gateway logged the details")
-        finally:
-            self.in_flight -= admitted
-            self._metrics.rpc_latency_s.labels(method, code.name).observe(time.perf_counter() - started)
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)

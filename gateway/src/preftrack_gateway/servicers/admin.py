@@ -5,26 +5,19 @@ from __future__ import annotations
 import json
 import math
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from preftrack.admin.v1 import admin_service_pb2 as pb
 from preftrack.admin.v1 import admin_service_pb2_grpc
 from preftrack_gateway.errors import InvalidRequestError
 from preftrack_gateway.registry import TransitionError
 from preftrack_gateway.rollout import RolloutConflictError
 from preftrack_gateway.service import GatewayCore, pseudonymous_user
+from preftrack_gateway.servicers import timestamp
 from preftrack_gateway.store import Erasure, JournalEntry, VersionRecord
 
 _MODES = {pb.ROLLOUT_MODE_CANARY: "canary", pb.ROLLOUT_MODE_SHADOW: "shadow", pb.ROLLOUT_MODE_DIRECT: "direct"}
 _MODE_ENUM = {name: value for value, name in _MODES.items()}
 MAX_EXPLAIN_USERS = 100_000
 ACTOR = "admin"
-
-
-def _ts(seconds: float) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
 
 
 def _version(record: VersionRecord) -> pb.Version:
@@ -36,8 +29,8 @@ def _version(record: VersionRecord) -> pb.Version:
         last_seq=record.last_seq,
         note=record.note,
         metrics_json=json.dumps(record.metrics, default=str, sort_keys=True),
-        created_at=_ts(record.created_at),
-        updated_at=_ts(record.updated_at),
+        created_at=timestamp(record.created_at),
+        updated_at=timestamp(record.updated_at),
     )
 
 
@@ -46,7 +39,7 @@ def _entry(entry: JournalEntry) -> pb.JournalEntry:
         seq=entry.seq,
         version=entry.version,
         kind=entry.kind,
-        at=_ts(entry.at),
+        at=timestamp(entry.at),
         actor=entry.actor,
         message=entry.message,
         details_json=json.dumps(entry.details, default=str, sort_keys=True),
@@ -56,7 +49,7 @@ def _entry(entry: JournalEntry) -> pb.JournalEntry:
 def _erasure(erasure: Erasure) -> pb.Erasure:
     return pb.Erasure(
         ticket=erasure.ticket,
-        erased_at=_ts(erasure.at),
+        erased_at=timestamp(erasure.at),
         actor=erasure.actor,
         events_deleted=erasure.events_deleted,
         impressions_deleted=erasure.impressions_deleted,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from preftrack.insights.v1 import insights_service_pb2 as pb
 from preftrack.insights.v1 import insights_service_pb2_grpc
 from preftrack_gateway.errors import InvalidRequestError
 from preftrack_gateway.insights import Insights
 from preftrack_gateway.profile import Affinity, Shift
 from preftrack_gateway.service import GatewayCore
+from preftrack_gateway.servicers import timestamp
 from preftrack_gateway.triton import deadline_s
 
 _DIRECTIONS = {"rising": pb.DIRECTION_RISING, "falling": pb.DIRECTION_FALLING, "steady": pb.DIRECTION_STEADY}
@@ -24,12 +23,6 @@ def _time(request, name: str) -> float | None:
     return stamp.seconds + stamp.nanos / 1e9
 
 
-def _timestamp(seconds: float) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
-
-
 def _affinity(a: Affinity) -> pb.Affinity:
     return pb.Affinity(
         key=a.key,
@@ -42,7 +35,7 @@ def _affinity(a: Affinity) -> pb.Affinity:
 
 
 def _shift(s: Shift) -> pb.Shift:
-    return pb.Shift(time=_timestamp(s.at_s), event_index=s.event_index, before=list(s.before), after=list(s.after))
+    return pb.Shift(time=timestamp(s.at_s), event_index=s.event_index, before=list(s.before), after=list(s.after))
 
 
 class InsightsServicer(insights_service_pb2_grpc.InsightsServiceServicer):
@@ -61,14 +54,14 @@ class InsightsServicer(insights_service_pb2_grpc.InsightsServiceServicer):
         )
         profile = answer.profile
         return pb.GetProfileResponse(
-            as_of=_timestamp(profile.as_of_s),
+            as_of=timestamp(profile.as_of_s),
             events_used=profile.events_used,
             categories=[_affinity(a) for a in profile.categories],
             attributes=[_affinity(a) for a in profile.attributes],
             items=[_affinity(a) for a in profile.items],
             shifts=[_shift(s) for s in profile.shifts],
             last_shift=_shift(profile.last_shift) if profile.last_shift is not None else None,
-            history=[pb.HistoryPoint(time=_timestamp(t), category_shares=shares) for t, shares in answer.history],
+            history=[pb.HistoryPoint(time=timestamp(t), category_shares=shares) for t, shares in answer.history],
         )
 
     async def RankAudience(self, request, context):  # noqa: N802
@@ -112,8 +105,8 @@ class InsightsServicer(insights_service_pb2_grpc.InsightsServiceServicer):
         return pb.GetTrendsResponse(
             rising=[message(t) for t in trends.rising],
             falling=[message(t) for t in trends.falling],
-            window_start=_timestamp(trends.start_s),
-            window_end=_timestamp(trends.end_s),
+            window_start=timestamp(trends.start_s),
+            window_end=timestamp(trends.end_s),
             events_recent=trends.events_recent,
             events_before=trends.events_before,
         )
