@@ -10,10 +10,10 @@ PG_URL ?= postgresql://preftrack:preftrack@127.0.0.1:5432/preftrack
 .PHONY: setup up train demo postgres test test-all lint bench clean reset compose-check
 
 # The venv is made from Debian's python3.11: Triton's python-backend stub links that exact libpython.
-$(BIN)/.installed: requirements-dev.txt sdk/pyproject.toml gateway/pyproject.toml trainer/pyproject.toml
+$(BIN)/.installed: requirements-dev.txt sdk/pyproject.toml gateway/pyproject.toml trainer/pyproject.toml dev/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt -e sdk -e gateway -e 'trainer[cpu]'
+	$(BIN)/pip install --quiet -r requirements-dev.txt -e sdk -e gateway -e 'trainer[cpu]' -e dev
 	touch $@
 
 setup: $(BIN)/.installed
@@ -23,11 +23,11 @@ train: setup
 
 # Trains a first version if the repository has none, then runs Triton and the gateway until Ctrl-C.
 up: setup
-	$(BIN)/preftrack-trainer up --dataset $(DATASET) --repository $(REPOSITORY)
+	$(BIN)/preftrack-dev up --dataset $(DATASET) --repository $(REPOSITORY)
 
 # The lifelong loop on the synthetic drifting shop: a prequential replay through the live, learning stack.
 demo: setup
-	$(BIN)/preftrack-trainer replay --dataset synthetic --rate 400 --trigger-examples 1500 --trigger-seconds 10 --out-dir var/demo
+	$(BIN)/preftrack-dev replay --dataset synthetic --rate 400 --trigger-examples 1500 --trigger-seconds 10 --out-dir var/demo
 
 # A local PostgreSQL server for the tests (installs Debian's package when missing; needs root).
 postgres:
@@ -48,7 +48,7 @@ lint: setup $(BUF)
 	cd proto && ../$(BUF) lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy gateway/src/preftrack_gateway sdk/src/preftrack trainer/src/preftrack_trainer
+	$(BIN)/mypy gateway/src/preftrack_gateway sdk/src/preftrack trainer/src/preftrack_trainer dev/src/preftrack_dev
 	$(BIN)/python proto/generate.py --check
 
 bench: setup postgres
@@ -57,7 +57,7 @@ bench: setup postgres
 	$(BIN)/python bench/bench_adaptation.py
 	$(BIN)/python bench/bench_rollout.py
 	$(BIN)/python bench/bench_gateway.py
-	$(BIN)/preftrack-trainer replay --dataset movielens --rate 300 --learning-rate 3e-4 --out-dir var/replay-ml
+	$(BIN)/preftrack-dev replay --dataset movielens --rate 300 --learning-rate 3e-4 --out-dir var/replay-ml
 
 # Validates docker-compose.yml with a real Compose implementation (Docker Compose 1.29.2 from PyPI, in its own
 # venv: no Docker engine needed), then checks the production shape and that its PREFTRACK_* settings exist.

@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from _small_model import export_small
 
-from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
+from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 
 
 def _busy(stop: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]

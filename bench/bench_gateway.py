@@ -24,12 +24,12 @@ import tritonclient.grpc.aio as triton_aio
 from _small_model import export_small
 
 import preftrack
+from preftrack_dev.process import GatewayProcess
+from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway import contract
 from preftrack_gateway.features import FeatureSpec, FeatureState
 from preftrack_gateway.privacy import Pseudonymiser
-from preftrack_gateway.process import GatewayProcess
 from preftrack_gateway.schema import Item, stable_hash
-from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 KEY = "bench-pseudonym-key-0123456789"
 ITEMS = [preftrack.Item(item_id=f"b-{n}", categories=(f"c-{n % 16}",), price=1.0 + n % 40) for n in range(2000)]

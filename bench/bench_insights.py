@@ -33,13 +33,14 @@ import numpy as np
 
 import preftrack
 from preftrack.insights import InsightsClient
+from preftrack_dev import insight_eval
+from preftrack_dev.process import GatewayProcess
+from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway.features import FeatureSpec, LabelSpec
-from preftrack_gateway.process import GatewayProcess
 from preftrack_gateway.schema import query_terms
-from preftrack_trainer import export, insight_eval, model
+from preftrack_trainer import export, model
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.preprocess import build_examples, clean
-from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 
 def _rss_kib(pid: int, field: str) -> int:

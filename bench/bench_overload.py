@@ -28,7 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from preftrack.v1 import feedback_service_pb2 as fb
 from preftrack.v1 import feedback_service_pb2_grpc as fb_grpc
 from preftrack.v1 import types_pb2 as t
-from preftrack_gateway.process import GatewayProcess
+from preftrack_dev.process import GatewayProcess
 from preftrack_gateway.store import open_store
 
 

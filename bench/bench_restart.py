@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from preftrack_gateway.process import GatewayProcess
+from preftrack_dev.process import GatewayProcess
 from preftrack_gateway.schema import Event
 from preftrack_gateway.store import open_store
 

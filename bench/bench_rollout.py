@@ -3,7 +3,7 @@
 Triton and a gateway (SQLite) run with the production rollout settings except the outcome window (1 s, since
 the simulated shoppers answer at once): canary 10% of users, 2,000 labelled shown items per arm before any
 statistical decision, a 5% non-inferiority margin, 95% always-valid intervals. Simulated shoppers
-(:mod:`preftrack_trainer.shoppers`) ask for 5 of 30 items and buy each with their ground-truth preference.
+(:mod:`preftrack_dev.shoppers`) ask for 5 of 30 items and buy each with their ground-truth preference.
 
 Three candidates follow each other:
 1. better: the stable version 1 was trained on shuffled labels; version 2 on the real ones. Must be promoted.
@@ -31,13 +31,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from preftrack.admin import AdminClient
+from preftrack_dev.process import GatewayProcess
+from preftrack_dev.shoppers import Shoppers, register_exported
+from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway.features import FeatureSpec
-from preftrack_gateway.process import GatewayProcess
 from preftrack_trainer import export, model
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.preprocess import LabelSpec, build_examples, clean
-from preftrack_trainer.shoppers import Shoppers, register_exported
-from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 SHOP = synthetic.SyntheticConfig(n_users=400, n_items=200, n_categories=6, days=8, seed=41, dirty_fraction=0.0)
 

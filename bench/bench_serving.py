@@ -25,9 +25,9 @@ import tensorflow as tf
 import tritonclient.grpc as grpcclient
 from _small_model import train_small
 
+from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway import contract
 from preftrack_trainer import export
-from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 BATCH_SIZES = (1, 32, 256, 1024)
 NO_BATCHING = "preftrack_nobatch"

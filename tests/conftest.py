@@ -14,11 +14,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway.features import FeatureSpec, FeatureState
 from preftrack_trainer import export, model
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.preprocess import Examples, LabelSpec, build_examples, clean
-from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +150,7 @@ def gateway_env(triton_url: str, store_url: str, *, repository: Path | None = No
 @pytest.fixture
 def gateway(triton: TritonServer, trained: Trained, tmp_path: Path):
     """A real gateway process on SQLite in front of the session's Triton."""
-    from preftrack_gateway.process import GatewayProcess
+    from preftrack_dev.process import GatewayProcess
 
     process = GatewayProcess(
         gateway_env(triton.grpc_url, f"sqlite:///{tmp_path / 'events.db'}", repository=trained.repository),

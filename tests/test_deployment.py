@@ -11,10 +11,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import preftrack
+from preftrack_dev.process import GatewayProcess, GatewayStartError
 from preftrack_gateway import deployment
 from preftrack_gateway.config import ConfigError, GatewayConfig
 from preftrack_gateway.deployment import DeploymentSettings
-from preftrack_gateway.process import GatewayProcess, GatewayStartError
 from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
 from preftrack_trainer.pipeline import dataset_specs

@@ -126,7 +126,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def gateway(triton, tmp_path_factory):
     """One gateway for the whole table (each case is independent of the others)."""
-    from preftrack_gateway.process import GatewayProcess
+    from preftrack_dev.process import GatewayProcess
 
     from .conftest import gateway_env
 

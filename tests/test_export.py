@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from preftrack_dev.triton_launcher import TritonConfig, TritonServer, TritonStartError
 from preftrack_gateway import contract
 from preftrack_trainer import export
-from preftrack_trainer.triton_launcher import TritonConfig, TritonServer, TritonStartError
 
 from .conftest import Trained
 

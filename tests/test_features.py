@@ -110,11 +110,15 @@ def test_search_links_are_order_free_point_in_time_and_forgotten_with_the_user()
         Event(event_id="p", user_id="u", item_id="a", event_type="purchase", timestamp_s=t + 60),
         Event(event_id="late", user_id="u", item_id="b", event_type="view", timestamp_s=t + 3600),  # out of window
         Event(event_id="o", user_id="o", item_id="b", event_type="view", timestamp_s=t + 20),
+        # Hours later: the user's recent lists no longer reach back to the search, which forget must still undo.
+        Event(event_id="next-day", user_id="u", item_id="b", event_type="view", timestamp_s=t + 20 * 3600),
     ]
     forward, backward = FeatureState(FeatureSpec(), catalog), FeatureState(FeatureSpec(), catalog)
     forward.update_many(events)
-    backward.update_many(reversed(events))
-    at = t + 7200
+    # In any order within the hours a user's recent searches and engagements are kept (retain_s): the last event,
+    # 20 hours on, comes last, as the live log brings it.
+    backward.update_many([*reversed(events[:-1]), events[-1]])
+    at = t + 21 * 3600
     np.testing.assert_allclose(
         forward.rows("x", ["a", "b"], at, red_shoes), backward.rows("x", ["a", "b"], at, red_shoes)
     )
@@ -122,10 +126,13 @@ def test_search_links_are_order_free_point_in_time_and_forgotten_with_the_user()
     a, b = forward.rows("x", ["a", "b"], at, red_shoes)
     assert a[names["query_text_match"]] == 1.0 and b[names["query_text_match"]] == 0.5
     assert a[names["query_item_share"]] > 0 and b[names["query_item_share"]] == 0  # the later view is not linked
-    # Point-in-time: read before the purchase, the link holds the view only; before the view, nothing.
-    assert forward.rows("x", ["a"], t + 5, red_shoes)[0][names["query_item_log_links"]] == 0.0
-    assert forward.recent_query("u", t + 10) == red_shoes and forward.recent_query("u", t + 3600) == ()
-    assert forward.example_row(events[1]) == forward.rows("u", ["a"], t + 10, red_shoes)[0]
+    # Point-in-time (a state whose history still reaches back there): before the view, no link.
+    early = FeatureState(FeatureSpec(), catalog)
+    early.update_many(events[:-1])
+    assert early.rows("x", ["a"], t + 5, red_shoes)[0][names["query_item_log_links"]] == 0.0
+    assert early.rows("x", ["a"], t + 11, red_shoes)[0][names["query_item_log_links"]] > 0.0
+    assert early.recent_query("u", t + 10) == red_shoes and early.recent_query("u", t + 3600) == ()
+    assert early.example_row(events[1]) == early.rows("u", ["a"], t + 10, red_shoes)[0]
     # Forgetting the searcher takes their links out: as if they had never searched.
     never = FeatureState(FeatureSpec(), catalog)
     never.update_many(e for e in events if e.user_id != "u")

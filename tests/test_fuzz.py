@@ -19,7 +19,7 @@ from preftrack.insights.v1 import insights_service_pb2 as ip
 from preftrack.v1 import feedback_service_pb2 as fp
 from preftrack.v1 import scoring_service_pb2 as sp
 from preftrack.v1 import types_pb2 as tp
-from preftrack_gateway.process import GatewayProcess
+from preftrack_dev.process import GatewayProcess
 
 from .conftest import Trained, gateway_env
 

@@ -13,10 +13,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 import preftrack
+from preftrack_dev.process import GatewayProcess
 from preftrack_gateway import contract
 from preftrack_gateway.features import FeatureSpec, FeatureState
 from preftrack_gateway.privacy import Pseudonymiser
-from preftrack_gateway.process import GatewayProcess
 from preftrack_gateway.schema import Event, Item, stable_hash
 
 from .conftest import PSEUDONYM_KEY, gateway_env
@@ -304,7 +304,7 @@ def test_sender_batches_in_the_background_and_flushes_on_close(gateway, kind: st
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_sender_never_drops_silently_when_the_gateway_is_gone(kind: str) -> None:
-    from preftrack_gateway.process import free_port
+    from preftrack_dev.process import free_port
 
     events = [preftrack.FeedbackEvent(user_id="h", item_id="i-1", event_type="view") for _ in range(25)]
     error = _through_sender(
@@ -342,7 +342,7 @@ def test_stream_honours_the_clients_stream_timeout(gateway, kind: str) -> None:
 
 
 def test_health_is_not_serving_and_scores_unavailable_without_triton(tmp_path) -> None:
-    from preftrack_gateway.process import free_port
+    from preftrack_dev.process import free_port
 
     env = gateway_env(f"127.0.0.1:{free_port()}", f"sqlite:///{tmp_path / 'e.db'}")
     gw = GatewayProcess(env, tmp_path / "gw.log").start(require_serving=False)
@@ -378,7 +378,7 @@ def test_api_key_is_required_when_configured(triton, tmp_path) -> None:
 def test_metrics_endpoint_counts_rpcs_and_events(triton, tmp_path) -> None:
     import urllib.request
 
-    from preftrack_gateway.process import free_port
+    from preftrack_dev.process import free_port
 
     port = free_port()
     env = gateway_env(triton.grpc_url, f"sqlite:///{tmp_path / 'e.db'}", PREFTRACK_METRICS_PORT=str(port))

@@ -14,11 +14,11 @@ import pytest
 import preftrack
 from preftrack.errors import InvalidRequestError, NotFoundError, PermissionDeniedError, UnauthenticatedError
 from preftrack.insights import InsightsClient
-from preftrack_gateway.process import GatewayProcess
-from preftrack_trainer import insight_eval
+from preftrack_dev import insight_eval
+from preftrack_dev.process import GatewayProcess
+from preftrack_dev.replay import to_sdk_items
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.preprocess import clean
-from preftrack_trainer.replay import to_sdk_items
 
 from .conftest import Trained, gateway_env
 
@@ -110,6 +110,10 @@ def test_insights_need_an_analyst_key_and_refuse_bad_input(trained: Trained, tri
                 insights.audience(["u-1"], item_id="i-1", min_score=2.0)
             with pytest.raises(InvalidRequestError, match="top"):
                 insights.profile("u-1", top=1000)
+            with pytest.raises(InvalidRequestError, match="history_points"):
+                insights.profile("u-1", history_points=1)
+            with pytest.raises(InvalidRequestError, match="user_id"):
+                insights.profile("")
             with pytest.raises(InvalidRequestError, match="window"):
                 insights.trends(window_s=1.0)
             ranked = insights.audience(["u-1", "u-2", "u-1"], item_id="i-1", k=1)

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 import preftrack
+from preftrack_dev.process import GatewayProcess
+from preftrack_dev.replay import to_feedback_events, to_sdk_items
+from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway.deployment import SETTINGS_KEY, DeploymentSettings
 from preftrack_gateway.features import FeatureSpec, LabelSpec
-from preftrack_gateway.process import GatewayProcess
 from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer import export
 from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
 from preftrack_trainer.data import synthetic
-from preftrack_trainer.replay import to_feedback_events, to_sdk_items
-from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 from .conftest import gateway_env
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import preftrack
-from preftrack_gateway.process import GatewayProcess
+from preftrack_dev.process import GatewayProcess
 
 from .conftest import gateway_env
 

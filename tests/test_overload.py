@@ -19,7 +19,7 @@ from preftrack.v1 import feedback_service_pb2_grpc as fb_grpc
 from preftrack.v1 import scoring_service_pb2 as sc
 from preftrack.v1 import scoring_service_pb2_grpc as sc_grpc
 from preftrack.v1 import types_pb2 as t
-from preftrack_gateway.process import GatewayProcess
+from preftrack_dev.process import GatewayProcess
 
 from .conftest import Trained, gateway_env
 

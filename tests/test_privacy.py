@@ -17,11 +17,11 @@ import pytest
 import preftrack
 from preftrack.admin import AdminClient
 from preftrack.errors import InvalidRequestError, PermissionDeniedError
+from preftrack_dev.process import GatewayProcess
 from preftrack_gateway.config import ConfigError, GatewayConfig
 from preftrack_gateway.features import FeatureSpec, FeatureState, LabelSpec
 from preftrack_gateway.online import Correction, OnlineConfig
 from preftrack_gateway.privacy import Pseudonymiser
-from preftrack_gateway.process import GatewayProcess
 from preftrack_gateway.schema import Event, Item, stable_hash
 from preftrack_gateway.store import open_store
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from preftrack_dev.replay import ReplayConfig, run
 from preftrack_trainer.data import synthetic
-from preftrack_trainer.replay import ReplayConfig, run
 
 pytestmark = pytest.mark.e2e
 

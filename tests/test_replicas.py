@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import preftrack
-from preftrack_gateway.process import GatewayProcess
+from preftrack_dev.process import GatewayProcess
 
 from .conftest import Trained, gateway_env
 
@@ -92,7 +92,7 @@ def test_workers_share_one_port_and_a_dead_worker_comes_back(
 
     from preftrack.v1 import scoring_service_pb2 as sc
     from preftrack.v1 import scoring_service_pb2_grpc as sc_grpc
-    from preftrack_gateway.process import free_port
+    from preftrack_dev.process import free_port
 
     metrics = free_port()
     env = gateway_env(

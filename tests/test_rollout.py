@@ -16,14 +16,14 @@ import preftrack
 from preftrack.admin import AdminClient
 from preftrack.admin.cli import main as admin_cli
 from preftrack.errors import PermissionDeniedError, UnauthenticatedError
+from preftrack_dev.process import GatewayProcess
+from preftrack_dev.shoppers import Shoppers, register_exported
+from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway.features import FeatureSpec
-from preftrack_gateway.process import GatewayProcess
 from preftrack_gateway.store import open_store
 from preftrack_trainer import export, model
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.preprocess import LabelSpec
-from preftrack_trainer.shoppers import Shoppers, register_exported
-from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 from .conftest import Trained, gateway_env
 

@@ -13,7 +13,7 @@ import pytest
 import preftrack
 from preftrack.admin import AdminClient
 from preftrack.errors import PermissionDeniedError, UnauthenticatedError, UnavailableError
-from preftrack_gateway.process import GatewayProcess
+from preftrack_dev.process import GatewayProcess
 
 from .conftest import Trained, gateway_env
 
@@ -129,7 +129,7 @@ def test_reflection_v1_and_v1alpha_and_a_metrics_key(triton, trained: Trained, t
 
     import grpc
 
-    from preftrack_gateway.process import free_port
+    from preftrack_dev.process import free_port
 
     port = free_port()
     env = gateway_env(

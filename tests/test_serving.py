@@ -14,9 +14,9 @@ import tensorflow as tf
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway import contract
 from preftrack_trainer import export
-from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 from .conftest import Trained, triton_inputs
 

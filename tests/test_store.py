@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import sqlite3
 
-from preftrack_gateway.schema import Event, Item
+from preftrack_gateway.schema import Event, Item, query_terms
 from preftrack_gateway.store import Impression, open_store
 
 
@@ -49,10 +51,11 @@ def test_items_and_impressions_round_trip(store_url: str) -> None:
         store = await open_store(store_url)
         try:
             await store.upsert_items([Item(item_id="a", categories=("x", "y"), price=2.5)])
-            await store.upsert_items([Item(item_id="a", categories=("z",), price=3.0), Item(item_id="b")])
+            lamp = Item(item_id="b", title="Desk lamp", attributes=(("brand", "Lumo"), ("colour", "red")))
+            await store.upsert_items([Item(item_id="a", categories=("z",), price=3.0), lamp])
             assert sorted(await store.items(), key=lambda i: i.item_id) == [
                 Item(item_id="a", categories=("z",), price=3.0),
-                Item(item_id="b"),
+                lamp,
             ]
             impression = Impression(
                 recommendation_id="r1",
@@ -62,9 +65,25 @@ def test_items_and_impressions_round_trip(store_url: str) -> None:
                 model_version="1",
                 timestamp_s=1.8e9,
             )
-            await store.log_impression(impression)
+            searched = dataclasses.replace(impression, recommendation_id="r2", query_terms=query_terms("red lamp"))
+            await store.log_impressions([impression, searched])
             assert await store.impression("r1") == impression
+            assert await store.impression("r2") == searched
+            assert await store.impressions_after(0.0) == [impression, searched]
             assert await store.impression("nope") is None
+            search = Event(
+                event_id="s1",
+                user_id="k1",
+                item_id="",
+                event_type="search",
+                timestamp_s=1.8e9,
+                query_terms=query_terms("red lamp"),
+            )
+            view = Event(event_id="v1", user_id="k1", item_id="b", event_type="view", timestamp_s=1.8e9 + 5)
+            await store.append([view, search])
+            assert await store.user_events("k1", before_s=2e9) == [search, view]
+            assert await store.user_events("k1", before_s=1.8e9 + 5) == [search]
+            assert await store.engagement(0.0, 2e9) == [("b", "view", 1)]
         finally:
             await store.close()
 
@@ -138,5 +157,40 @@ def test_a_stream_waiting_for_room_is_not_stranded_by_one_that_gave_up(tmp_path)
         await asyncio.sleep(0.01)
         assert second.done(), "the second waiter was left asleep with an empty queue"
         await store.close()
+
+    asyncio.run(run())
+
+
+def test_a_store_made_by_an_older_version_gains_the_new_columns(tmp_path) -> None:
+    """A SQLite store from before search and item text (no events.query_terms, items.title / attributes,
+    impressions.arm / query_terms) opens, keeps its rows, and takes the new ones; twice is harmless."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            """
+            CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
+                user_key TEXT NOT NULL, item_id TEXT NOT NULL, event_type TEXT NOT NULL, value REAL NOT NULL,
+                ts REAL NOT NULL, recommendation_id TEXT, context TEXT, committed_at REAL NOT NULL DEFAULT 0);
+            CREATE TABLE items (item_id TEXT PRIMARY KEY, categories TEXT NOT NULL, price REAL NOT NULL);
+            CREATE TABLE impressions (recommendation_id TEXT PRIMARY KEY, user_key TEXT NOT NULL,
+                item_ids TEXT NOT NULL, scores TEXT NOT NULL, model_version TEXT NOT NULL, ts REAL NOT NULL);
+            INSERT INTO events (event_id, user_key, item_id, event_type, value, ts)
+                VALUES ('e1', 'k', 'a', 'view', 1, 1.8e9);
+            INSERT INTO items VALUES ('a', '["x"]', 2.0);
+            INSERT INTO impressions VALUES ('r1', 'k', '["a"]', '[0.5]', '1', 1.8e9);
+            """
+        )
+
+    async def run() -> None:
+        for _ in range(2):
+            store = await open_store(f"sqlite:///{path}")
+            try:
+                assert Item(item_id="a", categories=("x",), price=2.0) in await store.items()
+                assert [e.event_id for e in await store.user_events("k", before_s=2e9)] == ["e1"]
+                old = await store.impression("r1")
+                assert old is not None and old.arm == "stable" and old.query_terms == ()
+                await store.upsert_items([Item(item_id="b", title="Desk lamp")])
+            finally:
+                await store.close()
 
     asyncio.run(run())

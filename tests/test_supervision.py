@@ -1,4 +1,4 @@
-"""`preftrack-trainer up` supervises its children: kill -9 Triton under traffic and feedback keeps being taken,
+"""`preftrack-dev up` supervises its children: kill -9 Triton under traffic and feedback keeps being taken,
 scoring is UNAVAILABLE while it is down and comes back by itself; kill -9 the gateway and it is restarted."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import preftrack
-from preftrack_gateway.process import free_port
+from preftrack_dev.process import free_port
 
 from .conftest import Trained
 
@@ -51,7 +51,7 @@ def test_up_survives_a_triton_crash_and_a_gateway_crash(trained: Trained, tmp_pa
     out = tmp_path / "up.out"
     with open(out, "wb") as log:
         up = subprocess.Popen(
-            [sys.executable, "-m", "preftrack_trainer", "up", "--repository", str(repository),
+            [sys.executable, "-m", "preftrack_dev", "up", "--repository", str(repository),
              "--state-dir", str(tmp_path / "var"), "--port", str(port), "--triton-port", str(triton_port),
              "--metrics-port", str(metrics_port)],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},

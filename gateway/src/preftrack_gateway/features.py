@@ -6,9 +6,10 @@ the order in which events were folded in. So the live gateway (commit order), a 
 order), the continual trainer (sequence order), offline training and a replay all compute the same rows, and a
 training row, read at its own event's time, never sees that event or anything after it.
 
-Search links queries to items: a search and the same user's engagement with an item within
-``search_window_s`` after it add to each (query term, item) and (query term, category) sum at the engagement's
-time, whichever of the two is folded first. Score and Recommend with a query read those sums (and how many of
+Search links queries to items: an engagement with an item is linked to the same user's latest search in the
+``search_window_s`` before it, adding to each (query term, item) and (query term, category) sum at the
+engagement's time, whichever of the two is folded first (a search folded late takes over the links of the
+search it turns out to follow). Score and Recommend with a query read those sums (and how many of
 the query's words the item's text holds); a training row reads the user's latest search before its event.
 
 Windows are exponentially decayed sums (a count "over the last ~day" is a sum with a one-day time
@@ -112,7 +113,7 @@ class LabelSpec:
 
     example_types: tuple[str, ...] = ("view",)
     attribution_window_s: float = 3600.0
-    search_negatives: int = 4
+    search_negatives: int = 12
 
     def __post_init__(self) -> None:
         if not set(self.example_types) <= set(EVENT_TYPES) or "search" in self.example_types:
@@ -136,7 +137,7 @@ class LabelSpec:
         return cls(
             example_types=tuple(data.get("example_types", ("view",))),  # type: ignore[arg-type]
             attribution_window_s=float(data.get("attribution_window_s", 3600.0)),  # type: ignore[arg-type]
-            search_negatives=int(data.get("search_negatives", 4)),  # type: ignore[call-overload]
+            search_negatives=int(data.get("search_negatives", 12)),  # type: ignore[call-overload]
         )
 
 
@@ -170,6 +171,10 @@ _TYPE_INDEX = {name: index for index, name in enumerate(EVENT_TYPES)}
 
 # log1p(hours) used when something never happened: about a year.
 _NEVER_LOG_HOURS = math.log1p(24 * 365)
+
+
+#: The text terms of an item not in the catalogue (its only text is the ``unknown`` category).
+_UNKNOWN_ITEM_TERMS = Item(item_id="").terms()
 
 
 class PointInTimeError(ValueError):
@@ -371,10 +376,13 @@ class FeatureState:
         self._item_terms.pop(item.item_id, None)
 
     def item_terms(self, item_id: str) -> frozenset[str]:
-        """The hashed terms of an item's text (cached until the item is replaced)."""
+        """The hashed terms of an item's text (cached for catalogued items until the item is replaced)."""
         found = self._item_terms.get(item_id)
         if found is None:
-            found = self._item_terms[item_id] = self.item(item_id).terms()
+            item = self.catalog.get(item_id)
+            if item is None:
+                return _UNKNOWN_ITEM_TERMS
+            found = self._item_terms[item_id] = item.terms()
         return found
 
     def popularity(self, item_ids: Sequence[str], t: float) -> list[float]:
@@ -390,14 +398,20 @@ class FeatureState:
 
     def recent_query(self, user_id: str, t: float) -> tuple[str, ...]:
         """The terms of the user's latest search in the ``search_window_s`` before ``t`` (strictly before), or
-        none: what a training row at ``t`` reads as its query."""
-        searches = self._searches.get(user_id)
+        none: what a training row at ``t`` reads as its query, and the search an engagement at ``t`` links to."""
+        latest = self._latest_search(self._searches.get(user_id), t)
+        return latest[1] if latest is not None else ()
+
+    def _latest_search(
+        self, searches: Sequence[tuple[float, tuple[str, ...]]] | None, t: float
+    ) -> tuple[float, tuple[str, ...]] | None:
+        """The last of time-sorted ``searches`` in [t - search_window_s, t), or None."""
         if not searches:
-            return ()
+            return None
         position = bisect.bisect_left(searches, (t,)) - 1
         if position >= 0 and t - searches[position][0] <= self.spec.search_window_s:
-            return searches[position][1]
-        return ()
+            return searches[position]
+        return None
 
     def example_row(self, event: Event) -> list[float]:
         """The feature vector of a training example: its (user, item) at its own time, with the user's latest
@@ -428,17 +442,30 @@ class FeatureState:
             del entries[: max(bisect.bisect_left(entries, (horizon,)), len(entries) - 4 * self.max_kept)]
 
     def _fold_search(self, event: Event) -> None:
+        """Link the user's engagements in the window after the search to it where it is now their latest search
+        (moving each such link from the search it replaces)."""
         t, window = event.timestamp_s, self.spec.search_window_s
-        for when, item_id, positive in self._engaged.get(event.user_id, ()):
-            if t < when <= t + window:
+        searches = self._searches.get(event.user_id)
+        entry = (t, event.query_terms)
+        engaged = self._engaged.get(event.user_id, ())
+        for when, item_id, positive in engaged[bisect.bisect_right(engaged, (t, "\uffff")) :]:
+            if when > t + window:
+                break
+            if when <= t:
+                continue
+            replaced = self._latest_search(searches, when)
+            if replaced is None or replaced < entry:
+                if replaced is not None:
+                    self._link(when, replaced[1], item_id, positive, sign=-1.0)
                 self._link(when, event.query_terms, item_id, positive)
-        self._recent(self._searches, event.user_id, (t, event.query_terms))
+        self._recent(self._searches, event.user_id, entry)
 
     def _fold_engagement(self, event: Event, positive: float) -> None:
-        t, window = event.timestamp_s, self.spec.search_window_s
-        for when, terms in self._searches.get(event.user_id, ()):
-            if t - window <= when < t:
-                self._link(t, terms, event.item_id, positive)
+        """Link the engagement to the user's latest search in the window before it, if any."""
+        t = event.timestamp_s
+        latest = self._latest_search(self._searches.get(event.user_id), t)
+        if latest is not None:
+            self._link(t, latest[1], event.item_id, positive)
         self._recent(self._engaged, event.user_id, (t, event.item_id, positive))
 
     def _user_increments(self, type_index: int, positive: float, rating: float) -> tuple[float, ...]:
@@ -503,14 +530,18 @@ class FeatureState:
             if event.event_type != "search" and item is not None:
                 negated = tuple(-v for v in self._item_increment(event))
                 item.add(event.timestamp_s, negated, self._item_taus, self.retain_s, self.max_kept)
-        # Their searches' links to what they engaged with next, made again with the opposite sign.
-        searches = self._searches.pop(user_id, [])
-        engaged = self._engaged.pop(user_id, [])
-        window = self.spec.search_window_s
-        for when, item_id, positive in engaged:
-            for searched, terms in searches:
-                if when - window <= searched < when:
-                    self._link(when, terms, item_id, positive, sign=-1.0)
+        # Their searches' links to what they engaged with next, made again from their whole history with the
+        # opposite sign (the recent lists only reach a few hours back).
+        self._searches.pop(user_id, None)
+        self._engaged.pop(user_id, None)
+        searches = sorted((e.timestamp_s, e.query_terms) for e in own if e.event_type == "search")
+        for event in own:
+            if event.event_type == "search":
+                continue
+            latest = self._latest_search(searches, event.timestamp_s)
+            if latest is not None:
+                positive = 1.0 if self.spec.is_positive(event.event_type, event.value) else 0.0
+                self._link(event.timestamp_s, latest[1], event.item_id, positive, sign=-1.0)
 
     def update_many(self, events: Iterable[Event]) -> None:
         """Fold several events in (their order does not matter)."""

@@ -3,10 +3,11 @@ shop's trends. The InsightsService RPCs call these; the gateway's other parts ne
 
 - A **profile** is built from the user's own events read from the store (their latest ``MAX_PROFILE_EVENTS``
   before the time asked for), so it can be read as of any time and never depends on the order events arrived.
-- An **audience** ranks the users a shop names by the serving model's score for an item (or the mean over a
-  category's most popular items), read like Score does: same features, same version, same per-event
-  correction. Users are scored in chunks, the best ``k`` kept in a heap, so memory grows with ``k`` (or the
-  number of users when all are returned), never with more.
+- An **audience** ranks the users a shop names by the stable version's score for an item (or the mean over a
+  category's most popular items), read like Score does: same features, same per-event correction (a canary's
+  users are ranked by the stable version too, so one list has one version). Users are scored in chunks, the
+  best ``k`` kept in a heap, so memory grows with ``k`` (or the number of users when all are returned), never
+  with more.
 - **Trends** compare each category's and attribute's share of the shop's engagement in a recent window with
   the window before, counted by the store (one grouped query per window) and weighed like a profile's
   engagement (a rating of any value weighs as a liked one there).
@@ -106,8 +107,8 @@ class Insights:
         """The user's profile as of ``as_of_s`` (default now), from their own events in the store."""
         check_request_id("user_id", user_id)
         top = _check_top("top", top, 5)
-        if not 0 <= history_points <= MAX_HISTORY_POINTS:
-            raise InvalidRequestError(f"history_points must lie in [0, {MAX_HISTORY_POINTS}]")
+        if history_points and not 2 <= history_points <= MAX_HISTORY_POINTS:
+            raise InvalidRequestError(f"history_points must be 0 (no history) or lie in [2, {MAX_HISTORY_POINTS}]")
         core = self._core
         at_s = core.as_of(as_of_s)
         events = await core.store.user_events(core.pseudonymise(user_id), before_s=at_s, limit=MAX_PROFILE_EVENTS)

@@ -571,6 +571,7 @@ class GatewayCore:
                 model_version=str(route.version),
                 timestamp_s=at_s,
                 arm=route.arm,
+                query_terms=tuple(terms),
             )
         )
         if route.shadow is not None:

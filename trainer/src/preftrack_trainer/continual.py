@@ -23,12 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -337,8 +332,8 @@ class ContinualTrainer:
                 return
             self._impressions.pop(0)
             try:
-                user, at = impression.user_key, impression.timestamp_s
-                rows = self.state.rows(user, impression.item_ids, at, self.state.recent_query(user, at))
+                at, terms = impression.timestamp_s, impression.query_terms  # the query it was served for
+                rows = self.state.rows(impression.user_key, impression.item_ids, at, terms)
             except PointInTimeError:
                 self.skipped_examples += len(impression.item_ids)
                 continue
@@ -586,30 +581,3 @@ class ContinualTrainer:
     async def close(self) -> None:
         """Close the store."""
         await self.store.close()
-
-
-def start_process(
-    store_url: str, repository: Path, log_file: Path, options: Sequence[str] = (), *, fresh_log: bool = False
-) -> subprocess.Popen[bytes]:
-    """Run ``preftrack-trainer continual`` as a child process (its own session) logging to ``log_file``."""
-    args = [sys.executable, "-m", "preftrack_trainer", "continual", "--store-url", store_url]
-    with open(log_file, "wb" if fresh_log else "ab") as log:
-        return subprocess.Popen(
-            [*args, "--repository", str(repository), *options],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),
-            start_new_session=True,
-        )
-
-
-def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
-    """SIGTERM a trainer process (it finishes its round), killing it if it outlives ``timeout_s``."""
-    if process is None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

@@ -26,6 +26,8 @@ class Impression:
     model_version: str
     timestamp_s: float
     arm: str = "stable"
+    #: The hashed terms of the search it answered (Recommend's query), for training on what was served.
+    query_terms: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -202,8 +204,12 @@ def query_terms_text(event: Event) -> str | None:
     return " ".join(event.query_terms) if event.query_terms else None
 
 
+#: The impressions table's columns, in :func:`impression_row` order.
+IMPRESSION_COLUMNS = "recommendation_id, user_key, item_ids, scores, model_version, ts, arm, query_terms"
+
+
 def impression_row(impression: Impression) -> tuple[object, ...]:
-    """Column values of an impression, in the stores' column order."""
+    """Column values of an impression, in :data:`IMPRESSION_COLUMNS` order."""
     return (
         impression.recommendation_id,
         impression.user_key,
@@ -212,6 +218,7 @@ def impression_row(impression: Impression) -> tuple[object, ...]:
         impression.model_version,
         impression.timestamp_s,
         impression.arm,
+        " ".join(impression.query_terms) or None,
     )
 
 
@@ -225,6 +232,7 @@ def impression_from_row(row: Sequence[object]) -> Impression:
         model_version=str(row[4]),
         timestamp_s=float(row[5]),  # type: ignore[arg-type]
         arm=str(row[6]) if len(row) > 6 and row[6] else "stable",
+        query_terms=tuple(str(row[7]).split()) if len(row) > 7 and row[7] else (),
     )
 
 

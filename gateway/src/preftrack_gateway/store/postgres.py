@@ -11,6 +11,7 @@ import psycopg
 from preftrack_gateway.schema import Event, Item
 from preftrack_gateway.store.base import (
     CATALOG_VERSION_KEY,
+    IMPRESSION_COLUMNS,
     ITEM_COLUMNS,
     Erasure,
     EventStore,
@@ -95,6 +96,7 @@ CREATE INDEX IF NOT EXISTS events_time ON events (ts);
 ALTER TABLE events ADD COLUMN IF NOT EXISTS query_terms TEXT;
 ALTER TABLE items ADD COLUMN IF NOT EXISTS title TEXT NOT NULL DEFAULT '';
 ALTER TABLE items ADD COLUMN IF NOT EXISTS attributes TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE impressions ADD COLUMN IF NOT EXISTS query_terms TEXT;
 CREATE TABLE IF NOT EXISTS erasures (
     seq BIGSERIAL PRIMARY KEY,
     ticket TEXT NOT NULL UNIQUE,
@@ -199,18 +201,23 @@ class PostgresStore(EventStore):
         try:
             async with self._write_lock, self._writer.transaction(), self._writer.cursor() as cursor:
                 await cursor.executemany(
-                    "INSERT INTO impressions VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    f"INSERT INTO impressions ({IMPRESSION_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
                     [impression_row(i) for i in impressions],
                 )
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
 
     async def impressions_after(self, after_s: float, *, limit: int = 100_000) -> list[Impression]:
-        rows = await self._fetch("SELECT * FROM impressions WHERE ts > %s ORDER BY ts LIMIT %s", (after_s, limit))
+        rows = await self._fetch(
+            f"SELECT {IMPRESSION_COLUMNS} FROM impressions WHERE ts > %s ORDER BY ts LIMIT %s", (after_s, limit)
+        )
         return [impression_from_row(r) for r in rows]
 
     async def impression(self, recommendation_id: str) -> Impression | None:
-        rows = await self._fetch("SELECT * FROM impressions WHERE recommendation_id = %s", (recommendation_id,))
+        rows = await self._fetch(
+            f"SELECT {IMPRESSION_COLUMNS} FROM impressions WHERE recommendation_id = %s", (recommendation_id,)
+        )
         if not rows:
             return None
         r = rows[0]
@@ -229,7 +236,8 @@ class PostgresStore(EventStore):
 
     async def user_events(self, user_key: str, *, before_s: float, limit: int = 10_000) -> list[Event]:
         rows = await self._fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_key = %s AND ts < %s ORDER BY ts DESC LIMIT %s",
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_key = %s AND ts < %s "
+            "ORDER BY ts DESC, event_id DESC LIMIT %s",
             (user_key, before_s, limit),
         )
         return [event_from_row(r) for r in reversed(rows)]

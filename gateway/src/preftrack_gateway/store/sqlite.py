@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from preftrack_gateway.schema import Event, Item
 from preftrack_gateway.store.base import (
     CATALOG_VERSION_KEY,
+    IMPRESSION_COLUMNS,
     ITEM_COLUMNS,
     Erasure,
     EventStore,
@@ -112,6 +113,29 @@ _ERASURE_COLUMNS = "ticket, at, actor, events_deleted, impressions_deleted"
 _EVENT_COLUMNS = "event_id, user_key, item_id, event_type, value, ts, recommendation_id, context, query_terms"
 
 
+#: Columns added since the first release: (table, column, definition). Stores made before get them at open.
+_ADDED_COLUMNS = (
+    ("impressions", "arm", "TEXT NOT NULL DEFAULT 'stable'"),
+    ("events", "query_terms", "TEXT"),
+    ("items", "title", "TEXT NOT NULL DEFAULT ''"),
+    ("items", "attributes", "TEXT NOT NULL DEFAULT '[]'"),
+    ("impressions", "query_terms", "TEXT"),
+)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add the missing columns in one transaction (another process may be opening the same store)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, definition in _ADDED_COLUMNS:
+            if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class SQLiteStore(EventStore):
     """The embedded default store. Safe for one gateway process; use PostgreSQL for several replicas."""
 
@@ -133,12 +157,7 @@ class SQLiteStore(EventStore):
             db.execute("PRAGMA busy_timeout=10000")
             db.execute("PRAGMA secure_delete=ON")  # deleted rows (a forgotten user's) are overwritten, not left
             db.executescript(_SCHEMA)
-            if "arm" not in {row[1] for row in db.execute("PRAGMA table_info(impressions)")}:  # stores before 0.2
-                db.execute("ALTER TABLE impressions ADD COLUMN arm TEXT NOT NULL DEFAULT 'stable'")
-            if "query_terms" not in {row[1] for row in db.execute("PRAGMA table_info(events)")}:  # before 0.3
-                db.execute("ALTER TABLE events ADD COLUMN query_terms TEXT")
-                db.execute("ALTER TABLE items ADD COLUMN title TEXT NOT NULL DEFAULT ''")
-                db.execute("ALTER TABLE items ADD COLUMN attributes TEXT NOT NULL DEFAULT '[]'")
+            _migrate(db)
             return db
 
         try:
@@ -224,7 +243,7 @@ class SQLiteStore(EventStore):
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO impressions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR IGNORE INTO impressions ({IMPRESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [impression_row(i) for i in impressions],
                 )
 
@@ -233,7 +252,7 @@ class SQLiteStore(EventStore):
     async def impressions_after(self, after_s: float, *, limit: int = 100_000) -> list[Impression]:
         rows = await self._run(
             lambda: self._db.execute(
-                "SELECT * FROM impressions WHERE ts > ? ORDER BY ts LIMIT ?", (after_s, limit)
+                f"SELECT {IMPRESSION_COLUMNS} FROM impressions WHERE ts > ? ORDER BY ts LIMIT ?", (after_s, limit)
             ).fetchall()
         )
         return [impression_from_row(r) for r in rows]
@@ -241,7 +260,7 @@ class SQLiteStore(EventStore):
     async def impression(self, recommendation_id: str) -> Impression | None:
         row = await self._run(
             lambda: self._db.execute(
-                "SELECT * FROM impressions WHERE recommendation_id = ?", (recommendation_id,)
+                f"SELECT {IMPRESSION_COLUMNS} FROM impressions WHERE recommendation_id = ?", (recommendation_id,)
             ).fetchone()
         )
         if row is None:
@@ -261,7 +280,8 @@ class SQLiteStore(EventStore):
     async def user_events(self, user_key: str, *, before_s: float, limit: int = 10_000) -> list[Event]:
         rows = await self._run(
             lambda: self._fetchall(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_key = ? AND ts < ? ORDER BY ts DESC LIMIT ?",
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_key = ? AND ts < ? "
+                "ORDER BY ts DESC, event_id DESC LIMIT ?",
                 (user_key, before_s, limit),
             )
         )

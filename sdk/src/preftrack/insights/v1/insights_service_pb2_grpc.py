@@ -84,7 +84,7 @@ class InsightsServiceServicer:
 
     def RankAudience(self, request, context):
         """Ranks the users given by how likely each is to want the item (or the category), best first, streamed in
-        chunks; the model serving Score ranks them.
+        chunks; the stable model version ranks them, with the features and per-event correction Score uses.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

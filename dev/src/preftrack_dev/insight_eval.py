@@ -17,9 +17,9 @@ from sklearn.metrics import roc_auc_score
 
 import preftrack
 from preftrack.insights import InsightsClient
+from preftrack_dev.replay import to_feedback_events, to_sdk_items
 from preftrack_gateway.schema import Event
 from preftrack_trainer.data import synthetic
-from preftrack_trainer.replay import to_feedback_events, to_sdk_items
 
 
 @dataclasses.dataclass(frozen=True)

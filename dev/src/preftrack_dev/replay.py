@@ -24,19 +24,19 @@ import numpy as np
 from tqdm import tqdm
 
 import preftrack
+from preftrack_dev.process import GatewayProcess, start_trainer_process, stop_trainer_process
+from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway import deployment
 from preftrack_gateway.online import OnlineConfig, logit
 from preftrack_gateway.privacy import Pseudonymiser
-from preftrack_gateway.process import GatewayProcess
 from preftrack_gateway.schema import Event, Item
 from preftrack_gateway.store import open_store
 from preftrack_trainer import export, metrics, model
-from preftrack_trainer.continual import ContinualConfig, ContinualTrainer, start_process, stop_process
+from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.online_eval import label_times, prequential_correction
 from preftrack_trainer.pipeline import Dataset, TrainerConfig, load_dataset
 from preftrack_trainer.preprocess import Examples, build_examples
-from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                     "--auc-margin", str(cfg.auc_margin), "--log-loss-margin", str(cfg.log_loss_margin),
                 ]  # fmt: skip
                 # The trainer process starts (imports, folds the warm part) while Triton loads version 1.
-                trainer_process = start_process(
+                trainer_process = start_trainer_process(
                     store_url, repository, cfg.out_dir / "trainer.log", options, fresh_log=True
                 )
                 deadline = time.monotonic() + 120
@@ -328,7 +328,7 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                 )
                 time.sleep(1.0)
             finally:
-                stop_process(trainer_process, timeout_s=120)
+                stop_trainer_process(trainer_process, timeout_s=120)
                 gateway.stop()
 
             async def registry_and_commits():

@@ -1,4 +1,4 @@
-"""``preftrack-trainer up``: the whole local stack — a first model if none exists, Triton, the gateway."""
+"""``preftrack-dev up``: the whole local stack — a first model if none exists, Triton, the gateway."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from preftrack_dev.process import GatewayProcess, start_trainer_process, stop_trainer_process
+from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway import deployment
-from preftrack_gateway.process import GatewayProcess
-from preftrack_trainer import continual, export, pipeline
-from preftrack_trainer.triton_launcher import TritonConfig, TritonServer
+from preftrack_trainer import export, pipeline
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def up(
         gateway.start()
         # --ratings only matters if the store were empty: the gateway has written the settings already.
         options = ["--ratings"] if settings.labels.example_types == ("rating",) else []
-        trainer = continual.start_process(store_url, repository, state_dir / "trainer.log", options)
+        trainer = start_trainer_process(store_url, repository, state_dir / "trainer.log", options)
         print(
             f"\npreftrack is up:\n"
             f"  gateway (SDK, gRPC)  {gateway.target}\n"
@@ -158,7 +158,7 @@ def up(
 
         def start_trainer() -> None:
             nonlocal trainer
-            trainer = continual.start_process(store_url, repository, state_dir / "trainer.log", options)
+            trainer = start_trainer_process(store_url, repository, state_dir / "trainer.log", options)
 
         supervisor = Supervisor(
             [
@@ -184,7 +184,7 @@ def up(
         pass
     finally:
         print("stopping the trainer, the gateway and Triton...", flush=True)
-        continual.stop_process(trainer, timeout_s=60)
+        stop_trainer_process(trainer, timeout_s=60)
         gateway.stop()
         triton.stop()
     return 0

@@ -1,4 +1,5 @@
-"""Run the gateway as a child process and wait until it serves (used by ``make up``, tests and benchmarks)."""
+"""Child processes of the local stack: the gateway (started, then waited on until it serves) and the continual
+trainer. Used by ``preftrack-dev up`` and ``replay``, the tests and the benchmarks."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -135,3 +136,30 @@ class GatewayProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_trainer_process(
+    store_url: str, repository: Path, log_file: Path, options: Sequence[str] = (), *, fresh_log: bool = False
+) -> subprocess.Popen[bytes]:
+    """Run ``preftrack-trainer continual`` as a child process (its own session) logging to ``log_file``."""
+    args = [sys.executable, "-m", "preftrack_trainer", "continual", "--store-url", store_url]
+    with open(log_file, "wb" if fresh_log else "ab") as log:
+        return subprocess.Popen(
+            [*args, "--repository", str(repository), *options],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+            start_new_session=True,
+        )
+
+
+def stop_trainer_process(process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    """SIGTERM a trainer process (it finishes its round), killing it if it outlives ``timeout_s``."""
+    if process is None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

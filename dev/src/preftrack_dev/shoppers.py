@@ -12,11 +12,11 @@ import time
 import numpy as np
 
 import preftrack
+from preftrack_dev.replay import to_feedback_events, to_sdk_items
 from preftrack_gateway.features import FeatureSpec
 from preftrack_gateway.registry import Registry
 from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer.data import synthetic
-from preftrack_trainer.replay import to_feedback_events, to_sdk_items
 
 
 def register_exported(store_url: str, version: int, *, parent: int, actor: str) -> bool:
