@@ -21,7 +21,7 @@ import numpy as np
 from preftrack_gateway import deployment, snapshot
 from preftrack_gateway.config import GatewayConfig
 from preftrack_gateway.errors import InvalidRequestError, ModelNotReadyError, TritonUnavailableError
-from preftrack_gateway.features import FeatureSpec, FeatureState, PointInTimeError
+from preftrack_gateway.features import FEATURE_NAMES, FeatureSpec, FeatureState, PointInTimeError
 from preftrack_gateway.ingest import GroupCommitWriter, ImpressionLog, WriteResult
 from preftrack_gateway.learner import OnlineLearner
 from preftrack_gateway.privacy import Pseudonymiser
@@ -72,6 +72,9 @@ class Recommended:
     scores: tuple[float, ...]
     model_version: int
     recommendation_id: str
+
+
+_QUERY_MATCH = FEATURE_NAMES.index("query_text_match")
 
 
 def check_request_id(field: str, value: str) -> None:
@@ -542,8 +545,11 @@ class GatewayCore:
         as_of_s: float | None = None,
         query: str = "",
     ) -> Recommended:
-        """Rank the candidates (minus ``exclude``) for the user, for the search ``query`` when given; return the
-        top ``k`` and log the impression."""
+        """Rank the candidates (minus ``exclude``) for the user; return the top ``k`` and log the impression.
+
+        With a search ``query``, items whose text holds more of the query's words come first, and the user's
+        scores rank the items within each such tier: a search is answered with what it asked for, in the order
+        this user prefers."""
         check_request_id("user_id", user_id)
         self._check_items("candidate_item_ids", candidates)
         if k < 1:
@@ -557,7 +563,11 @@ class GatewayCore:
         if not pool:
             return Recommended((), (), self.rollout.route(user_key).version, recommendation_id)
         scores, route, base, rows = await self._score_items(user_key, pool, timeout_s=timeout_s, at_s=at_s, terms=terms)
-        top = np.argsort(-scores, kind="stable")[:k]
+        if terms:  # relevant first (the share of the query's words in the item's text), personal within a tier
+            match = np.array([row[_QUERY_MATCH] for row in rows])
+            top = np.lexsort((-scores, -match))[:k]
+        else:
+            top = np.argsort(-scores, kind="stable")[:k]
         self.learner.expose(user_key, [pool[i] for i in top], at_s, base[top])
         result = Recommended(
             tuple(pool[i] for i in top), tuple(float(scores[i]) for i in top), route.version, recommendation_id
