@@ -5,8 +5,9 @@ searches, against its ground truth.
    each view) and served by Triton behind a gateway.
 2. **Search.** The shop's events are sent in time order; after each held-out search that the same user's
    purchases follow within 30 minutes, Recommend ranks the whole catalogue as of the search, with the query
-   and without it. NDCG@10 and hit rate@10 of the purchased items; beside them, ranking by the query's words
-   alone (the share of its words in the item's text, ties by popularity).
+   and without it. NDCG@10 and hit rate@10 of the purchased items; beside them, the model's probabilities with
+   the query (Score, without Recommend's relevance tiers), and ranking by the query's words alone (the share of
+   its words in the item's text, ties by popularity).
 3. **Audiences.** For the items bought most after the split, RankAudience ranks every user as of the split;
    AUC of the buyers against the rest, beside ranking users by their activity.
 4. **Bounded memory.** One RankAudience of ``--audience-users`` users (the shop's and made-up ids), the
@@ -142,6 +143,7 @@ def main() -> int:
     print("|---|---|---|")
     print(f"| Recommend with the query | {search.ndcg_with:.4f} | {search.hits_with:.4f} |")
     print(f"| Recommend without it | {search.ndcg_without:.4f} | {search.hits_without:.4f} |")
+    print(f"| Score with the query (the model's probabilities alone) | {search.ndcg_scores_with:.4f} | - |")
     print(f"| the query's words alone (offline) | {text_only:.4f} | - |")
     print(f"relative NDCG@10 uplift with the query: {search.uplift:+.1%}")
     print()

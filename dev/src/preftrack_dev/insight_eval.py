@@ -89,6 +89,8 @@ class SearchReport:
     ndcg_without: float
     hits_with: float
     hits_without: float
+    #: NDCG@k of ranking by Score with the query: the model's own probabilities, without Recommend's tiers.
+    ndcg_scores_with: float = math.nan
 
     @property
     def uplift(self) -> float:
@@ -110,12 +112,14 @@ def evaluate_search(
     client.upsert_items(to_sdk_items(shop.items.values()))
     sender = Sender(client, events, shop.truth.queries)
     items = list(shop.items)
-    with_q, without_q, hit_with, hit_without = [], [], [], []
+    with_q, without_q, hit_with, hit_without, scored_q = [], [], [], [], []
     for index, case in enumerate(sorted(cases, key=lambda c: c.time_s)):
         sender.until(case.time_s)
         at = case.time_s + 1e-3
         ranked = [i.item_id for i in client.recommend(case.user_id, items, k, as_of_s=at, query=case.query).items]
         plain = [i.item_id for i in client.recommend(case.user_id, items, k, as_of_s=at).items]
+        scores = client.score(case.user_id, items, as_of_s=at, query=case.query).items
+        scored_q.append(ndcg_at([i.item_id for i in sorted(scores, key=lambda i: -i.score)], case.bought, k))
         with_q.append(ndcg_at(ranked, case.bought, k))
         without_q.append(ndcg_at(plain, case.bought, k))
         hit_with.append(float(bool(case.bought & set(ranked))))
@@ -128,6 +132,7 @@ def evaluate_search(
         float(np.mean(without_q)),
         float(np.mean(hit_with)),
         float(np.mean(hit_without)),
+        float(np.mean(scored_q)),
     )
 
 
