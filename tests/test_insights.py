@@ -38,8 +38,8 @@ def test_search_queries_lift_ranking_and_audiences_find_buyers(trained: Trained,
     assert len(cases) >= 40, len(cases)
     with preftrack.Client(gateway.target, timeout_s=60) as client:
         report = insight_eval.evaluate_search(client, trained.shop, events, cases[:120])
-    # Measured at seed 11: NDCG@10 with the query ~0.5 against ~0.1 without (the model's query features and
-    # the term links learned from earlier searches); the goal is +20 % relative.
+    # bench/bench_insights.py measures NDCG@10 0.41 with the query against 0.07 without on a larger shop
+    # (docs/benchmarks.md); asserted here: the goal, +20 % relative.
     assert report.ndcg_with > 1.2 * report.ndcg_without, report
     assert report.hits_with > report.hits_without, report
     with InsightsClient(gateway.target, timeout_s=120) as insights:
