@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from preftrack_dev.process import GatewayStartError
 from preftrack_dev.triton_launcher import TritonStartError
-from preftrack_trainer.data.movielens import DatasetUnavailableError
+from preftrack_trainer.cli import run
 
 _LOGGER = logging.getLogger("preftrack_dev")
 
@@ -150,16 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``preftrack-dev``."""
-    args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        return int(args.func(args))
-    except (ValueError, DatasetUnavailableError, TritonStartError, GatewayStartError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run(build_parser(), argv, (TritonStartError, GatewayStartError))
 
 
 if __name__ == "__main__":

@@ -161,18 +161,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``preftrack-trainer``."""
-    args = build_parser().parse_args(argv)
+def run(parser: argparse.ArgumentParser, argv: list[str] | None, errors: tuple[type[Exception], ...] = ()) -> int:
+    """Parse ``argv``, set up logging and run the chosen command; a ValueError, a missing dataset or one of
+    ``errors`` prints one line and exits 2. Shared with ``preftrack-dev``."""
+    args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    handled: tuple[type[Exception], ...] = (ValueError, DatasetUnavailableError, *errors)
     try:
         return int(args.func(args))
-    except (ValueError, DatasetUnavailableError) as exc:
+    except handled as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``preftrack-trainer``."""
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":
