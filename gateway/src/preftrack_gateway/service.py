@@ -75,6 +75,8 @@ class Recommended:
 
 
 _QUERY_MATCH = FEATURE_NAMES.index("query_text_match")
+#: Events the follower folds per turn of the follow lock (a waiting commit gets the lock in between).
+_FOLLOW_TURN_EVENTS = 20_000
 
 
 def check_request_id(field: str, value: str) -> None:
@@ -148,7 +150,7 @@ class GatewayCore:
                 await self._fold(own)
                 self._folded_seq = last_seq
                 return
-            await self._follow_log()
+            await self._follow_log(up_to_seq=last_seq)
 
     async def _fold(self, events: Sequence[Event]) -> None:
         """Move the features with events (and label what they finalise for the per-event learner), in chunks
@@ -163,15 +165,22 @@ class GatewayCore:
             if start + _FOLD_CHUNK < len(ordered):
                 await asyncio.sleep(0)
 
-    async def _follow_log(self) -> int:
-        """Fold the events committed after ``_folded_seq`` by any process (call with ``_follow_lock`` held);
-        returns how many."""
+    async def _follow_log(self, *, up_to_seq: float = math.inf, max_events: float = math.inf) -> int:
+        """Fold the events committed after ``_folded_seq`` by any process, in log order, up to sequence number
+        ``up_to_seq`` and at most about ``max_events`` of them (call with ``_follow_lock`` held); returns how many.
+
+        The bounds keep the lock's holder from reading an ever-growing tail: a commit waiting to answer its
+        callers folds only up to its own events, and the follower takes the rest in turns."""
         await self._sync_catalog()
         folded = 0
         async for batch in self.store.events(after_seq=self._folded_seq, batch_size=5000):
-            await self._fold([event for _, event in batch])
-            self._folded_seq = batch[-1][0]
-            folded += len(batch)
+            taken = [(seq, event) for seq, event in batch if seq <= up_to_seq]
+            if taken:
+                await self._fold([event for _, event in taken])
+                self._folded_seq = taken[-1][0]
+                folded += len(taken)
+            if len(taken) < len(batch) or folded >= max_events:
+                break
         return folded
 
     async def _sync_catalog(self) -> None:
@@ -198,7 +207,7 @@ class GatewayCore:
             await asyncio.sleep(self.config.follow_interval_s)
             try:
                 async with self._follow_lock:
-                    await self._follow_log()
+                    await self._follow_log(max_events=_FOLLOW_TURN_EVENTS)
             except StoreError as exc:
                 _LOGGER.warning("following the event log failed, will retry: %s", exc)
             except Exception:  # a bug must not stop the follower for good: log it and go on
