@@ -53,3 +53,31 @@ def test_a_follower_sees_every_event_exactly_once_under_concurrent_writers(fresh
     seen = asyncio.run(run())
     assert len(seen) == len(set(seen)), "an event was read twice"
     assert len(seen) == WRITERS * BATCHES * BATCH, f"{WRITERS * BATCHES * BATCH - len(seen)} events were skipped"
+
+
+def test_a_replica_folds_the_log_within_its_bounds(tmp_path) -> None:
+    """A commit waiting on the follow lock folds the shared log only up to its own events, and the follower
+    takes a bounded turn: neither reads an ever-growing tail while commits wait (the log's order is kept)."""
+    from preftrack_gateway.config import GatewayConfig
+    from preftrack_gateway.service import GatewayCore
+    from preftrack_gateway.triton import TritonScorer
+
+    async def run() -> None:
+        url = f"sqlite:///{tmp_path / 'events.db'}"
+        writer, store = await open_store(url), await open_store(url)
+        config = GatewayConfig(store_url=url, pseudonym_key="a-test-key-of-16-chars+")
+        core = GatewayCore(config, store, TritonScorer("127.0.0.1:9"))  # never called: nothing is scored here
+        try:
+            seqs = [(await writer.append_logged(_batch(0, n)))[1] for n in range(600)]  # 15,000 events
+            async with core._follow_lock:
+                assert await core._follow_log(up_to_seq=seqs[9]) == 10 * BATCH  # a commit: up to its own events
+                assert core._folded_seq == seqs[9]
+                assert await core._follow_log(max_events=5000) == 5000  # the follower: one bounded turn
+                assert await core._follow_log() == 15_000 - 10 * BATCH - 5000  # and the rest, in order
+            assert core._folded_seq == seqs[-1] and core.features.events_folded == 15_000
+        finally:
+            await core.learner.close()
+            await writer.close()
+            await store.close()
+
+    asyncio.run(run())
