@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Sequence
 import numpy as np
 
 from preftrack_gateway.errors import InvalidRequestError, ModelNotReadyError, NotFoundError
-from preftrack_gateway.features import PointInTimeError
 from preftrack_gateway.profile import Profile, ProfileSpec, build_profile, category_history
 from preftrack_gateway.schema import stable_hash
 from preftrack_gateway.service import GatewayCore, check_request_id
@@ -196,15 +195,7 @@ class Insights:
         """Each user's mean score over the target items, by ``version`` with the per-event correction."""
         core = self._core
         keys = [core.pseudonymise.uncached(u) for u in user_ids]
-        rows: list[list[float]] = []
-        try:
-            for key in keys:
-                rows.extend(core.features.rows(key, targets, at_s))
-        except PointInTimeError as exc:
-            raise InvalidRequestError(
-                f"as_of is older than the feature history kept ({exc}); use a time within "
-                f"{core.features.retain_s / 3600:.0f} h of the users' latest events"
-            ) from exc
+        rows = [row for key in keys for row in core.feature_rows(key, targets, at_s)]
         n = len(targets)
         user_hashes = np.repeat(np.array([stable_hash(key) for key in keys], dtype=np.int64), n)
         items = list(targets) * len(keys)

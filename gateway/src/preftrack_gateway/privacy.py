@@ -23,10 +23,13 @@ class Pseudonymiser:
         self._key = key.encode("utf-8")
         self._cache: dict[str, str] = {}
 
+    def _digest(self, user_id: str) -> str:
+        return hmac.new(self._key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
     def __call__(self, user_id: str) -> str:
         found = self._cache.get(user_id)
         if found is None:
-            found = hmac.new(self._key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+            found = self._digest(user_id)
             if len(self._cache) >= self.CACHE_SIZE:
                 self._cache.clear()
             self._cache[user_id] = found
@@ -35,11 +38,7 @@ class Pseudonymiser:
     def uncached(self, user_id: str) -> str:
         """The pseudonym, not remembered (an audience's users are looked up once)."""
         found = self._cache.get(user_id)
-        return (
-            found
-            if found is not None
-            else hmac.new(self._key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
-        )
+        return found if found is not None else self._digest(user_id)
 
     def forget(self, user_id: str) -> None:
         """Drop a user's cached pseudonym."""

@@ -438,6 +438,19 @@ class GatewayCore:
             raise InvalidRequestError(f"as_of is {as_of_s - now:.0f} s in the future; check the client clock")
         return as_of_s
 
+    def feature_rows(
+        self, user_key: str, item_ids: Sequence[str], at_s: float, terms: Sequence[str] = ()
+    ) -> list[list[float]]:
+        """The features of the user with each item as of ``at_s``; INVALID_ARGUMENT when that is older than the
+        history kept (scores and audiences alike)."""
+        try:
+            return self.features.rows(user_key, item_ids, at_s, terms)
+        except PointInTimeError as exc:
+            raise InvalidRequestError(
+                f"the scoring time (as_of, or now) is older than the feature history kept for this user or these "
+                f"items ({exc}); use a time within {self.features.retain_s / 3600:.0f} h of their latest events"
+            ) from exc
+
     @staticmethod
     def _query(query: str) -> tuple[str, ...]:
         """The hashed terms of a Score / Recommend query (none when empty); the text goes no further."""
@@ -454,13 +467,7 @@ class GatewayCore:
         """Scores served (the routed version's, moved by the per-event correction), the route, the version's own
         scores, and the feature rows (with the search ``terms``, when given)."""
         route = self.rollout.route(user_key)
-        try:
-            rows = self.features.rows(user_key, item_ids, at_s, terms)
-        except PointInTimeError as exc:
-            raise InvalidRequestError(
-                f"the scoring time (as_of, or now) is older than the feature history kept for this user or these "
-                f"items ({exc}); use a time within {self.features.retain_s / 3600:.0f} h of their latest events"
-            ) from exc
+        rows = self.feature_rows(user_key, item_ids, at_s, terms)
         user_hashes = np.full(len(item_ids), stable_hash(user_key), dtype=np.int64)
         features = np.array(rows, dtype=np.float32)
         started = time.perf_counter()

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
+
+from preftrack.errors import translate
 
 SERVICES = ("preftrack.v1.ScoringService", "preftrack.v1.FeedbackService")
 
@@ -79,3 +83,40 @@ def open_channel(target: str, options: list[tuple[str, object]], tls: TLS | None
     if tls is None:
         return module.insecure_channel(target, options=options)
     return module.secure_channel(target, tls.credentials(), options=[*options, *tls.options()])
+
+
+class StubClient:
+    """A blocking client of one gateway service: its channel, the key sent with every call, a timeout, and calls
+    whose gRPC errors become the SDK's (:mod:`preftrack.errors`). The admin and insights clients are these."""
+
+    def __init__(
+        self,
+        stub_class: Callable[[grpc.Channel], Any],
+        target: str,
+        *,
+        api_key: str | None,
+        timeout_s: float,
+        tls: TLS | None,
+    ) -> None:
+        self._channel = open_channel(target, [], tls)
+        self._stub = stub_class(self._channel)
+        self._metadata = metadata(api_key)
+        self.timeout_s = timeout_s
+
+    def __enter__(self: _Client) -> _Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method, request):
+        try:
+            return method(request, timeout=self.timeout_s, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise translate(exc) from exc
+
+
+_Client = TypeVar("_Client", bound=StubClient)

@@ -40,7 +40,7 @@ def event_type(value: EventType | str) -> int:
 
 
 def event(e: FeedbackEvent) -> types_pb2.Event:
-    ts = _timestamp(e.timestamp_s)
+    ts = timestamp(e.timestamp_s)
     return types_pb2.Event(
         event_id=e.event_id,
         user_id=e.user_id,
@@ -54,10 +54,16 @@ def event(e: FeedbackEvent) -> types_pb2.Event:
     )
 
 
-def _timestamp(seconds: float) -> Timestamp:
+def timestamp(seconds: float) -> Timestamp:
+    """A Timestamp of seconds since the epoch (the SDK's clients share it)."""
     ts = Timestamp()
     ts.FromNanoseconds(int(seconds * 1e9))
     return ts
+
+
+def seconds(stamp: Timestamp) -> float:
+    """Seconds since the epoch of a Timestamp."""
+    return stamp.seconds + stamp.nanos / 1e9
 
 
 def score_request(
@@ -71,7 +77,7 @@ def score_request(
         user_id=user_id, item_ids=list(item_ids), context=dict(context or {}), query=query
     )
     if as_of_s is not None:
-        request.as_of.CopyFrom(_timestamp(as_of_s))
+        request.as_of.CopyFrom(timestamp(as_of_s))
     return request
 
 
@@ -93,7 +99,7 @@ def recommend_request(
         query=query,
     )
     if as_of_s is not None:
-        request.as_of.CopyFrom(_timestamp(as_of_s))
+        request.as_of.CopyFrom(timestamp(as_of_s))
     return request
 
 

@@ -176,7 +176,7 @@ def build_examples(
     for event in events:
         if spec.is_positive(event.event_type, event.value):
             positives[(event.user_id, event.item_id)].append(event.timestamp_s)
-        if event.event_type != "search":
+        if labels.search_negatives and event.event_type != "search":
             engaged[event.user_id].append((event.timestamp_s, event.item_id))
     for found in engaged.values():
         found.sort()

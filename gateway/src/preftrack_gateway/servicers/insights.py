@@ -8,19 +8,10 @@ from preftrack_gateway.errors import InvalidRequestError
 from preftrack_gateway.insights import Insights
 from preftrack_gateway.profile import Affinity, Shift
 from preftrack_gateway.service import GatewayCore
-from preftrack_gateway.servicers import timestamp
+from preftrack_gateway.servicers import request_time, timestamp
 from preftrack_gateway.triton import deadline_s
 
 _DIRECTIONS = {"rising": pb.DIRECTION_RISING, "falling": pb.DIRECTION_FALLING, "steady": pb.DIRECTION_STEADY}
-
-
-def _time(request, name: str) -> float | None:
-    if not request.HasField(name):
-        return None
-    stamp = getattr(request, name)
-    if not 0 <= stamp.nanos < 1_000_000_000:
-        raise InvalidRequestError(f"{name}.nanos must lie in [0, 999999999]")
-    return stamp.seconds + stamp.nanos / 1e9
 
 
 def _affinity(a: Affinity) -> pb.Affinity:
@@ -48,7 +39,7 @@ class InsightsServicer(insights_service_pb2_grpc.InsightsServiceServicer):
     async def GetProfile(self, request, context):  # noqa: N802 - the proto's name
         answer = await self._insights.profile(
             request.user_id,
-            as_of_s=_time(request, "as_of"),
+            as_of_s=request_time(request, "as_of"),
             top=int(request.top),
             history_points=int(request.history_points),
         )
@@ -72,7 +63,7 @@ class InsightsServicer(insights_service_pb2_grpc.InsightsServiceServicer):
             category=request.category if target == "category" else "",
             k=int(request.k),
             min_score=float(request.min_score),
-            as_of_s=_time(request, "as_of"),
+            as_of_s=request_time(request, "as_of"),
             timeout_s=deadline_s(context.time_remaining(), self._core.config.triton_timeout_s),
         )
         async for chunk in chunks:
@@ -89,7 +80,9 @@ class InsightsServicer(insights_service_pb2_grpc.InsightsServiceServicer):
             window_s = request.window.seconds + request.window.nanos / 1e9
             if window_s <= 0:
                 raise InvalidRequestError("window must be positive (1 minute to 365 days)")
-        trends = await self._insights.trends(window_s=window_s, top=int(request.top), as_of_s=_time(request, "as_of"))
+        trends = await self._insights.trends(
+            window_s=window_s, top=int(request.top), as_of_s=request_time(request, "as_of")
+        )
 
         def message(t) -> pb.Trend:
             return pb.Trend(

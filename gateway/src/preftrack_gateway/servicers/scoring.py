@@ -7,10 +7,10 @@ import logging
 import grpc
 
 from preftrack.v1 import scoring_service_pb2, scoring_service_pb2_grpc, types_pb2
-from preftrack_gateway.errors import InvalidRequestError
 from preftrack_gateway.interceptors import request_id
 from preftrack_gateway.metrics import GatewayMetrics
 from preftrack_gateway.service import GatewayCore
+from preftrack_gateway.servicers import request_time
 from preftrack_gateway.triton import deadline_s
 
 _LOGGER = logging.getLogger(__name__)
@@ -23,14 +23,6 @@ class ScoringServicer(scoring_service_pb2_grpc.ScoringServiceServicer):
         self._core = core
         self._metrics = metrics
 
-    @staticmethod
-    def _as_of(request) -> float | None:
-        if not request.HasField("as_of"):
-            return None
-        if not 0 <= request.as_of.nanos < 1_000_000_000:
-            raise InvalidRequestError("as_of.nanos must lie in [0, 999999999]")
-        return request.as_of.seconds + request.as_of.nanos / 1e9
-
     def _timeout(self, context: grpc.aio.ServicerContext) -> float:
         return deadline_s(context.time_remaining(), self._core.config.triton_timeout_s)
 
@@ -40,7 +32,7 @@ class ScoringServicer(scoring_service_pb2_grpc.ScoringServiceServicer):
             request.user_id,
             list(request.item_ids),
             timeout_s=self._timeout(context),
-            as_of_s=self._as_of(request),
+            as_of_s=request_time(request, "as_of"),
             query=request.query,
         )
         self._metrics.requests_by_version.labels("Score", str(result.model_version)).inc()
@@ -59,7 +51,7 @@ class ScoringServicer(scoring_service_pb2_grpc.ScoringServiceServicer):
             int(request.k),
             list(request.exclude_item_ids),
             timeout_s=self._timeout(context),
-            as_of_s=self._as_of(request),
+            as_of_s=request_time(request, "as_of"),
             query=request.query,
         )
         self._metrics.requests_by_version.labels("Recommend", str(result.model_version)).inc()

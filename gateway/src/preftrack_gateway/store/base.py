@@ -199,9 +199,14 @@ def item_from_row(row: Sequence[object]) -> Item:
     )
 
 
-def query_terms_text(event: Event) -> str | None:
-    """The stored form of a search event's hashed query terms (space-separated), None for other events."""
-    return " ".join(event.query_terms) if event.query_terms else None
+def query_terms_text(terms: Sequence[str]) -> str | None:
+    """The stored form of hashed query terms (a search event's, a served list's): space-separated, None for none."""
+    return " ".join(terms) or None
+
+
+def query_terms_from_text(text: object) -> tuple[str, ...]:
+    """Inverse of :func:`query_terms_text`."""
+    return tuple(str(text).split()) if text else ()
 
 
 #: The impressions table's columns, in :func:`impression_row` order.
@@ -218,7 +223,7 @@ def impression_row(impression: Impression) -> tuple[object, ...]:
         impression.model_version,
         impression.timestamp_s,
         impression.arm,
-        " ".join(impression.query_terms) or None,
+        query_terms_text(impression.query_terms),
     )
 
 
@@ -232,7 +237,7 @@ def impression_from_row(row: Sequence[object]) -> Impression:
         model_version=str(row[4]),
         timestamp_s=float(row[5]),  # type: ignore[arg-type]
         arm=str(row[6]) if len(row) > 6 and row[6] else "stable",
-        query_terms=tuple(str(row[7]).split()) if len(row) > 7 and row[7] else (),
+        query_terms=query_terms_from_text(row[7] if len(row) > 7 else None),
     )
 
 
@@ -248,7 +253,7 @@ def event_from_row(row: Sequence[object]) -> Event:
         timestamp_s=float(ts),  # type: ignore[arg-type]
         recommendation_id=str(rec) if rec else None,
         context=json.loads(str(ctx)) if ctx else {},
-        query_terms=tuple(str(terms).split()) if terms else (),
+        query_terms=query_terms_from_text(terms),
     )
 
 

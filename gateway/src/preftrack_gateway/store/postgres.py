@@ -147,7 +147,7 @@ class PostgresStore(EventStore):
         columns: list[list[object]] = [[] for _ in range(9)]
         for e in candidates:
             row = (e.event_id, e.user_id, e.item_id, e.event_type, e.value, e.timestamp_s, e.recommendation_id)
-            for column, value in zip(columns, (*row, context_json(e), query_terms_text(e)), strict=True):
+            for column, value in zip(columns, (*row, context_json(e), query_terms_text(e.query_terms)), strict=True):
                 column.append(value)
         try:
             async with self._write_lock, self._writer.transaction():

@@ -205,7 +205,7 @@ class SQLiteStore(EventStore):
                             e.timestamp_s,
                             e.recommendation_id,
                             context_json(e),
-                            query_terms_text(e),
+                            query_terms_text(e.query_terms),
                         )
                         for e in new
                     ],

@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import TypeVar
 
-import grpc
-
-from preftrack._channel import TLS, metadata, open_channel
+from preftrack._channel import TLS, StubClient
+from preftrack._convert import seconds
 from preftrack.admin.v1 import admin_service_pb2 as pb
 from preftrack.admin.v1 import admin_service_pb2_grpc
-from preftrack.errors import InvalidRequestError, translate
-
-T = TypeVar("T")
+from preftrack.errors import InvalidRequestError
 
 _MODES = {"canary": pb.ROLLOUT_MODE_CANARY, "shadow": pb.ROLLOUT_MODE_SHADOW, "direct": pb.ROLLOUT_MODE_DIRECT}
 _MODE_NAMES = {value: name for name, value in _MODES.items()}
@@ -95,35 +91,14 @@ class Erasure:
     position: int = 0
 
 
-def _seconds(stamp) -> float:
-    return stamp.seconds + stamp.nanos / 1e9
-
-
-class AdminClient:
+class AdminClient(StubClient):
     """Talks to a gateway's AdminService. ``api_key`` is an admin key (PREFTRACK_ADMIN_KEYS)."""
 
     def __init__(
         self, target: str, *, api_key: str | None = None, timeout_s: float = 30.0, tls: TLS | None = None
     ) -> None:
-        self._channel = open_channel(target, [], tls)
-        self._stub = admin_service_pb2_grpc.AdminServiceStub(self._channel)
-        self._metadata = metadata(api_key)
-        self.timeout_s = timeout_s
-
-    def __enter__(self) -> AdminClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def _call(self, method, request):
-        try:
-            return method(request, timeout=self.timeout_s, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise translate(exc) from exc
+        stub = admin_service_pb2_grpc.AdminServiceStub
+        super().__init__(stub, target, api_key=api_key, timeout_s=timeout_s, tls=tls)
 
     def versions(self) -> list[Version]:
         """Every registered version, newest first."""
@@ -135,8 +110,8 @@ class AdminClient:
                 parent=v.parent or None,
                 note=v.note,
                 metrics=json.loads(v.metrics_json or "{}"),
-                created_at=_seconds(v.created_at),
-                updated_at=_seconds(v.updated_at),
+                created_at=seconds(v.created_at),
+                updated_at=seconds(v.updated_at),
             )
             for v in response.versions
         ]
@@ -186,8 +161,8 @@ class AdminClient:
             v.parent or None,
             v.note,
             json.loads(v.metrics_json or "{}"),
-            _seconds(v.created_at),
-            _seconds(v.updated_at),
+            seconds(v.created_at),
+            seconds(v.updated_at),
         )
 
     def set_fraction(self, fraction: float) -> None:
@@ -216,7 +191,7 @@ class AdminClient:
         )
         return [
             JournalEntry(
-                e.seq, e.version, e.kind, _seconds(e.at), e.actor, e.message, json.loads(e.details_json or "{}")
+                e.seq, e.version, e.kind, seconds(e.at), e.actor, e.message, json.loads(e.details_json or "{}")
             )
             for e in response.entries
         ]
@@ -232,13 +207,13 @@ class AdminClient:
     def forget_user(self, user_id: str) -> Erasure:
         """Erase a user's events, served lists and real-time state (see docs/privacy.md); returns the record."""
         e = self._call(self._stub.ForgetUser, pb.ForgetUserRequest(user_id=user_id)).erasure
-        return Erasure(e.ticket, _seconds(e.erased_at), e.actor, e.events_deleted, e.impressions_deleted)
+        return Erasure(e.ticket, seconds(e.erased_at), e.actor, e.events_deleted, e.impressions_deleted)
 
     def erasures(self, *, after: int = 0, limit: int = 1000) -> list[Erasure]:
         """Recorded erasures after position ``after``, oldest first (each with its ``position``)."""
         r = self._call(self._stub.ListErasures, pb.ListErasuresRequest(after=after, limit=limit))
         return [
-            Erasure(e.ticket, _seconds(e.erased_at), e.actor, e.events_deleted, e.impressions_deleted, position)
+            Erasure(e.ticket, seconds(e.erased_at), e.actor, e.events_deleted, e.impressions_deleted, position)
             for e, position in zip(r.erasures, r.positions, strict=True)
         ]
 

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from preftrack._channel import TLS, metadata, open_channel
+from preftrack._channel import TLS, StubClient
+from preftrack._convert import seconds, timestamp
 from preftrack.errors import translate
 from preftrack.insights.v1 import insights_service_pb2 as pb
 from preftrack.insights.v1 import insights_service_pb2_grpc
@@ -87,16 +87,6 @@ class Trends:
     events_before: int
 
 
-def _seconds(stamp: Timestamp) -> float:
-    return stamp.seconds + stamp.nanos / 1e9
-
-
-def _stamp(seconds: float) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
-
-
 def _affinities(items: Iterable[pb.Affinity]) -> tuple[Affinity, ...]:
     return tuple(
         Affinity(a.key, a.score, a.short_term, a.long_term, a.trend, _DIRECTIONS.get(a.direction, "steady"))
@@ -105,7 +95,7 @@ def _affinities(items: Iterable[pb.Affinity]) -> tuple[Affinity, ...]:
 
 
 def _shift(s: pb.Shift) -> Shift:
-    return Shift(_seconds(s.time), int(s.event_index), tuple(s.before), tuple(s.after))
+    return Shift(seconds(s.time), int(s.event_index), tuple(s.before), tuple(s.after))
 
 
 def _trends(items: Iterable[pb.Trend]) -> tuple[Trend, ...]:
@@ -115,45 +105,31 @@ def _trends(items: Iterable[pb.Trend]) -> tuple[Trend, ...]:
     )
 
 
-class InsightsClient:
+class InsightsClient(StubClient):
     """Talks to a gateway's InsightsService. ``api_key`` is an analyst or admin key (PREFTRACK_ANALYST_KEYS)."""
 
     def __init__(
         self, target: str, *, api_key: str | None = None, timeout_s: float = 60.0, tls: TLS | None = None
     ) -> None:
-        self._channel = open_channel(target, [], tls)
-        self._stub = insights_service_pb2_grpc.InsightsServiceStub(self._channel)
-        self._metadata = metadata(api_key)
-        self.timeout_s = timeout_s
-
-    def __enter__(self) -> InsightsClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._channel.close()
+        stub = insights_service_pb2_grpc.InsightsServiceStub
+        super().__init__(stub, target, api_key=api_key, timeout_s=timeout_s, tls=tls)
 
     def profile(self, user_id: str, *, as_of_s: float | None = None, top: int = 5, history_points: int = 0) -> Profile:
         """The user's top categories, attributes and items with trends, and their preference shifts, as of
         ``as_of_s`` (default now); with ``history_points``, their category shares over time too."""
         request = pb.GetProfileRequest(user_id=user_id, top=top, history_points=history_points)
         if as_of_s is not None:
-            request.as_of.CopyFrom(_stamp(as_of_s))
-        try:
-            r = self._stub.GetProfile(request, timeout=self.timeout_s, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise translate(exc) from exc
+            request.as_of.CopyFrom(timestamp(as_of_s))
+        r = self._call(self._stub.GetProfile, request)
         return Profile(
-            as_of_s=_seconds(r.as_of),
+            as_of_s=seconds(r.as_of),
             events_used=int(r.events_used),
             categories=_affinities(r.categories),
             attributes=_affinities(r.attributes),
             items=_affinities(r.items),
             shifts=tuple(_shift(s) for s in r.shifts),
             last_shift=_shift(r.last_shift) if r.HasField("last_shift") else None,
-            history=tuple((_seconds(p.time), dict(p.category_shares)) for p in r.history),
+            history=tuple((seconds(p.time), dict(p.category_shares)) for p in r.history),
         )
 
     def iter_audience(
@@ -176,7 +152,7 @@ class InsightsClient:
         else:
             request.category = category or ""
         if as_of_s is not None:
-            request.as_of.CopyFrom(_stamp(as_of_s))
+            request.as_of.CopyFrom(timestamp(as_of_s))
         try:
             for chunk in self._stub.RankAudience(request, timeout=self.timeout_s, metadata=self._metadata):
                 for member in chunk.members:
@@ -193,16 +169,13 @@ class InsightsClient:
         ``as_of_s`` (default now) against the window before it."""
         request = pb.GetTrendsRequest(top=top, window=Duration(seconds=int(window_s), nanos=int(window_s % 1 * 1e9)))
         if as_of_s is not None:
-            request.as_of.CopyFrom(_stamp(as_of_s))
-        try:
-            r = self._stub.GetTrends(request, timeout=self.timeout_s, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise translate(exc) from exc
+            request.as_of.CopyFrom(timestamp(as_of_s))
+        r = self._call(self._stub.GetTrends, request)
         return Trends(
             _trends(r.rising),
             _trends(r.falling),
-            _seconds(r.window_start),
-            _seconds(r.window_end),
+            seconds(r.window_start),
+            seconds(r.window_end),
             int(r.events_recent),
             int(r.events_before),
         )
