@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
-from preftrack_gateway.features import FeatureSpec, LabelSpec
+from preftrack_gateway.features import FeatureSpec, FeatureState, LabelSpec
+from preftrack_gateway.learner import OnlineLearner
 from preftrack_gateway.online import Correction, Labeller, OnlineConfig, logit, sigmoid
 from preftrack_gateway.schema import Event, Item
 
@@ -90,3 +93,54 @@ def test_the_order_of_events_in_one_commit_does_not_change_a_label() -> None:
         labeller.observe([_event(0, "other", "z", "view", 7200)])  # the horizon is past the view's window
         labels.append([(e.item_id, y) for e, y in labeller.observe(batch)])
     assert labels[0] == labels[1] == [("a", 1.0)]
+
+
+def test_when_another_version_serves_the_correction_is_learned_again_on_its_logits() -> None:
+    """The correction is a residual on the serving version: what version 2 absorbed is not counted twice."""
+    spec, labels = FeatureSpec(positive_types=()), LabelSpec(example_types=("rating",), attribution_window_s=0.0)
+    features = FeatureState(spec)
+    items = [Item(item_id=f"i{k}", categories=("horror" if k % 2 else "comedy",)) for k in range(10)]
+    for item in items:
+        features.upsert_item(item)
+    learner = OnlineLearner(features, labels, OnlineConfig(bits=16))
+    serving = {"version": 1}
+    scored_by: list[int] = []
+
+    async def version_scores(users, item_ids, rows, version):  # v1 knows nothing; v2 knows the fans' taste
+        scored_by.append(version)
+        fan = np.array(
+            [u == "fan" and features.item(i).categories[0] == "horror" for u, i in zip(users, item_ids, strict=True)]
+        )
+        return np.where(fan, 0.9, 0.5) if version == 2 else np.full(len(users), 0.5)
+
+    async def wait_for(condition) -> None:
+        for _ in range(500):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the learner did not get there")
+
+    async def run() -> None:
+        learner.start(version_scores, lambda: serving["version"])
+        events = [_event(k, "fan", f"i{k % 10}", "rating", k, 5.0 if k % 2 else 1.0) for k in range(200)] + [
+            _event(1000 + k, "other", f"i{k % 10}", "rating", k, 3.0) for k in range(50)
+        ]
+        learner.fold(sorted(events, key=lambda e: e.timestamp_s))
+        await wait_for(lambda: learner.correction.updates == 250)
+        horror = learner.correction.indices("fan", items[1])
+        on_v1 = learner.correction.value(horror)
+        assert learner.base_version == 1 and on_v1 > 1.0
+        learner.forget("other", [e for e in events if e.user_id == "other"], [])
+        serving["version"] = 2
+        await wait_for(lambda: learner.rebases == 1)
+        assert learner.base_version == 2 and scored_by[-1] == 2
+        # Exactly what learning the kept examples from zero on version 2's logits gives, the forgotten user's gone.
+        again = Correction(OnlineConfig(bits=16))
+        for example, label in learner.history.examples():
+            base = logit(await version_scores([example.user], [example.item_id], None, 2))[0]
+            again.learn(again.indices(example.user, features.item(example.item_id), example.row), base, label)
+        assert len(learner.history) == 200 and again.updates == 200
+        assert learner.correction.value(horror) == again.value(horror) < on_v1
+        await learner.close()
+
+    asyncio.run(run())

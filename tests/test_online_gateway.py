@@ -48,8 +48,8 @@ def _gap(target: str, user: str) -> float:
     return float(np.mean([scores[i] for i in LIKED]) - np.mean([scores[i] for i in OTHER]))
 
 
-def _start(triton, tmp_path: Path, name: str, online: bool, db: Path) -> GatewayProcess:
-    env = gateway_env(triton.grpc_url, f"sqlite:///{db}", PREFTRACK_ONLINE_LEARNING=str(online).lower())
+def _start(triton, tmp_path: Path, name: str, online: bool, db: Path, **extra: str) -> GatewayProcess:
+    env = gateway_env(triton.grpc_url, f"sqlite:///{db}", PREFTRACK_ONLINE_LEARNING=str(online).lower(), **extra)
     return GatewayProcess(env, tmp_path / f"{name}.log").start()
 
 
@@ -66,7 +66,8 @@ def _wait_for_learning(target: str, user: str, before: float, timeout_s: float =
 
 def test_the_per_event_layer_learns_what_the_version_does_not_and_survives_a_restart(triton, tmp_path) -> None:
     t0 = time.time() - 4 * 3600
-    learning = _start(triton, tmp_path, "learning", True, tmp_path / "learning.db")
+    snapshots = {"PREFTRACK_SNAPSHOT_DIR": str(tmp_path / "snapshots")}
+    learning = _start(triton, tmp_path, "learning", True, tmp_path / "learning.db", **snapshots)
     frozen = _start(triton, tmp_path, "frozen", False, tmp_path / "frozen.db")
     try:
         for gateway in (learning, frozen):
@@ -82,10 +83,13 @@ def test_the_per_event_layer_learns_what_the_version_does_not_and_survives_a_res
         assert learned > without + 0.05, (before, learned, without)
     finally:
         assert frozen.stop() == 0, frozen.log_tail()
-        learning.stop()
-    restarted = _start(triton, tmp_path, "restarted", True, tmp_path / "learning.db")
-    try:
-        rebuilt = _wait_for_learning(restarted.target, "newcomer", before)
-        assert rebuilt == pytest.approx(learned, abs=0.02), (learned, rebuilt)
-    finally:
-        assert restarted.stop() == 0, restarted.log_tail()
+        assert learning.stop() == 0, learning.log_tail()
+    # From the event log, and from the snapshot the first gateway wrote when it stopped: the same layer.
+    for name, env in (("rebuilt", {}), ("from-snapshot", snapshots)):
+        restarted = _start(triton, tmp_path, name, True, tmp_path / "learning.db", **env)
+        try:
+            rebuilt = _wait_for_learning(restarted.target, "newcomer", before)
+            assert rebuilt == pytest.approx(learned, abs=0.02), (name, learned, rebuilt)
+        finally:
+            assert restarted.stop() == 0, restarted.log_tail()
+        assert ("from a snapshot at seq" in restarted.log_tail(200)) == bool(env), restarted.log_tail()

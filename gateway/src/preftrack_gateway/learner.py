@@ -5,6 +5,12 @@ through :meth:`OnlineLearner.observe` (right after the features move), served li
 :meth:`OnlineLearner.expose`. An example whose label is final gets its feature row read at its own time (exact,
 see :mod:`preftrack_gateway.features`), waits for the background task, is scored by the serving version in one
 Triton batch with the others, and is learned from. Scores served afterwards carry the correction.
+
+The correction is a residual on the version that serves. When another version starts serving, the learner
+learns the newest examples it kept (:class:`~preftrack_gateway.online.History`, at most ``rebuild_examples``)
+again, from zero, on the new version's logits, and then swaps the new correction in (:meth:`OnlineLearner.rebase`):
+what the new version absorbed from them is not counted twice, and what it did not is learned again. Until the
+swap (seconds), scores carry the old correction on the new version.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import numpy as np
 
-from preftrack_gateway.features import FeatureState, LabelSpec, PointInTimeError
-from preftrack_gateway.online import Correction, Example, Labeller, OnlineConfig, logit, sigmoid
+from preftrack_gateway.features import NUM_FEATURES, FeatureState, LabelSpec, PointInTimeError
+from preftrack_gateway.online import Correction, Example, History, Labeller, OnlineConfig, logit, sigmoid
 from preftrack_gateway.schema import Event
 
 _LOGGER = logging.getLogger(__name__)
@@ -46,6 +52,12 @@ class OnlineLearner:
         self.skipped = 0  # examples whose row could not be read exactly (older than the retained history)
         self.learned_on: collections.Counter[int] = collections.Counter()  # updates per base version
         self._erased: set[str] = set()  # users forgotten while a batch was being scored: skip their examples
+        self.history = History(self.config.rebuild_examples, NUM_FEATURES)  # learned again on a new version
+        self.base_version: int | None = None  # the version the correction is a residual on
+        self.rebases = 0
+        self._erasures = 0  # forget() calls so far: a rebase that saw one starts again
+        self._rebasing = False
+        self._changed_items: set[str] = set()  # catalogue changes while rebasing: the new correction's cache
 
     @property
     def enabled(self) -> bool:
@@ -77,10 +89,24 @@ class OnlineLearner:
         if self._ready:
             self._wake.set()
 
-    def expose(self, user: str, item_ids: Sequence[str], timestamp_s: float, base_scores: np.ndarray) -> None:
-        """A served list, with the serving version's own probabilities (before the correction)."""
+    def expose(
+        self,
+        user: str,
+        item_ids: Sequence[str],
+        timestamp_s: float,
+        base_scores: np.ndarray,
+        rows: Sequence[Sequence[float]],
+    ) -> None:
+        """A served list, with the serving version's own probabilities (before the correction) and the rows."""
         if self.enabled:
-            self.labeller.expose(user, item_ids, timestamp_s, logit(base_scores))
+            self.labeller.expose(user, item_ids, timestamp_s, logit(base_scores), rows)
+
+    def forget_items(self, item_ids: Iterable[str]) -> None:
+        """Items whose catalogue entry changed: the correction's cached hashes of them go."""
+        item_ids = list(item_ids)
+        self.correction.forget_items(item_ids)
+        if self._rebasing:
+            self._changed_items.update(item_ids)
 
     def rebuild(self, events: Sequence[Event], *, chunk: int = 5000) -> None:
         """Fold the event log (time order) into the features and relearn from its newest examples (only the
@@ -106,6 +132,8 @@ class OnlineLearner:
         self._ready.clear()
         self._ready.extend(kept)
         self._erased.add(user)
+        self._erasures += 1
+        self.history.forget(user)
         self.correction.forget(user, [self.features.item(i) for i in items])
 
     def adjust(
@@ -129,12 +157,19 @@ class OnlineLearner:
 
     async def _run(self, base_scores: BaseScorer, serving_version: Callable[[], int | None]) -> None:
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):  # once a second at least: has another version started serving?
+                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
             self._wake.clear()
+            version = serving_version()
+            if version is not None and version != self.base_version:
+                await self._switch(base_scores, version)
             while self._ready:
                 version = serving_version()
                 if version is None:
                     await asyncio.sleep(0.5)  # no version yet: learn once one serves
+                    continue
+                if version != self.base_version:
+                    await self._switch(base_scores, version)
                     continue
                 batch = [self._ready.popleft() for _ in range(min(_BATCH, len(self._ready)))]
                 try:
@@ -149,6 +184,58 @@ class OnlineLearner:
                     continue
                 self._learn(batch, base, version)
                 await asyncio.sleep(0)  # let calls in
+
+    async def _switch(self, base_scores: BaseScorer, version: int) -> None:
+        """Make the correction a residual on ``version``: learn the kept examples again on its logits (nothing to
+        learn again before the first version, or with nothing kept). A failure is retried a second later."""
+        if self.base_version is not None and self.correction.updates > 0:
+            try:
+                await self.rebase(base_scores, version)
+            except Exception as exc:
+                _LOGGER.warning("online learner: relearning on version %d failed (%s); retrying", version, exc)
+                await asyncio.sleep(1.0)
+                return
+        self.base_version = version
+
+    async def rebase(self, base_scores: BaseScorer, version: int, *, attempts: int = 3) -> bool:
+        """Learn the kept examples again, from zero and in the order first learned, on ``version``'s logits, and
+        swap the result in. The scoring yields to calls between batches; a user forgotten meanwhile starts it
+        again (at most ``attempts`` times; then the old correction stays, and False is returned)."""
+        started = time.perf_counter()
+        catalog = self.features.item
+        for _ in range(attempts):
+            erasures = self._erasures
+            self._rebasing, self._changed_items = True, set()
+            try:
+                kept = self.history.examples()
+                fresh = Correction(self.config)
+                for start in range(0, len(kept), _BATCH):
+                    chunk = kept[start : start + _BATCH]
+                    probs = await base_scores(
+                        [e.user for e, _ in chunk],
+                        [e.item_id for e, _ in chunk],
+                        np.array([e.row for e, _ in chunk], dtype=np.float32),
+                        version,
+                    )
+                    for (example, label), base in zip(chunk, logit(probs), strict=True):
+                        fresh.learn(fresh.indices(example.user, catalog(example.item_id), example.row), base, label)
+                    await asyncio.sleep(0)
+            finally:
+                self._rebasing = False
+            if erasures != self._erasures:
+                continue
+            fresh.forget_items(self._changed_items)
+            self.correction = fresh
+            self.rebases += 1
+            _LOGGER.info(
+                "online learner: relearned %d examples on version %d (it now serves) in %.2f s",
+                len(kept),
+                version,
+                time.perf_counter() - started,
+            )
+            return True
+        _LOGGER.warning("online learner: users were forgotten during each relearning; the correction stays as it is")
+        return False
 
     async def _base(
         self, batch: list[tuple[Example, float, float]], base_scores: BaseScorer, version: int
@@ -176,6 +263,7 @@ class OnlineLearner:
             base_logit = base[k] if example.base_logit is None else example.base_logit
             index = self.correction.indices(example.user, catalog(example.item_id), example.row)
             self.correction.learn(index, base_logit, label)
+            self.history.add(example, label)
         self.learned_on[version] += len(batch)
         self._erased.clear()  # later batches were taken after the erasure: they hold none of its examples
         if self.correction.updates % 10_000 < len(batch):
@@ -199,6 +287,8 @@ class OnlineLearner:
             "ready": len(self._ready),
             "skipped": self.skipped,
             "learned_on_versions": dict(self.learned_on),
+            "base_version": self.base_version,
+            "rebases": self.rebases,
             "delay_p50_s": float(np.percentile(self._delays_s, 50)) if self._delays_s else 0.0,
             "delay_p90_s": float(np.percentile(self._delays_s, 90)) if self._delays_s else 0.0,
         }

@@ -198,7 +198,7 @@ class GatewayCore:
     def _items_changed(self, item_ids: Sequence[str]) -> None:
         for item_id in item_ids:
             self._hashes.pop(item_id, None)
-        self.learner.correction.forget_items(item_ids)
+        self.learner.forget_items(item_ids)
 
     async def _follower(self) -> None:
         """Follow the shared log: events committed through other replicas reach this one's features within
@@ -276,6 +276,7 @@ class GatewayCore:
         learner = OnlineLearner(features, self._settings.labels, self.config.online_config())
         if taken is not None:
             learner.correction, learner.labeller = taken.correction, taken.labeller
+            learner.history, learner.base_version = taken.history, taken.base_version
         for item in items:
             features.upsert_item(item)
         replayed: list[Event] = []
@@ -320,6 +321,8 @@ class GatewayCore:
                 features=self.features,
                 correction=self.learner.correction,
                 labeller=self.learner.labeller,
+                history=self.learner.history,
+                base_version=self.learner.base_version,
             ),
         )
         _LOGGER.info(
@@ -584,7 +587,7 @@ class GatewayCore:
             top = np.lexsort((-scores, -match))[:k]
         else:
             top = np.argsort(-scores, kind="stable")[:k]
-        self.learner.expose(user_key, [pool[i] for i in top], at_s, base[top])
+        self.learner.expose(user_key, [pool[i] for i in top], at_s, base[top], [rows[i] for i in top])
         result = Recommended(
             tuple(pool[i] for i in top), tuple(float(scores[i]) for i in top), route.version, recommendation_id
         )

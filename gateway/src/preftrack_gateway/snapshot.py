@@ -1,7 +1,8 @@
 """Snapshots of a gateway's real-time state at a log position, so a restart reads the snapshot and the log's
 tail instead of the whole log.
 
-A snapshot holds the feature sums and the per-event layer (its weights and the examples waiting for a label),
+A snapshot holds the feature sums and the per-event layer (its weights, the version they are a residual on, the
+examples waiting for a label and those kept to be learned again on another version),
 the sequence number they were folded up to, and what they depend on: the deployment's settings (as their
 DeploymentSettings JSON) and the erasures already applied. A snapshot taken before a later erasure is never
 used (it may hold the forgotten user): the gateway rebuilds from the store and takes a new one.
@@ -20,12 +21,12 @@ import tempfile
 from pathlib import Path
 
 from preftrack_gateway.features import FeatureState
-from preftrack_gateway.online import Correction, Labeller
+from preftrack_gateway.online import Correction, History, Labeller
 
 _LOGGER = logging.getLogger(__name__)
 
 #: Bumped whenever what a snapshot holds changes shape; older snapshots are then ignored.
-FORMAT = 2
+FORMAT = 3
 FILE_NAME = "gateway-state.pickle"
 
 
@@ -39,6 +40,8 @@ class Snapshot:
     features: FeatureState
     correction: Correction
     labeller: Labeller
+    history: History
+    base_version: int | None
     format: int = FORMAT
 
 
