@@ -65,15 +65,14 @@ def _direct_inputs(user: str, items: list[str]):
     key = Pseudonymiser(KEY)(user)
     now = time.time()
     features = np.array([state.row(key, i, now) for i in items], dtype=np.float32)
-    arrays = (
-        (contract.USER_ID, np.full((len(items), 1), stable_hash(key), dtype=np.int64), "INT64"),
-        (contract.ITEM_ID, np.array([[stable_hash(i)] for i in items], dtype=np.int64), "INT64"),
-        (
-            contract.CATEGORY_ID,
-            np.array([[stable_hash(state.item(i).primary_category)] for i in items], dtype=np.int64),
-            "INT64",
+    arrays = contract.request_arrays(
+        np.full(len(items), stable_hash(key), dtype=np.int64),
+        np.array([stable_hash(i) for i in items], dtype=np.int64),
+        np.array([stable_hash(state.item(i).primary_category) for i in items], dtype=np.int64),
+        features,
+        contract.attribute_ids(
+            contract.user_attribute_ids(()), np.array([contract.item_attribute_ids(state.item(i)) for i in items])
         ),
-        (contract.FEATURES, features, "FP32"),
     )
     inputs = []
     for name, array, dtype in arrays:

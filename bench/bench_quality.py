@@ -7,6 +7,11 @@ Vowpal Wabbit is shown two ways: frozen after the training slice (same protocol 
 every test event (the per-event online learner the lifelong loop must beat).
 
     .venv/bin/python bench/bench_quality.py [--epochs 3] [--train-fraction 0.8] [--l2 1e-6] [--embedding-dim 16]
+        [--without-attributes]
+
+The MLP reads the users' attributes (age band, gender, occupation, zip region) and the movies' (genres after
+the first, release year and decade) as the gateway would give them; ``--without-attributes`` leaves every
+attribute slot empty, for the comparison.
 
 Prints a markdown table and a final ``name=value`` line.
 """
@@ -14,6 +19,7 @@ Prints a markdown table and a final ``name=value`` line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -21,25 +27,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from preftrack_gateway.features import FeatureState
 from preftrack_gateway.online import logit
 from preftrack_trainer import metrics, model
 from preftrack_trainer.data import movielens
 from preftrack_trainer.online_eval import prequential_correction
-from preftrack_trainer.pipeline import dataset_specs, popularity_scores
+from preftrack_trainer.pipeline import dataset_specs, popularity_scores, user_tokens
 from preftrack_trainer.preprocess import build_examples, clean
 
 VW_ARGS = "--loss_function logistic --link logistic -l 0.5 -q ui -q uu -b 22 --quiet"
 
 
 def _vw_line(data: movielens.MovieLens, user: str, item: str, label: float | None) -> str:
-    u = data.users.get(user, {})
+    """The same information preftrack's model gets: user and item ids, the user's attributes (age band, gender,
+    occupation, region), the item's genres and release year."""
+    u = " ".join(f"{name}={value}" for name, value in sorted(data.users.get(user, {}).items()))
     genres = " ".join(f"g={g.replace(':', '_')}" for g in data.items[item].categories)
     year = data.item_attributes.get(item, {}).get("year", "") or "none"
     head = "" if label is None else ("1 " if label > 0 else "-1 ")
-    return (
-        f"{head}|u user={user} age={u.get('age', '')} gender={u.get('gender', '')} "
-        f"occupation={u.get('occupation', '')} |i item={item} {genres} year={year}"
-    )
+    return f"{head}|u user={user} {u} |i item={item} {genres} year={year}"
 
 
 def vowpal_wabbit(data, train_rows, test_rows, *, online: bool) -> np.ndarray:
@@ -64,12 +70,16 @@ def main() -> None:
     parser.add_argument("--train-fraction", type=float, default=0.8)
     parser.add_argument("--l2", type=float, default=model.ModelConfig.l2, help="L2 on embeddings and weights")
     parser.add_argument("--embedding-dim", type=int, default=model.ModelConfig.embedding_dim)
+    parser.add_argument("--without-attributes", action="store_true", help="empty attribute slots (for comparison)")
     args = parser.parse_args()
 
     data = movielens.load()
     events, _ = clean(data.events, bot_events_per_hour=None)
     spec, labels = dataset_specs("movielens")
-    examples, _ = build_examples(events, data.items, spec=spec, labels=labels)
+    state = FeatureState(spec, data.items, users=user_tokens(data.users))  # plain tokens: an offline run
+    examples, _ = build_examples(events, data.items, spec=spec, labels=labels, state=state)
+    if args.without_attributes:
+        examples = dataclasses.replace(examples, attributes=np.zeros_like(examples.attributes))
     train, test = examples.split_by_time(args.train_fraction)
     results: dict[str, dict[str, float]] = {}
 
@@ -104,7 +114,9 @@ def main() -> None:
     print(metrics.format_table(results, ("auc", "log_loss", "accuracy", "f1", "hr@10", "ndcg@10")))
     names = ["mlp", "mlp_per_event", "popularity", "vw_frozen", "vw_online"]
     pairs = " ".join(f"{n}_auc={r['auc']:.4f}" for n, r in zip(names, results.values(), strict=True))
-    print(f"\nbench_quality {pairs} mlp_train_s={mlp_s:.1f} epochs={args.epochs}")
+    print(
+        f"\nbench_quality {pairs} mlp_train_s={mlp_s:.1f} epochs={args.epochs} attributes={not args.without_attributes}"
+    )
 
 
 if __name__ == "__main__":

@@ -46,12 +46,14 @@ def _prepare(repository: Path, instances: int):
 
 def _tile(examples, n: int) -> dict[str, np.ndarray]:
     index = np.arange(n) % len(examples)
-    return {
-        contract.USER_ID: examples.user_id[index].reshape(-1, 1),
-        contract.ITEM_ID: examples.item_id[index].reshape(-1, 1),
-        contract.CATEGORY_ID: examples.category_id[index].reshape(-1, 1),
-        contract.FEATURES: examples.features[index],
-    }
+    columns = contract.request_arrays(
+        examples.user_id[index],
+        examples.item_id[index],
+        examples.category_id[index],
+        examples.features[index],
+        examples.attributes[index],
+    )
+    return {name: array for name, array, _ in columns}
 
 
 def _inputs(arrays: dict[str, np.ndarray]):

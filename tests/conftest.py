@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway.features import FeatureSpec, FeatureState
+from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_trainer import export, model
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.preprocess import Examples, LabelSpec, build_examples, clean
@@ -38,7 +39,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     # Searches precede a third of the visits: the model learns the query features too.
     shop = synthetic.generate(synthetic.SyntheticConfig(seed=11, search_fraction=0.3))
     events, _ = clean(shop.events)
-    examples, state = build_examples(events, shop.items, spec=FeatureSpec(), labels=LabelSpec())
+    # The users' attributes as the test gateways make them (their key); the events keep the shop's own user ids.
+    key = Pseudonymiser(PSEUDONYM_KEY)
+    users = {u: tuple(key.attribute(n, v) for n, v in sorted(a.items())) for u, a in shop.users.items()}
+    state = FeatureState(FeatureSpec(), shop.items, users=users)
+    examples, state = build_examples(events, shop.items, spec=FeatureSpec(), labels=LabelSpec(), state=state)
     train, test = examples.split_by_time(0.8)
     cfg = model.ModelConfig(epochs=3)
     mean, std = model.fit_normalisation(train.features)
@@ -80,15 +85,16 @@ def triton_inputs(examples: Examples, rows: slice | np.ndarray):
 
     from preftrack_gateway import contract
 
-    columns = {
-        contract.USER_ID: examples.user_id[rows].reshape(-1, 1),
-        contract.ITEM_ID: examples.item_id[rows].reshape(-1, 1),
-        contract.CATEGORY_ID: examples.category_id[rows].reshape(-1, 1),
-        contract.FEATURES: examples.features[rows],
-    }
+    columns = contract.request_arrays(
+        examples.user_id[rows],
+        examples.item_id[rows],
+        examples.category_id[rows],
+        examples.features[rows],
+        examples.attributes[rows],
+    )
     inputs = []
-    for name, array in columns.items():
-        tensor = grpcclient.InferInput(name, list(array.shape), "INT64" if array.dtype == np.int64 else "FP32")
+    for name, array, dtype in columns:
+        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
     return inputs

@@ -54,15 +54,18 @@ def _direct_triton(triton_url: str, user: str, items: list[str], history: list[E
     state.update_many(history)
     now = time.time()
     features = np.array([state.row(key, item, now) for item in items], dtype=np.float32)
-    arrays = {
-        contract.USER_ID: np.full((len(items), 1), stable_hash(key), dtype=np.int64),
-        contract.ITEM_ID: np.array([[stable_hash(i)] for i in items], dtype=np.int64),
-        contract.CATEGORY_ID: np.array([[stable_hash(state.item(i).primary_category)] for i in items], dtype=np.int64),
-        contract.FEATURES: features,
-    }
+    arrays = contract.request_arrays(
+        np.full(len(items), stable_hash(key), dtype=np.int64),
+        np.array([stable_hash(i) for i in items], dtype=np.int64),
+        np.array([stable_hash(state.item(i).primary_category) for i in items], dtype=np.int64),
+        features,
+        contract.attribute_ids(
+            contract.user_attribute_ids(()), np.array([contract.item_attribute_ids(state.item(i)) for i in items])
+        ),
+    )
     inputs = []
-    for name, array in arrays.items():
-        tensor = grpcclient.InferInput(name, list(array.shape), "INT64" if array.dtype == np.int64 else "FP32")
+    for name, array, dtype in arrays:
+        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
     client = grpcclient.InferenceServerClient(triton_url)

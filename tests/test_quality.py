@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from preftrack_trainer import metrics, model
+from preftrack_trainer.model import INPUT_NAMES
 from preftrack_trainer.preprocess import model_inputs
 
 from .conftest import Trained
@@ -27,9 +28,7 @@ def test_top_ranked_category_matches_ground_truth_for_most_users(trained: Traine
     for user in users:
         rows = np.array([trained.state.row(user, item.item_id, t_end) for item in items], dtype=np.float32)
         inputs = model_inputs([user] * len(items), items, rows)
-        scores = trained.keras_model.predict(
-            [inputs["user_id"], inputs["item_id"], inputs["category_id"], inputs["features"]], verbose=0
-        ).reshape(-1)
+        scores = trained.keras_model.predict([inputs[name] for name in INPUT_NAMES], verbose=0).reshape(-1)
         per_category = np.array([scores[categories == c].mean() for c in range(len(truth.categories))])
         matches += truth.categories[int(np.argmax(per_category))] == truth.favourite_category(user, t_end)
     share = matches / len(users)

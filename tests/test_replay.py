@@ -94,8 +94,7 @@ def test_a_movielens_replay_ships_versions_trained_on_the_ratings_settings(tmp_p
     assert live > report.rows["Vowpal Wabbit (per event)"]["auc"], report.markdown
 
 
-@pytest.mark.slow
-def test_after_a_drift_the_learning_system_recovers_and_the_frozen_one_does_not(tmp_path) -> None:
+def test_after_a_drift_the_learning_system_leads_the_frozen_one(tmp_path) -> None:
     report = run(
         ReplayConfig(
             dataset="synthetic",
@@ -110,10 +109,12 @@ def test_after_a_drift_the_learning_system_recovers_and_the_frozen_one_does_not(
     )
     live = np.array(report.windows["preftrack live (learning)"])
     frozen = np.array(report.windows["preftrack frozen at v1"])
-    assert report.versions_shipped >= 1, report.markdown
-    # Measured (docs/benchmarks.md): both recover, because the frozen model's real-time features move too;
-    # once versions trained after the drift serve (the last third of the stream) the learning system leads by
-    # about 0.01 AUC. The margin asserted is half of that.
+    assert report.versions_shipped >= 1 and report.versions_refused == 0, report.markdown
+    # Measured (docs/benchmarks.md, two runs): live - frozen +0.019 and +0.011 AUC over the live stream, +0.016
+    # and +0.008 in its last third. Both recover, because the frozen model's real-time features move too. The
+    # margins asserted are about half the smaller measurement.
+    overall = report.rows["preftrack live (learning)"]["auc"] - report.rows["preftrack frozen at v1"]["auc"]
+    assert overall > 0.005, report.markdown
     late = slice(2 * len(live) // 3, None)
-    assert live[late].mean() - frozen[late].mean() > 0.005, report.markdown
+    assert live[late].mean() - frozen[late].mean() > 0.003, report.markdown
     assert live[-1] > live[0] and frozen[-1] > frozen[0], report.markdown

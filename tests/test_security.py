@@ -93,9 +93,12 @@ def test_key_roles(triton, trained: Trained, tmp_path: Path) -> None:
             assert client.score("u-1", ["i-1"]).model_version == "1"
             with pytest.raises(PermissionDeniedError, match="catalogue"):
                 client.upsert_items([item])
+            with pytest.raises(PermissionDeniedError, match="catalogue"):
+                client.upsert_users([preftrack.User(user_id="u-1", attributes={"region": "north"})])
         for key in (CATALOG, ADMIN):
             with preftrack.Client(gateway.target, api_key=key) as client:
                 assert client.upsert_items([item]) == 1
+                assert client.upsert_users([preftrack.User(user_id="u-1", attributes={"region": "north"})]) == 1
                 assert client.score("u-1", ["i-1"]).model_version == "1"
         digest = "sha256:" + hashlib.sha256(CATALOG.encode()).hexdigest()
         with preftrack.Client(gateway.target, api_key=digest) as c, pytest.raises(UnauthenticatedError):

@@ -44,6 +44,7 @@ def test_triton_scores_equal_in_process_savedmodel(trained: Trained, triton: Tri
             item_id=tf.constant(trained.test.item_id[rows]),
             category_id=tf.constant(trained.test.category_id[rows]),
             features=tf.constant(trained.test.features[rows]),
+            attributes=tf.constant(trained.test.attributes[rows]),
         )["score"]
         .numpy()
         .reshape(-1)

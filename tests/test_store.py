@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import time
+
+import pytest
 
 from preftrack_gateway.schema import Event, Item, query_terms
-from preftrack_gateway.store import Impression, open_store
+from preftrack_gateway.store import USERS_VERSION_KEY, Impression, open_store
 
 
 def _event(n: int, user: str = "k1") -> Event:
@@ -90,6 +93,71 @@ def test_items_and_impressions_round_trip(store_url: str) -> None:
     asyncio.run(run())
 
 
+def _token(n: int) -> str:
+    """An attribute token of the stored shape (32 hex characters)."""
+    return f"{n:032x}"
+
+
+def test_user_tokens_round_trip_and_move_the_users_version(store_url: str) -> None:
+    async def run() -> None:
+        store = await open_store(store_url)
+        try:
+            assert await store.users() == {}
+            assert await store.get_setting(USERS_VERSION_KEY) is None
+            await store.upsert_users([("k1", (_token(1), _token(2))), ("k2", (_token(3),))])
+            first = await store.get_setting(USERS_VERSION_KEY)
+            assert first is not None
+            assert await store.users() == {"k1": (_token(1), _token(2)), "k2": (_token(3),)}
+            await store.upsert_users([("k1", (_token(4),)), ("k3", ())])  # replace one, add one with none
+            second = await store.get_setting(USERS_VERSION_KEY)
+            assert second not in (None, first)
+            assert await store.users() == {"k1": (_token(4),), "k2": (_token(3),), "k3": ()}
+            await store.upsert_users([("k2", ())])  # a user who lost every attribute keeps an (empty) row
+            assert await store.get_setting(USERS_VERSION_KEY) not in (None, first, second)
+            assert await store.users() == {"k1": (_token(4),), "k2": (), "k3": ()}
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def test_a_token_that_would_not_read_back_is_refused_before_anything_is_written(store_url: str) -> None:
+    async def run() -> None:
+        store = await open_store(store_url)
+        try:
+            for bad in (("a b",), ("",), (_token(1), "c\td")):
+                with pytest.raises(ValueError):
+                    await store.upsert_users([("k1", (_token(2),)), ("k2", bad)])
+            assert await store.users() == {}
+            assert await store.get_setting(USERS_VERSION_KEY) is None
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def test_forget_user_removes_the_users_tokens_and_keeps_the_others(store_url: str) -> None:
+    async def run() -> None:
+        store = await open_store(store_url)
+        try:
+            await store.upsert_users([("k1", (_token(1),)), ("k2", (_token(2), _token(3)))])
+            await store.append([_event(1, user="k1"), _event(2, user="k2")])
+            before = await store.get_setting(USERS_VERSION_KEY)
+            forgotten = await store.forget_user("k1", ticket="t-1", at=time.time(), actor="test")
+            assert forgotten.users_deleted == 1 and forgotten.erasure.events_deleted == 1
+            assert await store.users() == {"k2": (_token(2), _token(3))}
+            moved = await store.get_setting(USERS_VERSION_KEY)
+            assert moved not in (None, before), "other replicas would keep the forgotten user's tokens"
+            again = await store.forget_user("k1", ticket="t-2", at=time.time(), actor="test")
+            assert again.users_deleted == 0
+            assert await store.get_setting(USERS_VERSION_KEY) == moved  # nothing to reload
+            assert await store.users() == {"k2": (_token(2), _token(3))}
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
 def test_concurrent_appends_store_each_event_once(store_url: str) -> None:
     async def run() -> None:
         store = await open_store(store_url)
@@ -162,8 +230,9 @@ def test_a_stream_waiting_for_room_is_not_stranded_by_one_that_gave_up(tmp_path)
 
 
 def test_a_store_made_by_an_older_version_gains_the_new_columns(tmp_path) -> None:
-    """A SQLite store from before search and item text (no events.query_terms, items.title / attributes,
-    impressions.arm / query_terms) opens, keeps its rows, and takes the new ones; twice is harmless."""
+    """A SQLite store from before search, item text and user attributes (no events.query_terms, items.title /
+    attributes, impressions.arm / query_terms, users table) opens, keeps its rows, and takes the new ones; twice
+    is harmless."""
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:
         db.executescript(
@@ -182,7 +251,7 @@ def test_a_store_made_by_an_older_version_gains_the_new_columns(tmp_path) -> Non
         )
 
     async def run() -> None:
-        for _ in range(2):
+        for opening in range(2):
             store = await open_store(f"sqlite:///{path}")
             try:
                 assert Item(item_id="a", categories=("x",), price=2.0) in await store.items()
@@ -190,6 +259,9 @@ def test_a_store_made_by_an_older_version_gains_the_new_columns(tmp_path) -> Non
                 old = await store.impression("r1")
                 assert old is not None and old.arm == "stable" and old.query_terms == ()
                 await store.upsert_items([Item(item_id="b", title="Desk lamp")])
+                assert await store.users() == ({} if opening == 0 else {"k": (_token(1),)})
+                await store.upsert_users([("k", (_token(1),))])
+                assert await store.users() == {"k": (_token(1),)}
             finally:
                 await store.close()
 

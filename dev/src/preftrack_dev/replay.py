@@ -167,16 +167,26 @@ def _online_popularity(examples: Examples, n_warm: int) -> np.ndarray:
     return np.array(scores)
 
 
-def _vowpal_wabbit_online(examples: Examples, data: Dataset, n_warm: int) -> np.ndarray:
-    """VW learning after every example (logistic, user x item interactions); scores of the live examples."""
+def _vw_token(text: str) -> str:
+    return text.replace(":", "_").replace(" ", "_").replace("|", "_")
+
+
+def _vowpal_wabbit_online(
+    examples: Examples, data: Dataset, n_warm: int, users: Mapping[str, Mapping[str, str]]
+) -> np.ndarray:
+    """VW learning after every example (logistic, user x item interactions) on what preftrack's model reads: the
+    user (``users``: attributes by the examples' user keys), the item, its categories and attributes; scores of
+    the live examples."""
     from vowpalwabbit import Workspace
 
     ws = Workspace("--loss_function logistic --link logistic -l 0.5 -q ui -q uu -b 22 --quiet")
     scores = []
     for index, (user, item_id, y) in enumerate(zip(examples.users, examples.items, examples.label, strict=True)):
         item = data.items.get(item_id)
-        genres = " ".join(f"g={c.replace(':', '_').replace(' ', '_')}" for c in (item.categories if item else ()))
-        features = f"|u user={user} |i item={item_id} {genres}"
+        own = " ".join(f"{_vw_token(n)}={_vw_token(v)}" for n, v in sorted(users.get(user, {}).items()))
+        described = [f"g={_vw_token(c)}" for c in (item.categories if item else ())]
+        described += [f"{_vw_token(n)}={_vw_token(v)}" for n, v in (item.attributes if item else ())]
+        features = f"|u user={user} {own} |i item={item_id} {' '.join(described)}"
         if index >= n_warm:
             scores.append(float(ws.predict(features)))
         ws.learn(f"{1 if y > 0 else -1} {features}")
@@ -288,6 +298,8 @@ def run(cfg: ReplayConfig) -> ReplayReport:
             try:
                 with preftrack.Client(gateway.target, timeout_s=120) as client:
                     client.upsert_items(to_sdk_items(data.items.values()))
+                    if data.users:
+                        client.upsert_users([preftrack.User(user_id=u, attributes=a) for u, a in data.users.items()])
                     client.stream(to_feedback_events(events[:n_warm], data.queries), batch_size=2000)
                 continual = ContinualConfig(
                     store_url=store_url,
@@ -347,7 +359,7 @@ def run(cfg: ReplayConfig) -> ReplayReport:
         v1 = export.load_keras(repository, 1) if (repository / "preftrack" / "1").exists() else None
         key = Pseudonymiser(_KEY)
         pseudo = [dataclasses.replace(e, user_id=key(e.user_id)) for e in all_events]
-        examples, _ = build_examples(pseudo, data.items, spec=data.spec, labels=data.labels)
+        examples, _ = build_examples(pseudo, data.items, spec=data.spec, labels=data.labels, state=data.features(key))
         live_mask = np.zeros(len(examples), dtype=bool)
         live_ids = {e.event_id for e in live}
         n_live_examples = sum(1 for e in live if e.event_type in data.labels.example_types)
@@ -372,7 +384,7 @@ def run(cfg: ReplayConfig) -> ReplayReport:
             else np.full(len(labels), np.nan)
         )
         popularity = _online_popularity(examples, n_warm_examples)
-        vw = _vowpal_wabbit_online(examples, data, n_warm_examples)
+        vw = _vowpal_wabbit_online(examples, data, n_warm_examples, {key(u): a for u, a in data.users.items()})
 
     shipped = [r for r in records if r.parent is not None and r.state in ("serving", "retired")]
     rejected = [r for r in records if r.state == "rejected"]  # by the trainer's gate

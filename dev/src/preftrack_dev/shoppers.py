@@ -59,8 +59,9 @@ class Shoppers:
         self.lists = 0
 
     def load_history(self) -> None:
-        """The shop's history, moved to end a minute ago, so the features know each user."""
+        """The shop's users' attributes, and its history, moved to end a minute ago, so the features know each user."""
         self.client.upsert_items(to_sdk_items(self.shop.items.values()))
+        self.client.upsert_users([preftrack.User(user_id=u, attributes=a) for u, a in self.shop.users.items()])
         events = to_feedback_events(
             [e for e in self.shop.events if e.user_id != synthetic.BOT_USER_ID], self.shop.truth.queries
         )

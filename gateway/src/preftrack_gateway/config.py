@@ -34,7 +34,8 @@ class GatewayConfig:
         event_retention_days: delete raw events and served lists older than this many days (checked hourly;
             0 keeps them for ever). The features already folded from them stay, decaying as usual.
         api_keys: when non-empty, callers must send ``authorization: Bearer <key>`` with one of these.
-        catalog_keys: keys that may write the catalogue (UpsertItems), beside admin keys. With any key configured,
+        catalog_keys: keys that may write the catalogue and users' attributes (UpsertItems, UpsertUsers), beside
+            admin keys. With any key configured,
             a client key gets PERMISSION_DENIED there. Any key may be given as ``sha256:<hex digest>`` instead of
             the key itself, so the configuration need not hold it.
         tls_cert_file / tls_key_file: serve TLS with this certificate chain and private key (PEM); both or neither.

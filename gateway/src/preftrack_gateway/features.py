@@ -24,7 +24,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from preftrack_gateway.schema import EVENT_TYPES, Event, Item
 
@@ -91,8 +91,11 @@ class FeatureSpec:
         return cls(**values)  # type: ignore[arg-type]
 
     def schema_hash(self) -> str:
-        """Hash of the feature names and parameters; a model only serves features with the same hash."""
-        blob = json.dumps({"names": FEATURE_NAMES, "spec": self.to_dict()}, sort_keys=True)
+        """Hash of the feature names and parameters (and of the model inputs' revision); a model only serves
+        features with the same hash."""
+        blob = json.dumps(
+            {"names": FEATURE_NAMES, "spec": self.to_dict(), "inputs": MODEL_INPUTS_REVISION}, sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -169,6 +172,9 @@ FEATURE_NAMES: tuple[str, ...] = (
     "query_category_share",
 )
 NUM_FEATURES = len(FEATURE_NAMES)
+#: The revision of the model's inputs (``contract.INPUTS``), part of the schema hash so that a version trained on
+#: other inputs is refused: 2 added the users' and items' attribute tokens.
+MODEL_INPUTS_REVISION = 2
 _TYPE_INDEX = {name: index for index, name in enumerate(EVENT_TYPES)}
 
 # log1p(hours) used when something never happened: about a year.
@@ -320,6 +326,7 @@ class FeatureState:
     Args:
         spec: what the features mean.
         catalog: item id -> :class:`Item`; unknown items get the ``unknown`` category and price 0.
+        users: user -> the user's pseudonymised attribute tokens (UpsertUsers); a model input, not a feature.
         retain_s: how far back from a key's newest event reads stay exact (at most 30 short windows).
         max_kept: most events kept per key for exact past reads.
     """
@@ -329,11 +336,13 @@ class FeatureState:
         spec: FeatureSpec | None = None,
         catalog: dict[str, Item] | None = None,
         *,
+        users: Mapping[str, tuple[str, ...]] | None = None,
         retain_s: float = 6 * _SECONDS_PER_HOUR,
         max_kept: int = 1024,
     ) -> None:
         self.spec = spec or FeatureSpec()
         self.catalog: dict[str, Item] = dict(catalog or {})
+        self.users: dict[str, tuple[str, ...]] = {user: tokens for user, tokens in (users or {}).items() if tokens}
         s, lw = self.spec.short_window_s, self.spec.long_window_s
         if not 0 < retain_s <= 30 * s or max_kept < 2:
             raise ValueError("retain_s must lie in (0, 30 * short_window_s] and max_kept must be >= 2")
@@ -376,6 +385,17 @@ class FeatureState:
         """Add or replace a catalogue entry."""
         self.catalog[item.item_id] = item
         self._item_terms.pop(item.item_id, None)
+
+    def upsert_user(self, user_id: str, tokens: Sequence[str]) -> None:
+        """Set a user's attribute tokens (none: the user has no attributes)."""
+        if tokens:
+            self.users[user_id] = tuple(tokens)
+        else:
+            self.users.pop(user_id, None)
+
+    def user_tokens(self, user_id: str) -> tuple[str, ...]:
+        """A user's attribute tokens (none when unknown)."""
+        return self.users.get(user_id, ())
 
     def item_terms(self, item_id: str) -> frozenset[str]:
         """The hashed terms of an item's text (cached for catalogued items until the item is replaced)."""
@@ -519,10 +539,11 @@ class FeatureState:
         return (1.0, 1.0, positive, event.value if is_rating else 0.0, 1.0 if is_rating else 0.0)
 
     def forget(self, user_id: str, events: Iterable[Event]) -> None:
-        """Erase a user: their own sums (user, user x category, user x item) go, and their ``events`` are taken
-        out of the items' sums, folded in with the opposite sign at their own times (the sums are linear in the
-        events), so every item reads as if those events had never happened."""
+        """Erase a user: their own sums (user, user x category, user x item) and attribute tokens go, and their
+        ``events`` are taken out of the items' sums, folded in with the opposite sign at their own times (the sums
+        are linear in the events), so every item reads as if those events had never happened."""
         self._user.pop(user_id, None)
+        self.users.pop(user_id, None)
         for table in (self._uc, self._ui):
             for key in [key for key in table if key[0] == user_id]:
                 del table[key]

@@ -24,7 +24,6 @@ import numpy as np
 
 from preftrack_gateway.errors import InvalidRequestError, ModelNotReadyError, NotFoundError
 from preftrack_gateway.profile import Profile, ProfileSpec, build_profile, category_history
-from preftrack_gateway.schema import stable_hash
 from preftrack_gateway.service import GatewayCore, check_request_id
 
 #: A profile reads at most the user's latest this-many events.
@@ -197,9 +196,9 @@ class Insights:
         keys = [core.pseudonymise.uncached(u) for u in user_ids]
         rows = [row for key in keys for row in core.feature_rows(key, targets, at_s)]
         n = len(targets)
-        user_hashes = np.repeat(np.array([stable_hash(key) for key in keys], dtype=np.int64), n)
         items = list(targets) * len(keys)
-        raw = await core.triton_scores(user_hashes, items, np.array(rows, dtype=np.float32), version, timeout_s)
+        per_row = [key for key in keys for _ in range(n)]
+        raw = await core.triton_scores(per_row, items, np.array(rows, dtype=np.float32), version, timeout_s)
         adjusted = np.concatenate(
             [
                 core.learner.adjust(key, targets, raw[i * n : (i + 1) * n], rows[i * n : (i + 1) * n])

@@ -42,7 +42,8 @@ _LOG_BURST = 5
 _LOG_WINDOW_S = 10.0
 _ADMIN = "/preftrack.admin."
 _INSIGHTS = "/preftrack.insights."
-_CATALOG = "/preftrack.v1.FeedbackService/UpsertItems"
+#: What catalogue keys may write beside the client methods: items, and users' attributes.
+_CATALOG = frozenset({"/preftrack.v1.FeedbackService/UpsertItems", "/preftrack.v1.FeedbackService/UpsertUsers"})
 
 
 class _Quota:
@@ -201,14 +202,14 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
 
     def _check_key(self, method: str, context: grpc.aio.ServicerContext) -> None:
         """Roles: admin keys may call everything; analyst keys the insights API only; catalogue keys the client
-        methods and UpsertItems; client keys the client methods but UpsertItems. With no key configured at all
-        (a local dev stack) everything is open; with no client keys the client methods are open; the admin API,
-        the insights API and UpsertItems then need their keys."""
+        methods, UpsertItems and UpsertUsers; client keys the client methods but those two. With no key configured
+        at all (a local dev stack) everything is open; with no client keys the client methods are open; the admin
+        API, the insights API, UpsertItems and UpsertUsers then need their keys."""
         if not self._any_keys:
             return
         admin = method.startswith(_ADMIN)
         insights = method.startswith(_INSIGHTS)
-        catalog = method == _CATALOG
+        catalog = method in _CATALOG
         client_method = not admin and not insights and not catalog
         if client_method and not self._keys["client"]:
             return

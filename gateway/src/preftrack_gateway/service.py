@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from preftrack_gateway import deployment, snapshot
+from preftrack_gateway import contract, deployment, snapshot
 from preftrack_gateway.config import GatewayConfig
 from preftrack_gateway.errors import InvalidRequestError, ModelNotReadyError, TritonUnavailableError
 from preftrack_gateway.features import FEATURE_NAMES, FeatureSpec, FeatureState, PointInTimeError
@@ -41,7 +41,14 @@ from preftrack_gateway.schema import (
     stable_hash,
     validate_event,
 )
-from preftrack_gateway.store import CATALOG_VERSION_KEY, Erasure, EventStore, Impression, StoreError
+from preftrack_gateway.store import (
+    CATALOG_VERSION_KEY,
+    USERS_VERSION_KEY,
+    Erasure,
+    EventStore,
+    Impression,
+    StoreError,
+)
 from preftrack_gateway.triton import TritonScorer
 
 _LOGGER = logging.getLogger(__name__)
@@ -120,7 +127,7 @@ class GatewayCore:
         self._on_readiness = on_readiness or (lambda ready: None)
         self._health_task: asyncio.Task[None] | None = None
         self._triton_down_logged = False
-        self._hashes: dict[str, tuple[int, int]] = {}
+        self._hashes: dict[str, tuple[int, int, np.ndarray]] = {}
         self.learner = OnlineLearner(self.features, config.label_spec(), config.online_config())
         self._version_check = self._check_versions_against(self.features.spec)
         self.rollout = RolloutController(
@@ -133,6 +140,7 @@ class GatewayCore:
         self._next_retention = 0.0
         self._folded_seq = 0  # the log is folded into the features up to here
         self._catalog_version: str | None = None
+        self._users_version: str | None = None
         self._follow_lock = asyncio.Lock()
         self._follow_task: asyncio.Task[None] | None = None
 
@@ -195,6 +203,20 @@ class GatewayCore:
         self._items_changed([item.item_id for item in items])
         self._catalog_version = version
 
+    async def _sync_users(self) -> None:
+        """Reload the users' attribute tokens when any process changed them (the follower's turn: they are model
+        inputs, not folded into features, so a commit need not wait for them)."""
+        version = await self.store.get_setting(USERS_VERSION_KEY)
+        if version == self._users_version:
+            return
+        users = await self.store.users()
+        async with self._follow_lock:
+            for user_key in [key for key in self.features.users if key not in users]:
+                self.features.upsert_user(user_key, ())
+            for user_key, tokens in users.items():
+                self.features.upsert_user(user_key, tokens)
+        self._users_version = version
+
     def _items_changed(self, item_ids: Sequence[str]) -> None:
         for item_id in item_ids:
             self._hashes.pop(item_id, None)
@@ -206,6 +228,7 @@ class GatewayCore:
         while True:
             await asyncio.sleep(self.config.follow_interval_s)
             try:
+                await self._sync_users()
                 async with self._follow_lock:
                     await self._follow_log(max_events=_FOLLOW_TURN_EVENTS)
             except StoreError as exc:
@@ -218,22 +241,44 @@ class GatewayCore:
         self, user_keys: Sequence[str], item_ids: Sequence[str], rows: np.ndarray, version: int
     ) -> np.ndarray:
         """The serving version's own probabilities for labelled examples (the per-event learner's base)."""
-        user_hashes = np.array([stable_hash(u) for u in user_keys], dtype=np.int64)
-        return await self.triton_scores(user_hashes, item_ids, rows, version, self.config.triton_timeout_s)
+        return await self.triton_scores(user_keys, item_ids, rows, version, self.config.triton_timeout_s)
 
     async def triton_scores(
-        self, user_hashes: np.ndarray, item_ids: Sequence[str], features: np.ndarray, version: int, timeout_s: float
+        self,
+        user_keys: str | Sequence[str],
+        item_ids: Sequence[str],
+        features: np.ndarray,
+        version: int,
+        timeout_s: float,
     ) -> np.ndarray:
-        """One Triton request: a row per (user, item) with its behaviour features, scored by ``version``."""
-        hashes = np.array([self._item_hashes(i) for i in item_ids], dtype=np.int64).reshape(len(item_ids), 2)
+        """One Triton request: a row per (user, item) with its behaviour features, scored by ``version``.
+        ``user_keys`` is one pseudonymised user for every row, or one per row."""
+        n = len(item_ids)
+        if isinstance(user_keys, str):
+            user_ids = np.full(n, stable_hash(user_keys), dtype=np.int64)
+            user_attributes = contract.user_attribute_ids(self.features.user_tokens(user_keys))
+        else:
+            distinct = {key: self._user_inputs(key) for key in dict.fromkeys(user_keys)}
+            user_ids = np.array([distinct[key][0] for key in user_keys], dtype=np.int64)
+            user_attributes = np.array([distinct[key][1] for key in user_keys], dtype=np.int64).reshape(
+                n, contract.ATTRIBUTE_SLOTS
+            )
+        inputs = [self._item_inputs(i) for i in item_ids]
         return await self.scorer.score(
-            user_hashes,
-            np.ascontiguousarray(hashes[:, 0]),
-            np.ascontiguousarray(hashes[:, 1]),
+            user_ids,
+            np.array([i[0] for i in inputs], dtype=np.int64),
+            np.array([i[1] for i in inputs], dtype=np.int64),
             features,
+            contract.attribute_ids(
+                user_attributes,
+                np.array([i[2] for i in inputs], dtype=np.int64).reshape(n, contract.ATTRIBUTE_SLOTS),
+            ),
             version=version,
             timeout_s=timeout_s,
         )
+
+    def _user_inputs(self, user_key: str) -> tuple[int, np.ndarray]:
+        return stable_hash(user_key), contract.user_attribute_ids(self.features.user_tokens(user_key))
 
     async def start(self) -> None:
         """Settle the deployment's feature settings, rebuild the real-time features from the store, start the
@@ -270,7 +315,9 @@ class GatewayCore:
     async def _build_state(self, use_snapshot: bool) -> tuple[FeatureState, OnlineLearner, int]:
         started = time.perf_counter()
         self._catalog_version = await self.store.get_setting(CATALOG_VERSION_KEY)
+        self._users_version = await self.store.get_setting(USERS_VERSION_KEY)
         items = await self.store.items()
+        users = await self.store.users()
         taken = await self._read_snapshot() if use_snapshot else None
         features, after = (taken.features, taken.folded_seq) if taken else (FeatureState(self._settings.features), 0)
         learner = OnlineLearner(features, self._settings.labels, self.config.online_config())
@@ -279,6 +326,9 @@ class GatewayCore:
             learner.history, learner.base_version = taken.history, taken.base_version
         for item in items:
             features.upsert_item(item)
+        features.users = {}
+        for user_key, tokens in users.items():
+            features.upsert_user(user_key, tokens)
         replayed: list[Event] = []
         last = after
         async for batch in self.store.events(after_seq=after):
@@ -423,10 +473,12 @@ class GatewayCore:
             except StoreError as exc:
                 _LOGGER.warning("store housekeeping failed, will retry: %s", exc)
 
-    def _item_hashes(self, item_id: str) -> tuple[int, int]:
+    def _item_inputs(self, item_id: str) -> tuple[int, int, np.ndarray]:
+        """The item's model inputs: its id, its primary category, its attribute slots (cached until it changes)."""
         cached = self._hashes.get(item_id)
         if cached is None:
-            cached = (stable_hash(item_id), stable_hash(self.features.item(item_id).primary_category))
+            item = self.features.item(item_id)
+            cached = (stable_hash(item_id), stable_hash(item.primary_category), contract.item_attribute_ids(item))
             if len(self._hashes) < 1_000_000:
                 self._hashes[item_id] = cached
         return cached
@@ -471,11 +523,10 @@ class GatewayCore:
         scores, and the feature rows (with the search ``terms``, when given)."""
         route = self.rollout.route(user_key)
         rows = self.feature_rows(user_key, item_ids, at_s, terms)
-        user_hashes = np.full(len(item_ids), stable_hash(user_key), dtype=np.int64)
         features = np.array(rows, dtype=np.float32)
         started = time.perf_counter()
         try:
-            scores = await self.triton_scores(user_hashes, item_ids, features, route.version, timeout_s)
+            scores = await self.triton_scores(user_key, item_ids, features, route.version, timeout_s)
         except Exception:
             self.rollout.observe(route, False, time.perf_counter() - started)
             raise
@@ -498,10 +549,9 @@ class GatewayCore:
             return
 
         async def run() -> None:
-            user_hashes = np.full(len(item_ids), stable_hash(user_key), dtype=np.int64)
             try:
                 raw = await self.triton_scores(
-                    user_hashes, item_ids, np.array(rows, dtype=np.float32), candidate, self.config.triton_timeout_s
+                    user_key, item_ids, np.array(rows, dtype=np.float32), candidate, self.config.triton_timeout_s
                 )
             except (TritonUnavailableError, ModelNotReadyError) as exc:
                 _LOGGER.debug("shadow scoring of version %d failed: %s", candidate, exc.message)
@@ -647,6 +697,28 @@ class GatewayCore:
             self.features.upsert_item(item)
         self._items_changed([item.item_id for item in items])
         return len(items)
+
+    async def upsert_users(self, users: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> int:
+        """Set users' attributes (user id, its (name, value) pairs; none clears them). Only pseudonymised tokens of
+        the pairs are kept: the model reads them, no one can read them back."""
+        prepared: list[tuple[str, tuple[str, ...]]] = []
+        for index, (user_id, attributes) in enumerate(users):
+            check_request_id(f"users[{index}].user_id", user_id)
+            if len(attributes) > contract.ATTRIBUTE_SLOTS or any(
+                not 0 < len(name) <= MAX_CONTEXT_KEY_CHARS or not 0 < len(value) <= MAX_CONTEXT_VALUE_CHARS
+                for name, value in attributes
+            ):
+                raise InvalidRequestError(
+                    f"users[{index}].attributes: at most {contract.ATTRIBUTE_SLOTS}, names of "
+                    f"1-{MAX_CONTEXT_KEY_CHARS} characters, values of 1-{MAX_CONTEXT_VALUE_CHARS}"
+                )
+            tokens = tuple(self.pseudonymise.attribute(name, value) for name, value in sorted(attributes))
+            prepared.append((self.pseudonymise(user_id), tokens))
+        await self.store.upsert_users(prepared)
+        async with self._follow_lock:
+            for user_key, tokens in prepared:
+                self.features.upsert_user(user_key, tokens)
+        return len(prepared)
 
     async def close(self) -> None:
         """Stop probing, commit what is queued, close the store and the Triton channel."""

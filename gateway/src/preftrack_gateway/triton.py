@@ -24,7 +24,7 @@ def _status(exc: InferenceServerException) -> str:
 
 @dataclasses.dataclass(slots=True)
 class _Job:
-    columns: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    columns: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     version: int
     deadline: float
     future: asyncio.Future[np.ndarray]
@@ -90,6 +90,7 @@ class TritonScorer:
         item_id: np.ndarray,
         category_id: np.ndarray,
         features: np.ndarray,
+        attributes: np.ndarray,
         *,
         version: int,
         timeout_s: float,
@@ -97,7 +98,7 @@ class TritonScorer:
         """Scores for each row, shape (n,), possibly sent to Triton together with concurrent calls."""
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._waiting.append(
-            _Job((user_id, item_id, category_id, features), version, time.monotonic() + timeout_s, future)
+            _Job((user_id, item_id, category_id, features, attributes), version, time.monotonic() + timeout_s, future)
         )
         self._dispatch()
         return await future
@@ -128,7 +129,7 @@ class TritonScorer:
                 return
             columns = [
                 np.concatenate([job.columns[c] for job in live]) if len(live) > 1 else live[0].columns[c]
-                for c in range(4)
+                for c in range(len(live[0].columns))
             ]
             timeout_s = max(job.deadline for job in live) - time.monotonic()
             try:
@@ -156,19 +157,14 @@ class TritonScorer:
         item_id: np.ndarray,
         category_id: np.ndarray,
         features: np.ndarray,
+        attributes: np.ndarray,
         *,
         version: int,
         timeout_s: float,
     ) -> np.ndarray:
         n = int(user_id.shape[0])
-        columns = (
-            (contract.USER_ID, user_id.reshape(n, 1), "INT64"),
-            (contract.ITEM_ID, item_id.reshape(n, 1), "INT64"),
-            (contract.CATEGORY_ID, category_id.reshape(n, 1), "INT64"),
-            (contract.FEATURES, features, "FP32"),
-        )
         inputs = []
-        for name, array, dtype in columns:
+        for name, array, dtype in contract.request_arrays(user_id, item_id, category_id, features, attributes):
             tensor = triton_aio.InferInput(name, list(array.shape), dtype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)

@@ -31,6 +31,7 @@ from preftrack.types import (
     RejectedEvent,
     ScoredItem,
     Scores,
+    User,
     new_event_id,
 )
 
@@ -58,5 +59,6 @@ __all__ = [
     "Scores",
     "UnauthenticatedError",
     "UnavailableError",
+    "User",
     "new_event_id",
 ]

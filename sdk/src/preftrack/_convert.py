@@ -16,6 +16,7 @@ from preftrack.types import (
     RejectedEvent,
     ScoredItem,
     Scores,
+    User,
 )
 from preftrack.v1 import feedback_service_pb2, scoring_service_pb2, types_pb2
 
@@ -149,6 +150,12 @@ def upsert_request(items: Sequence[Item]) -> feedback_service_pb2.UpsertItemsReq
             )
             for i in items
         ]
+    )
+
+
+def upsert_users_request(users: Sequence[User]) -> feedback_service_pb2.UpsertUsersRequest:
+    return feedback_service_pb2.UpsertUsersRequest(
+        users=[feedback_service_pb2.User(user_id=u.user_id, attributes=dict(u.attributes)) for u in users]
     )
 
 

@@ -11,7 +11,7 @@ from preftrack import _convert
 from preftrack._channel import TLS, channel_options, metadata, open_channel
 from preftrack.errors import InvalidRequestError, PreftrackError, translate
 from preftrack.sender import AsyncFeedbackSender
-from preftrack.types import FeedbackEvent, FeedbackSummary, Item, Recommendation, Scores
+from preftrack.types import FeedbackEvent, FeedbackSummary, Item, Recommendation, Scores, User
 from preftrack.v1 import feedback_service_pb2_grpc, scoring_service_pb2_grpc
 
 
@@ -129,6 +129,11 @@ class AsyncClient:
     async def upsert_items(self, items: Sequence[Item], *, timeout_s: float | None = None) -> int:
         """Add or replace catalogue items; returns how many."""
         response = await self._call(self._feedback.UpsertItems, _convert.upsert_request(items), timeout_s)
+        return int(response.upserted)
+
+    async def upsert_users(self, users: Sequence[User], *, timeout_s: float | None = None) -> int:
+        """Set users' attributes (replacing what each had); returns how many users."""
+        response = await self._call(self._feedback.UpsertUsers, _convert.upsert_users_request(users), timeout_s)
         return int(response.upserted)
 
     async def healthy(self, *, timeout_s: float | None = None) -> bool:

@@ -56,6 +56,14 @@ class Item:
     title: str = ""
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class User:
+    """A user's attributes (at most 8: an age band, a region, ...). The gateway keeps only keyed hashes of them."""
+
+    user_id: str
+    attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass(frozen=True)
 class ScoredItem:
     """An item and the probability that the user likes or buys it."""

@@ -50,7 +50,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"version {version} not found; available: {versions}", file=sys.stderr)
         return 2
     data = pipeline.load_dataset(cfg)
-    examples, _ = build_examples(data.events, data.items, spec=data.spec, labels=data.labels, progress=cfg.progress)
+    examples, _ = build_examples(
+        data.events, data.items, spec=data.spec, labels=data.labels, state=data.features(), progress=cfg.progress
+    )
     train, test = examples.split_by_time(cfg.train_fraction)
     scores = export.SavedModelScorer(cfg.repository, version).predict(test)
     rows = {

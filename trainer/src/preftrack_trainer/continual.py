@@ -115,6 +115,7 @@ def _concat(parts: list[Examples]) -> Examples:
         item_id=np.concatenate([p.item_id for p in parts]),
         category_id=np.concatenate([p.category_id for p in parts]),
         features=np.concatenate([p.features for p in parts]),
+        attributes=np.concatenate([p.attributes for p in parts]),
         label=np.concatenate([p.label for p in parts]),
         timestamp_s=np.concatenate([p.timestamp_s for p in parts]),
         users=[u for p in parts for u in p.users],
@@ -142,6 +143,7 @@ class _Reservoir:
                 examples.timestamp_s[k],
                 examples.users[k],
                 examples.items[k],
+                examples.attributes[k],
             )
             self.seen += 1
             if len(self._rows) < self.capacity:
@@ -166,6 +168,7 @@ class _Reservoir:
             timestamp_s=np.array(columns[5], dtype=np.float64),
             users=list(columns[6]),
             items=list(columns[7]),
+            attributes=np.stack(columns[8]).astype(np.int64),
         )
 
 
@@ -252,8 +255,7 @@ class ContinualTrainer:
         self.watermark = int(await self.store.get_setting(WATERMARK_KEY) or 0)
         self._impression_watermark = float(await self.store.get_setting(IMPRESSION_WATERMARK_KEY) or 0.0)
         self._impressions_seen = self._impression_watermark
-        for item in await self.store.items():
-            self.state.upsert_item(item)
+        await self._load_catalogue()
         past: list[Event] = []
         async for batch in self.store.events():
             for seq, event in batch:
@@ -265,6 +267,12 @@ class ContinualTrainer:
         self.state.update_many(past)
         self._folded_seq = self.watermark
         _LOGGER.info("resumed at watermark %d (%d past events folded)", self.watermark, len(past))
+
+    async def _load_catalogue(self) -> None:
+        """The items, and the users' attribute tokens, as the store holds them now."""
+        for item in await self.store.items():
+            self.state.upsert_item(item)
+        self.state.users = dict(await self.store.users())
 
     async def _serving_version(self) -> int | None:
         records = await self.store.versions()
@@ -288,8 +296,7 @@ class ContinualTrainer:
     async def poll(self) -> int:
         """Fetch new events and fold every one whose examples' labels are final; returns examples waiting."""
         await self._forget_erased()
-        for item in await self.store.items():
-            self.state.upsert_item(item)
+        await self._load_catalogue()
         last = self._unfolded[-1][0] if self._unfolded else self._folded_seq
         async for batch in self.store.events(after_seq=last):
             self._unfolded.extend(batch)
@@ -371,12 +378,14 @@ class ContinualTrainer:
             [e.user_id for e in events],
             [self.state.item(e.item_id) for e in events],
             np.array([row for _, _, row in self._pending], dtype=np.float32),
+            [self.state.user_tokens(e.user_id) for e in events],
         )
         return Examples(
             user_id=inputs["user_id"],
             item_id=inputs["item_id"],
             category_id=inputs["category_id"],
             features=inputs["features"],
+            attributes=inputs["attributes"],
             label=np.array([self._label(positives, e) for e in events], dtype=np.float32),
             timestamp_s=np.array([e.timestamp_s for e in events], dtype=np.float64),
             users=[e.user_id for e in events],

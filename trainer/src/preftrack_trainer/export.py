@@ -146,10 +146,11 @@ class _Serving(tf.Module):
             tf.TensorSpec([None], tf.int64, name="item_id"),
             tf.TensorSpec([None], tf.int64, name="category_id"),
             tf.TensorSpec([None, NUM_FEATURES], tf.float32, name="features"),
+            tf.TensorSpec([None, 2 * contract.ATTRIBUTE_SLOTS], tf.int64, name="attributes"),
         ]
     )
-    def serve(self, user_id, item_id, category_id, features):
-        score = self.model([user_id, item_id, category_id, features], training=False)
+    def serve(self, user_id, item_id, category_id, features, attributes):
+        score = self.model([user_id, item_id, category_id, features, attributes], training=False)
         return {"score": tf.reshape(score, [-1, 1])}
 
 
@@ -236,6 +237,7 @@ class SavedModelScorer:
                 item_id=tf.constant(examples.item_id[i : i + batch_size]),
                 category_id=tf.constant(examples.category_id[i : i + batch_size]),
                 features=tf.constant(examples.features[i : i + batch_size]),
+                attributes=tf.constant(examples.attributes[i : i + batch_size]),
             )["score"]
             .numpy()
             .reshape(-1)

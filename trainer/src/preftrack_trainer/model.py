@@ -1,4 +1,5 @@
-"""The MLP preference model: [user emb, item emb, category emb, normalised behaviour features] → P(like).
+"""The MLP preference model: [user emb, item emb, category emb, user attributes' mean emb, item attributes' mean
+emb, normalised behaviour features] → P(like).
 
 The model takes *raw* inputs — 63-bit id hashes and raw feature values — and does its own bucketing and
 normalisation inside the graph, so an exported version carries its transforms and no caller can apply
@@ -15,12 +16,13 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from preftrack_gateway.contract import ATTRIBUTE_SLOTS
 from preftrack_gateway.features import NUM_FEATURES
 from preftrack_trainer.preprocess import Examples
 
 _LOGGER = logging.getLogger(__name__)
 
-INPUT_NAMES = ("user_id", "item_id", "category_id", "features")
+INPUT_NAMES = ("user_id", "item_id", "category_id", "features", "attributes")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -32,6 +34,7 @@ class ModelConfig:
     user_buckets: int = 1 << 16
     item_buckets: int = 1 << 16
     category_buckets: int = 1 << 10
+    attribute_buckets: int = 1 << 14
     learning_rate: float = 1e-3
     batch_size: int = 256
     epochs: int = 3
@@ -41,7 +44,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.hidden_units or any(u < 1 for u in self.hidden_units):
             raise ValueError("hidden_units must be a non-empty tuple of positive sizes")
-        if min(self.embedding_dim, self.user_buckets, self.item_buckets, self.category_buckets) < 1:
+        if (
+            min(self.embedding_dim, self.user_buckets, self.item_buckets, self.category_buckets, self.attribute_buckets)
+            < 1
+        ):
             raise ValueError("embedding_dim and bucket counts must be >= 1")
         if self.learning_rate <= 0 or self.batch_size < 1 or self.epochs < 0:
             raise ValueError("learning_rate must be > 0, batch_size >= 1 and epochs >= 0")
@@ -84,6 +90,24 @@ class Standardize(keras.layers.Layer):
         return {**super().get_config(), "mean": self.mean_values, "std": self.std_values}
 
 
+@keras.saving.register_keras_serializable(package="preftrack")
+class MeanOfPresent(keras.layers.Layer):
+    """The mean of the embeddings of the attribute slots ``start:start + ATTRIBUTE_SLOTS`` that hold an id (0 pads;
+    no id: zeros): the user's attributes (start 0) or the item's (start ATTRIBUTE_SLOTS)."""
+
+    def __init__(self, start: int, **kwargs):
+        super().__init__(**kwargs)
+        self.start = start
+
+    def call(self, embedded, ids):
+        embedded = embedded[:, self.start : self.start + ATTRIBUTE_SLOTS]
+        present = tf.cast(tf.not_equal(ids[:, self.start : self.start + ATTRIBUTE_SLOTS], 0), tf.float32)[..., None]
+        return tf.reduce_sum(embedded * present, axis=1) / tf.maximum(tf.reduce_sum(present, axis=1), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start}
+
+
 def fit_normalisation(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and standard deviation (constant features get std 1)."""
     mean = features.mean(axis=0)
@@ -98,6 +122,7 @@ def build_model(config: ModelConfig, mean: np.ndarray, std: np.ndarray) -> keras
     item = keras.Input(shape=(), dtype="int64", name="item_id")
     category = keras.Input(shape=(), dtype="int64", name="category_id")
     features = keras.Input(shape=(NUM_FEATURES,), dtype="float32", name="features")
+    attributes = keras.Input(shape=(2 * ATTRIBUTE_SLOTS,), dtype="int64", name="attributes")
     reg = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
 
     def embed(ids, buckets: int, name: str):
@@ -106,18 +131,27 @@ def build_model(config: ModelConfig, mean: np.ndarray, std: np.ndarray) -> keras
             bucketed
         )
 
+    # The user's attributes and the item's, each the mean of its slots' embeddings (no attributes: zeros).
+    user_attributes, item_attributes = (
+        MeanOfPresent(start, name=f"{side}_attribute_mean")(
+            embed(attributes, config.attribute_buckets, f"{side}_attribute"), attributes
+        )
+        for side, start in (("user", 0), ("item", ATTRIBUTE_SLOTS))
+    )
     x = keras.layers.Concatenate(name="concat")(
         [
             embed(user, config.user_buckets, "user"),
             embed(item, config.item_buckets, "item"),
             embed(category, config.category_buckets, "category"),
+            user_attributes,
+            item_attributes,
             Standardize(mean, std, name="standardize")(features),
         ]
     )
     for n, units in enumerate(config.hidden_units):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{n}")(x)
     score = keras.layers.Dense(1, activation="sigmoid", name="score")(x)
-    model = keras.Model(inputs=[user, item, category, features], outputs=score, name="preftrack_mlp")
+    model = keras.Model(inputs=[user, item, category, features, attributes], outputs=score, name="preftrack_mlp")
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss="binary_crossentropy",
@@ -127,7 +161,7 @@ def build_model(config: ModelConfig, mean: np.ndarray, std: np.ndarray) -> keras
 
 def as_inputs(examples: Examples) -> list[np.ndarray]:
     """Positional model inputs in :data:`INPUT_NAMES` order."""
-    return [examples.user_id, examples.item_id, examples.category_id, examples.features]
+    return [examples.user_id, examples.item_id, examples.category_id, examples.features, examples.attributes]
 
 
 class _TqdmCallback(keras.callbacks.Callback):

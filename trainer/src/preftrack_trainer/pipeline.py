@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from preftrack_gateway.features import FeatureSpec
+from preftrack_gateway.features import FeatureSpec, FeatureState
+from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.schema import Event, Item
 from preftrack_trainer import export, metrics, model
 from preftrack_trainer.data import movielens, synthetic
@@ -75,6 +76,25 @@ class Dataset:
     report: CleaningReport
     #: Each search event's query text by event id (the events carry only hashed terms).
     queries: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Users' attributes by user id, as a shop would send them with UpsertUsers.
+    users: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+
+    def features(self, pseudonymise: Pseudonymiser | None = None) -> FeatureState:
+        """A feature state with the catalogue and the users' attribute tokens (:func:`user_tokens`)."""
+        return FeatureState(self.spec, self.items, users=user_tokens(self.users, pseudonymise))
+
+
+def user_tokens(
+    users: Mapping[str, Mapping[str, str]], pseudonymise: Pseudonymiser | None = None
+) -> dict[str, tuple[str, ...]]:
+    """Users' attribute tokens by user: made as the gateway makes them, under its key, with ``pseudonymise`` (by
+    pseudonymised user id, as the events must then be), else the plain ``name=value`` pairs by the dataset's own
+    user ids (an offline run)."""
+    if pseudonymise is None:
+        return {u: tuple(f"{n}={v}" for n, v in sorted(a.items())) for u, a in users.items()}
+    return {
+        pseudonymise(u): tuple(pseudonymise.attribute(n, v) for n, v in sorted(a.items())) for u, a in users.items()
+    }
 
 
 def dataset_specs(dataset: str) -> tuple[FeatureSpec, LabelSpec]:
@@ -94,10 +114,12 @@ def load_dataset(config: TrainerConfig) -> Dataset:
     if config.dataset == "movielens":
         ml = movielens.load(config.cache_dir)
         events, report = clean(ml.events, bot_events_per_hour=None)
-        return Dataset("movielens", events, ml.items, *dataset_specs("movielens"), report)
+        return Dataset("movielens", events, ml.items, *dataset_specs("movielens"), report, users=ml.users)
     shop = synthetic.generate(config.synthetic)
     events, report = clean(shop.events)
-    return Dataset("synthetic", events, shop.items, *dataset_specs("synthetic"), report, shop.truth.queries)
+    return Dataset(
+        "synthetic", events, shop.items, *dataset_specs("synthetic"), report, shop.truth.queries, users=shop.users
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +153,9 @@ def run(config: TrainerConfig) -> RunResult:
     data = load_dataset(config)
     for line in data.report.lines():
         _LOGGER.info("cleaning: %s", line)
-    examples, _ = build_examples(data.events, data.items, spec=data.spec, labels=data.labels, progress=config.progress)
+    examples, _ = build_examples(
+        data.events, data.items, spec=data.spec, labels=data.labels, state=data.features(), progress=config.progress
+    )
     train, test = examples.split_by_time(config.train_fraction)
     if len(train) == 0 or len(test) == 0 or train.label.min() == train.label.max():
         raise ValueError(f"not enough labelled examples to train ({len(train)} train, {len(test)} test)")

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from preftrack_gateway import contract
 from preftrack_gateway.features import NUM_FEATURES, FeatureSpec, FeatureState, LabelSpec
 from preftrack_gateway.schema import EVENT_TYPES, MIN_TIMESTAMP_S, Event, Item, stable_hash
 
@@ -105,6 +106,7 @@ class Examples:
     item_id: np.ndarray
     category_id: np.ndarray
     features: np.ndarray  # float32 (n, NUM_FEATURES)
+    attributes: np.ndarray  # int64 (n, 2 * ATTRIBUTE_SLOTS): the user's attribute ids, then the item's
     label: np.ndarray  # float32 0/1
     timestamp_s: np.ndarray  # float64
     users: list[str]
@@ -121,6 +123,7 @@ class Examples:
             item_id=self.item_id[index],
             category_id=self.category_id[index],
             features=self.features[index],
+            attributes=self.attributes[index],
             label=self.label[index],
             timestamp_s=self.timestamp_s[index],
             users=[self.users[i] for i in index],
@@ -134,9 +137,23 @@ class Examples:
         return self.take(self.timestamp_s < cut), self.take(self.timestamp_s >= cut)
 
 
-def model_inputs(user_ids: Sequence[str], items: Sequence[Item], features: np.ndarray) -> dict[str, np.ndarray]:
-    """The model's raw inputs for rows of (user, item, features), as Triton and the SavedModel take them."""
+def model_inputs(
+    user_ids: Sequence[str],
+    items: Sequence[Item],
+    features: np.ndarray,
+    user_tokens: Sequence[Sequence[str]] | None = None,
+) -> dict[str, np.ndarray]:
+    """The model's raw inputs for rows of (user, item, features[, the user's attribute tokens]), as Triton and the
+    SavedModel take them (:mod:`preftrack_gateway.contract`)."""
+    n = len(user_ids)
+    tokens = user_tokens if user_tokens is not None else [()] * n
+    own = {tuple(t): contract.user_attribute_ids(t) for t in tokens}
+    item_ids = {i.item_id: contract.item_attribute_ids(i) for i in items}
     return {
+        "attributes": contract.attribute_ids(
+            np.array([own[tuple(t)] for t in tokens], dtype=np.int64).reshape(n, contract.ATTRIBUTE_SLOTS),
+            np.array([item_ids[i.item_id] for i in items], dtype=np.int64).reshape(n, contract.ATTRIBUTE_SLOTS),
+        ),
         "user_id": np.array([stable_hash(u) for u in user_ids], dtype=np.int64),
         "item_id": np.array([stable_hash(i.item_id) for i in items], dtype=np.int64),
         "category_id": np.array([stable_hash(i.primary_category) for i in items], dtype=np.int64),
@@ -220,12 +237,13 @@ def build_examples(
         state.update(event)
     passed_over_until(math.inf)
     feats = np.array(rows, dtype=np.float32).reshape(len(rows), NUM_FEATURES)
-    inputs = model_inputs(users, item_rows, feats)
+    inputs = model_inputs(users, item_rows, feats, [state.user_tokens(u) for u in users])
     examples = Examples(
         user_id=inputs["user_id"],
         item_id=inputs["item_id"],
         category_id=inputs["category_id"],
         features=inputs["features"],
+        attributes=inputs["attributes"],
         label=np.array(label, dtype=np.float32),
         timestamp_s=np.array(times, dtype=np.float64),
         users=users,

@@ -177,3 +177,9 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
             for m in request.items
         ]
         return feedback_service_pb2.UpsertItemsResponse(upserted=await self._core.upsert_items(items))
+
+    async def UpsertUsers(self, request, context):  # noqa: N802
+        if not request.users:
+            raise InvalidRequestError("users must hold at least one user")
+        users = [(m.user_id, tuple(m.attributes.items())) for m in request.users]
+        return feedback_service_pb2.UpsertUsersResponse(upserted=await self._core.upsert_users(users))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from preftrack_gateway.store.base import (
     CATALOG_VERSION_KEY,
+    USERS_VERSION_KEY,
     Erasure,
     EventStore,
     Forgotten,
@@ -29,6 +30,7 @@ async def open_store(url: str) -> EventStore:
 
 __all__ = [
     "CATALOG_VERSION_KEY",
+    "USERS_VERSION_KEY",
     "Erasure",
     "EventStore",
     "Forgotten",

@@ -46,15 +46,21 @@ class Erasure:
 @dataclasses.dataclass(frozen=True)
 class Forgotten:
     """What :meth:`EventStore.forget_user` deleted: the erasure record, the user's events with their sequence
-    numbers (so that in-memory sums can take out those they hold) and the items of the user's served lists."""
+    numbers (so that in-memory sums can take out those they hold), the items of the user's served lists, and
+    how many attribute-token rows went (0 or 1)."""
 
     erasure: Erasure
     events: list[tuple[int, Event]]
     impression_items: list[str]
+    users_deleted: int = 0
 
 
 #: Setting changed in the same transaction as every catalogue write: replicas reload the catalogue when it moves.
 CATALOG_VERSION_KEY = "catalog.version"
+
+#: Setting changed in the same transaction as every write to users' attribute tokens (an upsert, an erasure that
+#: removed a user's row): replicas reload the tokens when it moves.
+USERS_VERSION_KEY = "users.version"
 
 
 def uuid4_hex() -> str:
@@ -199,6 +205,23 @@ def item_from_row(row: Sequence[object]) -> Item:
     )
 
 
+def user_tokens_text(tokens: Sequence[str]) -> str:
+    """The stored form of a user's attribute tokens: space-separated, the empty string for none.
+
+    >>> user_tokens_text(("a1", "b2")), user_tokens_text(())
+    ('a1 b2', '')
+    """
+    # A token holding whitespace would come back as several: refuse it rather than store something else.
+    if any(not token or token.split() != [token] for token in tokens):
+        raise ValueError(f"attribute tokens must be non-empty and hold no whitespace, got {list(tokens)!r}")
+    return " ".join(tokens)
+
+
+def user_tokens_from_text(text: object) -> tuple[str, ...]:
+    """Inverse of :func:`user_tokens_text`."""
+    return tuple(str(text).split()) if text else ()
+
+
 def query_terms_text(terms: Sequence[str]) -> str | None:
     """The stored form of hashed query terms (a search event's, a served list's): space-separated, None for none."""
     return " ".join(terms) or None
@@ -284,6 +307,19 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     async def items(self) -> list[Item]:
         """The whole catalogue."""
+
+    @abc.abstractmethod
+    async def upsert_users(self, users: Sequence[tuple[str, tuple[str, ...]]]) -> None:
+        """Add or replace users' attribute tokens (pseudonymised user key, the user's pseudonymised attribute
+        tokens); moves the ``USERS_VERSION_KEY`` setting in the same transaction.
+
+        An empty tokens tuple is stored as such: the user has no attributes. Raises :class:`ValueError` for a
+        token that is empty or holds whitespace, before anything is written.
+        """
+
+    @abc.abstractmethod
+    async def users(self) -> dict[str, tuple[str, ...]]:
+        """Every user's attribute tokens, by user key."""
 
     @abc.abstractmethod
     async def log_impressions(self, impressions: Sequence[Impression]) -> None:
@@ -385,8 +421,9 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     async def forget_user(self, user_key: str, *, ticket: str, at: float, actor: str) -> Forgotten:
-        """Delete every event and served list of one (pseudonymised) user and record the erasure, in one
-        transaction; the deleted rows leave no readable trace in the store's files where the engine allows."""
+        """Delete every event, served list and the attribute tokens of one (pseudonymised) user and record the
+        erasure, in one transaction (moving ``USERS_VERSION_KEY`` when the user had tokens); the deleted rows
+        leave no readable trace in the store's files where the engine allows."""
 
     @abc.abstractmethod
     async def erasures(self, *, after_seq: int = 0, limit: int = 1000) -> list[Erasure]:

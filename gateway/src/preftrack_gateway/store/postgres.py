@@ -13,6 +13,7 @@ from preftrack_gateway.store.base import (
     CATALOG_VERSION_KEY,
     IMPRESSION_COLUMNS,
     ITEM_COLUMNS,
+    USERS_VERSION_KEY,
     Erasure,
     EventStore,
     Forgotten,
@@ -31,6 +32,8 @@ from preftrack_gateway.store.base import (
     journal_from_row,
     journal_row,
     query_terms_text,
+    user_tokens_from_text,
+    user_tokens_text,
     uuid4_hex,
     version_from_row,
     version_row,
@@ -56,6 +59,10 @@ CREATE TABLE IF NOT EXISTS items (
     price DOUBLE PRECISION NOT NULL,
     title TEXT NOT NULL DEFAULT '',
     attributes TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS users (
+    user_key TEXT PRIMARY KEY,
+    tokens TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS impressions (
     recommendation_id TEXT PRIMARY KEY,
@@ -185,6 +192,22 @@ class PostgresStore(EventStore):
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
 
+    async def upsert_users(self, users: Sequence[tuple[str, tuple[str, ...]]]) -> None:
+        rows = [(user_key, user_tokens_text(tokens)) for user_key, tokens in users]
+        try:
+            async with self._write_lock, self._writer.transaction(), self._writer.cursor() as cursor:
+                await cursor.executemany(
+                    "INSERT INTO users (user_key, tokens) VALUES (%s, %s) "
+                    "ON CONFLICT (user_key) DO UPDATE SET tokens = excluded.tokens",
+                    rows,
+                )
+                await cursor.execute(
+                    "INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (USERS_VERSION_KEY, uuid4_hex()),
+                )
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+
     async def _fetch(self, query: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         try:
             async with self._read_lock:
@@ -196,6 +219,10 @@ class PostgresStore(EventStore):
     async def items(self) -> list[Item]:
         rows = await self._fetch(f"SELECT {ITEM_COLUMNS} FROM items")
         return [item_from_row(r) for r in rows]
+
+    async def users(self) -> dict[str, tuple[str, ...]]:
+        rows = await self._fetch("SELECT user_key, tokens FROM users")
+        return {str(r[0]): user_tokens_from_text(r[1]) for r in rows}
 
     async def log_impressions(self, impressions: Sequence[Impression]) -> None:
         try:
@@ -390,6 +417,13 @@ class PostgresStore(EventStore):
                     "DELETE FROM impressions WHERE user_key = %s RETURNING item_ids", (user_key,)
                 )
                 served = [json.loads(str(ids)) for (ids,) in await cursor.fetchall()]
+                cursor = await self._writer.execute("DELETE FROM users WHERE user_key = %s", (user_key,))
+                users_deleted = cursor.rowcount
+                if users_deleted:
+                    await self._writer.execute(
+                        "INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (USERS_VERSION_KEY, uuid4_hex()),
+                    )
                 cursor = await self._writer.execute(
                     f"INSERT INTO erasures ({_ERASURE_COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
                     f"RETURNING seq, {_ERASURE_COLUMNS}",
@@ -399,7 +433,7 @@ class PostgresStore(EventStore):
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
         assert row is not None
-        return Forgotten(erasure_from_row(row), events, [i for ids in served for i in ids])
+        return Forgotten(erasure_from_row(row), events, [i for ids in served for i in ids], users_deleted)
 
     async def erasures(self, *, after_seq: int = 0, limit: int = 1000) -> list[Erasure]:
         rows = await self._fetch(

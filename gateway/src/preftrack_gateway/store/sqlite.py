@@ -16,6 +16,7 @@ from preftrack_gateway.store.base import (
     CATALOG_VERSION_KEY,
     IMPRESSION_COLUMNS,
     ITEM_COLUMNS,
+    USERS_VERSION_KEY,
     Erasure,
     EventStore,
     Forgotten,
@@ -34,6 +35,8 @@ from preftrack_gateway.store.base import (
     journal_from_row,
     journal_row,
     query_terms_text,
+    user_tokens_from_text,
+    user_tokens_text,
     uuid4_hex,
     version_from_row,
     version_row,
@@ -61,6 +64,10 @@ CREATE TABLE IF NOT EXISTS items (
     price REAL NOT NULL,
     title TEXT NOT NULL DEFAULT '',
     attributes TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS users (
+    user_key TEXT PRIMARY KEY,
+    tokens TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS impressions (
     recommendation_id TEXT PRIMARY KEY,
@@ -237,6 +244,25 @@ class SQLiteStore(EventStore):
     async def items(self) -> list[Item]:
         rows = await self._run(lambda: self._db.execute(f"SELECT {ITEM_COLUMNS} FROM items").fetchall())
         return [item_from_row(r) for r in rows]
+
+    async def upsert_users(self, users: Sequence[tuple[str, tuple[str, ...]]]) -> None:
+        rows = [(user_key, user_tokens_text(tokens)) for user_key, tokens in users]
+
+        def write() -> None:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO users (user_key, tokens) VALUES (?, ?) "
+                    "ON CONFLICT(user_key) DO UPDATE SET tokens = excluded.tokens",
+                    rows,
+                )
+                self._db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (USERS_VERSION_KEY, uuid4_hex()))
+
+        await self._run(write)
+
+    async def users(self) -> dict[str, tuple[str, ...]]:
+        rows = await self._run(lambda: self._db.execute("SELECT user_key, tokens FROM users").fetchall())
+        return {str(r[0]): user_tokens_from_text(r[1]) for r in rows}
 
     async def log_impressions(self, impressions: Sequence[Impression]) -> None:
         def write() -> None:
@@ -423,6 +449,9 @@ class SQLiteStore(EventStore):
                 events = [(int(r[0]), event_from_row(r[1:])) for r in rows.fetchall()]
                 lists = db.execute("DELETE FROM impressions WHERE user_key = ? RETURNING item_ids", (user_key,))
                 served = [json.loads(ids) for (ids,) in lists.fetchall()]
+                users_deleted = int(db.execute("DELETE FROM users WHERE user_key = ?", (user_key,)).rowcount)
+                if users_deleted:
+                    db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (USERS_VERSION_KEY, uuid4_hex()))
                 row = db.execute(
                     f"INSERT INTO erasures ({_ERASURE_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
                     f"RETURNING seq, {_ERASURE_COLUMNS}",
@@ -431,7 +460,7 @@ class SQLiteStore(EventStore):
             # Old page images of the deleted rows may still sit in the write-ahead log: move it into the (securely
             # deleted) database file and empty it. Best effort: a reader in another process can hold it open.
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            return Forgotten(erasure_from_row(row), events, [i for ids in served for i in ids])
+            return Forgotten(erasure_from_row(row), events, [i for ids in served for i in ids], users_deleted)
 
         return await self._run(write)
 

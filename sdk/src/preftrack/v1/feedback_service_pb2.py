@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from preftrack.v1 import types_pb2 as preftrack_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#preftrack/v1/feedback_service.proto\x12\x0cpreftrack.v1\x1a\x18preftrack/v1/types.proto\":\n\x13SendFeedbackRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.preftrack.v1.Event\"<\n\x14SendFeedbackResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\"<\n\x15StreamFeedbackRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.preftrack.v1.Event\"1\n\rRejectedEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x93\x02\n\x16StreamFeedbackResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\x12-\n\x08rejected\x18\x03 \x03(\x0b\x32\x1b.preftrack.v1.RejectedEvent\x12\x16\n\x0erejected_count\x18\x04 \x01(\x03\x12T\n\x11rejected_by_field\x18\x05 \x03(\x0b\x32\x39.preftrack.v1.StreamFeedbackResponse.RejectedByFieldEntry\x1a\x36\n\x14RejectedByFieldEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"7\n\x12UpsertItemsRequest\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.preftrack.v1.Item\"\'\n\x13UpsertItemsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x03\x32\x9b\x02\n\x0f\x46\x65\x65\x64\x62\x61\x63kService\x12U\n\x0cSendFeedback\x12!.preftrack.v1.SendFeedbackRequest\x1a\".preftrack.v1.SendFeedbackResponse\x12]\n\x0eStreamFeedback\x12#.preftrack.v1.StreamFeedbackRequest\x1a$.preftrack.v1.StreamFeedbackResponse(\x01\x12R\n\x0bUpsertItems\x12 .preftrack.v1.UpsertItemsRequest\x1a!.preftrack.v1.UpsertItemsResponseBT\n\x10\x64\x65v.preftrack.v1P\x01Z>github.com/preftrack/preftrack/gen/go/preftrack/v1;preftrackv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#preftrack/v1/feedback_service.proto\x12\x0cpreftrack.v1\x1a\x18preftrack/v1/types.proto\":\n\x13SendFeedbackRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.preftrack.v1.Event\"<\n\x14SendFeedbackResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\"<\n\x15StreamFeedbackRequest\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.preftrack.v1.Event\"1\n\rRejectedEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x93\x02\n\x16StreamFeedbackResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\x12-\n\x08rejected\x18\x03 \x03(\x0b\x32\x1b.preftrack.v1.RejectedEvent\x12\x16\n\x0erejected_count\x18\x04 \x01(\x03\x12T\n\x11rejected_by_field\x18\x05 \x03(\x0b\x32\x39.preftrack.v1.StreamFeedbackResponse.RejectedByFieldEntry\x1a\x36\n\x14RejectedByFieldEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"7\n\x12UpsertItemsRequest\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.preftrack.v1.Item\"\'\n\x13UpsertItemsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x03\"\x82\x01\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x36\n\nattributes\x18\x02 \x03(\x0b\x32\".preftrack.v1.User.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x12UpsertUsersRequest\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.preftrack.v1.User\"\'\n\x13UpsertUsersResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x03\x32\xef\x02\n\x0f\x46\x65\x65\x64\x62\x61\x63kService\x12U\n\x0cSendFeedback\x12!.preftrack.v1.SendFeedbackRequest\x1a\".preftrack.v1.SendFeedbackResponse\x12]\n\x0eStreamFeedback\x12#.preftrack.v1.StreamFeedbackRequest\x1a$.preftrack.v1.StreamFeedbackResponse(\x01\x12R\n\x0bUpsertItems\x12 .preftrack.v1.UpsertItemsRequest\x1a!.preftrack.v1.UpsertItemsResponse\x12R\n\x0bUpsertUsers\x12 .preftrack.v1.UpsertUsersRequest\x1a!.preftrack.v1.UpsertUsersResponseBT\n\x10\x64\x65v.preftrack.v1P\x01Z>github.com/preftrack/preftrack/gen/go/preftrack/v1;preftrackv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.preftrack.v1P\001Z>github.com/preftrack/preftrack/gen/go/preftrack/v1;preftrackv1'
   _globals['_STREAMFEEDBACKRESPONSE_REJECTEDBYFIELDENTRY']._loaded_options = None
   _globals['_STREAMFEEDBACKRESPONSE_REJECTEDBYFIELDENTRY']._serialized_options = b'8\001'
+  _globals['_USER_ATTRIBUTESENTRY']._loaded_options = None
+  _globals['_USER_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_SENDFEEDBACKREQUEST']._serialized_start=79
   _globals['_SENDFEEDBACKREQUEST']._serialized_end=137
   _globals['_SENDFEEDBACKRESPONSE']._serialized_start=139
@@ -51,6 +53,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPSERTITEMSREQUEST']._serialized_end=647
   _globals['_UPSERTITEMSRESPONSE']._serialized_start=649
   _globals['_UPSERTITEMSRESPONSE']._serialized_end=688
-  _globals['_FEEDBACKSERVICE']._serialized_start=691
-  _globals['_FEEDBACKSERVICE']._serialized_end=974
+  _globals['_USER']._serialized_start=691
+  _globals['_USER']._serialized_end=821
+  _globals['_USER_ATTRIBUTESENTRY']._serialized_start=772
+  _globals['_USER_ATTRIBUTESENTRY']._serialized_end=821
+  _globals['_UPSERTUSERSREQUEST']._serialized_start=823
+  _globals['_UPSERTUSERSREQUEST']._serialized_end=878
+  _globals['_UPSERTUSERSRESPONSE']._serialized_start=880
+  _globals['_UPSERTUSERSRESPONSE']._serialized_end=919
+  _globals['_FEEDBACKSERVICE']._serialized_start=922
+  _globals['_FEEDBACKSERVICE']._serialized_end=1289
 # @@protoc_insertion_point(module_scope)

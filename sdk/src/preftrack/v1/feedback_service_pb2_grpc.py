@@ -55,6 +55,11 @@ class FeedbackServiceStub:
                 request_serializer=preftrack_dot_v1_dot_feedback__service__pb2.UpsertItemsRequest.SerializeToString,
                 response_deserializer=preftrack_dot_v1_dot_feedback__service__pb2.UpsertItemsResponse.FromString,
                 _registered_method=True)
+        self.UpsertUsers = channel.unary_unary(
+                '/preftrack.v1.FeedbackService/UpsertUsers',
+                request_serializer=preftrack_dot_v1_dot_feedback__service__pb2.UpsertUsersRequest.SerializeToString,
+                response_deserializer=preftrack_dot_v1_dot_feedback__service__pb2.UpsertUsersResponse.FromString,
+                _registered_method=True)
 
 
 class FeedbackServiceServicer:
@@ -88,6 +93,14 @@ class FeedbackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertUsers(self, request, context):
+        """Sets users' attributes (age band, region, ...), which the model reads beside the user's behaviour: a new
+        user with attributes is not a stranger. Replaces what a user had; a user with no attributes clears them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedbackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +118,11 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     servicer.UpsertItems,
                     request_deserializer=preftrack_dot_v1_dot_feedback__service__pb2.UpsertItemsRequest.FromString,
                     response_serializer=preftrack_dot_v1_dot_feedback__service__pb2.UpsertItemsResponse.SerializeToString,
+            ),
+            'UpsertUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertUsers,
+                    request_deserializer=preftrack_dot_v1_dot_feedback__service__pb2.UpsertUsersRequest.FromString,
+                    response_serializer=preftrack_dot_v1_dot_feedback__service__pb2.UpsertUsersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -194,6 +212,33 @@ class FeedbackService:
             '/preftrack.v1.FeedbackService/UpsertItems',
             preftrack_dot_v1_dot_feedback__service__pb2.UpsertItemsRequest.SerializeToString,
             preftrack_dot_v1_dot_feedback__service__pb2.UpsertItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/preftrack.v1.FeedbackService/UpsertUsers',
+            preftrack_dot_v1_dot_feedback__service__pb2.UpsertUsersRequest.SerializeToString,
+            preftrack_dot_v1_dot_feedback__service__pb2.UpsertUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -100,6 +100,16 @@ def _rows(path: Path) -> list[list[str]]:
     return [line.split("\t") for line in lines[1:] if line.strip()]
 
 
+def _user_attributes(row: list[str]) -> dict[str, str]:
+    """A user's demographics as a shop would send them: an age band, gender, occupation, the zip code's region."""
+    out = {"gender": row[2], "occupation": row[3]}
+    if row[1].isdigit():
+        out["age_band"] = f"{int(row[1]) // 10 * 10}s"
+    if len(row) > 4 and row[4][:1].isdigit():
+        out["region"] = row[4][0]
+    return out
+
+
 def load(cache_dir: Path | None = None) -> MovieLens:
     """Load ML-100k (fetching it first if needed), ratings sorted by time."""
     folder = fetch(cache_dir)
@@ -107,9 +117,11 @@ def load(cache_dir: Path | None = None) -> MovieLens:
     attributes: dict[str, dict[str, str]] = {}
     for row in _rows(folder / "ml-100k.item"):
         genres = tuple(row[3].split()) if len(row) > 3 and row[3].strip() else ("unknown",)
-        items[row[0]] = Item(item_id=row[0], categories=genres, price=0.0)
-        attributes[row[0]] = {"title": row[1], "year": row[2] if len(row) > 2 else ""}
-    users = {row[0]: {"age": row[1], "gender": row[2], "occupation": row[3]} for row in _rows(folder / "ml-100k.user")}
+        year = row[2].strip() if len(row) > 2 else ""
+        released = (("decade", f"{year[:3]}0s"), ("year", year)) if year.isdigit() else ()
+        items[row[0]] = Item(item_id=row[0], categories=genres, price=0.0, title=row[1], attributes=released)
+        attributes[row[0]] = {"title": row[1], "year": year}
+    users = {row[0]: _user_attributes(row) for row in _rows(folder / "ml-100k.user")}
     raw = _rows(folder / "ml-100k.inter")
     # Stable sort by timestamp keeps the file's order among equal timestamps: deterministic everywhere.
     raw.sort(key=lambda r: float(r[3]))

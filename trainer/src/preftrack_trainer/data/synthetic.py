@@ -42,7 +42,7 @@ COLOURS: tuple[str, ...] = ("red", "blue", "green", "black", "white", "grey", "y
 #: Model words are made of these syllables; none of the nouns, brands or colours is spelt like one.
 _SYLLABLES = tuple(c + v for c in "bdfgklmnprtvz" for v in "aeiou")
 #: Which random stream (with the seed) draws what: the events themselves use the bare seed.
-_TEXT_STREAM, _SEARCH_STREAM = 1, 2
+_TEXT_STREAM, _SEARCH_STREAM, _USER_STREAM = 1, 2, 3
 #: A searcher knows what they want: added to the click and add-to-cart logits (and to purchase's, from 0).
 _SEARCH_INTENT = 1.0
 
@@ -123,6 +123,10 @@ class SyntheticShop:
     items: dict[str, Item]
     truth: GroundTruth
     config: SyntheticConfig
+    #: Users' attributes, as a shop would send them with UpsertUsers: a ``segment`` that names the user's
+    #: favourite category before the drift for 70% of users (a random one for the rest), and a ``device`` that
+    #: says nothing about taste.
+    users: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
 
 def _sigmoid(x: float) -> float:
@@ -359,7 +363,17 @@ def generate(config: SyntheticConfig | None = None) -> SyntheticShop:
         search_targets=search_targets,
         brands=BRANDS,
     )
-    return SyntheticShop(events=events, items=items, truth=truth, config=cfg)
+    return SyntheticShop(events=events, items=items, truth=truth, config=cfg, users=_user_attributes(cfg, before))
+
+
+def _user_attributes(cfg: SyntheticConfig, preferences: np.ndarray) -> dict[str, dict[str, str]]:
+    """Drawn from their own random stream, so the events are the same with or without them."""
+    rng = np.random.default_rng([cfg.seed, _USER_STREAM])
+    out = {}
+    for k in range(cfg.n_users):
+        segment = int(np.argmax(preferences[k])) if rng.random() < 0.7 else int(rng.integers(cfg.n_categories))
+        out[f"u-{k}"] = {"segment": f"s{segment}", "device": ("ios", "android", "web")[int(rng.integers(3))]}
+    return out
 
 
 def _add_dirt(events: list[Event], rng: np.random.Generator, fraction: float) -> list[Event]:
