@@ -29,7 +29,7 @@ from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway import contract
 from preftrack_gateway.features import FeatureSpec, FeatureState
 from preftrack_gateway.privacy import Pseudonymiser
-from preftrack_gateway.schema import Item, stable_hash
+from preftrack_gateway.schema import Item
 
 KEY = "bench-pseudonym-key-0123456789"
 ITEMS = [preftrack.Item(item_id=f"b-{n}", categories=(f"c-{n % 16}",), price=1.0 + n % 40) for n in range(2000)]
@@ -65,15 +65,7 @@ def _direct_inputs(user: str, items: list[str]):
     key = Pseudonymiser(KEY)(user)
     now = time.time()
     features = np.array([state.row(key, i, now) for i in items], dtype=np.float32)
-    arrays = contract.request_arrays(
-        np.full(len(items), stable_hash(key), dtype=np.int64),
-        np.array([stable_hash(i) for i in items], dtype=np.int64),
-        np.array([stable_hash(state.item(i).primary_category) for i in items], dtype=np.int64),
-        features,
-        contract.attribute_ids(
-            contract.user_attribute_ids(()), np.array([contract.item_attribute_ids(state.item(i)) for i in items])
-        ),
-    )
+    arrays = contract.user_request_arrays(key, (), [state.item(i) for i in items], features)
     inputs = []
     for name, array, dtype in arrays:
         tensor = triton_aio.InferInput(name, list(array.shape), dtype)

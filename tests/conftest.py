@@ -41,7 +41,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     events, _ = clean(shop.events)
     # The users' attributes as the test gateways make them (their key); the events keep the shop's own user ids.
     key = Pseudonymiser(PSEUDONYM_KEY)
-    users = {u: tuple(key.attribute(n, v) for n, v in sorted(a.items())) for u, a in shop.users.items()}
+    users = {u: tuple(sorted(key.attribute(n, v) for n, v in a.items())) for u, a in shop.users.items()}
     state = FeatureState(FeatureSpec(), shop.items, users=users)
     examples, state = build_examples(events, shop.items, spec=FeatureSpec(), labels=LabelSpec(), state=state)
     train, test = examples.split_by_time(0.8)

@@ -17,7 +17,7 @@ from preftrack_dev.process import GatewayProcess
 from preftrack_gateway import contract
 from preftrack_gateway.features import FeatureSpec, FeatureState
 from preftrack_gateway.privacy import Pseudonymiser
-from preftrack_gateway.schema import Event, Item, stable_hash
+from preftrack_gateway.schema import Event, Item
 
 from .conftest import PSEUDONYM_KEY, gateway_env
 
@@ -54,15 +54,7 @@ def _direct_triton(triton_url: str, user: str, items: list[str], history: list[E
     state.update_many(history)
     now = time.time()
     features = np.array([state.row(key, item, now) for item in items], dtype=np.float32)
-    arrays = contract.request_arrays(
-        np.full(len(items), stable_hash(key), dtype=np.int64),
-        np.array([stable_hash(i) for i in items], dtype=np.int64),
-        np.array([stable_hash(state.item(i).primary_category) for i in items], dtype=np.int64),
-        features,
-        contract.attribute_ids(
-            contract.user_attribute_ids(()), np.array([contract.item_attribute_ids(state.item(i)) for i in items])
-        ),
-    )
+    arrays = contract.user_request_arrays(key, (), [state.item(i) for i in items], features)
     inputs = []
     for name, array, dtype in arrays:
         tensor = grpcclient.InferInput(name, list(array.shape), dtype)

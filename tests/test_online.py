@@ -105,9 +105,11 @@ def test_when_another_version_serves_the_correction_is_learned_again_on_its_logi
     learner = OnlineLearner(features, labels, OnlineConfig(bits=16))
     serving = {"version": 1}
     scored_by: list[int] = []
+    scored_items: list[tuple[int, tuple[str, ...]]] = []
 
     async def version_scores(users, item_ids, rows, version):  # v1 knows nothing; v2 knows the fans' taste
         scored_by.append(version)
+        scored_items.append((version, tuple(item_ids)))
         fan = np.array(
             [u == "fan" and features.item(i).categories[0] == "horror" for u, i in zip(users, item_ids, strict=True)]
         )
@@ -141,6 +143,13 @@ def test_when_another_version_serves_the_correction_is_learned_again_on_its_logi
             again.learn(again.indices(example.user, features.item(example.item_id), example.row), base, label)
         assert len(learner.history) == 200 and again.updates == 200
         assert learner.correction.value(horror) == again.value(horror) < on_v1
+        # A list version 1 served, labelled after the switch: learned on version 2's logit, not on the one it was
+        # served with (which would count again what version 2 absorbed).
+        row = features.rows("fan", ["i3"], T0 + 500)
+        learner.expose("fan", ["i3"], T0 + 500, np.array([0.5]), row, version=1)
+        learner.fold([_event(2000, "fan", "i5", "rating", 501, 5.0)])
+        await wait_for(lambda: learner.correction.updates == 202)
+        assert (2, ("i3",)) in scored_items
         await learner.close()
 
     asyncio.run(run())

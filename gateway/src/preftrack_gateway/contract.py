@@ -76,3 +76,20 @@ def request_arrays(
         (FEATURES, features.reshape(n, NUM_FEATURES), "FP32"),
         (ATTRIBUTES, attributes.reshape(n, 2 * ATTRIBUTE_SLOTS), "INT64"),
     ]
+
+
+def user_request_arrays(
+    user_key: str, user_tokens: Sequence[str], items: Sequence[Item], features: np.ndarray
+) -> list[tuple[str, np.ndarray, str]]:
+    """:func:`request_arrays` for one (pseudonymised) user, with their attribute tokens, and each of ``items``."""
+    n = len(items)
+    return request_arrays(
+        np.full(n, stable_hash(user_key), dtype=np.int64),
+        np.array([stable_hash(i.item_id) for i in items], dtype=np.int64),
+        np.array([stable_hash(i.primary_category) for i in items], dtype=np.int64),
+        features,
+        attribute_ids(
+            user_attribute_ids(user_tokens),
+            np.array([item_attribute_ids(i) for i in items], dtype=np.int64).reshape(n, ATTRIBUTE_SLOTS),
+        ),
+    )

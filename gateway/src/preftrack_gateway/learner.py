@@ -96,10 +96,12 @@ class OnlineLearner:
         timestamp_s: float,
         base_scores: np.ndarray,
         rows: Sequence[Sequence[float]],
+        version: int,
     ) -> None:
-        """A served list, with the serving version's own probabilities (before the correction) and the rows."""
+        """A served list, with the probabilities of the version that served it (before the correction), that
+        version, and the rows."""
         if self.enabled:
-            self.labeller.expose(user, item_ids, timestamp_s, logit(base_scores), rows)
+            self.labeller.expose(user, item_ids, timestamp_s, logit(base_scores), rows, version=version)
 
     def forget_items(self, item_ids: Iterable[str]) -> None:
         """Items whose catalogue entry changed: the correction's cached hashes of them go."""
@@ -190,7 +192,8 @@ class OnlineLearner:
         learn again before the first version, or with nothing kept). A failure is retried a second later."""
         if self.base_version is not None and self.correction.updates > 0:
             try:
-                await self.rebase(base_scores, version)
+                if not await self.rebase(base_scores, version):
+                    return  # users were forgotten meanwhile each time: try again at the next turn
             except Exception as exc:
                 _LOGGER.warning("online learner: relearning on version %d failed (%s); retrying", version, exc)
                 await asyncio.sleep(1.0)
@@ -234,14 +237,18 @@ class OnlineLearner:
                 time.perf_counter() - started,
             )
             return True
-        _LOGGER.warning("online learner: users were forgotten during each relearning; the correction stays as it is")
+        _LOGGER.warning("online learner: users were forgotten during each relearning; trying again later")
         return False
 
     async def _base(
         self, batch: list[tuple[Example, float, float]], base_scores: BaseScorer, version: int
     ) -> np.ndarray:
-        """The serving version's logit of each example (known already for served lists)."""
-        to_score = [k for k, (example, _, _) in enumerate(batch) if example.base_logit is None]
+        """The serving version's logit of each example (known already for a list that this version served)."""
+        to_score = [
+            k
+            for k, (example, _, _) in enumerate(batch)
+            if example.base_logit is None or (example.version != version and example.row is not None)
+        ]
         base = np.zeros(len(batch))
         if to_score:
             probs = await base_scores(
@@ -260,7 +267,10 @@ class OnlineLearner:
             if example.user in self._erased:
                 continue
             self._delays_s.append(now - labelled_at)
-            base_logit = base[k] if example.base_logit is None else example.base_logit
+            served = example.base_logit
+            base_logit = (
+                served if served is not None and (example.version == version or example.row is None) else base[k]
+            )
             index = self.correction.indices(example.user, catalog(example.item_id), example.row)
             self.correction.learn(index, base_logit, label)
             self.history.add(example, label)

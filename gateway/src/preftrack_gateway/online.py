@@ -189,6 +189,7 @@ class Example:
     timestamp_s: float
     base_logit: float | None = None  # known for served lists: the version's logit when it was served
     row: Sequence[float] | None = None  # the behaviour features at its time (for the version's logit)
+    version: int | None = None  # the version whose logit ``base_logit`` is
 
 
 class Labeller:
@@ -264,13 +265,15 @@ class Labeller:
         timestamp_s: float,
         base_logits: Iterable[float],
         rows: Sequence[Sequence[float]] | None = None,
+        *,
+        version: int | None = None,
     ) -> None:
-        """A served list: each item is an example at the time it was served, with the version's logit (and its
-        feature row, so that another version can score it again)."""
+        """A served list: each item is an example at the time it was served, with the logit of the ``version``
+        that served it (and its feature row, so that another version can score it again)."""
         final: list[tuple[Example, float]] = []
         for k, (item_id, base) in enumerate(zip(item_ids, base_logits, strict=True)):
             row = rows[k] if rows is not None else None
-            self._arrive(Example(user, item_id, timestamp_s, float(base), row), False, final)
+            self._arrive(Example(user, item_id, timestamp_s, float(base), row, version), False, final)
         self._labelled_on_exposure.extend(final)
 
     def is_example(self, event: Event) -> bool:
@@ -385,7 +388,12 @@ class History:
         return out
 
     def forget(self, user: str) -> None:
-        """Drop the user's examples."""
+        """Drop the user's examples: their rows, items, times and labels are overwritten, not only unlinked."""
         for slot, kept in enumerate(self._users):
             if kept == user:
                 self._users[slot] = None
+                self._items[slot] = ""
+                if self._rows is not None:
+                    self._rows[slot] = 0.0
+                    self._labels[slot] = 0.0
+                    self._times[slot] = 0.0

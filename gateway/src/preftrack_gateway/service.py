@@ -386,6 +386,9 @@ class GatewayCore:
         features, learner, last = await self._load_state(use_snapshot=False)  # a snapshot may hold the forgotten
         async with self.writer.exclusive, self._follow_lock:
             old, self.features, self.learner, self._folded_seq = self.learner, features, learner, last
+            # The catalogue and the users were read when the rebuild began: changes since then were applied to the
+            # old state only, so both are read again (the catalogue now, the users at the follower's next turn).
+            self._catalog_version = self._users_version = None
             await self._follow_log()
             self._hashes.clear()
         await old.close()
@@ -637,7 +640,7 @@ class GatewayCore:
             top = np.lexsort((-scores, -match))[:k]
         else:
             top = np.argsort(-scores, kind="stable")[:k]
-        self.learner.expose(user_key, [pool[i] for i in top], at_s, base[top], [rows[i] for i in top])
+        self.learner.expose(user_key, [pool[i] for i in top], at_s, base[top], [rows[i] for i in top], route.version)
         result = Recommended(
             tuple(pool[i] for i in top), tuple(float(scores[i]) for i in top), route.version, recommendation_id
         )
@@ -712,8 +715,9 @@ class GatewayCore:
                     f"users[{index}].attributes: at most {contract.ATTRIBUTE_SLOTS}, names of "
                     f"1-{MAX_CONTEXT_KEY_CHARS} characters, values of 1-{MAX_CONTEXT_VALUE_CHARS}"
                 )
-            tokens = tuple(self.pseudonymise.attribute(name, value) for name, value in sorted(attributes))
-            prepared.append((self.pseudonymise(user_id), tokens))
+            # Sorted by the token, not by the name: a token's place must not tell which attribute it is.
+            tokens = tuple(sorted(self.pseudonymise.attribute(name, value) for name, value in attributes))
+            prepared.append((self.pseudonymise.uncached(user_id), tokens))
         await self.store.upsert_users(prepared)
         async with self._follow_lock:
             for user_key, tokens in prepared:

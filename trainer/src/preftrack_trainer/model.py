@@ -125,16 +125,22 @@ def build_model(config: ModelConfig, mean: np.ndarray, std: np.ndarray) -> keras
     attributes = keras.Input(shape=(2 * ATTRIBUTE_SLOTS,), dtype="int64", name="attributes")
     reg = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
 
-    def embed(ids, buckets: int, name: str):
+    def embed(ids, buckets: int, name: str, initializer: str = "uniform"):
         bucketed = Bucketize(buckets, name=f"{name}_bucket")(ids)
-        return keras.layers.Embedding(buckets, config.embedding_dim, embeddings_regularizer=reg, name=f"{name}_emb")(
-            bucketed
-        )
+        return keras.layers.Embedding(
+            buckets,
+            config.embedding_dim,
+            embeddings_initializer=initializer,
+            embeddings_regularizer=reg,
+            name=f"{name}_emb",
+        )(bucketed)
 
     # The user's attributes and the item's, each the mean of its slots' embeddings (no attributes: zeros).
     user_attributes, item_attributes = (
         MeanOfPresent(start, name=f"{side}_attribute_mean")(
-            embed(attributes, config.attribute_buckets, f"{side}_attribute"), attributes
+            # From zeros: a token no training row had (a new value) moves nothing.
+            embed(attributes, config.attribute_buckets, f"{side}_attribute", "zeros"),
+            attributes,
         )
         for side, start in (("user", 0), ("item", ATTRIBUTE_SLOTS))
     )

@@ -80,8 +80,11 @@ class Dataset:
     users: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
 
     def features(self, pseudonymise: Pseudonymiser | None = None) -> FeatureState:
-        """A feature state with the catalogue and the users' attribute tokens (:func:`user_tokens`)."""
-        return FeatureState(self.spec, self.items, users=user_tokens(self.users, pseudonymise))
+        """A feature state with the catalogue and, with the gateway's ``pseudonymise`` (then the events' user ids
+        must be pseudonymised the same way), the users' attribute tokens as the gateway makes them. Without it
+        (an offline run on the dataset's own ids) no user has attributes: tokens the gateway would never send
+        must not train a version it may serve."""
+        return FeatureState(self.spec, self.items, users=user_tokens(self.users, pseudonymise) if pseudonymise else {})
 
 
 def user_tokens(
@@ -91,9 +94,9 @@ def user_tokens(
     pseudonymised user id, as the events must then be), else the plain ``name=value`` pairs by the dataset's own
     user ids (an offline run)."""
     if pseudonymise is None:
-        return {u: tuple(f"{n}={v}" for n, v in sorted(a.items())) for u, a in users.items()}
+        return {u: tuple(sorted(f"{n}={v}" for n, v in a.items())) for u, a in users.items()}
     return {
-        pseudonymise(u): tuple(pseudonymise.attribute(n, v) for n, v in sorted(a.items())) for u, a in users.items()
+        pseudonymise(u): tuple(sorted(pseudonymise.attribute(n, v) for n, v in a.items())) for u, a in users.items()
     }
 
 
