@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import threading
 import time
@@ -252,3 +253,22 @@ def test_a_version_trained_on_other_feature_definitions_is_refused(stack) -> Non
     assert refused.state == "failed" and "feature schema" in refused.note
     with preftrack.Client(gateway.target) as client:
         assert client.score("u-3", ["i-1"]).model_version == "1"
+
+
+def test_after_an_upgrade_of_the_inputs_the_trainer_trains_a_new_first_version(stack) -> None:
+    repository, store_url, gateway = stack
+    _send_shop(gateway.target)
+    # Version 1 as an older release wrote it: trained on other model inputs (another feature-schema hash).
+    path = repository / "preftrack" / "1" / export.METADATA_FILE
+    metadata = json.loads(path.read_text())
+    path.write_text(json.dumps({**metadata, "feature_schema_hash": "0123456789abcdef"}))
+    result, watermark = _round(ContinualConfig(store_url=store_url, repository=repository, trigger_examples=100))
+    assert result is not None and result.shipped and result.version == 2, result
+    assert "new first version" in result.reason and watermark > 0
+    meta = export.read_metadata(repository, 2)
+    assert meta["parent"] is None and meta["feature_schema_hash"] == metadata["feature_schema_hash"]
+    deadline = time.monotonic() + 60
+    with preftrack.Client(gateway.target) as client:
+        while client.score("u-3", ["i-1"]).model_version != "2":
+            assert time.monotonic() < deadline, "version 2 never served"
+            time.sleep(0.2)

@@ -1,5 +1,6 @@
 """Gateway replicas on one PostgreSQL follow the shared event log: an event acknowledged by replica A is in
-replica B's features within a bound, and both answer a Score identically once caught up."""
+replica B's features within a bound, users' attributes written through A reach B, and both answer a Score
+identically once caught up."""
 
 from __future__ import annotations
 
@@ -45,7 +46,14 @@ def test_an_event_sent_to_one_replica_reaches_the_other_within_the_bound(
                     lags.append(time.perf_counter() - acked)
                     break
                 assert time.perf_counter() - acked < 5, f"replica b never saw {user}'s event"
+        # Users' attributes written through A reach B by the same follower, a few users at a time (not a reload).
         as_of = time.time()
+        plain = [s.score for s in to_b.score("user-0", items, as_of_s=as_of).items]
+        to_a.upsert_users([preftrack.User(user_id="user-0", attributes={"segment": "s2", "device": "web"})])
+        acked = time.perf_counter()
+        while np.allclose([s.score for s in to_b.score("user-0", items, as_of_s=as_of).items], plain, atol=1e-9):
+            assert time.perf_counter() - acked < 5, "replica b never saw user-0's attributes"
+            time.sleep(0.02)
         time.sleep(0.3)
         for n in range(0, 40, 7):
             user = f"user-{n}"

@@ -121,6 +121,126 @@ def test_user_tokens_round_trip_and_move_the_users_version(store_url: str) -> No
     asyncio.run(run())
 
 
+def test_users_changed_follows_the_upserts_in_order(store_url: str) -> None:
+    async def run() -> None:
+        store = await open_store(store_url)
+        try:
+            assert await store.users_changed() == ([], 0)
+            await store.upsert_users([("k1", (_token(1),)), ("k2", (_token(2), _token(3)))])
+            await store.upsert_users([("k3", ())])
+            everything, first = await store.users_changed(after_seq=0)
+            assert everything == [("k1", (_token(1),)), ("k2", (_token(2), _token(3))), ("k3", ())]
+            assert first > 0
+            assert await store.users_changed(after_seq=first) == ([], first)
+            await store.upsert_users([("k1", (_token(4),)), ("k4", (_token(5),))])  # replace one, add one
+            changed, second = await store.users_changed(after_seq=first)
+            assert changed == [("k1", (_token(4),)), ("k4", (_token(5),))] and second > first
+            everything, latest = await store.users_changed()
+            assert [key for key, _ in everything] == ["k2", "k3", "k1", "k4"], "a replaced user moves up"
+            assert latest == second
+            assert dict(everything) == await store.users()
+            await store.upsert_users([("k2", ())])
+            assert (await store.users_changed(after_seq=second))[0] == [("k2", ())]
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def test_a_forgotten_users_number_is_not_given_again(store_url: str) -> None:
+    """The newest row goes with its user: the next upsert must still be numbered above what readers have seen."""
+
+    async def run() -> None:
+        store = await open_store(store_url)
+        try:
+            await store.upsert_users([("k1", (_token(1),))])
+            await store.upsert_users([("k2", (_token(2),))])
+            _, seen = await store.users_changed()
+            await store.forget_user("k2", ticket="t-1", at=time.time(), actor="test")
+            assert await store.users_changed(after_seq=seen) == ([], seen)
+            await store.upsert_users([("k3", (_token(3),))])
+            changed, latest = await store.users_changed(after_seq=seen)
+            assert changed == [("k3", (_token(3),))] and latest > seen
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def test_users_written_before_numbering_are_numbered_at_open(store_url: str, tmp_path) -> None:
+    """A users table from before users_changed (no seq column) gains it; its rows are numbered once, so that a
+    reader from 0 gets them and one following from there gets only later writes."""
+    if store_url.startswith("sqlite:///"):
+        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
+            db.execute("CREATE TABLE users (user_key TEXT PRIMARY KEY, tokens TEXT NOT NULL)")
+            db.executemany("INSERT INTO users VALUES (?, ?)", [("k1", _token(1)), ("k2", "")])
+    else:
+        import psycopg
+
+        with psycopg.connect(store_url, autocommit=True) as db:
+            db.execute("CREATE TABLE users (user_key TEXT PRIMARY KEY, tokens TEXT NOT NULL)")
+            db.execute("INSERT INTO users VALUES ('k1', %s), ('k2', '')", (_token(1),))
+
+    async def run() -> None:
+        seen = 0
+        for opening in range(2):
+            store = await open_store(store_url)
+            try:
+                everything, last = await store.users_changed()
+                assert dict(everything) == {"k1": (_token(1),), "k2": ()} | ({"k3": ()} if opening else {})
+                assert last > 0 and (opening == 0 or last == seen), "opening again renumbered the rows"
+                if opening == 0:
+                    await store.upsert_users([("k3", ())])
+                    assert await store.users_changed(after_seq=last) == ([("k3", ())], last + 1)
+                    seen = last + 1
+            finally:
+                await store.close()
+
+    asyncio.run(run())
+
+
+def test_a_reader_following_concurrent_upserts_misses_no_user(fresh_postgres_url: str) -> None:
+    """Replicas upserting at once (each its own store, so its own connections) commit their numbers in order: a
+    reader that has passed a number never finds a row committed below it later. (PostgreSQL only: one SQLite
+    store serves one process.)"""
+
+    async def run() -> None:
+        reader = await open_store(fresh_postgres_url)
+        writers = [await open_store(fresh_postgres_url) for _ in range(4)]
+        expected = {f"w{w}-u{n}": (_token(100 * w + n),) for w in range(4) for n in range(25)}
+        seen: dict[str, tuple[str, ...]] = {}
+        last = 0
+
+        async def read() -> None:
+            nonlocal last
+            changed, newest = await reader.users_changed(after_seq=last)
+            assert newest >= last
+            seen.update(changed)
+            last = newest
+
+        async def write(w: int) -> None:
+            for n in range(25):
+                await writers[w].upsert_users([(f"w{w}-u{n}", expected[f"w{w}-u{n}"])])
+
+        try:
+            writing = asyncio.gather(*(write(w) for w in range(4)))
+            reads = 0
+            while not writing.done():
+                await read()
+                reads += 1
+            await writing
+            await read()  # everything is committed now: a user still missing was passed over for good
+            assert reads > 1, "the reader did not follow the writes"
+            assert sorted(set(expected) - set(seen)) == [], "the reader passed users committed late"
+            assert seen == expected
+            assert await reader.users() == expected
+        finally:
+            for store in (reader, *writers):
+                await store.close()
+
+    asyncio.run(run())
+
+
 def test_a_token_that_would_not_read_back_is_refused_before_anything_is_written(store_url: str) -> None:
     async def run() -> None:
         store = await open_store(store_url)

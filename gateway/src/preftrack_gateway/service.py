@@ -43,7 +43,6 @@ from preftrack_gateway.schema import (
 )
 from preftrack_gateway.store import (
     CATALOG_VERSION_KEY,
-    USERS_VERSION_KEY,
     Erasure,
     EventStore,
     Impression,
@@ -140,7 +139,8 @@ class GatewayCore:
         self._next_retention = 0.0
         self._folded_seq = 0  # the log is folded into the features up to here
         self._catalog_version: str | None = None
-        self._users_version: str | None = None
+        self._users_seq = 0  # the users' attribute tokens are read up to here
+        self._forgets = 0  # forget_user calls so far (a users read that one overtook is read again)
         self._follow_lock = asyncio.Lock()
         self._follow_task: asyncio.Task[None] | None = None
 
@@ -204,18 +204,18 @@ class GatewayCore:
         self._catalog_version = version
 
     async def _sync_users(self) -> None:
-        """Reload the users' attribute tokens when any process changed them (the follower's turn: they are model
-        inputs, not folded into features, so a commit need not wait for them)."""
-        version = await self.store.get_setting(USERS_VERSION_KEY)
-        if version == self._users_version:
-            return
-        users = await self.store.users()
+        """Take in the users' attribute tokens written by any process since the last turn, in the order written
+        (the follower's turn: they are model inputs, not folded into features, so a commit need not wait for them).
+        An erasure made here meanwhile may have deleted one of them: then they are read again at the next turn;
+        one made elsewhere makes this process rebuild from the store."""
+        forgets = self._forgets
+        changed, last = await self.store.users_changed(after_seq=self._users_seq)
         async with self._follow_lock:
-            for user_key in [key for key in self.features.users if key not in users]:
-                self.features.upsert_user(user_key, ())
-            for user_key, tokens in users.items():
+            if forgets != self._forgets:
+                return
+            for user_key, tokens in changed:
                 self.features.upsert_user(user_key, tokens)
-        self._users_version = version
+            self._users_seq = last
 
     def _items_changed(self, item_ids: Sequence[str]) -> None:
         for item_id in item_ids:
@@ -290,7 +290,7 @@ class GatewayCore:
             self.store, self.scorer, self.config.rollout_policy(), settings.features, self._version_check
         )
         self._erasures_seen = await self.store.last_erasure_seq()  # the log read next holds none of them
-        self.features, self.learner, self._folded_seq = await self._load_state()
+        self.features, self.learner, self._folded_seq, self._users_seq = await self._load_state()
         self.writer.start()
         self.impressions.start()
         self.learner.start(self._base_scores, lambda: self.serving_version)
@@ -298,9 +298,9 @@ class GatewayCore:
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop(), name="readiness")
         self._follow_task = asyncio.get_running_loop().create_task(self._follower(), name="log-follower")
 
-    async def _load_state(self, *, use_snapshot: bool = True) -> tuple[FeatureState, OnlineLearner, int]:
-        """Features and per-event learner rebuilt from the store's catalogue and event log (in time order), or from
-        a snapshot and the log after it, and the last sequence number read.
+    async def _load_state(self, *, use_snapshot: bool = True) -> tuple[FeatureState, OnlineLearner, int, int]:
+        """Features and per-event learner rebuilt from the store's catalogue, users and event log (in time order),
+        or from a snapshot and the log after it, the last event sequence number read and the users' one.
 
         The cyclic garbage collector is paused meanwhile: building millions of long-lived objects otherwise
         triggers collection after collection over all of them (measured: a third of a snapshot restart)."""
@@ -312,12 +312,11 @@ class GatewayCore:
             if paused:
                 gc.enable()
 
-    async def _build_state(self, use_snapshot: bool) -> tuple[FeatureState, OnlineLearner, int]:
+    async def _build_state(self, use_snapshot: bool) -> tuple[FeatureState, OnlineLearner, int, int]:
         started = time.perf_counter()
         self._catalog_version = await self.store.get_setting(CATALOG_VERSION_KEY)
-        self._users_version = await self.store.get_setting(USERS_VERSION_KEY)
         items = await self.store.items()
-        users = await self.store.users()
+        users, users_seq = await self.store.users_changed()
         taken = await self._read_snapshot() if use_snapshot else None
         features, after = (taken.features, taken.folded_seq) if taken else (FeatureState(self._settings.features), 0)
         learner = OnlineLearner(features, self._settings.labels, self.config.online_config())
@@ -327,7 +326,7 @@ class GatewayCore:
         for item in items:
             features.upsert_item(item)
         features.users = {}
-        for user_key, tokens in users.items():
+        for user_key, tokens in users:
             features.upsert_user(user_key, tokens)
         replayed: list[Event] = []
         last = after
@@ -343,7 +342,7 @@ class GatewayCore:
             len(features.catalog),
             time.perf_counter() - started,
         )
-        return features, learner, last
+        return features, learner, last, users_seq
 
     async def _read_snapshot(self) -> snapshot.Snapshot | None:
         if not self.config.snapshot_dir:
@@ -383,12 +382,13 @@ class GatewayCore:
     async def _reload_state(self) -> None:
         """Rebuild the features from the store while serving with the old ones, then swap, with the events
         committed meanwhile folded in and no commit in between."""
-        features, learner, last = await self._load_state(use_snapshot=False)  # a snapshot may hold the forgotten
+        # Not from a snapshot: it may hold the forgotten.
+        features, learner, last, users_seq = await self._load_state(use_snapshot=False)
         async with self.writer.exclusive, self._follow_lock:
             old, self.features, self.learner, self._folded_seq = self.learner, features, learner, last
-            # The catalogue and the users were read when the rebuild began: changes since then were applied to the
-            # old state only, so both are read again (the catalogue now, the users at the follower's next turn).
-            self._catalog_version = self._users_version = None
+            # The catalogue and the users were read when the rebuild began: changes since then went to the old state
+            # only. The catalogue is read again now; the users written since are taken in at the follower's next turn.
+            self._catalog_version, self._users_seq = None, users_seq
             await self._follow_log()
             self._hashes.clear()
         await old.close()
@@ -401,6 +401,7 @@ class GatewayCore:
         user_key = self.pseudonymise(user_id)
         # No commit or fold of the user's events, and no write of their served lists, in between.
         async with self.writer.exclusive, self._follow_lock, self.impressions.lock:
+            self._forgets += 1
             self.impressions.drop_user(user_key)
             forgotten = await self.store.forget_user(user_key, ticket=uuid.uuid4().hex, at=time.time(), actor=actor)
             held = [event for seq, event in forgotten.events if seq <= self._folded_seq]  # the rest never came in

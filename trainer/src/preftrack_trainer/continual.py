@@ -209,6 +209,7 @@ class ContinualTrainer:
         self.store = store
         self.registry = Registry(store)
         self.state = FeatureState(config.spec)
+        self._users_seq = 0  # the users' attribute tokens are read up to here
         self.watermark = 0
         self._folded_seq = 0
         self._pending: list[tuple[int, Event, list[float]]] = []  # (seq, example event, features)
@@ -251,6 +252,7 @@ class ContinualTrainer:
         return trainer
 
     async def _resume(self) -> None:
+        self._users_seq = 0  # the state is new: every user's tokens are read again
         self._erasures_seen = await self.store.last_erasure_seq()  # what is read next holds none of them
         self.watermark = int(await self.store.get_setting(WATERMARK_KEY) or 0)
         self._impression_watermark = float(await self.store.get_setting(IMPRESSION_WATERMARK_KEY) or 0.0)
@@ -269,10 +271,12 @@ class ContinualTrainer:
         _LOGGER.info("resumed at watermark %d (%d past events folded)", self.watermark, len(past))
 
     async def _load_catalogue(self) -> None:
-        """The items, and the users' attribute tokens, as the store holds them now."""
+        """The items as the store holds them now, and the users' attribute tokens written since the last call."""
         for item in await self.store.items():
             self.state.upsert_item(item)
-        self.state.users = dict(await self.store.users())
+        changed, self._users_seq = await self.store.users_changed(after_seq=self._users_seq)
+        for user_key, tokens in changed:
+            self.state.upsert_user(user_key, tokens)
 
     async def _serving_version(self) -> int | None:
         records = await self.store.versions()
@@ -413,6 +417,24 @@ class ContinualTrainer:
         serving_version = await self._serving_version()
         if serving_version is None:
             raise RuntimeError(f"no serving version to warm-start from in {cfg.repository}; train a first one")
+        trained_on = export.read_metadata(cfg.repository, serving_version).get("feature_schema_hash")
+        if trained_on != cfg.spec.schema_hash():
+            # After an upgrade that changed the features or the model's inputs, no version of the old ones can
+            # serve or be warm-started from: train a first version of the new ones on the waiting examples.
+            _LOGGER.warning(
+                "version %d was trained on other features or model inputs (schema %s, this deployment's %s): "
+                "training a new first version instead of warm-starting",
+                serving_version,
+                trained_on,
+                cfg.spec.schema_hash(),
+            )
+            first_seq, last_seq, n_new = self._pending[0][0], self._pending[-1][0], len(self._pending)
+            version = await self.bootstrap(model.ModelConfig(seed=cfg.seed))
+            self._last_round = time.monotonic()
+            reason = f"version {serving_version} was trained on schema {trained_on}: a new first version"
+            result = RoundResult(version, True, n_new, 0, first_seq, last_seq, {}, {}, reason)
+            self.rounds.append(result)
+            return result
         examples = self._examples()
         first_seq, last_seq = self._pending[0][0], self._pending[-1][0]
         order = np.argsort(examples.timestamp_s, kind="stable")

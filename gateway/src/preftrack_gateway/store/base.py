@@ -62,6 +62,11 @@ CATALOG_VERSION_KEY = "catalog.version"
 #: removed a user's row): replicas reload the tokens when it moves.
 USERS_VERSION_KEY = "users.version"
 
+#: Setting holding the highest sequence number ever given to a users row. The next numbers are drawn above both it
+#: and the table's highest, so a forgotten user's number (the highest, perhaps) is never given again: a replica
+#: that had read up to it would miss the row that took it.
+USERS_SEQ_KEY = "users.seq"
+
 
 def uuid4_hex() -> str:
     """A fresh random version tag."""
@@ -313,9 +318,17 @@ class EventStore(abc.ABC):
         """Add or replace users' attribute tokens (pseudonymised user key, the user's pseudonymised attribute
         tokens); moves the ``USERS_VERSION_KEY`` setting in the same transaction.
 
+        Each written row gets a new sequence number, increasing in commit order across every process writing to
+        the store (as the event log's), so that :meth:`users_changed` can be followed without missing a row.
         An empty tokens tuple is stored as such: the user has no attributes. Raises :class:`ValueError` for a
         token that is empty or holds whitespace, before anything is written.
         """
+
+    @abc.abstractmethod
+    async def users_changed(self, *, after_seq: int = 0) -> tuple[list[tuple[str, tuple[str, ...]]], int]:
+        """Users whose attribute tokens were written after ``after_seq`` (in seq order), and the highest sequence
+        number read (``after_seq`` when none). ``after_seq=0`` reads them all. Deletions (ForgetUser) are not
+        reported: an erasure is followed by rebuilding from the store."""
 
     @abc.abstractmethod
     async def users(self) -> dict[str, tuple[str, ...]]:

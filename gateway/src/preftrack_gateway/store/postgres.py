@@ -13,6 +13,7 @@ from preftrack_gateway.store.base import (
     CATALOG_VERSION_KEY,
     IMPRESSION_COLUMNS,
     ITEM_COLUMNS,
+    USERS_SEQ_KEY,
     USERS_VERSION_KEY,
     Erasure,
     EventStore,
@@ -62,8 +63,11 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE TABLE IF NOT EXISTS users (
     user_key TEXT PRIMARY KEY,
-    tokens TEXT NOT NULL
+    tokens TEXT NOT NULL,
+    seq BIGINT NOT NULL DEFAULT 0
 );
+ALTER TABLE users ADD COLUMN IF NOT EXISTS seq BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS users_seq ON users (seq);
 CREATE TABLE IF NOT EXISTS impressions (
     recommendation_id TEXT PRIMARY KEY,
     user_key TEXT NOT NULL,
@@ -120,8 +124,28 @@ _JOURNAL_INSERT = (
 _NINE = ", ".join(["%s"] * 9)
 #: The advisory lock that orders appends ("preftrack" in ASCII).
 _APPEND_LOCK = 0x7072656674726163
+#: The advisory lock that orders users' upserts ("pt.users" in ASCII).
+_USERS_LOCK = 0x70742E7573657273
 _ERASURE_COLUMNS = "ticket, at, actor, events_deleted, impressions_deleted"
 _EVENT_COLUMNS = "event_id, user_key, item_id, event_type, value, ts, recommendation_id, context, query_terms"
+
+
+async def _claim_users_seqs(connection: psycopg.AsyncConnection, count: int) -> int:
+    """Reserve ``count`` users sequence numbers; returns the number before the first. Call in a transaction that
+    holds ``_USERS_LOCK``."""
+    cursor = await connection.execute(
+        "SELECT greatest((SELECT coalesce(max(seq), 0) FROM users), "
+        "(SELECT coalesce(max(value::bigint), 0) FROM settings WHERE key = %s))",
+        (USERS_SEQ_KEY,),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    last = int(row[0])
+    await connection.execute(
+        "INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (USERS_SEQ_KEY, str(last + count)),
+    )
+    return last
 
 
 class _LostRaceError(Exception):
@@ -144,6 +168,20 @@ class PostgresStore(EventStore):
             writer = await psycopg.AsyncConnection.connect(url, autocommit=True)
             reader = await psycopg.AsyncConnection.connect(url, autocommit=True)
             await writer.execute(_SCHEMA)
+            async with writer.transaction():
+                # Rows written before users were numbered: number them (as an upsert would, under its lock), so
+                # that readers following users_changed get them.
+                await writer.execute("SELECT pg_advisory_xact_lock(%s)", (_USERS_LOCK,))
+                cursor = await writer.execute("SELECT count(*) FROM users WHERE seq = 0")
+                legacy = await cursor.fetchone()
+                if legacy is not None and legacy[0]:
+                    last = await _claim_users_seqs(writer, int(legacy[0]))
+                    await writer.execute(
+                        "UPDATE users SET seq = numbered.seq FROM (SELECT user_key, "
+                        "%s + row_number() OVER (ORDER BY user_key) AS seq FROM users WHERE seq = 0) AS numbered "
+                        "WHERE users.user_key = numbered.user_key",
+                        (last,),
+                    )
         except psycopg.Error as exc:
             raise StoreError(f"cannot open PostgreSQL store: {exc}") from exc
         return cls(writer, reader)
@@ -196,10 +234,15 @@ class PostgresStore(EventStore):
         rows = [(user_key, user_tokens_text(tokens)) for user_key, tokens in users]
         try:
             async with self._write_lock, self._writer.transaction(), self._writer.cursor() as cursor:
+                # Upserts commit one at a time (the lock is held to the end of the transaction), so numbers drawn
+                # after taking it increase in commit order: no reader following users_changed can pass a number
+                # that a slower transaction commits later. A lock of their own: appends do not wait for them.
+                await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_USERS_LOCK,))
+                last = await _claim_users_seqs(self._writer, len(rows))
                 await cursor.executemany(
-                    "INSERT INTO users (user_key, tokens) VALUES (%s, %s) "
-                    "ON CONFLICT (user_key) DO UPDATE SET tokens = excluded.tokens",
-                    rows,
+                    "INSERT INTO users (user_key, tokens, seq) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (user_key) DO UPDATE SET tokens = excluded.tokens, seq = excluded.seq",
+                    [(user_key, tokens, seq) for seq, (user_key, tokens) in enumerate(rows, start=last + 1)],
                 )
                 await cursor.execute(
                     "INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -223,6 +266,11 @@ class PostgresStore(EventStore):
     async def users(self) -> dict[str, tuple[str, ...]]:
         rows = await self._fetch("SELECT user_key, tokens FROM users")
         return {str(r[0]): user_tokens_from_text(r[1]) for r in rows}
+
+    async def users_changed(self, *, after_seq: int = 0) -> tuple[list[tuple[str, tuple[str, ...]]], int]:
+        rows = await self._fetch("SELECT user_key, tokens, seq FROM users WHERE seq > %s ORDER BY seq", (after_seq,))
+        changed = [(str(r[0]), user_tokens_from_text(r[1])) for r in rows]
+        return changed, int(rows[-1][2]) if rows else after_seq  # type: ignore[call-overload]
 
     async def log_impressions(self, impressions: Sequence[Impression]) -> None:
         try:

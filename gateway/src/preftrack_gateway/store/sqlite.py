@@ -16,6 +16,7 @@ from preftrack_gateway.store.base import (
     CATALOG_VERSION_KEY,
     IMPRESSION_COLUMNS,
     ITEM_COLUMNS,
+    USERS_SEQ_KEY,
     USERS_VERSION_KEY,
     Erasure,
     EventStore,
@@ -67,7 +68,8 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE TABLE IF NOT EXISTS users (
     user_key TEXT PRIMARY KEY,
-    tokens TEXT NOT NULL
+    tokens TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS impressions (
     recommendation_id TEXT PRIMARY KEY,
@@ -127,6 +129,7 @@ _ADDED_COLUMNS = (
     ("items", "title", "TEXT NOT NULL DEFAULT ''"),
     ("items", "attributes", "TEXT NOT NULL DEFAULT '[]'"),
     ("impressions", "query_terms", "TEXT"),
+    ("users", "seq", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -137,10 +140,30 @@ def _migrate(db: sqlite3.Connection) -> None:
         for table, column, definition in _ADDED_COLUMNS:
             if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        # Here, not in the schema: an older users table has no seq column until the loop above adds it.
+        db.execute("CREATE INDEX IF NOT EXISTS users_seq ON users (seq)")
+        # Rows written before users were numbered: number them, so that readers following users_changed get them.
+        legacy = [r[0] for r in db.execute("SELECT user_key FROM users WHERE seq = 0 ORDER BY user_key")]
+        if legacy:
+            last = _claim_users_seqs(db, len(legacy))
+            db.executemany("UPDATE users SET seq = ? WHERE user_key = ?", enumerate(legacy, start=last + 1))
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def _claim_users_seqs(db: sqlite3.Connection, count: int) -> int:
+    """Reserve ``count`` users sequence numbers; returns the number before the first. Call in a write transaction:
+    it serialises writers, so numbers increase in commit order."""
+    row = db.execute(
+        "SELECT max((SELECT coalesce(max(seq), 0) FROM users), "
+        "(SELECT coalesce(max(CAST(value AS INTEGER)), 0) FROM settings WHERE key = ?))",
+        (USERS_SEQ_KEY,),
+    ).fetchone()
+    last = int(row[0])
+    db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (USERS_SEQ_KEY, str(last + count)))
+    return last
 
 
 class SQLiteStore(EventStore):
@@ -251,10 +274,11 @@ class SQLiteStore(EventStore):
         def write() -> None:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
+                last = _claim_users_seqs(self._db, len(rows))
                 self._db.executemany(
-                    "INSERT INTO users (user_key, tokens) VALUES (?, ?) "
-                    "ON CONFLICT(user_key) DO UPDATE SET tokens = excluded.tokens",
-                    rows,
+                    "INSERT INTO users (user_key, tokens, seq) VALUES (?, ?, ?) "
+                    "ON CONFLICT(user_key) DO UPDATE SET tokens = excluded.tokens, seq = excluded.seq",
+                    [(user_key, tokens, seq) for seq, (user_key, tokens) in enumerate(rows, start=last + 1)],
                 )
                 self._db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (USERS_VERSION_KEY, uuid4_hex()))
 
@@ -263,6 +287,15 @@ class SQLiteStore(EventStore):
     async def users(self) -> dict[str, tuple[str, ...]]:
         rows = await self._run(lambda: self._db.execute("SELECT user_key, tokens FROM users").fetchall())
         return {str(r[0]): user_tokens_from_text(r[1]) for r in rows}
+
+    async def users_changed(self, *, after_seq: int = 0) -> tuple[list[tuple[str, tuple[str, ...]]], int]:
+        rows = await self._run(
+            functools.partial(
+                self._fetchall, "SELECT user_key, tokens, seq FROM users WHERE seq > ? ORDER BY seq", (after_seq,)
+            )
+        )
+        changed = [(str(r[0]), user_tokens_from_text(r[1])) for r in rows]
+        return changed, int(rows[-1][2]) if rows else after_seq
 
     async def log_impressions(self, impressions: Sequence[Impression]) -> None:
         def write() -> None:
