@@ -382,15 +382,22 @@ class GatewayCore:
     async def _reload_state(self) -> None:
         """Rebuild the features from the store while serving with the old ones, then swap, with the events
         committed meanwhile folded in and no commit in between."""
-        # Not from a snapshot: it may hold the forgotten.
-        features, learner, last, users_seq = await self._load_state(use_snapshot=False)
-        async with self.writer.exclusive, self._follow_lock:
-            old, self.features, self.learner, self._folded_seq = self.learner, features, learner, last
-            # The catalogue and the users were read when the rebuild began: changes since then went to the old state
-            # only. The catalogue is read again now; the users written since are taken in at the follower's next turn.
-            self._catalog_version, self._users_seq = None, users_seq
-            await self._follow_log()
-            self._hashes.clear()
+        while True:
+            forgets = self._forgets
+            # Not from a snapshot: it may hold the forgotten.
+            features, learner, last, users_seq = await self._load_state(use_snapshot=False)
+            async with self.writer.exclusive, self._follow_lock:
+                if forgets != self._forgets:  # a user forgotten here meanwhile may be in what was read: again
+                    _LOGGER.info("a user was forgotten during the rebuild; rebuilding again")
+                    continue
+                old, self.features, self.learner, self._folded_seq = self.learner, features, learner, last
+                # The catalogue and the users were read when the rebuild began: changes since then went to the old
+                # state only. The catalogue is read again now; the users written since are taken in at the
+                # follower's next turn.
+                self._catalog_version, self._users_seq = None, users_seq
+                await self._follow_log()
+                self._hashes.clear()
+                break
         await old.close()
         learner.start(self._base_scores, lambda: self.serving_version)
 
@@ -719,10 +726,12 @@ class GatewayCore:
             # Sorted by the token, not by the name: a token's place must not tell which attribute it is.
             tokens = tuple(sorted(self.pseudonymise.attribute(name, value) for name, value in attributes))
             prepared.append((self.pseudonymise.uncached(user_id), tokens))
+        forgets = self._forgets
         await self.store.upsert_users(prepared)
         async with self._follow_lock:
-            for user_key, tokens in prepared:
-                self.features.upsert_user(user_key, tokens)
+            if forgets == self._forgets:  # else one of them may be erased by now: the follower reads what is left
+                for user_key, tokens in prepared:
+                    self.features.upsert_user(user_key, tokens)
         return len(prepared)
 
     async def close(self) -> None:

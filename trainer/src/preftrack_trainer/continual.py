@@ -40,6 +40,8 @@ _LOGGER = logging.getLogger(__name__)
 
 WATERMARK_KEY = "trainer.watermark"
 IMPRESSION_WATERMARK_KEY = "trainer.impression_watermark"
+#: Registry states of versions that must not be warm-started from.
+_UNUSABLE_STATES = frozenset({"failed", "rejected", "rolled_back"})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -279,12 +281,27 @@ class ContinualTrainer:
             self.state.upsert_user(user_key, tokens)
 
     async def _serving_version(self) -> int | None:
-        records = await self.store.versions()
-        serving = [r.version for r in records if r.state == "serving"]
-        if serving:
-            return max(serving)
+        """The version to warm-start from and compare with: the serving one, else the newest in the repository;
+        but after an upgrade of the features or the model's inputs, the newest version of the deployment's that
+        has not failed (a new first version, waiting for its rollout), or None when there is none yet."""
+        records = {r.version: r for r in await self.store.versions()}
+        serving = [v for v, r in records.items() if r.state == "serving"]
         versions = export.existing_versions(self.config.repository / "preftrack")
-        return versions[-1] if versions else None
+        chosen = max(serving) if serving else (versions[-1] if versions else None)
+        if chosen is None or self._compatible(chosen):
+            return chosen
+        usable = [
+            v
+            for v in versions
+            if self._compatible(v) and records.get(v) is not None and records[v].state not in _UNUSABLE_STATES
+        ]
+        return max(usable) if usable else None
+
+    def _compatible(self, version: int) -> bool:
+        """Whether a version was trained on this deployment's features and model inputs (one whose metadata
+        names no schema, from before schemas were recorded, is taken as it is, as the gateway takes it)."""
+        recorded = export.read_metadata(self.config.repository, version).get("feature_schema_hash")
+        return recorded is None or recorded == self.config.spec.schema_hash()
 
     async def _forget_erased(self) -> None:
         """Users were forgotten (their events deleted from the store): drop everything held in memory and resume
@@ -416,22 +433,18 @@ class ContinualTrainer:
         cfg = self.config
         serving_version = await self._serving_version()
         if serving_version is None:
-            raise RuntimeError(f"no serving version to warm-start from in {cfg.repository}; train a first one")
-        trained_on = export.read_metadata(cfg.repository, serving_version).get("feature_schema_hash")
-        if trained_on != cfg.spec.schema_hash():
+            if not export.existing_versions(cfg.repository / "preftrack"):
+                raise RuntimeError(f"no serving version to warm-start from in {cfg.repository}; train a first one")
             # After an upgrade that changed the features or the model's inputs, no version of the old ones can
             # serve or be warm-started from: train a first version of the new ones on the waiting examples.
             _LOGGER.warning(
-                "version %d was trained on other features or model inputs (schema %s, this deployment's %s): "
-                "training a new first version instead of warm-starting",
-                serving_version,
-                trained_on,
+                "no version was trained on this deployment's features and model inputs (schema %s): training a "
+                "new first version instead of warm-starting",
                 cfg.spec.schema_hash(),
             )
-            first_seq, last_seq, n_new = self._pending[0][0], self._pending[-1][0], len(self._pending)
-            version = await self.bootstrap(model.ModelConfig(seed=cfg.seed))
+            version, (n_new, first_seq, last_seq) = await self._bootstrap(model.ModelConfig(seed=cfg.seed))
             self._last_round = time.monotonic()
-            reason = f"version {serving_version} was trained on schema {trained_on}: a new first version"
+            reason = f"schema {cfg.spec.schema_hash()}: a new first version (the earlier ones were trained on others)"
             result = RoundResult(version, True, n_new, 0, first_seq, last_seq, {}, {}, reason)
             self.rounds.append(result)
             return result
@@ -559,10 +572,15 @@ class ContinualTrainer:
                 await asyncio.wait_for(stop.wait(), self.config.poll_interval_s)
 
     async def bootstrap(self, model_config: model.ModelConfig | None = None) -> int:
-        """Train a first version from everything in the store (when the repository has none) and export it.
+        """See :meth:`_bootstrap`; returns the version."""
+        return (await self._bootstrap(model_config))[0]
 
-        Its user embeddings are keyed by the same pseudonyms the gateway scores with. The watermark moves past
-        the events it used, so the continual rounds only ever see what came after.
+    async def _bootstrap(self, model_config: model.ModelConfig | None = None) -> tuple[int, tuple[int, int, int]]:
+        """Train a first version from the waiting examples (everything in the store after the watermark: all of it
+        when the repository has no version) and export it; returns the version and (examples, first seq, last seq).
+
+        Its user embeddings are keyed by the same pseudonyms the gateway scores with. The watermarks move past
+        the events and served lists it used, so the continual rounds only ever see what came after.
         """
         cfg = self.config
         await self.poll()
@@ -602,12 +620,14 @@ class ContinualTrainer:
         self._reservoir.add(examples)
         self.watermark = self._folded_seq
         await self.store.put_setting(WATERMARK_KEY, str(self.watermark))
+        self._impression_watermark = self._impressions_seen  # the served lists in it are trained on too
+        await self.store.put_setting(IMPRESSION_WATERMARK_KEY, repr(self._impression_watermark))
         self._pending = []
         self._folded_since_watermark = []
         _LOGGER.info(
             "bootstrap: version %d trained on %d examples (seq %d..%d)", version, len(examples), first_seq, last_seq
         )
-        return version
+        return version, (len(examples), first_seq, last_seq)
 
     async def close(self) -> None:
         """Close the store."""

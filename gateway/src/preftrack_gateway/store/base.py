@@ -59,7 +59,8 @@ class Forgotten:
 CATALOG_VERSION_KEY = "catalog.version"
 
 #: Setting changed in the same transaction as every write to users' attribute tokens (an upsert, an erasure that
-#: removed a user's row): replicas reload the tokens when it moves.
+#: removed a user's row), for whoever wants to know that they changed. Replicas follow the tokens by sequence
+#: number instead (:meth:`EventStore.users_changed`).
 USERS_VERSION_KEY = "users.version"
 
 #: Setting holding the highest sequence number ever given to a users row. The next numbers are drawn above both it
@@ -328,7 +329,7 @@ class EventStore(abc.ABC):
     async def users_changed(self, *, after_seq: int = 0) -> tuple[list[tuple[str, tuple[str, ...]]], int]:
         """Users whose attribute tokens were written after ``after_seq`` (in seq order), and the highest sequence
         number read (``after_seq`` when none). ``after_seq=0`` reads them all. Deletions (ForgetUser) are not
-        reported: an erasure is followed by rebuilding from the store."""
+        reported: the process that erases drops the user itself, the others rebuild from the store."""
 
     @abc.abstractmethod
     async def users(self) -> dict[str, tuple[str, ...]]:
