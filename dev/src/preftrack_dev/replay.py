@@ -143,6 +143,11 @@ def to_sdk_items(items: Iterable[Item]) -> list[preftrack.Item]:
     ]
 
 
+def to_sdk_users(users: Mapping[str, Mapping[str, str]]) -> list[preftrack.User]:
+    """SDK users of a dataset's user attributes (by user id)."""
+    return [preftrack.User(user_id=user, attributes=attributes) for user, attributes in users.items()]
+
+
 def _percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {"p50": float("nan"), "p90": float("nan"), "max": float("nan")}
@@ -299,7 +304,7 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                 with preftrack.Client(gateway.target, timeout_s=120) as client:
                     client.upsert_items(to_sdk_items(data.items.values()))
                     if data.users:
-                        client.upsert_users([preftrack.User(user_id=u, attributes=a) for u, a in data.users.items()])
+                        client.upsert_users(to_sdk_users(data.users))
                     client.stream(to_feedback_events(events[:n_warm], data.queries), batch_size=2000)
                 continual = ContinualConfig(
                     store_url=store_url,

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 import preftrack
-from preftrack_dev.replay import to_feedback_events, to_sdk_items
+from preftrack_dev.replay import to_feedback_events, to_sdk_items, to_sdk_users
 from preftrack_gateway.features import FeatureSpec
 from preftrack_gateway.registry import Registry
 from preftrack_gateway.store import VersionRecord, open_store
@@ -61,7 +61,7 @@ class Shoppers:
     def load_history(self) -> None:
         """The shop's users' attributes, and its history, moved to end a minute ago, so the features know each user."""
         self.client.upsert_items(to_sdk_items(self.shop.items.values()))
-        self.client.upsert_users([preftrack.User(user_id=u, attributes=a) for u, a in self.shop.users.items()])
+        self.client.upsert_users(to_sdk_users(self.shop.users))
         events = to_feedback_events(
             [e for e in self.shop.events if e.user_id != synthetic.BOT_USER_ID], self.shop.truth.queries
         )

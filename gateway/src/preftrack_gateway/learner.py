@@ -36,6 +36,14 @@ BaseScorer = Callable[[Sequence[str], Sequence[str], np.ndarray, int], Awaitable
 _BATCH = 1024
 
 
+def _served_logit(example: Example, version: int) -> float | None:
+    """The logit an example was served with, when it can stand for ``version``'s: it was that version's, or there
+    is no row to score the example again. None: ``version`` must score it."""
+    if example.base_logit is not None and (example.version == version or example.row is None):
+        return example.base_logit
+    return None
+
+
 class OnlineLearner:
     """Per-event learning on top of the serving version (see the module docstring)."""
 
@@ -244,11 +252,7 @@ class OnlineLearner:
         self, batch: list[tuple[Example, float, float]], base_scores: BaseScorer, version: int
     ) -> np.ndarray:
         """The serving version's logit of each example (known already for a list that this version served)."""
-        to_score = [
-            k
-            for k, (example, _, _) in enumerate(batch)
-            if example.base_logit is None or (example.version != version and example.row is not None)
-        ]
+        to_score = [k for k, (example, _, _) in enumerate(batch) if _served_logit(example, version) is None]
         base = np.zeros(len(batch))
         if to_score:
             probs = await base_scores(
@@ -267,10 +271,8 @@ class OnlineLearner:
             if example.user in self._erased:
                 continue
             self._delays_s.append(now - labelled_at)
-            served = example.base_logit
-            base_logit = (
-                served if served is not None and (example.version == version or example.row is None) else base[k]
-            )
+            served = _served_logit(example, version)
+            base_logit = base[k] if served is None else served
             index = self.correction.indices(example.user, catalog(example.item_id), example.row)
             self.correction.learn(index, base_logit, label)
             self.history.add(example, label)

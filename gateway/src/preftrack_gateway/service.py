@@ -41,13 +41,7 @@ from preftrack_gateway.schema import (
     stable_hash,
     validate_event,
 )
-from preftrack_gateway.store import (
-    CATALOG_VERSION_KEY,
-    Erasure,
-    EventStore,
-    Impression,
-    StoreError,
-)
+from preftrack_gateway.store import CATALOG_VERSION_KEY, Erasure, EventStore, Impression, StoreError
 from preftrack_gateway.triton import TritonScorer
 
 _LOGGER = logging.getLogger(__name__)
@@ -83,6 +77,21 @@ class Recommended:
 _QUERY_MATCH = FEATURE_NAMES.index("query_text_match")
 #: Events the follower folds per turn of the follow lock (a waiting commit gets the lock in between).
 _FOLLOW_TURN_EVENTS = 20_000
+
+
+def _check_attributes(field: str, attributes: Sequence[tuple[str, str]], most: int, *, empty_values: bool) -> None:
+    """INVALID_ARGUMENT naming ``field`` unless there are at most ``most`` (name, value) pairs, names of 1 to
+    ``MAX_CONTEXT_KEY_CHARS`` characters and values of at most ``MAX_CONTEXT_VALUE_CHARS`` (and not empty, unless
+    ``empty_values``): an item's attributes, a user's."""
+    shortest = 0 if empty_values else 1
+    if len(attributes) > most or any(
+        not 0 < len(name) <= MAX_CONTEXT_KEY_CHARS or not shortest <= len(value) <= MAX_CONTEXT_VALUE_CHARS
+        for name, value in attributes
+    ):
+        values = f"at most {MAX_CONTEXT_VALUE_CHARS}" if empty_values else f"1-{MAX_CONTEXT_VALUE_CHARS}"
+        raise InvalidRequestError(
+            f"{field}: at most {most}, names of 1-{MAX_CONTEXT_KEY_CHARS} characters, values of {values}"
+        )
 
 
 def check_request_id(field: str, value: str) -> None:
@@ -255,8 +264,8 @@ class GatewayCore:
         ``user_keys`` is one pseudonymised user for every row, or one per row."""
         n = len(item_ids)
         if isinstance(user_keys, str):
-            user_ids = np.full(n, stable_hash(user_keys), dtype=np.int64)
-            user_attributes = contract.user_attribute_ids(self.features.user_tokens(user_keys))
+            user_id, user_attributes = self._user_inputs(user_keys)
+            user_ids = np.full(n, user_id, dtype=np.int64)
         else:
             distinct = {key: self._user_inputs(key) for key in dict.fromkeys(user_keys)}
             user_ids = np.array([distinct[key][0] for key in user_keys], dtype=np.int64)
@@ -695,14 +704,7 @@ class GatewayCore:
                 raise InvalidRequestError(
                     f"items[{index}].title has {len(item.title)} characters; at most {MAX_TITLE_CHARS}"
                 )
-            if len(item.attributes) > MAX_ATTRIBUTES or any(
-                not 0 < len(name) <= MAX_CONTEXT_KEY_CHARS or len(value) > MAX_CONTEXT_VALUE_CHARS
-                for name, value in item.attributes
-            ):
-                raise InvalidRequestError(
-                    f"items[{index}].attributes: at most {MAX_ATTRIBUTES}, names of 1-{MAX_CONTEXT_KEY_CHARS} "
-                    f"characters, values of at most {MAX_CONTEXT_VALUE_CHARS}"
-                )
+            _check_attributes(f"items[{index}].attributes", item.attributes, MAX_ATTRIBUTES, empty_values=True)
         await self.store.upsert_items(items)
         for item in items:
             self.features.upsert_item(item)
@@ -715,14 +717,7 @@ class GatewayCore:
         prepared: list[tuple[str, tuple[str, ...]]] = []
         for index, (user_id, attributes) in enumerate(users):
             check_request_id(f"users[{index}].user_id", user_id)
-            if len(attributes) > contract.ATTRIBUTE_SLOTS or any(
-                not 0 < len(name) <= MAX_CONTEXT_KEY_CHARS or not 0 < len(value) <= MAX_CONTEXT_VALUE_CHARS
-                for name, value in attributes
-            ):
-                raise InvalidRequestError(
-                    f"users[{index}].attributes: at most {contract.ATTRIBUTE_SLOTS}, names of "
-                    f"1-{MAX_CONTEXT_KEY_CHARS} characters, values of 1-{MAX_CONTEXT_VALUE_CHARS}"
-                )
+            _check_attributes(f"users[{index}].attributes", attributes, contract.ATTRIBUTE_SLOTS, empty_values=False)
             # Sorted by the token, not by the name: a token's place must not tell which attribute it is.
             tokens = tuple(sorted(self.pseudonymise.attribute(name, value) for name, value in attributes))
             prepared.append((self.pseudonymise.uncached(user_id), tokens))

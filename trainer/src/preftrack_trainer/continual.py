@@ -300,7 +300,7 @@ class ContinualTrainer:
     def _compatible(self, version: int) -> bool:
         """Whether a version was trained on this deployment's features and model inputs (one whose metadata
         names no schema, from before schemas were recorded, is taken as it is, as the gateway takes it)."""
-        recorded = export.read_metadata(self.config.repository, version).get("feature_schema_hash")
+        recorded = deployment.metadata_schema(export.read_metadata(self.config.repository, version))
         return recorded is None or recorded == self.config.spec.schema_hash()
 
     async def _forget_erased(self) -> None:

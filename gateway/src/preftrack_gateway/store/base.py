@@ -223,18 +223,14 @@ def user_tokens_text(tokens: Sequence[str]) -> str:
     return " ".join(tokens)
 
 
-def user_tokens_from_text(text: object) -> tuple[str, ...]:
-    """Inverse of :func:`user_tokens_text`."""
-    return tuple(str(text).split()) if text else ()
-
-
 def query_terms_text(terms: Sequence[str]) -> str | None:
     """The stored form of hashed query terms (a search event's, a served list's): space-separated, None for none."""
     return " ".join(terms) or None
 
 
-def query_terms_from_text(text: object) -> tuple[str, ...]:
-    """Inverse of :func:`query_terms_text`."""
+def tokens_from_text(text: object) -> tuple[str, ...]:
+    """Inverse of :func:`query_terms_text` and :func:`user_tokens_text`: the space-separated tokens of a stored
+    text (hashed query terms, attribute tokens), none for NULL or the empty string."""
     return tuple(str(text).split()) if text else ()
 
 
@@ -266,7 +262,7 @@ def impression_from_row(row: Sequence[object]) -> Impression:
         model_version=str(row[4]),
         timestamp_s=float(row[5]),  # type: ignore[arg-type]
         arm=str(row[6]) if len(row) > 6 and row[6] else "stable",
-        query_terms=query_terms_from_text(row[7] if len(row) > 7 else None),
+        query_terms=tokens_from_text(row[7] if len(row) > 7 else None),
     )
 
 
@@ -282,7 +278,7 @@ def event_from_row(row: Sequence[object]) -> Event:
         timestamp_s=float(ts),  # type: ignore[arg-type]
         recommendation_id=str(rec) if rec else None,
         context=json.loads(str(ctx)) if ctx else {},
-        query_terms=query_terms_from_text(terms),
+        query_terms=tokens_from_text(terms),
     )
 
 

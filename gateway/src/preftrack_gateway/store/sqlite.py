@@ -36,7 +36,7 @@ from preftrack_gateway.store.base import (
     journal_from_row,
     journal_row,
     query_terms_text,
-    user_tokens_from_text,
+    tokens_from_text,
     user_tokens_text,
     uuid4_hex,
     version_from_row,
@@ -286,7 +286,7 @@ class SQLiteStore(EventStore):
 
     async def users(self) -> dict[str, tuple[str, ...]]:
         rows = await self._run(lambda: self._db.execute("SELECT user_key, tokens FROM users").fetchall())
-        return {str(r[0]): user_tokens_from_text(r[1]) for r in rows}
+        return {str(r[0]): tokens_from_text(r[1]) for r in rows}
 
     async def users_changed(self, *, after_seq: int = 0) -> tuple[list[tuple[str, tuple[str, ...]]], int]:
         rows = await self._run(
@@ -294,7 +294,7 @@ class SQLiteStore(EventStore):
                 self._fetchall, "SELECT user_key, tokens, seq FROM users WHERE seq > ? ORDER BY seq", (after_seq,)
             )
         )
-        changed = [(str(r[0]), user_tokens_from_text(r[1])) for r in rows]
+        changed = [(str(r[0]), tokens_from_text(r[1])) for r in rows]
         return changed, int(rows[-1][2]) if rows else after_seq
 
     async def log_impressions(self, impressions: Sequence[Impression]) -> None:
