@@ -60,10 +60,10 @@ def main() -> None:
     rows = {
         "version 1 frozen": sigmoid(base[n_warm:]),
         "v1 + per-event layer (ids, crosses)": prequential_correction(
-            examples, base, n_warm, shop.items, known_at=known_at
+            examples, base, n_warm, shop.items, known_at=known_at, labels=labels
         ),
         "v1 + per-event layer (+ behaviour buckets)": prequential_correction(
-            examples, base, n_warm, shop.items, OnlineConfig(behaviour_buckets=True), known_at=known_at
+            examples, base, n_warm, shop.items, OnlineConfig(behaviour_buckets=True), known_at=known_at, labels=labels
         ),
     }
     print(

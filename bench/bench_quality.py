@@ -95,7 +95,7 @@ def main() -> None:
     # The gateway's per-event layer on top of the frozen MLP: it learns the training slice, then each test
     # example right after scoring it (ratings are labelled at once), as the live system does.
     base = logit(model.predict(mlp, examples))  # examples are in time order; the test slice is their tail
-    layer = prequential_correction(examples, base, len(examples) - len(test), data.items)
+    layer = prequential_correction(examples, base, len(examples) - len(test), data.items, labels=labels)
     results["preftrack MLP + per-event layer (learns per test event)"] = metrics.evaluate(test.label, layer, test.users)
 
     results["item popularity"] = metrics.evaluate(test.label, popularity_scores(train, test), test.users)

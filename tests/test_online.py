@@ -71,14 +71,16 @@ def test_the_correction_learns_a_users_taste_the_base_model_does_not_know() -> N
         user = "fan" if step % 2 else "hater"
         item = items[f"i{rng.integers(40)}"]
         y = float((item.categories[0] == "horror") == (user == "fan"))
-        p = correction.learn(correction.indices(user, item), 0.0, y)
+        p = correction.learn(correction.coordinates(user, item), 0.0, y)
         if step >= 1500:
             late.append(abs(p - y))
     assert np.mean(late) < 0.2
     horror, comedy = items["i1"], items["i2"]
-    fan = sigmoid(np.array([correction.value(correction.indices("fan", horror))]))[0]
-    assert fan > 0.8 and sigmoid(np.array([correction.value(correction.indices("fan", comedy))]))[0] < 0.2
-    values = correction.values([correction.indices("fan", horror), correction.indices("hater", horror)])
+    fan = sigmoid(np.array([correction.value(correction.coordinates("fan", horror))]))[0]
+    assert fan > 0.8 and sigmoid(np.array([correction.value(correction.coordinates("fan", comedy))]))[0] < 0.2
+    values = correction.values(
+        [correction.coordinates("fan", horror), correction.coordinates("hater", horror)], np.zeros(2)
+    )
     assert values[0] > 0 > values[1]
 
 
@@ -129,7 +131,7 @@ def test_when_another_version_serves_the_correction_is_learned_again_on_its_logi
         ]
         learner.fold(sorted(events, key=lambda e: e.timestamp_s))
         await wait_for(lambda: learner.correction.updates == 250)
-        horror = learner.correction.indices("fan", items[1])
+        horror = learner.correction.coordinates("fan", items[1])
         on_v1 = learner.correction.value(horror)
         assert learner.base_version == 1 and on_v1 > 1.0
         learner.forget("other", [e for e in events if e.user_id == "other"], [])
@@ -137,10 +139,10 @@ def test_when_another_version_serves_the_correction_is_learned_again_on_its_logi
         await wait_for(lambda: learner.rebases == 1)
         assert learner.base_version == 2 and scored_by[-1] == 2
         # Exactly what learning the kept examples from zero on version 2's logits gives, the forgotten user's gone.
-        again = Correction(OnlineConfig(bits=16))
+        again = Correction(learner.config)  # ratings: calibration on
         for example, label in learner.history.examples():
             base = logit(await version_scores([example.user], [example.item_id], None, 2))[0]
-            again.learn(again.indices(example.user, features.item(example.item_id), example.row), base, label)
+            again.learn(again.coordinates(example.user, features.item(example.item_id), example.row), base, label)
         assert len(learner.history) == 200 and again.updates == 200
         assert learner.correction.value(horror) == again.value(horror) < on_v1
         # A list version 1 served, labelled after the switch: learned on version 2's logit, not on the one it was
@@ -153,3 +155,32 @@ def test_when_another_version_serves_the_correction_is_learned_again_on_its_logi
         await learner.close()
 
     asyncio.run(run())
+
+
+def test_calibration_is_on_only_where_every_label_is_final_at_once() -> None:
+    assert OnlineConfig().resolved(LabelSpec(example_types=("rating",), attribution_window_s=0.0)).calibration
+    assert not OnlineConfig().resolved(LabelSpec()).calibration  # views, negatives known an hour later
+    assert OnlineConfig(calibration=True).resolved(LabelSpec()).calibration  # an explicit setting stands
+
+
+def test_calibration_learns_how_far_to_trust_the_version_for_each_user() -> None:
+    """The version is sure about both users; it is right about "reader" and a coin toss for "guesser". With
+    calibration, the guesser's own weight on the version's logit takes the sureness out of their scores."""
+    rng = np.random.default_rng(1)
+    items = [Item(item_id=f"i{k}", categories=(f"c{k % 50}",)) for k in range(2000)]
+    calibrated = Correction(OnlineConfig(bits=18, calibration=True))
+    plain = Correction(OnlineConfig(bits=18, calibration=False))
+    for step in range(6000):
+        user = "reader" if step % 2 else "guesser"
+        item = items[rng.integers(len(items))]  # mostly new items: crosses cannot carry it
+        base = float(rng.choice([-3.0, 3.0]))
+        y = float(base > 0) if user == "reader" else float(rng.random() < 0.5)
+        for correction in (calibrated, plain):
+            correction.learn(correction.coordinates(user, item), base, y)
+    fresh = Item(item_id="never-seen", categories=("c-new",))
+    guesser = [
+        float(sigmoid(np.array(3.0 + c.value(c.coordinates("guesser", fresh), 3.0)))) for c in (calibrated, plain)
+    ]
+    reader = float(sigmoid(np.array(3.0 + calibrated.value(calibrated.coordinates("reader", fresh), 3.0))))
+    assert guesser[0] < 0.7 < guesser[1]  # plain: only a bias, which cannot tell a sure "yes" from a sure "no"
+    assert reader > 0.9

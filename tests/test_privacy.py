@@ -67,13 +67,17 @@ def test_forgetting_a_user_resets_their_per_event_weights_only() -> None:
     correction = Correction(OnlineConfig())
     item = CATALOG["i-3"]
     for _ in range(50):
-        correction.learn(correction.indices("alice", item), 0.0, 1.0)
-        correction.learn(correction.indices("carol", item), 0.0, 0.0)
-    carol_before = correction.value(correction.indices("carol", item))
-    assert correction.value(correction.indices("alice", item)) != correction.value(correction.indices("bob", item))
+        correction.learn(correction.coordinates("alice", item), 0.0, 1.0)
+        correction.learn(correction.coordinates("carol", item), 0.0, 0.0)
+    carol_before = correction.value(correction.coordinates("carol", item))
+    assert correction.value(correction.coordinates("alice", item)) != correction.value(
+        correction.coordinates("bob", item)
+    )
     correction.forget("alice", [item])
-    assert correction.value(correction.indices("alice", item)) == correction.value(correction.indices("bob", item))
-    assert correction.value(correction.indices("carol", item)) == carol_before
+    assert correction.value(correction.coordinates("alice", item)) == correction.value(
+        correction.coordinates("bob", item)
+    )
+    assert correction.value(correction.coordinates("carol", item)) == carol_before
 
 
 def _embedding_twin(user_id: str) -> str:

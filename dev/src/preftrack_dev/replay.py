@@ -294,6 +294,9 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                 "PREFTRACK_ONLINE_LEARNING": str(cfg.online.enabled).lower(),
                 "PREFTRACK_ONLINE_ALPHA": repr(cfg.online.alpha),
                 "PREFTRACK_ONLINE_L2": repr(cfg.online.l2),
+                "PREFTRACK_ONLINE_CALIBRATION": "auto"
+                if cfg.online.calibration is None
+                else str(cfg.online.calibration).lower(),
                 "PREFTRACK_ONLINE_BEHAVIOUR_BUCKETS": str(cfg.online.behaviour_buckets).lower(),
             }
             gateway = GatewayProcess(env, cfg.out_dir / "gateway.log", repository=repository).start(
@@ -384,6 +387,7 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                 data.items,
                 cfg.online,
                 known_at=label_times(examples, pseudo, data.spec, data.labels),
+                labels=data.labels,
             )
             if v1 is not None
             else np.full(len(labels), np.nan)

@@ -83,6 +83,9 @@ class GatewayConfig:
         online_learning: learn per labelled event on top of the serving version (the per-event layer,
             :mod:`preftrack_gateway.online`); off serves the version's scores as they are.
         online_alpha / online_l2: the per-event layer's FTRL learning rate and L2 regularisation.
+        online_calibration: also learn weights that re-calibrate the serving version (on its logit, and on the
+            item's own behaviour features); ``auto`` (None, the default) where every label is final at once, see
+            :class:`preftrack_gateway.online.OnlineConfig`.
         online_behaviour_buckets: also learn a weight per bucket of each behaviour feature (helps a shop whose
             signals change meaning, e.g. repeat purchases after a move to consumables; costs a little elsewhere).
         rollout_mode / rollout_fraction / rollout_shadow_sample / rollout_window_s / rollout_min_outcomes /
@@ -132,6 +135,7 @@ class GatewayConfig:
     online_learning: bool = _ONLINE.enabled
     online_alpha: float = _ONLINE.alpha
     online_l2: float = _ONLINE.l2
+    online_calibration: bool | None = _ONLINE.calibration
     online_behaviour_buckets: bool = _ONLINE.behaviour_buckets
     model_repository: str | None = None
     rollout_mode: str = _POLICY.mode
@@ -217,6 +221,7 @@ class GatewayConfig:
             enabled=self.online_learning,
             alpha=self.online_alpha,
             l2=self.online_l2,
+            calibration=self.online_calibration,
             behaviour_buckets=self.online_behaviour_buckets,
         )
 
@@ -270,7 +275,9 @@ class GatewayConfig:
                     "example_types",
                 ):
                     values[field.name] = tuple(k for k in raw.split(",") if k)
-                elif field.type in ("bool", bool):
+                elif field.type == "bool | None" and raw.lower() == "auto":
+                    values[field.name] = None
+                elif field.type in ("bool", bool, "bool | None"):
                     if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
                         raise ValueError("expected true or false")
                     values[field.name] = raw.lower() in ("1", "true", "yes", "on")

@@ -48,7 +48,7 @@ class OnlineLearner:
     """Per-event learning on top of the serving version (see the module docstring)."""
 
     def __init__(self, features: FeatureState, labels: LabelSpec, config: OnlineConfig | None = None) -> None:
-        self.config = config or OnlineConfig()
+        self.config = (config or OnlineConfig()).resolved(labels)
         self.features = features
         self.correction = Correction(self.config)
         self.labeller = Labeller(features.spec, labels, max_pending=self.config.max_pending)
@@ -152,11 +152,12 @@ class OnlineLearner:
         """The served scores: the version's probabilities moved by the learned correction."""
         if not self.enabled or self.correction.updates == 0:
             return scores
-        catalog, indices = self.features.item, self.correction.indices
+        catalog, coordinates = self.features.item, self.correction.coordinates
+        base = logit(scores)
         offsets = self.correction.values(
-            [indices(user, catalog(i), row) for i, row in zip(item_ids, rows, strict=True)]
+            [coordinates(user, catalog(i), row) for i, row in zip(item_ids, rows, strict=True)], base
         )
-        return sigmoid(logit(scores) + offsets).astype(scores.dtype)
+        return sigmoid(base + offsets).astype(scores.dtype)
 
     def start(self, base_scores: BaseScorer, serving_version: Callable[[], int | None]) -> None:
         """Start learning in the background; ``base_scores`` asks Triton, ``serving_version`` names the version."""
@@ -229,7 +230,7 @@ class OnlineLearner:
                         version,
                     )
                     for (example, label), base in zip(chunk, logit(probs), strict=True):
-                        fresh.learn(fresh.indices(example.user, catalog(example.item_id), example.row), base, label)
+                        fresh.learn(fresh.coordinates(example.user, catalog(example.item_id), example.row), base, label)
                     await asyncio.sleep(0)
             finally:
                 self._rebasing = False
@@ -273,8 +274,8 @@ class OnlineLearner:
             self._delays_s.append(now - labelled_at)
             served = _served_logit(example, version)
             base_logit = base[k] if served is None else served
-            index = self.correction.indices(example.user, catalog(example.item_id), example.row)
-            self.correction.learn(index, base_logit, label)
+            features = self.correction.coordinates(example.user, catalog(example.item_id), example.row)
+            self.correction.learn(features, base_logit, label)
             self.history.add(example, label)
         self.learned_on[version] += len(batch)
         self._erased.clear()  # later batches were taken after the erasure: they hold none of its examples

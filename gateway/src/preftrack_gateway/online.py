@@ -3,8 +3,9 @@
 Between model versions the gateway already learns from every labelled event, the way a per-event learner
 does. The served score is ``sigmoid(base_logit + correction)``, where ``base_logit`` is the serving version's
 logit and ``correction`` a sparse logistic model over hashed crosses (user, item, user x item, user x category,
-item x category), trained online with FTRL-Proximal (McMahan et al., 2013) on the *residual*: its gradient is
-taken through the sum, so it learns only what the version does not already know.
+user x item attribute; with ``calibration``, weights on the base logit and on the item's behaviour features:
+:class:`Correction`), trained online with FTRL-Proximal (McMahan et al., 2013) on the *residual*: its gradient
+is taken through the sum, so it learns only what the version does not already know.
 
 Labels are exact (:class:`Labeller`): an example (an event of the deployment's example types, or an item of a
 served list) is positive when it is positive itself or when the same user does a positive event on the same
@@ -25,11 +26,23 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from preftrack_gateway.features import FeatureSpec, LabelSpec
+from preftrack_gateway.features import FEATURE_NAMES, FeatureSpec, LabelSpec
 from preftrack_gateway.schema import Event, Item
 
 _MAX_LOGIT = 16.0
 _LATE_EXAMPLE_S = 6 * 3600.0  # how late an example can arrive and still be learned from (the features' retention)
+
+#: The item's own behaviour features, each given one shared weight by the correction (``calibration``).
+ITEM_SIGNALS: tuple[int, ...] = tuple(
+    FEATURE_NAMES.index(name)
+    for name in (
+        "item_popularity_short",
+        "item_popularity_long",
+        "item_positive_rate",
+        "item_rating_mean",
+        "item_log_price",
+    )
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -45,6 +58,14 @@ class OnlineConfig:
         rebuild_examples: most labelled examples the correction is learned from again, on the logits of the
             version serving then: the newest ones of the event log when the gateway starts, and the newest ones
             learned from when another version starts serving (:class:`History`).
+        calibration: also learn weights that re-calibrate the serving version: one on its logit, shared and per
+            user (how far to trust it), and one shared weight on each of the item's own behaviour features
+            (:data:`ITEM_SIGNALS`: what an item's track record says drifts as the catalogue ages, while a version
+            keeps the weight it learned). None (the default) turns them on where every label is final at once (an
+            attribution window of 0, as with ratings; MovieLens-100k: +0.005 AUC) and off where a negative is
+            known only when its window closes: there a user's positives are learned an hour before their
+            negatives, and weights this broad follow that skew (0.02 AUC lost on the synthetic shop's taste
+            drift). :meth:`resolved` settles it.
         behaviour_buckets: also learn a weight per bucket of each behaviour feature (off by default: on
             MovieLens-100k it measured 0.7729 AUC against 0.7758 without, see docs/benchmarks.md).
     """
@@ -57,6 +78,7 @@ class OnlineConfig:
     l2: float = 1.0
     max_pending: int = 200_000
     rebuild_examples: int = 200_000
+    calibration: bool | None = None
     behaviour_buckets: bool = False
 
     def __post_init__(self) -> None:
@@ -66,6 +88,13 @@ class OnlineConfig:
             raise ValueError("online alpha must be > 0; beta, l1, l2 >= 0")
         if self.max_pending < 1 or self.rebuild_examples < 0:
             raise ValueError("online max_pending must be >= 1 and rebuild_examples >= 0")
+
+    def resolved(self, labels: LabelSpec | None) -> OnlineConfig:
+        """These settings with ``calibration`` settled for ``labels`` (no labels: off)."""
+        if self.calibration is not None:
+            return self
+        final_at_once = labels is not None and labels.attribution_window_s == 0
+        return dataclasses.replace(self, calibration=final_at_once)
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -83,8 +112,32 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -_MAX_LOGIT, _MAX_LOGIT)))
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Coordinates:
+    """The features of one (user, item) example for the correction: distinct weight indices, and for each the
+    value it takes, ``value + scaled * base_logit`` (``scaled`` is 1 for the logit-scale weights, else 0)."""
+
+    index: np.ndarray  # int64
+    value: np.ndarray  # float64
+    scaled: np.ndarray  # float64
+
+    def x(self, base_logit: float) -> np.ndarray:
+        return self.value + self.scaled * base_logit
+
+
 class Correction:
-    """FTRL-Proximal logistic regression over hashed binary features, learning a residual on a base logit."""
+    """FTRL-Proximal logistic regression over hashed features, learning a residual on a base logit.
+
+    Its features, for a user and an item (:meth:`coordinates`):
+    - biases and crosses, each worth 1: the global bias, the item, its categories, the user, user x item,
+      user x category, and user x each of the item's attributes (a taste for a brand, a decade);
+    - the base logit itself, once with a shared weight and once with the user's own: how far to trust the
+      serving version, overall and for this user (``calibration``);
+    - the item's own behaviour features (:data:`ITEM_SIGNALS`), each with one shared weight: what an item's
+      track record says drifts as the catalogue ages, while a version keeps the weight it learned then
+      (``calibration`` too);
+    - optionally a weight per bucket of each behaviour feature (``behaviour_buckets``).
+    """
 
     def __init__(self, config: OnlineConfig | None = None) -> None:
         self.config = config or OnlineConfig()
@@ -94,26 +147,42 @@ class Correction:
         self._n = np.zeros(size, dtype=np.float64)
         self._item_cache: dict[str, tuple[int, ...]] = {}
         self._buckets: dict[tuple[int, int], int] = {}
+        self._scale = self._hash("s")
+        self._signals = tuple(self._hash(f"is\x1f{k}") for k in ITEM_SIGNALS)
         self.updates = 0
 
     def _hash(self, text: str) -> int:
         return zlib.crc32(text.encode()) & self._mask
 
-    def indices(self, user: str, item: Item, row: Sequence[float] | None = None) -> np.ndarray:
-        """The hashed features of (user, item): biases, the crosses a per-event learner gains most from, and
-        (with the behaviour feature ``row``) each behaviour feature's bucket, so that how much a signal matters
-        (buying the same item again, say) is re-weighted within a few hundred events, not a new version."""
+    def coordinates(self, user: str, item: Item, row: Sequence[float] | None = None) -> Coordinates:
+        """The features of (user, item), with the behaviour feature ``row`` (the item signals and buckets need
+        it; without it they are left out)."""
         cached = self._item_cache.get(item.item_id)
         if cached is None:
             parts = [f"i\x1f{item.item_id}", *(f"c\x1f{c}" for c in item.categories)]
             cached = tuple(self._hash(p) for p in parts)
             if len(self._item_cache) < 1_000_000:
                 self._item_cache[item.item_id] = cached
-        personal = self._personal(user, item)
-        if row is not None and self.config.behaviour_buckets:
-            personal += [self._bucket(k, value) for k, value in enumerate(row)]
-        # Each weight once (a category listed twice, a hash collision): scoring and learning see the same set.
-        return np.fromiter(dict.fromkeys((*cached, *personal, 0)), dtype=np.int64)  # 0: the global bias
+        # Each weight once (a category listed twice, a hash collision): values of a repeated index add up.
+        value: dict[int, float] = dict.fromkeys((0, *cached, *self._personal(user, item)), 1.0)  # 0: global bias
+        if row is not None:
+            if self.config.calibration:
+                for index, k in zip(self._signals, ITEM_SIGNALS, strict=True):
+                    value[index] = value.get(index, 0.0) + float(row[k])
+            if self.config.behaviour_buckets:
+                for k, v in enumerate(row):
+                    bucket = self._bucket(k, v)
+                    value[bucket] = value.get(bucket, 0.0) + 1.0
+        scaled = dict.fromkeys(value, 0.0)
+        if self.config.calibration:
+            for index in (self._scale, self._hash(f"us\x1f{user}")):
+                value.setdefault(index, 0.0)
+                scaled[index] = scaled.get(index, 0.0) + 1.0
+        return Coordinates(
+            np.fromiter(value, dtype=np.int64, count=len(value)),
+            np.fromiter(value.values(), dtype=np.float64, count=len(value)),
+            np.fromiter(scaled.values(), dtype=np.float64, count=len(value)),
+        )
 
     def forget_items(self, item_ids: Iterable[str]) -> None:
         """Drop cached hashes of items whose catalogue entry changed (their categories may have)."""
@@ -121,18 +190,20 @@ class Correction:
             self._item_cache.pop(item_id, None)
 
     def _personal(self, user: str, item: Item) -> list[int]:
-        """The user's own features with an item: the user's bias and its crosses with the item and categories."""
+        """The user's own crosses with an item: with the item, its categories and its attributes."""
         h = self._hash
         return [
             h(f"u\x1f{user}"),
             h(f"ui\x1f{user}\x1f{item.item_id}"),
             *(h(f"uc\x1f{user}\x1f{c}") for c in item.categories),
+            *(h(f"ua\x1f{user}\x1f{name}={value}") for name, value in item.attributes),
         ]
 
     def forget(self, user: str, items: Iterable[Item]) -> None:
-        """Reset the user's own weights with these items (what :meth:`learn` moved for the user's examples) to
-        those of a user never seen; shared weights (items, categories, behaviour buckets) keep what they learned."""
-        index = {self._hash(f"u\x1f{user}")}
+        """Reset the user's own weights (bias, logit scale, and crosses with these items: what :meth:`learn` moved
+        for the user's examples) to those of a user never seen; shared weights (items, categories, item signals,
+        behaviour buckets, the shared logit scale) keep what they learned."""
+        index = {self._hash(f"u\x1f{user}"), self._hash(f"us\x1f{user}")}
         for item in items:
             index.update(self._personal(user, item))
         where = np.fromiter(index, dtype=np.int64)
@@ -154,24 +225,28 @@ class Correction:
         w[np.abs(z) <= cfg.l1] = 0.0
         return w
 
-    def value(self, index: np.ndarray) -> float:
-        """The correction (a logit offset) for one example's features."""
-        return float(self._weights(index).sum())
+    def value(self, coordinates: Coordinates, base_logit: float = 0.0) -> float:
+        """The correction (a logit offset) of one example whose base logit is ``base_logit``."""
+        return float(self._weights(coordinates.index) @ coordinates.x(base_logit))
 
-    def values(self, indices: Sequence[np.ndarray]) -> np.ndarray:
+    def values(self, coordinates: Sequence[Coordinates], base_logits: np.ndarray) -> np.ndarray:
         """Corrections of several examples (one weight lookup for all)."""
-        if not indices:
+        if not coordinates:
             return np.zeros(0)
-        lengths = [len(i) for i in indices]
-        flat = np.concatenate(indices)
-        w = self._weights(flat)
-        return np.add.reduceat(w, np.cumsum([0, *lengths[:-1]]))
+        lengths = [len(c.index) for c in coordinates]
+        w = self._weights(np.concatenate([c.index for c in coordinates]))
+        x = np.concatenate([c.value for c in coordinates]) + np.concatenate(
+            [c.scaled for c in coordinates]
+        ) * np.repeat(np.asarray(base_logits, dtype=np.float64), lengths)
+        return np.add.reduceat(w * x, np.cumsum([0, *lengths[:-1]]))
 
-    def learn(self, index: np.ndarray, base_logit: float, label: float) -> float:
+    def learn(self, coordinates: Coordinates, base_logit: float, label: float) -> float:
         """One FTRL step on an example; returns the prediction made before learning from it."""
+        index = coordinates.index
+        x = coordinates.x(base_logit)
         w = self._weights(index)
-        p = float(sigmoid(np.array(base_logit + w.sum())))
-        g = p - label
+        p = float(sigmoid(np.array(base_logit + w @ x)))
+        g = (p - label) * x
         n = self._n[index]
         sigma = (np.sqrt(n + g * g) - np.sqrt(n)) / self.config.alpha
         self._z[index] += g - sigma * w

@@ -55,20 +55,22 @@ def prequential_correction(
     items: Mapping[str, Item],
     config: OnlineConfig | None = None,
     known_at: np.ndarray | None = None,
+    labels: LabelSpec | None = None,
 ) -> np.ndarray:
     """Probabilities of the examples after ``n_warm``, each scored before the correction learns from it.
 
     ``known_at`` (from :func:`label_times`): the correction learns an example only once the stream has passed
-    the time its label becomes known; without it, right after scoring it (exact for ratings).
+    the time its label becomes known; without it, right after scoring it (exact for ratings). ``labels``: the
+    deployment's label settings, which settle an automatic ``calibration`` as the gateway does (none: off).
     """
-    correction = Correction(config)
+    correction = Correction((config or OnlineConfig()).resolved(labels))
     waiting: list[tuple[float, int]] = []
     scores = []
 
     def learn(k: int) -> float:
         item = items.get(examples.items[k]) or Item(item_id=examples.items[k])
-        index = correction.indices(examples.users[k], item, examples.features[k])
-        return correction.learn(index, float(base_logits[k]), float(examples.label[k]))
+        features = correction.coordinates(examples.users[k], item, examples.features[k])
+        return correction.learn(features, float(base_logits[k]), float(examples.label[k]))
 
     for k in range(len(examples)):
         t = float(examples.timestamp_s[k])
@@ -78,8 +80,8 @@ def prequential_correction(
             p = learn(k)
         else:
             item = items.get(examples.items[k]) or Item(item_id=examples.items[k])
-            index = correction.indices(examples.users[k], item, examples.features[k])
-            p = float(sigmoid(np.array(base_logits[k] + correction.value(index))))
+            features = correction.coordinates(examples.users[k], item, examples.features[k])
+            p = float(sigmoid(np.array(base_logits[k] + correction.value(features, float(base_logits[k])))))
             heapq.heappush(waiting, (float(known_at[k]), k))
         if k >= n_warm:
             scores.append(p)
