@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 
-from preftrack_gateway.features import FeatureSpec, FeatureState, LabelSpec
+from preftrack_gateway.features import NUM_FEATURES, FeatureSpec, FeatureState, LabelSpec
 from preftrack_gateway.learner import OnlineLearner
 from preftrack_gateway.online import Correction, Labeller, OnlineConfig, logit, sigmoid
 from preftrack_gateway.schema import Event, Item
@@ -78,10 +78,9 @@ def test_the_correction_learns_a_users_taste_the_base_model_does_not_know() -> N
     horror, comedy = items["i1"], items["i2"]
     fan = sigmoid(np.array([correction.value(correction.coordinates("fan", horror))]))[0]
     assert fan > 0.8 and sigmoid(np.array([correction.value(correction.coordinates("fan", comedy))]))[0] < 0.2
-    values = correction.values(
-        [correction.coordinates("fan", horror), correction.coordinates("hater", horror)], np.zeros(2)
-    )
-    assert values[0] > 0 > values[1]
+    fan_offsets = correction.offsets("fan", [horror, comedy], [[0.0] * NUM_FEATURES] * 2, np.zeros(2))
+    assert fan_offsets[0] > 0 > fan_offsets[1]
+    assert np.isclose(fan_offsets[0], correction.value(correction.coordinates("fan", horror, [0.0] * NUM_FEATURES)))
 
 
 def test_the_order_of_events_in_one_commit_does_not_change_a_label() -> None:
@@ -184,3 +183,11 @@ def test_calibration_learns_how_far_to_trust_the_version_for_each_user() -> None
     reader = float(sigmoid(np.array(3.0 + calibrated.value(calibrated.coordinates("reader", fresh), 3.0))))
     assert guesser[0] < 0.7 < guesser[1]  # plain: only a bias, which cannot tell a sure "yes" from a sure "no"
     assert reader > 0.9
+    # Scoring many items at once (Recommend) gives what scoring each gives, the scaled weights included.
+    shown = [items[5], fresh, Item(item_id="i5-twin", categories=("c5", "c5"), attributes=(("brand", "b"),))]
+    rows = [[float(k)] * NUM_FEATURES for k in range(3)]
+    base = np.array([2.0, -1.0, 0.5])
+    one_by_one = [
+        calibrated.value(calibrated.coordinates("guesser", i, r), b) for i, r, b in zip(shown, rows, base, strict=True)
+    ]
+    assert np.allclose(calibrated.offsets("guesser", shown, rows, base), one_by_one)

@@ -152,11 +152,8 @@ class OnlineLearner:
         """The served scores: the version's probabilities moved by the learned correction."""
         if not self.enabled or self.correction.updates == 0:
             return scores
-        catalog, coordinates = self.features.item, self.correction.coordinates
         base = logit(scores)
-        offsets = self.correction.values(
-            [coordinates(user, catalog(i), row) for i, row in zip(item_ids, rows, strict=True)], base
-        )
+        offsets = self.correction.offsets(user, [self.features.item(i) for i in item_ids], rows, base)
         return sigmoid(base + offsets).astype(scores.dtype)
 
     def start(self, base_scores: BaseScorer, serving_version: Callable[[], int | None]) -> None:

@@ -114,15 +114,20 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Coordinates:
-    """The features of one (user, item) example for the correction: distinct weight indices, and for each the
-    value it takes, ``value + scaled * base_logit`` (``scaled`` is 1 for the logit-scale weights, else 0)."""
+    """The features of one (user, item) example for the correction: weight indices and their values; the last
+    ``scaled`` of them are multiplied by the base logit. An index may repeat (a category listed twice, a hash
+    collision): scoring counts each occurrence and learning adds them up, so both see the same weight."""
 
     index: np.ndarray  # int64
     value: np.ndarray  # float64
-    scaled: np.ndarray  # float64
+    scaled: int
 
     def x(self, base_logit: float) -> np.ndarray:
-        return self.value + self.scaled * base_logit
+        if not self.scaled:
+            return self.value
+        x = self.value.copy()
+        x[len(x) - self.scaled :] *= base_logit
+        return x
 
 
 class Correction:
@@ -131,12 +136,11 @@ class Correction:
     Its features, for a user and an item (:meth:`coordinates`):
     - biases and crosses, each worth 1: the global bias, the item, its categories, the user, user x item,
       user x category, and user x each of the item's attributes (a taste for a brand, a decade);
-    - the base logit itself, once with a shared weight and once with the user's own: how far to trust the
-      serving version, overall and for this user (``calibration``);
-    - the item's own behaviour features (:data:`ITEM_SIGNALS`), each with one shared weight: what an item's
-      track record says drifts as the catalogue ages, while a version keeps the weight it learned then
-      (``calibration`` too);
-    - optionally a weight per bucket of each behaviour feature (``behaviour_buckets``).
+    - optionally a weight per bucket of each behaviour feature (``behaviour_buckets``);
+    - with ``calibration``, the item's own behaviour features (:data:`ITEM_SIGNALS`), each with one shared
+      weight: what an item's track record says drifts as the catalogue ages, while a version keeps the weight
+      it learned then; and the base logit itself, once with a shared weight and once with the user's own: how
+      far to trust the serving version, overall and for this user.
     """
 
     def __init__(self, config: OnlineConfig | None = None) -> None:
@@ -154,58 +158,94 @@ class Correction:
     def _hash(self, text: str) -> int:
         return zlib.crc32(text.encode()) & self._mask
 
-    def coordinates(self, user: str, item: Item, row: Sequence[float] | None = None) -> Coordinates:
-        """The features of (user, item), with the behaviour feature ``row`` (the item signals and buckets need
-        it; without it they are left out)."""
+    def _features(
+        self, user: str, item: Item, row: Sequence[float] | None, memo: dict[str, int]
+    ) -> tuple[list[int], list[float]]:
+        """Indices and values of (user, item); the scaled ones last. ``memo`` keeps the user's hashes across the
+        items of one call (the same categories and attributes come back)."""
         cached = self._item_cache.get(item.item_id)
         if cached is None:
             parts = [f"i\x1f{item.item_id}", *(f"c\x1f{c}" for c in item.categories)]
             cached = tuple(self._hash(p) for p in parts)
             if len(self._item_cache) < 1_000_000:
                 self._item_cache[item.item_id] = cached
-        # Each weight once (a category listed twice, a hash collision): values of a repeated index add up.
-        value: dict[int, float] = dict.fromkeys((0, *cached, *self._personal(user, item)), 1.0)  # 0: global bias
-        if row is not None:
-            if self.config.calibration:
-                for index, k in zip(self._signals, ITEM_SIGNALS, strict=True):
-                    value[index] = value.get(index, 0.0) + float(row[k])
-            if self.config.behaviour_buckets:
-                for k, v in enumerate(row):
-                    bucket = self._bucket(k, v)
-                    value[bucket] = value.get(bucket, 0.0) + 1.0
-        scaled = dict.fromkeys(value, 0.0)
+        index = [0, *cached, *self._personal(user, item, memo)]  # 0: the global bias
+        value = [1.0] * len(index)
+        if row is not None and self.config.behaviour_buckets:
+            buckets = [self._bucket(k, v) for k, v in enumerate(row)]
+            index += buckets
+            value += [1.0] * len(buckets)
         if self.config.calibration:
-            for index in (self._scale, self._hash(f"us\x1f{user}")):
-                value.setdefault(index, 0.0)
-                scaled[index] = scaled.get(index, 0.0) + 1.0
-        return Coordinates(
-            np.fromiter(value, dtype=np.int64, count=len(value)),
-            np.fromiter(value.values(), dtype=np.float64, count=len(value)),
-            np.fromiter(scaled.values(), dtype=np.float64, count=len(value)),
-        )
+            if row is not None:
+                index += self._signals
+                value += [float(row[k]) for k in ITEM_SIGNALS]
+            scale = memo.get("\x00us")
+            if scale is None:
+                scale = memo["\x00us"] = self._hash(f"us\x1f{user}")
+            index += (self._scale, scale)
+            value += (1.0, 1.0)
+        return index, value
+
+    def coordinates(self, user: str, item: Item, row: Sequence[float] | None = None) -> Coordinates:
+        """The features of (user, item), with the behaviour feature ``row`` (the item signals and buckets need
+        it; without it they are left out)."""
+        index, value = self._features(user, item, row, {})
+        return Coordinates(np.array(index, dtype=np.int64), np.array(value), 2 if self.config.calibration else 0)
+
+    def offsets(
+        self, user: str, items: Sequence[Item], rows: Sequence[Sequence[float]], base_logits: np.ndarray
+    ) -> np.ndarray:
+        """The corrections of one user's scores for several items (their base logits given), in one pass."""
+        if not items:
+            return np.zeros(0)
+        memo: dict[str, int] = {}
+        flat_index: list[int] = []
+        flat_value: list[float] = []
+        lengths = []
+        for item, row in zip(items, rows, strict=True):
+            index, value = self._features(user, item, row, memo)
+            flat_index += index
+            flat_value += value
+            lengths.append(len(index))
+        x = np.array(flat_value)
+        if self.config.calibration:  # the last two of each item's features are scaled by its base logit
+            ends = np.cumsum(lengths)
+            base = np.asarray(base_logits, dtype=np.float64)
+            x[ends - 1] *= base
+            x[ends - 2] *= base
+        w = self._weights(np.array(flat_index, dtype=np.int64))
+        return np.add.reduceat(w * x, np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.intp))
 
     def forget_items(self, item_ids: Iterable[str]) -> None:
         """Drop cached hashes of items whose catalogue entry changed (their categories may have)."""
         for item_id in item_ids:
             self._item_cache.pop(item_id, None)
 
-    def _personal(self, user: str, item: Item) -> list[int]:
-        """The user's own crosses with an item: with the item, its categories and its attributes."""
-        h = self._hash
-        return [
-            h(f"u\x1f{user}"),
-            h(f"ui\x1f{user}\x1f{item.item_id}"),
-            *(h(f"uc\x1f{user}\x1f{c}") for c in item.categories),
-            *(h(f"ua\x1f{user}\x1f{name}={value}") for name, value in item.attributes),
-        ]
+    def _personal(self, user: str, item: Item, memo: dict[str, int] | None = None) -> list[int]:
+        """The user's own crosses with an item: the user's bias, and with the item, its categories and its
+        attributes (``memo``: the user's hashes already made, by the text hashed)."""
+        memo = {} if memo is None else memo
+        found = [self._hash(f"ui\x1f{user}\x1f{item.item_id}")]
+        for text in (
+            "u",
+            *(f"uc\x1f{c}" for c in item.categories),
+            *(f"ua\x1f{name}={value}" for name, value in item.attributes),
+        ):
+            hashed = memo.get(text)
+            if hashed is None:
+                hashed = memo[text] = self._hash(f"{text}\x1f{user}")
+            found.append(hashed)
+        return found
 
     def forget(self, user: str, items: Iterable[Item]) -> None:
         """Reset the user's own weights (bias, logit scale, and crosses with these items: what :meth:`learn` moved
         for the user's examples) to those of a user never seen; shared weights (items, categories, item signals,
         behaviour buckets, the shared logit scale) keep what they learned."""
-        index = {self._hash(f"u\x1f{user}"), self._hash(f"us\x1f{user}")}
+        index = {self._hash(f"us\x1f{user}")}
+        memo: dict[str, int] = {}
         for item in items:
-            index.update(self._personal(user, item))
+            index.update(self._personal(user, item, memo))
+        index.add(self._hash(f"u\x1f{user}"))
         where = np.fromiter(index, dtype=np.int64)
         self._z[where] = 0.0
         self._n[where] = 0.0
@@ -229,21 +269,12 @@ class Correction:
         """The correction (a logit offset) of one example whose base logit is ``base_logit``."""
         return float(self._weights(coordinates.index) @ coordinates.x(base_logit))
 
-    def values(self, coordinates: Sequence[Coordinates], base_logits: np.ndarray) -> np.ndarray:
-        """Corrections of several examples (one weight lookup for all)."""
-        if not coordinates:
-            return np.zeros(0)
-        lengths = [len(c.index) for c in coordinates]
-        w = self._weights(np.concatenate([c.index for c in coordinates]))
-        x = np.concatenate([c.value for c in coordinates]) + np.concatenate(
-            [c.scaled for c in coordinates]
-        ) * np.repeat(np.asarray(base_logits, dtype=np.float64), lengths)
-        return np.add.reduceat(w * x, np.cumsum([0, *lengths[:-1]]))
-
     def learn(self, coordinates: Coordinates, base_logit: float, label: float) -> float:
         """One FTRL step on an example; returns the prediction made before learning from it."""
-        index = coordinates.index
-        x = coordinates.x(base_logit)
+        index, x = coordinates.index, coordinates.x(base_logit)
+        if len(set(index.tolist())) < len(index):  # a repeated index: one coordinate, its values added up
+            index, where = np.unique(index, return_inverse=True)
+            x = np.bincount(where, weights=x, minlength=len(index))
         w = self._weights(index)
         p = float(sigmoid(np.array(base_logit + w @ x)))
         g = (p - label) * x
