@@ -88,12 +88,12 @@ def test_a_movielens_replay_ships_versions_trained_on_the_ratings_settings(tmp_p
     assert report.versions_shipped >= 1 and report.versions_refused == 0, report.markdown
     assert max(report.scores_by_version) > 1, report.scores_by_version  # a continual version served scores
     live, frozen = report.rows["preftrack live (learning)"]["auc"], report.rows["preftrack frozen at v1"]["auc"]
-    # Measured (docs/benchmarks.md): live 0.741 / 0.737, frozen 0.725 / 0.721. Asserted: learning beats the frozen
-    # system by half the measured margin. Vowpal Wabbit per event, given the users' and movies' attributes too,
-    # scored 0.739 on this short stream (0.730 without them), level with the live system: asserted is that the
-    # live system stays within 0.01 of it (on the whole second half it leads by 0.004).
+    # Measured (docs/benchmarks.md): live 0.741 / 0.737 / 0.745, frozen 0.725 / 0.721 / 0.721. Asserted: learning
+    # beats the frozen system by half the smallest measured margin. Vowpal Wabbit per event, given the users' and
+    # movies' attributes too, scored 0.739 on this short stream; the live system led it by 0.006 in the last run
+    # (and by 0.009 on the whole second half): asserted is that it is not behind by more than this test's noise.
     assert live > frozen + 0.008, report.markdown
-    assert live > report.rows["Vowpal Wabbit (per event)"]["auc"] - 0.01, report.markdown
+    assert live > report.rows["Vowpal Wabbit (per event)"]["auc"] - 0.005, report.markdown
 
 
 def test_after_a_drift_the_learning_system_leads_the_frozen_one(tmp_path) -> None:
@@ -112,9 +112,9 @@ def test_after_a_drift_the_learning_system_leads_the_frozen_one(tmp_path) -> Non
     live = np.array(report.windows["preftrack live (learning)"])
     frozen = np.array(report.windows["preftrack frozen at v1"])
     assert report.versions_shipped >= 1 and report.versions_refused == 0, report.markdown
-    # Measured (docs/benchmarks.md, two runs): live - frozen +0.019 and +0.011 AUC over the live stream, +0.016
-    # and +0.008 in its last third. Both recover, because the frozen model's real-time features move too. The
-    # margins asserted are about half the smaller measurement.
+    # Measured (docs/benchmarks.md, four runs): live - frozen +0.019, +0.011, +0.010 and +0.009 AUC over the live
+    # stream, +0.016, +0.008, +0.008 and +0.006 in its last third. Both recover, because the frozen model's real-time
+    # features move too. The margins asserted are about half the smaller measurements.
     overall = report.rows["preftrack live (learning)"]["auc"] - report.rows["preftrack frozen at v1"]["auc"]
     assert overall > 0.005, report.markdown
     late = slice(2 * len(live) // 3, None)
