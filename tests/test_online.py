@@ -76,11 +76,13 @@ def test_the_correction_learns_a_users_taste_the_base_model_does_not_know() -> N
             late.append(abs(p - y))
     assert np.mean(late) < 0.2
     horror, comedy = items["i1"], items["i2"]
-    fan = sigmoid(np.array([correction.value(correction.coordinates("fan", horror))]))[0]
-    assert fan > 0.8 and sigmoid(np.array([correction.value(correction.coordinates("fan", comedy))]))[0] < 0.2
+    fan = sigmoid(np.array([correction.value(correction.coordinates("fan", horror), 0.0)]))[0]
+    assert fan > 0.8 and sigmoid(np.array([correction.value(correction.coordinates("fan", comedy), 0.0)]))[0] < 0.2
     fan_offsets = correction.offsets("fan", [horror, comedy], [[0.0] * NUM_FEATURES] * 2, np.zeros(2))
     assert fan_offsets[0] > 0 > fan_offsets[1]
-    assert np.isclose(fan_offsets[0], correction.value(correction.coordinates("fan", horror, [0.0] * NUM_FEATURES)))
+    assert np.isclose(
+        fan_offsets[0], correction.value(correction.coordinates("fan", horror, [0.0] * NUM_FEATURES), 0.0)
+    )
 
 
 def test_the_order_of_events_in_one_commit_does_not_change_a_label() -> None:
@@ -131,7 +133,7 @@ def test_when_another_version_serves_the_correction_is_learned_again_on_its_logi
         learner.fold(sorted(events, key=lambda e: e.timestamp_s))
         await wait_for(lambda: learner.correction.updates == 250)
         horror = learner.correction.coordinates("fan", items[1])
-        on_v1 = learner.correction.value(horror)
+        on_v1 = learner.correction.value(horror, 0.0)
         assert learner.base_version == 1 and on_v1 > 1.0
         learner.forget("other", [e for e in events if e.user_id == "other"], [])
         serving["version"] = 2
@@ -143,7 +145,10 @@ def test_when_another_version_serves_the_correction_is_learned_again_on_its_logi
             base = logit(await version_scores([example.user], [example.item_id], None, 2))[0]
             again.learn(again.coordinates(example.user, features.item(example.item_id), example.row), base, label)
         assert len(learner.history) == 200 and again.updates == 200
-        assert learner.correction.value(horror) == again.value(horror) < on_v1
+        assert learner.correction.value(horror, 0.0) < on_v1
+        fan_on_v2 = float(logit(np.array([0.9]))[0])  # the logit weights (ratings: calibration on) are the same too
+        assert learner.correction.value(horror, fan_on_v2) == again.value(horror, fan_on_v2)
+        assert learner.correction.config.calibration
         # A list version 1 served, labelled after the switch: learned on version 2's logit, not on the one it was
         # served with (which would count again what version 2 absorbed).
         row = features.rows("fan", ["i3"], T0 + 500)

@@ -93,3 +93,13 @@ def test_the_per_event_layer_learns_what_the_version_does_not_and_survives_a_res
         finally:
             assert restarted.stop() == 0, restarted.log_tail()
         assert ("from a snapshot at seq" in restarted.log_tail(200)) == bool(env), restarted.log_tail()
+    # Other settings of the per-event layer: a snapshot learned with the old ones is not used; the log is.
+    changed = _start(
+        triton, tmp_path, "changed", True, tmp_path / "learning.db", PREFTRACK_ONLINE_ALPHA="0.25", **snapshots
+    )
+    try:
+        assert _wait_for_learning(changed.target, "newcomer", before) > before + 0.05
+    finally:
+        assert changed.stop() == 0, changed.log_tail()
+    log = changed.log_tail(200)
+    assert "from a snapshot at seq" not in log and "taken with other settings" in log, log

@@ -19,7 +19,7 @@ from preftrack.admin import AdminClient
 from preftrack.errors import InvalidRequestError, PermissionDeniedError
 from preftrack_dev.process import GatewayProcess
 from preftrack_gateway.config import ConfigError, GatewayConfig
-from preftrack_gateway.features import FeatureSpec, FeatureState, LabelSpec
+from preftrack_gateway.features import NUM_FEATURES, FeatureSpec, FeatureState, LabelSpec
 from preftrack_gateway.online import Correction, OnlineConfig
 from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.schema import Event, Item, stable_hash
@@ -64,20 +64,23 @@ def test_forgetting_a_user_in_the_features_equals_never_having_seen_them() -> No
 
 
 def test_forgetting_a_user_resets_their_per_event_weights_only() -> None:
-    correction = Correction(OnlineConfig())
-    item = CATALOG["i-3"]
+    # Every weight of the user's own: bias, crosses with the item, its category and its attribute, and their
+    # weight on the version's logit (calibration on, a version that is not sure of 0.5).
+    correction = Correction(OnlineConfig(calibration=True))
+    item = Item(item_id="i-3", categories=("c-1",), attributes=(("brand", "acme"),))
+    features = np.zeros(NUM_FEATURES)
     for _ in range(50):
-        correction.learn(correction.coordinates("alice", item), 0.0, 1.0)
-        correction.learn(correction.coordinates("carol", item), 0.0, 0.0)
-    carol_before = correction.value(correction.coordinates("carol", item))
-    assert correction.value(correction.coordinates("alice", item)) != correction.value(
-        correction.coordinates("bob", item)
-    )
+        correction.learn(correction.coordinates("alice", item, features), 1.5, 1.0)
+        correction.learn(correction.coordinates("carol", item, features), 1.5, 0.0)
+
+    def value(user: str) -> float:
+        return correction.value(correction.coordinates(user, item, features), 1.5)
+
+    carol_before = value("carol")
+    assert value("alice") != value("bob")
     correction.forget("alice", [item])
-    assert correction.value(correction.coordinates("alice", item)) == correction.value(
-        correction.coordinates("bob", item)
-    )
-    assert correction.value(correction.coordinates("carol", item)) == carol_before
+    assert value("alice") == value("bob")  # a user never seen
+    assert value("carol") == carol_before
 
 
 def _embedding_twin(user_id: str) -> str:

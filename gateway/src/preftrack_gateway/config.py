@@ -279,7 +279,7 @@ class GatewayConfig:
                     values[field.name] = None
                 elif field.type in ("bool", bool, "bool | None"):
                     if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                        raise ValueError("expected true or false")
+                        raise ValueError("expected true or false" + (" or auto" if field.type == "bool | None" else ""))
                     values[field.name] = raw.lower() in ("1", "true", "yes", "on")
                 elif field.type in ("int", int):
                     values[field.name] = int(raw)

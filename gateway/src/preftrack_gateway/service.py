@@ -353,12 +353,18 @@ class GatewayCore:
         )
         return features, learner, last, users_seq
 
+    def _snapshot_settings(self) -> str:
+        """What a snapshot must have been folded and learned with to stand in for the log: the deployment's
+        settings and the per-event layer's (a correction learned with other settings is not this one)."""
+        online = self.config.online_config().resolved(self._settings.labels)
+        return f"{self._settings.to_json()} {online!r}"
+
     async def _read_snapshot(self) -> snapshot.Snapshot | None:
         if not self.config.snapshot_dir:
             return None
         return snapshot.load(
             Path(self.config.snapshot_dir),
-            settings=self._settings.to_json(),
+            settings=self._snapshot_settings(),
             erasures_seen=self._erasures_seen,
             last_seq=await self.store.last_seq(),
         )
@@ -373,7 +379,7 @@ class GatewayCore:
         path = snapshot.save(
             Path(self.config.snapshot_dir),
             snapshot.Snapshot(
-                settings=self._settings.to_json(),
+                settings=self._snapshot_settings(),
                 folded_seq=self._folded_seq,
                 erasures_seen=self._erasures_seen,
                 features=self.features,

@@ -80,7 +80,7 @@ def load(directory: Path, *, settings: str, erasures_seen: int, last_seq: int) -
     if not isinstance(snapshot, Snapshot) or snapshot.format != FORMAT:
         reasons.append("it is of another format")
     elif snapshot.settings != settings:
-        reasons.append("it was folded with other deployment settings")
+        reasons.append("it was taken with other settings (the deployment's or the per-event layer's)")
     elif snapshot.erasures_seen != erasures_seen:
         reasons.append("a user was forgotten since it was taken")
     elif snapshot.folded_seq > last_seq:
