@@ -238,6 +238,10 @@ class GatewayCore:
             await asyncio.sleep(self.config.follow_interval_s)
             try:
                 await self._sync_users()
+                if self.writer.exclusive.locked():
+                    # A commit of this process is under way: it folds the log up to its own events (any other
+                    # replica's before them included) without reading back what it has in memory.
+                    continue
                 async with self._follow_lock:
                     await self._follow_log(max_events=_FOLLOW_TURN_EVENTS)
             except StoreError as exc:
