@@ -164,6 +164,7 @@ class Correction:
         self._buckets: dict[tuple[int, int], int] = {}
         self._scale = self._hash("s")
         self._signals = tuple(self._hash(f"is\x1f{k}") for k in ITEM_SIGNALS)
+        self._scaled = 2 if self.config.calibration else 0  # the last features, scaled by the base logit
         self.updates = 0
 
     def _hash(self, text: str) -> int:
@@ -202,7 +203,7 @@ class Correction:
         """The features of (user, item), with the behaviour feature ``row`` (the item signals and buckets need
         it; without it they are left out)."""
         index, value = self._features(user, item, row, {})
-        return Coordinates(np.array(index, dtype=np.int64), np.array(value), 2 if self.config.calibration else 0)
+        return Coordinates(np.array(index, dtype=np.int64), np.array(value), self._scaled)
 
     def offsets(
         self, user: str, items: Sequence[Item], rows: Sequence[Sequence[float]], base_logits: np.ndarray
@@ -220,11 +221,11 @@ class Correction:
             flat_value += value
             lengths.append(len(index))
         x = np.array(flat_value)
-        if self.config.calibration:  # the last two of each item's features are scaled by its base logit
+        if self._scaled:  # the last of each item's features are scaled by its base logit
             ends = np.cumsum(lengths)
             base = np.asarray(base_logits, dtype=np.float64)
-            x[ends - 1] *= base
-            x[ends - 2] *= base
+            for back in range(1, self._scaled + 1):
+                x[ends - back] *= base
         w = self._weights(np.array(flat_index, dtype=np.int64))
         return np.add.reduceat(w * x, np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.intp))
 
@@ -233,10 +234,10 @@ class Correction:
         for item_id in item_ids:
             self._item_cache.pop(item_id, None)
 
-    def _personal(self, user: str, item: Item, memo: dict[str, int] | None = None) -> list[int]:
+    def _personal(self, user: str, item: Item, memo: dict[str, int]) -> list[int]:
         """The user's own crosses with an item: the user's bias, and with the item, its categories and its
-        attributes (``memo``: the user's hashes already made, by the text hashed)."""
-        memo = {} if memo is None else memo
+        attributes (``memo``: the user's hashes already made, by the text hashed; inline, as Recommend makes
+        them for every candidate)."""
         found = [self._hash(f"ui\x1f{user}\x1f{item.item_id}")]
         for text in (
             "u",

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from preftrack_gateway.features import FeatureSpec, LabelSpec
-from preftrack_gateway.online import Correction, OnlineConfig, sigmoid
+from preftrack_gateway.online import Coordinates, Correction, OnlineConfig, sigmoid
 from preftrack_gateway.schema import Event, Item
 from preftrack_trainer.preprocess import Examples
 
@@ -67,10 +67,12 @@ def prequential_correction(
     waiting: list[tuple[float, int]] = []
     scores = []
 
-    def learn(k: int) -> float:
+    def coordinates(k: int) -> Coordinates:
         item = items.get(examples.items[k]) or Item(item_id=examples.items[k])
-        features = correction.coordinates(examples.users[k], item, examples.features[k])
-        return correction.learn(features, float(base_logits[k]), float(examples.label[k]))
+        return correction.coordinates(examples.users[k], item, examples.features[k])
+
+    def learn(k: int) -> float:
+        return correction.learn(coordinates(k), float(base_logits[k]), float(examples.label[k]))
 
     for k in range(len(examples)):
         t = float(examples.timestamp_s[k])
@@ -79,9 +81,8 @@ def prequential_correction(
         if known_at is None:
             p = learn(k)
         else:
-            item = items.get(examples.items[k]) or Item(item_id=examples.items[k])
-            features = correction.coordinates(examples.users[k], item, examples.features[k])
-            p = float(sigmoid(np.array(base_logits[k] + correction.value(features, float(base_logits[k])))))
+            base = float(base_logits[k])
+            p = float(sigmoid(np.array(base + correction.value(coordinates(k), base))))
             heapq.heappush(waiting, (float(known_at[k]), k))
         if k >= n_warm:
             scores.append(p)
