@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 
+from preftrack_gateway.config import GatewayConfig
 from preftrack_gateway.features import NUM_FEATURES, FeatureSpec, FeatureState, LabelSpec
 from preftrack_gateway.learner import OnlineLearner
 from preftrack_gateway.online import Correction, Labeller, OnlineConfig, logit, sigmoid
@@ -165,6 +166,17 @@ def test_calibration_is_on_only_where_every_label_is_final_at_once() -> None:
     assert OnlineConfig().resolved(LabelSpec(example_types=("rating",), attribution_window_s=0.0)).calibration
     assert not OnlineConfig().resolved(LabelSpec()).calibration  # views, negatives known an hour later
     assert OnlineConfig(calibration=True).resolved(LabelSpec()).calibration  # an explicit setting stands
+
+
+def test_the_learning_rate_is_settled_by_the_labels_unless_set() -> None:
+    ratings = LabelSpec(example_types=("rating",), attribution_window_s=0.0)
+    assert OnlineConfig().resolved(ratings).alpha == 0.3
+    assert OnlineConfig().resolved(LabelSpec()).alpha == 0.1  # views: a negative waits for its window
+    assert OnlineConfig(alpha=0.05).resolved(ratings).alpha == 0.05
+    assert Correction(OnlineConfig()).config.alpha == 0.3  # no labels known: as for final labels
+    key = {"PREFTRACK_PSEUDONYM_KEY": "k" * 16}
+    assert GatewayConfig.from_env({**key, "PREFTRACK_ONLINE_ALPHA": "auto"}).online_config().alpha is None
+    assert GatewayConfig.from_env({**key, "PREFTRACK_ONLINE_ALPHA": "0.2"}).online_config().alpha == 0.2
 
 
 def test_calibration_learns_how_far_to_trust_the_version_for_each_user() -> None:

@@ -292,7 +292,7 @@ def run(cfg: ReplayConfig) -> ReplayReport:
                 # comparison: versions ship as soon as they load (a rollout's canary is tested on its own).
                 "PREFTRACK_ROLLOUT_MODE": "direct",
                 "PREFTRACK_ONLINE_LEARNING": str(cfg.online.enabled).lower(),
-                "PREFTRACK_ONLINE_ALPHA": repr(cfg.online.alpha),
+                "PREFTRACK_ONLINE_ALPHA": "auto" if cfg.online.alpha is None else repr(cfg.online.alpha),
                 "PREFTRACK_ONLINE_L2": repr(cfg.online.l2),
                 "PREFTRACK_ONLINE_CALIBRATION": "auto"
                 if cfg.online.calibration is None

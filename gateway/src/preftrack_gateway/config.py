@@ -82,7 +82,8 @@ class GatewayConfig:
             registry does not know.
         online_learning: learn per labelled event on top of the serving version (the per-event layer,
             :mod:`preftrack_gateway.online`); off serves the version's scores as they are.
-        online_alpha / online_l2: the per-event layer's FTRL learning rate and L2 regularisation.
+        online_alpha / online_l2: the per-event layer's FTRL learning rate (``auto``, None, the default: by the
+            labels, see :class:`preftrack_gateway.online.OnlineConfig`) and L2 regularisation.
         online_calibration: also learn weights that re-calibrate the serving version (on its logit, and on the
             item's own behaviour features); ``auto`` (None, the default) where every label is final at once, see
             :class:`preftrack_gateway.online.OnlineConfig`.
@@ -133,7 +134,7 @@ class GatewayConfig:
     attribution_window_s: float | None = None
     # Defaults of the per-event layer and the rollout are theirs (OnlineConfig, RolloutPolicy), not restated.
     online_learning: bool = _ONLINE.enabled
-    online_alpha: float = _ONLINE.alpha
+    online_alpha: float | None = _ONLINE.alpha
     online_l2: float = _ONLINE.l2
     online_calibration: bool | None = _ONLINE.calibration
     online_behaviour_buckets: bool = _ONLINE.behaviour_buckets
@@ -275,7 +276,7 @@ class GatewayConfig:
                     "example_types",
                 ):
                     values[field.name] = tuple(k for k in raw.split(",") if k)
-                elif field.type == "bool | None" and raw.lower() == "auto":
+                elif field.name in ("online_calibration", "online_alpha") and raw.lower() == "auto":
                     values[field.name] = None
                 elif field.type in ("bool", bool, "bool | None"):
                     if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):

@@ -161,6 +161,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "user_category_engagement",
     "user_category_rating_mean",
     "user_category_log_hours_since_last",
+    "user_category_engagement_short",
     "user_item_log_count",
     "user_item_positive",
     "context_hour_sin",
@@ -176,6 +177,7 @@ NUM_FEATURES = len(FEATURE_NAMES)
 #: other inputs is refused: 2 added the users' and items' attribute tokens.
 MODEL_INPUTS_REVISION = 2
 _TYPE_INDEX = {name: index for index, name in enumerate(EVENT_TYPES)}
+_SEARCH_INDEX = _TYPE_INDEX["search"]
 
 # log1p(hours) used when something never happened: about a year.
 _NEVER_LOG_HOURS = math.log1p(24 * 365)
@@ -354,8 +356,8 @@ class FeatureState:
         self._user_taus = _Taus((s,) * n + (lw,) * n + (lw, lw, inf, inf))
         # item: all short, all long, positives long, rating total, rating count
         self._item_taus = _Taus((s, lw, lw, inf, inf))
-        # user x category: all long, positives long, rating total, rating count
-        self._uc_taus = _Taus((lw, lw, inf, inf))
+        # user x category: all long, positives long, rating total, rating count, all short
+        self._uc_taus = _Taus((lw, lw, inf, inf, s))
         # user x item: all long, positives long
         self._ui_taus = _Taus((lw, lw))
         # query term x item, query term x category: links long, positive links long; query term: links long
@@ -528,9 +530,9 @@ class FeatureState:
         self._series(self._item, item_id, 5).add(t, self._item_increment(event), self._item_taus, retain, kept)
         self._series(self._ui, (user_id, item_id), 2).add(t, (1.0, positive), self._ui_taus, retain, kept)
         catalogued = self.catalog.get(item_id)
-        uc_inc = (1.0, positive, rating, counted)
+        uc_inc = (1.0, positive, rating, counted, 1.0)
         for category in catalogued.categories if catalogued is not None else ("unknown",):
-            self._series(self._uc, (user_id, category), 4).add(t, uc_inc, self._uc_taus, retain, kept)
+            self._series(self._uc, (user_id, category), 5).add(t, uc_inc, self._uc_taus, retain, kept)
 
     def _item_increment(self, event: Event) -> tuple[float, ...]:
         """What one event adds to its item's sums: all short, all long, positives long, rating total and count."""
@@ -631,27 +633,29 @@ class FeatureState:
             user_hours,
         ]
         user_pos, user_all = u[2 * n] + 1.0, u[2 * n + 1] + 1.0
+        user_short = 1.0 + sum(u[:n]) - u[_SEARCH_INDEX]  # the user's events of the short window, searches aside
         context_part = [math.sin(hour_angle), math.cos(hour_angle)]
         # (all events, positives, rating total, rating count, last time) per category, computed once.
-        categories: dict[str, tuple[float, float, float, float, float]] = {}
+        categories: dict[str, tuple[float, float, float, float, float, float]] = {}
         out = []
         for item_id in item_ids:
             item_state = self._item.get(item_id)
             i = item_state.read(t, self._item_taus)[0] if item_state else (0.0, 0.0, 0.0, 0.0, 0.0)
             item = self.item(item_id)
-            cat_all = cat_pos = cat_rating_total = cat_rating_n = 0.0
+            cat_all = cat_pos = cat_rating_total = cat_rating_n = cat_short = 0.0
             cat_last = -math.inf
             for category in item.categories:
                 stats = categories.get(category)
                 if stats is None:
                     uc = self._uc.get((user_id, category))
                     if uc is None:
-                        stats = (0.0, 0.0, 0.0, 0.0, -math.inf)
+                        stats = (0.0, 0.0, 0.0, 0.0, -math.inf, 0.0)
                     else:
                         values, last = uc.read(t, self._uc_taus)
-                        stats = (values[0], values[1], values[2], values[3], last)
+                        stats = (values[0], values[1], values[2], values[3], last, values[4])
                     categories[category] = stats
                 cat_all += stats[0]
+                cat_short += stats[5]
                 cat_pos += stats[1]
                 cat_rating_total += stats[2]
                 cat_rating_n += stats[3]
@@ -671,6 +675,7 @@ class FeatureState:
                     (cat_all / n_cats) / user_all,
                     _smoothed(cat_rating_total, cat_rating_n, prior, strength),
                     math.log1p((t - cat_last) / _SECONDS_PER_HOUR) if cat_last != -math.inf else _NEVER_LOG_HOURS,
+                    (cat_short / n_cats) / user_short,
                     math.log1p(ui[0]),
                     min(ui[1], 1.0),
                     *context_part,
