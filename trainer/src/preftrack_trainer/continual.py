@@ -111,20 +111,6 @@ class RoundResult:
     reason: str
 
 
-def _concat(parts: list[Examples]) -> Examples:
-    return Examples(
-        user_id=np.concatenate([p.user_id for p in parts]),
-        item_id=np.concatenate([p.item_id for p in parts]),
-        category_id=np.concatenate([p.category_id for p in parts]),
-        features=np.concatenate([p.features for p in parts]),
-        attributes=np.concatenate([p.attributes for p in parts]),
-        label=np.concatenate([p.label for p in parts]),
-        timestamp_s=np.concatenate([p.timestamp_s for p in parts]),
-        users=[u for p in parts for u in p.users],
-        items=[i for p in parts for i in p.items],
-    )
-
-
 class _Reservoir:
     """A uniform sample of past examples (Algorithm R), for replay and the forgetting check."""
 
@@ -455,7 +441,7 @@ class ContinualTrainer:
         new_train, recent = examples.take(order[:-n_holdout]), examples.take(order[-n_holdout:])
         replay = self._reservoir.sample(int(cfg.replay_fraction * len(new_train)))
         older = self._reservoir.sample(min(5000, max(200, len(recent))))
-        train_set = _concat([new_train, replay]) if replay is not None and len(new_train) else new_train
+        train_set = Examples.concat([new_train, replay]) if replay is not None and len(new_train) else new_train
 
         serving = export.SavedModelScorer(cfg.repository, serving_version)
         if (cfg.repository / "preftrack" / str(serving_version) / export.KERAS_FILE).exists():

@@ -130,6 +130,21 @@ class Examples:
             items=[self.items[i] for i in index],
         )
 
+    @staticmethod
+    def concat(parts: Sequence[Examples]) -> Examples:
+        """The examples of ``parts``, one after another."""
+        return Examples(
+            user_id=np.concatenate([p.user_id for p in parts]),
+            item_id=np.concatenate([p.item_id for p in parts]),
+            category_id=np.concatenate([p.category_id for p in parts]),
+            features=np.concatenate([p.features for p in parts]),
+            attributes=np.concatenate([p.attributes for p in parts]),
+            label=np.concatenate([p.label for p in parts]),
+            timestamp_s=np.concatenate([p.timestamp_s for p in parts]),
+            users=[u for p in parts for u in p.users],
+            items=[i for p in parts for i in p.items],
+        )
+
     def split_by_time(self, train_fraction: float) -> tuple[Examples, Examples]:
         """Temporal split: the first ``train_fraction`` of the time span trains, the rest tests."""
         lo, hi = float(self.timestamp_s.min()), float(self.timestamp_s.max())

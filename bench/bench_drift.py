@@ -1,0 +1,118 @@
+"""The harsh taste drift offline: what the continual versions and the per-event layer each add over version 1.
+
+The shop of ``tests/test_replay.py``'s drift test (250 users, every user's taste redrawn where the live half
+starts). Version 1 is trained on the first half of the events, as the replay does; then, in the stream's order:
+
+- version 1 frozen;
+- version 1 with the per-event layer (what the live system is if no new version ever ships);
+- continual versions: every ``--round`` examples, the examples of the round are scored by the model of the
+  moment and then trained on (warm start, ``--epochs``, with ``--replay-fraction`` past examples per new one),
+  as the continual trainer does; no gate, labels taken as known at the round's end;
+- the continual versions with the per-event layer learned again on each new version's logits from every example
+  so far (what the gateway does when another version starts serving), then scoring and learning through the
+  round.
+
+Prints AUC over the live half, over its last third, and per sixth. A seed changes only the models' initial
+weights and shuffling (the shop stays the same): version 1's luck is most of the spread between seeds.
+
+    .venv/bin/python bench/bench_drift.py [--seeds 0 1 2] [--alpha 0.1] [--replay-fraction 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from preftrack_gateway.online import OnlineConfig, logit, sigmoid
+from preftrack_trainer import metrics, model
+from preftrack_trainer.data import synthetic
+from preftrack_trainer.online_eval import label_times, prequential_correction
+from preftrack_trainer.pipeline import dataset_specs
+from preftrack_trainer.preprocess import Examples, build_examples, clean
+
+#: The drift test's shop (tests/test_replay.py): every user's taste redrawn halfway through.
+HARSH_DRIFT = synthetic.SyntheticConfig(
+    n_users=250, n_items=120, days=12, sessions_per_user=10, drift_at=0.5, drift_fraction=1.0, seed=5
+)
+
+
+def _sixths(labels: np.ndarray, scores: np.ndarray) -> list[float]:
+    n = len(labels)
+    return [
+        metrics.evaluate(labels[k * n // 6 : (k + 1) * n // 6], scores[k * n // 6 : (k + 1) * n // 6])["auc"]
+        for k in range(6)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--alpha", type=float, default=None, help="the layer's FTRL alpha (default: by the labels)")
+    parser.add_argument("--replay-fraction", type=float, default=1.0)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per continual round (the replay's default)")
+    parser.add_argument("--round", type=int, default=1000, help="examples per continual round")
+    args = parser.parse_args()
+    shop = synthetic.generate(HARSH_DRIFT)
+    events, _ = clean(shop.events)
+    spec, labels = dataset_specs("synthetic")
+    examples, _ = build_examples(events, shop.items, spec=spec, labels=labels)
+    n_warm = int((examples.timestamp_s < events[len(events) // 2].timestamp_s).sum())
+    warm = examples.take(np.arange(n_warm))
+    known_at = label_times(examples, events, spec, labels)
+    layer = OnlineConfig(alpha=args.alpha)
+    live = examples.label[n_warm:]
+    print(f"{n_warm} warm examples, {len(live)} live; layer alpha {layer.resolved(labels).alpha}\n")
+    print("| seed | model | AUC | last third | " + " | ".join(f"w{k + 1}" for k in range(6)) + " |")
+    print("|---|---|---|---|" + "---|" * 6)
+    summary = []
+    for seed in args.seeds:
+        config = model.ModelConfig(epochs=3, seed=seed)
+        v1 = model.build_model(config, *model.fit_normalisation(warm.features))
+        model.train(v1, warm, config)
+        base = logit(model.predict(v1, examples))
+        current = model.build_model(config, *model.fit_normalisation(warm.features))
+        current.set_weights(v1.get_weights())
+        current.compile(optimizer=model.keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+        rng = np.random.default_rng(seed)
+        continual, relearned = base.copy(), np.zeros(len(examples))
+        for start in range(n_warm, len(examples), args.round):
+            end = min(start + args.round, len(examples))
+            so_far = examples.take(np.arange(end))
+            logits = logit(model.predict(current, so_far))
+            continual[start:end] = logits[start:end]
+            relearned[start:end] = prequential_correction(
+                so_far, logits, start, shop.items, layer, known_at=known_at[:end], labels=labels
+            )
+            n_replay = int(args.replay_fraction * (end - start))
+            parts = [examples.take(np.arange(start, end))]
+            if n_replay:
+                parts.append(examples.take(rng.choice(start, size=n_replay, replace=False)))
+            model.train(current, Examples.concat(parts), model.ModelConfig(epochs=args.epochs, seed=seed))
+        rows = {
+            "version 1 frozen": sigmoid(base[n_warm:]),
+            "v1 + per-event layer": prequential_correction(
+                examples, base, n_warm, shop.items, layer, known_at=known_at, labels=labels
+            ),
+            "continual versions": sigmoid(continual[n_warm:]),
+            "continual versions + per-event layer": relearned[n_warm:],
+        }
+        aucs = {}
+        for name, scores in rows.items():
+            sixths = _sixths(live, scores)
+            aucs[name] = (metrics.evaluate(live, scores)["auc"], float(np.mean(sixths[4:])))
+            print(
+                f"| {seed} | {name} | {aucs[name][0]:.4f} | {aucs[name][1]:.4f} | "
+                + " | ".join(f"{a:.3f}" for a in sixths)
+                + " |"
+            )
+        lead = aucs["continual versions + per-event layer"][1] - aucs["version 1 frozen"][1]
+        summary.append(f"seed{seed}_last_third_lead={lead:+.4f}")
+    print("\nbench_drift " + " ".join(summary))
+
+
+if __name__ == "__main__":
+    main()
