@@ -15,7 +15,8 @@ starts). Version 1 is trained on the first half of the events, as the replay doe
 Prints AUC over the live half, over its last third, and per sixth. A seed changes only the models' initial
 weights and shuffling (the shop stays the same): version 1's luck is most of the spread between seeds.
 
-    .venv/bin/python bench/bench_drift.py [--seeds 0 1 2] [--alpha 0.1] [--replay-fraction 1.0]
+    .venv/bin/python bench/bench_drift.py [--seeds 0 1 2] [--alpha 0.1] [--replay-fraction 1.0] [--epochs 2]
+        [--round 1000] [--learning-rate 1e-3]
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--replay-fraction", type=float, default=1.0)
     parser.add_argument("--epochs", type=int, default=2, help="epochs per continual round (the replay's default)")
     parser.add_argument("--round", type=int, default=1000, help="examples per continual round")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's, in the continual rounds")
     args = parser.parse_args()
     shop = synthetic.generate(HARSH_DRIFT)
     events, _ = clean(shop.events)
@@ -76,7 +78,7 @@ def main() -> None:
         base = logit(model.predict(v1, examples))
         current = model.build_model(config, *model.fit_normalisation(warm.features))
         current.set_weights(v1.get_weights())
-        current.compile(optimizer=model.keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+        current.compile(optimizer=model.keras.optimizers.Adam(args.learning_rate), loss="binary_crossentropy")
         rng = np.random.default_rng(seed)
         continual, relearned = base.copy(), np.zeros(len(examples))
         for start in range(n_warm, len(examples), args.round):
