@@ -10,7 +10,7 @@ import time
 import pytest
 
 from preftrack_gateway.schema import Event, Item, query_terms
-from preftrack_gateway.store import USERS_VERSION_KEY, Impression, open_store
+from preftrack_gateway.store import Impression, open_store
 
 
 def _event(n: int, user: str = "k1") -> Event:
@@ -98,22 +98,22 @@ def _token(n: int) -> str:
     return f"{n:032x}"
 
 
-def test_user_tokens_round_trip_and_move_the_users_version(store_url: str) -> None:
+def test_user_tokens_round_trip_and_are_followed_by_sequence_number(store_url: str) -> None:
     async def run() -> None:
         store = await open_store(store_url)
         try:
             assert await store.users() == {}
-            assert await store.get_setting(USERS_VERSION_KEY) is None
+            assert await store.users_changed() == ([], 0)
             await store.upsert_users([("k1", (_token(1), _token(2))), ("k2", (_token(3),))])
-            first = await store.get_setting(USERS_VERSION_KEY)
-            assert first is not None
+            changed, first = await store.users_changed()
+            assert changed == [("k1", (_token(1), _token(2))), ("k2", (_token(3),))] and first > 0
             assert await store.users() == {"k1": (_token(1), _token(2)), "k2": (_token(3),)}
             await store.upsert_users([("k1", (_token(4),)), ("k3", ())])  # replace one, add one with none
-            second = await store.get_setting(USERS_VERSION_KEY)
-            assert second not in (None, first)
+            changed, second = await store.users_changed(after_seq=first)
+            assert changed == [("k1", (_token(4),)), ("k3", ())] and second > first
             assert await store.users() == {"k1": (_token(4),), "k2": (_token(3),), "k3": ()}
             await store.upsert_users([("k2", ())])  # a user who lost every attribute keeps an (empty) row
-            assert await store.get_setting(USERS_VERSION_KEY) not in (None, first, second)
+            assert (await store.users_changed(after_seq=second))[0] == [("k2", ())]
             assert await store.users() == {"k1": (_token(4),), "k2": (), "k3": ()}
         finally:
             await store.close()
@@ -248,8 +248,7 @@ def test_a_token_that_would_not_read_back_is_refused_before_anything_is_written(
             for bad in (("a b",), ("",), (_token(1), "c\td")):
                 with pytest.raises(ValueError):
                     await store.upsert_users([("k1", (_token(2),)), ("k2", bad)])
-            assert await store.users() == {}
-            assert await store.get_setting(USERS_VERSION_KEY) is None
+            assert await store.users() == {} and await store.users_changed() == ([], 0)
         finally:
             await store.close()
 
@@ -262,15 +261,13 @@ def test_forget_user_removes_the_users_tokens_and_keeps_the_others(store_url: st
         try:
             await store.upsert_users([("k1", (_token(1),)), ("k2", (_token(2), _token(3)))])
             await store.append([_event(1, user="k1"), _event(2, user="k2")])
-            before = await store.get_setting(USERS_VERSION_KEY)
             forgotten = await store.forget_user("k1", ticket="t-1", at=time.time(), actor="test")
             assert forgotten.users_deleted == 1 and forgotten.erasure.events_deleted == 1
             assert await store.users() == {"k2": (_token(2), _token(3))}
-            moved = await store.get_setting(USERS_VERSION_KEY)
-            assert moved not in (None, before), "other replicas would keep the forgotten user's tokens"
+            # Other replicas learn of it from the recorded erasure (they rebuild), not from the users' rows.
+            assert [e.ticket for e in await store.erasures()] == ["t-1"]
             again = await store.forget_user("k1", ticket="t-2", at=time.time(), actor="test")
             assert again.users_deleted == 0
-            assert await store.get_setting(USERS_VERSION_KEY) == moved  # nothing to reload
             assert await store.users() == {"k2": (_token(2), _token(3))}
         finally:
             await store.close()

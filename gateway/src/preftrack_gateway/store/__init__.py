@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from preftrack_gateway.store.base import (
     CATALOG_VERSION_KEY,
-    USERS_VERSION_KEY,
     Erasure,
     EventStore,
     Forgotten,
@@ -30,7 +29,6 @@ async def open_store(url: str) -> EventStore:
 
 __all__ = [
     "CATALOG_VERSION_KEY",
-    "USERS_VERSION_KEY",
     "Erasure",
     "EventStore",
     "Forgotten",

@@ -58,11 +58,6 @@ class Forgotten:
 #: Setting changed in the same transaction as every catalogue write: replicas reload the catalogue when it moves.
 CATALOG_VERSION_KEY = "catalog.version"
 
-#: Setting changed in the same transaction as every write to users' attribute tokens (an upsert, an erasure that
-#: removed a user's row), for whoever wants to know that they changed. Replicas follow the tokens by sequence
-#: number instead (:meth:`EventStore.users_changed`).
-USERS_VERSION_KEY = "users.version"
-
 #: Setting holding the highest sequence number ever given to a users row. The next numbers are drawn above both it
 #: and the table's highest, so a forgotten user's number (the highest, perhaps) is never given again: a replica
 #: that had read up to it would miss the row that took it.
@@ -313,7 +308,7 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     async def upsert_users(self, users: Sequence[tuple[str, tuple[str, ...]]]) -> None:
         """Add or replace users' attribute tokens (pseudonymised user key, the user's pseudonymised attribute
-        tokens); moves the ``USERS_VERSION_KEY`` setting in the same transaction.
+        tokens). Replicas follow them by sequence number (:meth:`users_changed`).
 
         Each written row gets a new sequence number, increasing in commit order across every process writing to
         the store (as the event log's), so that :meth:`users_changed` can be followed without missing a row.
@@ -327,9 +322,9 @@ class EventStore(abc.ABC):
         number read (``after_seq`` when none). ``after_seq=0`` reads them all. Deletions (ForgetUser) are not
         reported: the process that erases drops the user itself, the others rebuild from the store."""
 
-    @abc.abstractmethod
     async def users(self) -> dict[str, tuple[str, ...]]:
         """Every user's attribute tokens, by user key."""
+        return dict((await self.users_changed())[0])
 
     @abc.abstractmethod
     async def log_impressions(self, impressions: Sequence[Impression]) -> None:
@@ -432,7 +427,7 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     async def forget_user(self, user_key: str, *, ticket: str, at: float, actor: str) -> Forgotten:
         """Delete every event, served list and the attribute tokens of one (pseudonymised) user and record the
-        erasure, in one transaction (moving ``USERS_VERSION_KEY`` when the user had tokens); the deleted rows
+        erasure, in one transaction; the deleted rows
         leave no readable trace in the store's files where the engine allows."""
 
     @abc.abstractmethod

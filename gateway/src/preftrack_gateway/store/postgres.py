@@ -14,7 +14,6 @@ from preftrack_gateway.store.base import (
     IMPRESSION_COLUMNS,
     ITEM_COLUMNS,
     USERS_SEQ_KEY,
-    USERS_VERSION_KEY,
     Erasure,
     EventStore,
     Forgotten,
@@ -244,10 +243,6 @@ class PostgresStore(EventStore):
                     "ON CONFLICT (user_key) DO UPDATE SET tokens = excluded.tokens, seq = excluded.seq",
                     [(user_key, tokens, seq) for seq, (user_key, tokens) in enumerate(rows, start=last + 1)],
                 )
-                await cursor.execute(
-                    "INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (USERS_VERSION_KEY, uuid4_hex()),
-                )
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
 
@@ -262,10 +257,6 @@ class PostgresStore(EventStore):
     async def items(self) -> list[Item]:
         rows = await self._fetch(f"SELECT {ITEM_COLUMNS} FROM items")
         return [item_from_row(r) for r in rows]
-
-    async def users(self) -> dict[str, tuple[str, ...]]:
-        rows = await self._fetch("SELECT user_key, tokens FROM users")
-        return {str(r[0]): tokens_from_text(r[1]) for r in rows}
 
     async def users_changed(self, *, after_seq: int = 0) -> tuple[list[tuple[str, tuple[str, ...]]], int]:
         rows = await self._fetch("SELECT user_key, tokens, seq FROM users WHERE seq > %s ORDER BY seq", (after_seq,))
@@ -467,11 +458,6 @@ class PostgresStore(EventStore):
                 served = [json.loads(str(ids)) for (ids,) in await cursor.fetchall()]
                 cursor = await self._writer.execute("DELETE FROM users WHERE user_key = %s", (user_key,))
                 users_deleted = cursor.rowcount
-                if users_deleted:
-                    await self._writer.execute(
-                        "INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        (USERS_VERSION_KEY, uuid4_hex()),
-                    )
                 cursor = await self._writer.execute(
                     f"INSERT INTO erasures ({_ERASURE_COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
                     f"RETURNING seq, {_ERASURE_COLUMNS}",

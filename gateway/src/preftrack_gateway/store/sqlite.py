@@ -17,7 +17,6 @@ from preftrack_gateway.store.base import (
     IMPRESSION_COLUMNS,
     ITEM_COLUMNS,
     USERS_SEQ_KEY,
-    USERS_VERSION_KEY,
     Erasure,
     EventStore,
     Forgotten,
@@ -280,13 +279,8 @@ class SQLiteStore(EventStore):
                     "ON CONFLICT(user_key) DO UPDATE SET tokens = excluded.tokens, seq = excluded.seq",
                     [(user_key, tokens, seq) for seq, (user_key, tokens) in enumerate(rows, start=last + 1)],
                 )
-                self._db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (USERS_VERSION_KEY, uuid4_hex()))
 
         await self._run(write)
-
-    async def users(self) -> dict[str, tuple[str, ...]]:
-        rows = await self._run(lambda: self._db.execute("SELECT user_key, tokens FROM users").fetchall())
-        return {str(r[0]): tokens_from_text(r[1]) for r in rows}
 
     async def users_changed(self, *, after_seq: int = 0) -> tuple[list[tuple[str, tuple[str, ...]]], int]:
         rows = await self._run(
@@ -483,8 +477,6 @@ class SQLiteStore(EventStore):
                 lists = db.execute("DELETE FROM impressions WHERE user_key = ? RETURNING item_ids", (user_key,))
                 served = [json.loads(ids) for (ids,) in lists.fetchall()]
                 users_deleted = int(db.execute("DELETE FROM users WHERE user_key = ?", (user_key,)).rowcount)
-                if users_deleted:
-                    db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (USERS_VERSION_KEY, uuid4_hex()))
                 row = db.execute(
                     f"INSERT INTO erasures ({_ERASURE_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
                     f"RETURNING seq, {_ERASURE_COLUMNS}",
