@@ -7,7 +7,7 @@ gateway's :class:`~preftrack_gateway.online.Correction`, with and without behavi
 AUC per window of the second half and how many events the correction needed to lead the frozen version by
 0.02 AUC (windows of ``--window`` examples).
 
-    .venv/bin/python bench/bench_adaptation.py [--repeat 0.5] [--drift-fraction 0.5] [--window 1000]
+    .venv/bin/python bench/bench_adaptation.py [--repeat 0.5] [--drift-fraction 0.5] [--window 1000] [--alpha A]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=1000, help="examples per AUC window")
     parser.add_argument("--drift-fraction", type=float, default=0.5, help="share of users whose tastes are redrawn")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--alpha", type=float, default=None, help="the layer's FTRL alpha (default: by the labels)")
     args = parser.parse_args()
     shop = synthetic.generate(
         synthetic.SyntheticConfig(repeat_after_drift=args.repeat, drift_fraction=args.drift_fraction, seed=args.seed)
@@ -60,10 +61,16 @@ def main() -> None:
     rows = {
         "version 1 frozen": sigmoid(base[n_warm:]),
         "v1 + per-event layer (ids, crosses)": prequential_correction(
-            examples, base, n_warm, shop.items, known_at=known_at, labels=labels
+            examples, base, n_warm, shop.items, OnlineConfig(alpha=args.alpha), known_at=known_at, labels=labels
         ),
         "v1 + per-event layer (+ behaviour buckets)": prequential_correction(
-            examples, base, n_warm, shop.items, OnlineConfig(behaviour_buckets=True), known_at=known_at, labels=labels
+            examples,
+            base,
+            n_warm,
+            shop.items,
+            OnlineConfig(alpha=args.alpha, behaviour_buckets=True),
+            known_at=known_at,
+            labels=labels,
         ),
     }
     print(

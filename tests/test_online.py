@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import numpy as np
 
 from preftrack_gateway.config import GatewayConfig
 from preftrack_gateway.features import NUM_FEATURES, FeatureSpec, FeatureState, LabelSpec
 from preftrack_gateway.learner import OnlineLearner
-from preftrack_gateway.online import Correction, Labeller, OnlineConfig, logit, sigmoid
+from preftrack_gateway.online import AUTO_ALPHAS, Correction, Labeller, OnlineConfig, logit, sigmoid
 from preftrack_gateway.schema import Event, Item
 
 T0 = 1.8e9
@@ -168,12 +169,24 @@ def test_calibration_is_on_only_where_every_label_is_final_at_once() -> None:
     assert OnlineConfig(calibration=True).resolved(LabelSpec()).calibration  # an explicit setting stands
 
 
-def test_the_learning_rate_is_settled_by_the_labels_unless_set() -> None:
-    ratings = LabelSpec(example_types=("rating",), attribution_window_s=0.0)
-    assert OnlineConfig().resolved(ratings).alpha == 0.3
-    assert OnlineConfig().resolved(LabelSpec()).alpha == 0.1  # views: a negative waits for its window
-    assert OnlineConfig(alpha=0.05).resolved(ratings).alpha == 0.05
-    assert Correction(OnlineConfig()).config.alpha == 0.3  # no labels known: as for final labels
+def test_without_a_set_step_the_correction_follows_the_step_that_predicts_better() -> None:
+    """Two users whose tastes flip every 40 examples: a large step follows them, a small one lags. The mixture
+    moves its weight to the large step, and predicts at least as well as the better of the two alone."""
+    shop = [Item(item_id=f"x{k}", categories=(f"c{k % 2}",)) for k in range(2)]
+    mixed, small, large = (Correction(OnlineConfig(bits=14, alpha=a)) for a in (None, 0.1, 0.3))
+    assert set(mixed.mixture()) == set(AUTO_ALPHAS) and small.mixture() == {0.1: 1.0}
+    losses = {id(c): 0.0 for c in (mixed, small, large)}
+    for step in range(400):
+        liked = (step // 40) % 2
+        for user in ("a", "b"):
+            for k, item in enumerate(shop):
+                label = 1.0 if k == liked else 0.0
+                for c in (mixed, small, large):
+                    p = c.learn(c.coordinates(user, item), 0.0, label)
+                    losses[id(c)] -= math.log(p if label else 1.0 - p)
+    assert mixed.mixture()[0.3] > 0.9
+    assert losses[id(large)] < losses[id(small)]
+    assert losses[id(mixed)] < losses[id(large)] + 0.05 * losses[id(large)]
     key = {"PREFTRACK_PSEUDONYM_KEY": "k" * 16}
     assert GatewayConfig.from_env({**key, "PREFTRACK_ONLINE_ALPHA": "auto"}).online_config().alpha is None
     assert GatewayConfig.from_env({**key, "PREFTRACK_ONLINE_ALPHA": "0.2"}).online_config().alpha == 0.2

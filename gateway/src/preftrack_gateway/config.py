@@ -82,8 +82,8 @@ class GatewayConfig:
             registry does not know.
         online_learning: learn per labelled event on top of the serving version (the per-event layer,
             :mod:`preftrack_gateway.online`); off serves the version's scores as they are.
-        online_alpha / online_l2: the per-event layer's FTRL learning rate (``auto``, None, the default: by the
-            labels, see :class:`preftrack_gateway.online.OnlineConfig`) and L2 regularisation.
+        online_alpha / online_l2: the per-event layer's FTRL learning rate (``auto``, None, the default: two
+            rates side by side, mixed; see :class:`preftrack_gateway.online.Correction`) and L2 regularisation.
         online_calibration: also learn weights that re-calibrate the serving version (on its logit, and on the
             item's own behaviour features); ``auto`` (None, the default) where every label is final at once, see
             :class:`preftrack_gateway.online.OnlineConfig`.

@@ -279,10 +279,11 @@ class OnlineLearner:
         if self.correction.updates % 10_000 < len(batch):
             status = self.status()
             _LOGGER.info(
-                "online learner: %d updates (%s), %d waiting for labels, %d skipped; labelled -> learned "
-                "p50 %.1f ms, p90 %.1f ms",
+                "online learner: %d updates (%s; step shares %s), %d waiting for labels, %d skipped; labelled -> "
+                "learned p50 %.1f ms, p90 %.1f ms",
                 self.correction.updates,
                 ", ".join(f"v{v}: {n}" for v, n in sorted(self.learned_on.items())),
+                ", ".join(f"{a:g}: {share:.2f}" for a, share in self.correction.mixture().items()),
                 self.labeller.pending,
                 self.skipped,
                 1000 * status["delay_p50_s"],  # type: ignore[operator]
@@ -299,6 +300,7 @@ class OnlineLearner:
             "learned_on_versions": dict(self.learned_on),
             "base_version": self.base_version,
             "rebases": self.rebases,
+            "step_shares": self.correction.mixture(),
             "delay_p50_s": float(np.percentile(self._delays_s, 50)) if self._delays_s else 0.0,
             "delay_p90_s": float(np.percentile(self._delays_s, 90)) if self._delays_s else 0.0,
         }

@@ -104,6 +104,14 @@ class _LearnerCollector(Collector):
             ("preftrack_online_learn_delay_p90_seconds", "delay_p90_s", "90th percentile, labelled -> learned"),
         ):
             yield GaugeMetricFamily(name, text, value=float(state.get(key, 0)))  # type: ignore[arg-type]
+        shares = GaugeMetricFamily(
+            "preftrack_online_step_share",
+            "Share of the per-event layer's prediction from each FTRL step size it learns with",
+            labels=["alpha"],
+        )
+        for alpha, share in dict(state.get("step_shares", {})).items():  # type: ignore[call-overload]
+            shares.add_metric([f"{alpha:g}"], float(share))
+        yield shares
         yield CounterMetricFamily(
             "preftrack_online_skipped",
             "Examples not learned from: their features could not be read exactly",

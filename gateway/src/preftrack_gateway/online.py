@@ -21,7 +21,6 @@ import collections
 import dataclasses
 import heapq
 import math
-import typing
 import zlib
 from collections.abc import Iterable, Sequence
 
@@ -39,6 +38,18 @@ _LATE_EXAMPLE_S = 6 * 3600.0  # how late an example can arrive and still be lear
 #: drift, whose tastes follow categories only; at 0.5 0.0006 offline. On MovieLens-100k (user x the film's release
 #: decade and year) they gain +0.001 at 1 on three splits, and at 0.5 stay within 0.0003 of that.
 _ATTRIBUTE_CROSS = 0.5
+
+#: The FTRL steps (``alpha``) the correction learns with side by side when none is set; its prediction mixes
+#: theirs, each weighted by how well it predicted the examples learned so far (:class:`Correction`). No single step
+#: was best everywhere: 0.3 on MovieLens-100k (0.05 0.768, 0.1 0.771, 0.3 0.776, 0.8 0.773 AUC) and on the
+#: consumables shop (0.8762 against 0.8611 with 0.1), 0.1 on the synthetic taste drifts (`bench/bench_drift.py`:
+#: the layer on the continual versions, last third of the stream, 0.7157 / 0.7226 / 0.7284 against 0.7096 /
+#: 0.7153 / 0.7213 with 0.3). The mixture matched the better one on each (docs/benchmarks.md).
+AUTO_ALPHAS = (0.1, 0.3)
+
+#: The most a step's log-weight may trail the best one's, in nats of log loss: the mixture can still move to it
+#: when the data changes (a few dozen examples on which it predicts clearly better).
+_MIXTURE_FLOOR = 5.0
 
 #: The item's own behaviour features, each given one shared weight by the correction (``calibration``).
 ITEM_SIGNALS: tuple[int, ...] = tuple(
@@ -61,11 +72,8 @@ class OnlineConfig:
         enabled: whether scores carry the correction at all (off: the version's scores as they are).
         bits: log2 of the number of hashed weights.
         alpha / beta: FTRL per-coordinate learning rate ``alpha / (beta + sqrt(sum of squared gradients))``.
-            ``alpha`` None (the default) settles it by the labels, as ``calibration`` (:meth:`resolved`): 0.3 where
-            every label is final at once (MovieLens-100k: 0.05 0.768, 0.1 0.771, 0.3 0.776, 0.8 0.773 AUC) and 0.1
-            where a negative waits for its window (the synthetic shop's taste drift, the layer on the continual
-            versions, last third of the stream, three seeds: 0.7157 / 0.7226 / 0.7284 against 0.7096 / 0.7153 /
-            0.7213 with 0.3; on a frozen first version 0.1 is as good as 0.3 there).
+            ``alpha`` None (the default): learn with each of :data:`AUTO_ALPHAS` side by side and mix their
+            predictions by how well each has predicted so far.
         l1 / l2: FTRL regularisation (l1 makes rarely useful weights exactly zero).
         max_pending: most examples waiting for their label window to close (the oldest are dropped beyond).
         rebuild_examples: most labelled examples the correction is learned from again, on the logits of the
@@ -107,16 +115,11 @@ class OnlineConfig:
             raise ValueError("online calibration must be True, False or None (auto)")
 
     def resolved(self, labels: LabelSpec | None) -> OnlineConfig:
-        """These settings with ``calibration`` and ``alpha`` settled for ``labels`` where not set (no labels:
-        calibration off, alpha 0.3)."""
-        if self.calibration is not None and self.alpha is not None:
+        """These settings with ``calibration`` settled for ``labels`` (no labels: off)."""
+        if self.calibration is not None:
             return self
-        final_at_once = labels is None or labels.attribution_window_s == 0
-        return dataclasses.replace(
-            self,
-            calibration=(labels is not None and final_at_once) if self.calibration is None else self.calibration,
-            alpha=(0.3 if final_at_once else 0.1) if self.alpha is None else self.alpha,
-        )
+        final_at_once = labels is not None and labels.attribution_window_s == 0
+        return dataclasses.replace(self, calibration=final_at_once)
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -163,15 +166,22 @@ class Correction:
       weight: what an item's track record says drifts as the catalogue ages, while a version keeps the weight
       it learned then; and the base logit itself, once with a shared weight and once with the user's own: how
       far to trust the serving version, overall and for this user.
+
+    Unless ``alpha`` is set, it learns with each step of :data:`AUTO_ALPHAS` side by side (one set of FTRL state
+    per step, the same features): the probability it predicts is the mixture of theirs, weighted by
+    ``exp(-their log loss so far)`` (the Bayesian mixture of the steps, with a floor so that a step left behind
+    can come back), and the correction it returns is that mixture's logit minus the base logit.
     """
 
     def __init__(self, config: OnlineConfig | None = None) -> None:
         self.config = (config or OnlineConfig()).resolved(None)  # settled already where labels are known
-        self._alpha = typing.cast(float, self.config.alpha)  # resolved: never None
+        alphas = AUTO_ALPHAS if self.config.alpha is None else (self.config.alpha,)
+        self._alphas = np.array(alphas, dtype=np.float64)[:, None]  # one row of state per step
+        self._log_weights = np.zeros(len(alphas))  # minus each step's log loss so far (floored, see _MIXTURE_FLOOR)
         size = 1 << self.config.bits
         self._mask = size - 1
-        self._z = np.zeros(size, dtype=np.float64)
-        self._n = np.zeros(size, dtype=np.float64)
+        self._z = np.zeros((len(alphas), size), dtype=np.float64)
+        self._n = np.zeros((len(alphas), size), dtype=np.float64)
         self._item_cache: dict[str, tuple[int, ...]] = {}
         self._buckets: dict[tuple[int, int], int] = {}
         self._scale = self._hash("s")
@@ -239,7 +249,8 @@ class Correction:
             for back in range(1, self._scaled + 1):
                 x[ends - back] *= base
         w = self._weights(np.array(flat_index, dtype=np.int64))
-        return np.add.reduceat(w * x, np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.intp))
+        starts = np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.intp)
+        return self._mixed(np.add.reduceat(w * x, starts, axis=1), np.asarray(base_logits, dtype=np.float64))
 
     def forget_items(self, item_ids: Iterable[str]) -> None:
         """Drop cached hashes of items whose catalogue entry changed (their categories may have)."""
@@ -272,8 +283,8 @@ class Correction:
             index.update(self._personal(user, item, memo))
         index.add(self._hash(f"u\x1f{user}"))
         where = np.fromiter(index, dtype=np.int64)
-        self._z[where] = 0.0
-        self._n[where] = 0.0
+        self._z[:, where] = 0.0
+        self._n[:, where] = 0.0
 
     def _bucket(self, feature: int, value: float) -> int:
         key = (feature, round(4.0 * max(-10.0, min(10.0, value))))
@@ -283,30 +294,51 @@ class Correction:
         return found
 
     def _weights(self, index: np.ndarray) -> np.ndarray:
+        """The weights at ``index``, one row per step."""
         cfg = self.config
-        z = self._z[index]
-        n = self._n[index]
-        w = -(z - np.sign(z) * cfg.l1) / ((cfg.beta + np.sqrt(n)) / self._alpha + cfg.l2)
+        z = self._z[:, index]
+        n = self._n[:, index]
+        w = -(z - np.sign(z) * cfg.l1) / ((cfg.beta + np.sqrt(n)) / self._alphas + cfg.l2)
         w[np.abs(z) <= cfg.l1] = 0.0
         return w
 
+    def mixture(self) -> dict[float, float]:
+        """Each step's share of the prediction now."""
+        shares = np.exp(self._log_weights - self._log_weights.max())
+        shares /= shares.sum()
+        return {float(a): float(s) for a, s in zip(self._alphas[:, 0], shares, strict=True)}
+
+    def _mixed(self, offsets: np.ndarray, base: np.ndarray | float) -> np.ndarray:
+        """The correction, from each step's (rows of ``offsets``) on top of ``base``."""
+        if len(offsets) == 1:
+            return offsets[0]
+        shares = np.exp(self._log_weights - self._log_weights.max())
+        p = (shares / shares.sum()) @ sigmoid(base + offsets)
+        return logit(p) - base
+
     def value(self, coordinates: Coordinates, base_logit: float) -> float:
         """The correction (a logit offset) of one example whose base logit is ``base_logit``."""
-        return float(self._weights(coordinates.index) @ coordinates.x(base_logit))
+        return float(self._mixed(self._weights(coordinates.index) @ coordinates.x(base_logit), base_logit))
 
     def learn(self, coordinates: Coordinates, base_logit: float, label: float) -> float:
-        """One FTRL step on an example; returns the prediction made before learning from it."""
+        """One FTRL step (per step size) on an example; returns the prediction made before learning from it."""
         index, x = coordinates.index, coordinates.x(base_logit)
         if len(set(index.tolist())) < len(index):  # a repeated index: one coordinate, its values added up
             index, where = np.unique(index, return_inverse=True)
             x = np.bincount(where, weights=x, minlength=len(index))
         w = self._weights(index)
-        p = float(sigmoid(np.array(base_logit + w @ x)))
-        g = (p - label) * x
-        n = self._n[index]
-        sigma = (np.sqrt(n + g * g) - np.sqrt(n)) / self._alpha
-        self._z[index] += g - sigma * w
-        self._n[index] = n + g * g
+        each = sigmoid(base_logit + w @ x)  # each step's prediction
+        shares = np.exp(self._log_weights - self._log_weights.max())
+        p = float((shares / shares.sum()) @ each)
+        g = (each - label)[:, None] * x
+        n = self._n[:, index]
+        sigma = (np.sqrt(n + g * g) - np.sqrt(n)) / self._alphas
+        self._z[:, index] += g - sigma * w
+        self._n[:, index] = n + g * g
+        if len(each) > 1:
+            q = np.clip(each, 1e-7, 1 - 1e-7)
+            self._log_weights += label * np.log(q) + (1.0 - label) * np.log(1.0 - q)
+            self._log_weights = np.maximum(self._log_weights - self._log_weights.max(), -_MIXTURE_FLOOR)
         self.updates += 1
         return p
 
