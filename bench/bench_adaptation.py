@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=1000, help="examples per AUC window")
     parser.add_argument("--drift-fraction", type=float, default=0.5, help="share of users whose tastes are redrawn")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--alpha", type=float, default=None, help="the layer's FTRL alpha (default: by the labels)")
+    parser.add_argument("--alpha", type=float, default=None, help="one FTRL step (default: 0.1 and 0.3, mixed)")
     args = parser.parse_args()
     shop = synthetic.generate(
         synthetic.SyntheticConfig(repeat_after_drift=args.repeat, drift_fraction=args.drift_fraction, seed=args.seed)

@@ -52,7 +52,7 @@ def _sixths(labels: np.ndarray, scores: np.ndarray) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--alpha", type=float, default=None, help="the layer's FTRL alpha (default: by the labels)")
+    parser.add_argument("--alpha", type=float, default=None, help="one FTRL step (default: 0.1 and 0.3, mixed)")
     parser.add_argument("--replay-fraction", type=float, default=1.0)
     parser.add_argument("--epochs", type=int, default=2, help="epochs per continual round (the replay's default)")
     parser.add_argument("--round", type=int, default=1000, help="examples per continual round")
@@ -67,7 +67,7 @@ def main() -> None:
     known_at = label_times(examples, events, spec, labels)
     layer = OnlineConfig(alpha=args.alpha)
     live = examples.label[n_warm:]
-    print(f"{n_warm} warm examples, {len(live)} live; layer alpha {layer.resolved(labels).alpha}\n")
+    print(f"{n_warm} warm examples, {len(live)} live; layer step {args.alpha or '0.1 and 0.3, mixed'}\n")
     print("| seed | model | AUC | last third | " + " | ".join(f"w{k + 1}" for k in range(6)) + " |")
     print("|---|---|---|---|" + "---|" * 6)
     summary = []
