@@ -48,7 +48,8 @@ _ATTRIBUTE_CROSS = 0.5
 AUTO_ALPHAS = (0.1, 0.3)
 
 #: The most a step's log-weight may trail the best one's, in nats of log loss: the mixture can still move to it
-#: when the data changes (a few dozen examples on which it predicts clearly better).
+#: when the data changes (a few dozen examples on which it predicts clearly better). Gateway snapshots record the
+#: steps (:meth:`OnlineConfig.steps`) but not this: bump ``snapshot.FORMAT`` when it changes.
 _MIXTURE_FLOOR = 5.0
 
 #: The item's own behaviour features, each given one shared weight by the correction (``calibration``).
@@ -73,7 +74,9 @@ class OnlineConfig:
         bits: log2 of the number of hashed weights.
         alpha / beta: FTRL per-coordinate learning rate ``alpha / (beta + sqrt(sum of squared gradients))``.
             ``alpha`` None (the default): learn with each of :data:`AUTO_ALPHAS` side by side and mix their
-            predictions by how well each has predicted so far.
+            predictions by how well each has predicted so far. Each step keeps its own state: two arrays of
+            ``2**bits`` float64 per step (32 MiB at the default 20 bits with two steps; twice that while a rebase
+            builds the next correction).
         l1 / l2: FTRL regularisation (l1 makes rarely useful weights exactly zero).
         max_pending: most examples waiting for their label window to close (the oldest are dropped beyond).
         rebuild_examples: most labelled examples the correction is learned from again, on the logits of the
@@ -113,6 +116,10 @@ class OnlineConfig:
             raise ValueError("online max_pending must be >= 1 and rebuild_examples >= 0")
         if self.calibration not in (None, True, False):
             raise ValueError("online calibration must be True, False or None (auto)")
+
+    def steps(self) -> tuple[float, ...]:
+        """The FTRL steps learned with side by side: ``alpha``, or :data:`AUTO_ALPHAS` when it is None."""
+        return AUTO_ALPHAS if self.alpha is None else (self.alpha,)
 
     def resolved(self, labels: LabelSpec | None) -> OnlineConfig:
         """These settings with ``calibration`` settled for ``labels`` (no labels: off)."""
@@ -175,7 +182,7 @@ class Correction:
 
     def __init__(self, config: OnlineConfig | None = None) -> None:
         self.config = (config or OnlineConfig()).resolved(None)  # settled already where labels are known
-        alphas = AUTO_ALPHAS if self.config.alpha is None else (self.config.alpha,)
+        alphas = self.config.steps()
         self._alphas = np.array(alphas, dtype=np.float64)[:, None]  # one row of state per step
         self._log_weights = np.zeros(len(alphas))  # minus each step's log loss so far (floored, see _MIXTURE_FLOOR)
         size = 1 << self.config.bits

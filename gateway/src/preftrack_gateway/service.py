@@ -361,7 +361,7 @@ class GatewayCore:
         """What a snapshot must have been folded and learned with to stand in for the log: the deployment's
         settings and the per-event layer's (a correction learned with other settings is not this one)."""
         online = self.config.online_config().resolved(self._settings.labels)
-        return f"{self._settings.to_json()} {online!r}"
+        return f"{self._settings.to_json()} {online!r} steps={online.steps()}"
 
     async def _read_snapshot(self) -> snapshot.Snapshot | None:
         if not self.config.snapshot_dir:
