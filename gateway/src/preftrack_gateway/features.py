@@ -635,8 +635,9 @@ class FeatureState:
         user_pos, user_all = u[2 * n] + 1.0, u[2 * n + 1] + 1.0
         user_short = 1.0 + sum(u[:n]) - u[_SEARCH_INDEX]  # the user's events of the short window, searches aside
         context_part = [math.sin(hour_angle), math.cos(hour_angle)]
-        # (all events, positives, rating total, rating count, last time) per category, computed once.
-        categories: dict[str, tuple[float, float, float, float, float, float]] = {}
+        # (all events, positives, rating total, rating count, all events of the short window, last time) per
+        # category, computed once.
+        categories: dict[str, tuple[float, ...]] = {}
         out = []
         for item_id in item_ids:
             item_state = self._item.get(item_id)
@@ -649,17 +650,17 @@ class FeatureState:
                 if stats is None:
                     uc = self._uc.get((user_id, category))
                     if uc is None:
-                        stats = (0.0, 0.0, 0.0, 0.0, -math.inf, 0.0)
+                        stats = (0.0, 0.0, 0.0, 0.0, 0.0, -math.inf)
                     else:
                         values, last = uc.read(t, self._uc_taus)
-                        stats = (values[0], values[1], values[2], values[3], last, values[4])
+                        stats = (*values, last)
                     categories[category] = stats
                 cat_all += stats[0]
-                cat_short += stats[5]
                 cat_pos += stats[1]
                 cat_rating_total += stats[2]
                 cat_rating_n += stats[3]
-                cat_last = max(cat_last, stats[4])
+                cat_short += stats[4]
+                cat_last = max(cat_last, stats[5])
             n_cats = max(1, len(item.categories))
             ui_state = self._ui.get((user_id, item_id))
             ui = ui_state.read(t, self._ui_taus)[0] if ui_state else (0.0, 0.0)

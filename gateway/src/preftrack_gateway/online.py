@@ -250,14 +250,14 @@ class Correction:
             flat_value += value
             lengths.append(len(index))
         x = np.array(flat_value)
+        base = np.asarray(base_logits, dtype=np.float64)
         if self._scaled:  # the last of each item's features are scaled by its base logit
             ends = np.cumsum(lengths)
-            base = np.asarray(base_logits, dtype=np.float64)
             for back in range(1, self._scaled + 1):
                 x[ends - back] *= base
         w = self._weights(np.array(flat_index, dtype=np.int64))
         starts = np.concatenate(([0], np.cumsum(lengths[:-1]))).astype(np.intp)
-        return self._mixed(np.add.reduceat(w * x, starts, axis=1), np.asarray(base_logits, dtype=np.float64))
+        return self._mixed(np.add.reduceat(w * x, starts, axis=1), base)
 
     def forget_items(self, item_ids: Iterable[str]) -> None:
         """Drop cached hashes of items whose catalogue entry changed (their categories may have)."""
@@ -309,18 +309,20 @@ class Correction:
         w[np.abs(z) <= cfg.l1] = 0.0
         return w
 
-    def mixture(self) -> dict[float, float]:
-        """Each step's share of the prediction now."""
+    def _shares(self) -> np.ndarray:
+        """Each step's share of the prediction now, from its log-weight."""
         shares = np.exp(self._log_weights - self._log_weights.max())
-        shares /= shares.sum()
-        return {float(a): float(s) for a, s in zip(self._alphas[:, 0], shares, strict=True)}
+        return shares / shares.sum()
+
+    def mixture(self) -> dict[float, float]:
+        """Each step's share of the prediction now, by step."""
+        return {float(a): float(s) for a, s in zip(self._alphas[:, 0], self._shares(), strict=True)}
 
     def _mixed(self, offsets: np.ndarray, base: np.ndarray | float) -> np.ndarray:
         """The correction, from each step's (rows of ``offsets``) on top of ``base``."""
         if len(offsets) == 1:
             return offsets[0]
-        shares = np.exp(self._log_weights - self._log_weights.max())
-        p = (shares / shares.sum()) @ sigmoid(base + offsets)
+        p = self._shares() @ sigmoid(base + offsets)
         return logit(p) - base
 
     def value(self, coordinates: Coordinates, base_logit: float) -> float:
@@ -335,8 +337,7 @@ class Correction:
             x = np.bincount(where, weights=x, minlength=len(index))
         w = self._weights(index)
         each = sigmoid(base_logit + w @ x)  # each step's prediction
-        shares = np.exp(self._log_weights - self._log_weights.max())
-        p = float((shares / shares.sum()) @ each)
+        p = float(self._shares() @ each)
         g = (each - label)[:, None] * x
         n = self._n[:, index]
         sigma = (np.sqrt(n + g * g) - np.sqrt(n)) / self._alphas
