@@ -99,6 +99,9 @@ def test_every_path_reads_exactly_the_events_before_t(history) -> None:
                     np.testing.assert_allclose(
                         np.array(state.rows(user, ITEMS, t, terms)), expected, rtol=1e-6, atol=1e-6, err_msg=name
                     )
+                    np.testing.assert_allclose(  # Score and Recommend's path: all items at once
+                        state.matrix(user, ITEMS, t, terms), expected, rtol=1e-6, atol=1e-6, err_msg=f"{name}, matrix"
+                    )
     # Offline training: each example's row is read at its own time, before that event is folded in, with the
     # user's latest search as its query; a search's passed-over items are read just after it, with its query.
     examples, _ = build_examples(
@@ -130,11 +133,34 @@ def test_a_read_older_than_the_kept_history_is_refused_never_approximated(histor
             try:
                 got = np.array(state.rows(user, ITEMS, t))
             except PointInTimeError:
+                with pytest.raises(PointInTimeError):
+                    state.matrix(user, ITEMS, t)
                 continue
             np.testing.assert_allclose(got, _reference(events, user, ITEMS, t), rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(state.matrix(user, ITEMS, t), got, rtol=1e-9, atol=1e-12)
     # (Query features are left out here: a search and an engagement are linked when the later of the two is
     # folded, and an event arriving more than retain_s late may miss its links; within retain_s they are exact,
     # as the test above checks for every order.)
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories())
+def test_the_matrix_stays_equal_to_the_rows_while_events_arrive(history) -> None:
+    # matrix() keeps each item's sums after its newest event; every event folded in (late ones included) must
+    # make it read the item again.
+    _, live_order, _, reads, query = history
+    state = FeatureState(SPEC, CATALOG, retain_s=RETAIN_ALL_S)
+    for k, event in enumerate(live_order):
+        state.update(event)
+        latest = max(e.timestamp_s for e in live_order[: k + 1])
+        for t in (latest + 1e-3, latest + 3600.0, reads[k % len(reads)]):
+            for user in USERS:
+                np.testing.assert_allclose(
+                    state.matrix(user, ITEMS, t, query),
+                    np.array(state.rows(user, ITEMS, t, query)),
+                    rtol=1e-9,
+                    atol=1e-12,
+                )
 
 
 def test_two_orders_of_the_same_two_events_give_the_same_features() -> None:

@@ -26,6 +26,8 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
+
 from preftrack_gateway.schema import EVENT_TYPES, Event, Item
 
 _SECONDS_PER_HOUR = 3600.0
@@ -220,9 +222,10 @@ class _Series:
     :class:`PointInTimeError`. ``tau`` may be ``inf`` (a plain sum).
     """
 
-    __slots__ = ("anchor", "base", "base_t", "incs", "prefix", "times")
+    __slots__ = ("anchor", "base", "base_t", "changes", "incs", "prefix", "times")
 
     def __init__(self, size: int) -> None:
+        self.changes = 0  # bumped by every add: a value cached from this series is current while it is unchanged
         self.base = [0.0] * size
         self.base_t = -math.inf
         self.times: list[float] = []
@@ -241,6 +244,7 @@ class _Series:
             prefix.append(running)
 
     def add(self, t: float, inc: Sequence[float], taus: _Taus, retain_s: float, max_kept: int) -> None:
+        self.changes += 1
         if t <= self.base_t:  # older than everything kept: exact for every read after base_t
             for k, tau in enumerate(taus.values):
                 self.base[k] += inc[k] * math.exp(-(self.base_t - t) / tau)
@@ -376,6 +380,8 @@ class FeatureState:
         self._engaged: dict[str, list[tuple[float, str, float]]] = {}
         self._item_terms: dict[str, frozenset[str]] = {}
         self.events_folded = 0
+        #: item -> (its series' change count, its newest event's time, a time after it, its sums then): see matrix
+        self._item_now: dict[str, tuple[int, float, float, list[float]]] = {}
         self._increments: dict[tuple[int, float, float], tuple[float, ...]] = {}
 
     def item(self, item_id: str) -> Item:
@@ -606,61 +612,75 @@ class FeatureState:
                     category_links += found.read(t, self._link_taus)[0][0] / len(categories)
         return [1.0, matched / len(terms), math.log1p(links), links / norm, category_links / norm]
 
-    def rows(
-        self, user_id: str, item_ids: Sequence[str], t: float, query_terms: Sequence[str] = ()
-    ) -> list[list[float]]:
-        """Feature vectors of one user with each item at time ``t`` (the user's part is computed once), for a
-        search with ``query_terms`` (:func:`~preftrack_gateway.schema.query_terms`) when given.
-
-        Raises:
-            PointInTimeError: ``t`` is not after the history kept for this user or one of the items.
-        """
-        query, query_norm = self._query_part(query_terms, t)
-        spec = self.spec
+    def _user_part(self, user_id: str, t: float) -> tuple[list[float], float, float, float]:
+        """The user's own features at ``t``, and the denominators of the user x category shares: the user's
+        positives and events (long window, plus one) and events of the short window (plus one, searches aside)."""
         n = len(EVENT_TYPES)
-        prior, strength = spec.rating_prior, spec.prior_strength
+        spec = self.spec
         user = self._user.get(user_id)
         if user is None:
             u, user_last = [0.0] * (2 * n + 4), -math.inf
         else:
             u, user_last = user.read(t, self._user_taus)
         user_hours = math.log1p((t - user_last) / _SECONDS_PER_HOUR) if user_last != -math.inf else _NEVER_LOG_HOURS
-        hour_angle = 2 * math.pi * ((t % _DAY_S) / _DAY_S)
-        user_part = [
+        part = [
             *(math.log1p(v) for v in u[: 2 * n]),
-            (u[2 * n] + 0.1 * strength) / (u[2 * n + 1] + strength),
-            _smoothed(u[2 * n + 2], u[2 * n + 3], prior, strength),
+            (u[2 * n] + 0.1 * spec.prior_strength) / (u[2 * n + 1] + spec.prior_strength),
+            _smoothed(u[2 * n + 2], u[2 * n + 3], spec.rating_prior, spec.prior_strength),
             user_hours,
         ]
-        user_pos, user_all = u[2 * n] + 1.0, u[2 * n + 1] + 1.0
-        user_short = 1.0 + sum(u[:n]) - u[_SEARCH_INDEX]  # the user's events of the short window, searches aside
+        return part, u[2 * n] + 1.0, u[2 * n + 1] + 1.0, 1.0 + sum(u[:n]) - u[_SEARCH_INDEX]
+
+    def _category_sums(
+        self, user_id: str, categories: Sequence[str], t: float, seen: dict[str, tuple[float, ...]]
+    ) -> tuple[float, float, float, float, float, float]:
+        """The user's sums over an item's categories at ``t``: all events, positives, rating total, rating count,
+        all events of the short window, and the last time (each category read once per call: ``seen``)."""
+        cat_all = cat_pos = cat_rating_total = cat_rating_n = cat_short = 0.0
+        cat_last = -math.inf
+        for category in categories:
+            stats = seen.get(category)
+            if stats is None:
+                uc = self._uc.get((user_id, category))
+                if uc is None:
+                    stats = (0.0, 0.0, 0.0, 0.0, 0.0, -math.inf)
+                else:
+                    values, last = uc.read(t, self._uc_taus)
+                    stats = (*values, last)
+                seen[category] = stats
+            cat_all += stats[0]
+            cat_pos += stats[1]
+            cat_rating_total += stats[2]
+            cat_rating_n += stats[3]
+            cat_short += stats[4]
+            cat_last = max(cat_last, stats[5])
+        return cat_all, cat_pos, cat_rating_total, cat_rating_n, cat_short, cat_last
+
+    def rows(
+        self, user_id: str, item_ids: Sequence[str], t: float, query_terms: Sequence[str] = ()
+    ) -> list[list[float]]:
+        """Feature vectors of one user with each item at time ``t`` (the user's part is computed once), for a
+        search with ``query_terms`` (:func:`~preftrack_gateway.schema.query_terms`) when given. The definition;
+        :meth:`matrix` computes the same for many items at once.
+
+        Raises:
+            PointInTimeError: ``t`` is not after the history kept for this user or one of the items.
+        """
+        query, query_norm = self._query_part(query_terms, t)
+        spec = self.spec
+        prior, strength = spec.rating_prior, spec.prior_strength
+        user_part, user_pos, user_all, user_short = self._user_part(user_id, t)
+        hour_angle = 2 * math.pi * ((t % _DAY_S) / _DAY_S)
         context_part = [math.sin(hour_angle), math.cos(hour_angle)]
-        # (all events, positives, rating total, rating count, all events of the short window, last time) per
-        # category, computed once.
         categories: dict[str, tuple[float, ...]] = {}
         out = []
         for item_id in item_ids:
             item_state = self._item.get(item_id)
             i = item_state.read(t, self._item_taus)[0] if item_state else (0.0, 0.0, 0.0, 0.0, 0.0)
             item = self.item(item_id)
-            cat_all = cat_pos = cat_rating_total = cat_rating_n = cat_short = 0.0
-            cat_last = -math.inf
-            for category in item.categories:
-                stats = categories.get(category)
-                if stats is None:
-                    uc = self._uc.get((user_id, category))
-                    if uc is None:
-                        stats = (0.0, 0.0, 0.0, 0.0, 0.0, -math.inf)
-                    else:
-                        values, last = uc.read(t, self._uc_taus)
-                        stats = (*values, last)
-                    categories[category] = stats
-                cat_all += stats[0]
-                cat_pos += stats[1]
-                cat_rating_total += stats[2]
-                cat_rating_n += stats[3]
-                cat_short += stats[4]
-                cat_last = max(cat_last, stats[5])
+            cat_all, cat_pos, cat_rating_total, cat_rating_n, cat_short, cat_last = self._category_sums(
+                user_id, item.categories, t, categories
+            )
             n_cats = max(1, len(item.categories))
             ui_state = self._ui.get((user_id, item_id))
             ui = ui_state.read(t, self._ui_taus)[0] if ui_state else (0.0, 0.0)
@@ -684,6 +704,90 @@ class FeatureState:
                 ]
             )
         return out
+
+    def matrix(self, user_id: str, item_ids: Sequence[str], t: float, query_terms: Sequence[str] = ()) -> np.ndarray:
+        """:meth:`rows` as one float64 array (a row per item), computed for many items at once: what Score and
+        Recommend send to Triton. Equal to :meth:`rows` within floating-point rounding (the point-in-time property
+        test checks both on every history it generates).
+
+        An item's sums at a time after its newest event are its sums at one earlier time, each decayed by its own
+        time constant: they are kept per item (:attr:`_item_now`) until the item's history changes, so a read at
+        the present costs a multiplication, not a search of the item's history.
+
+        Raises:
+            PointInTimeError: as :meth:`rows`.
+        """
+        n_items = len(item_ids)
+        spec = self.spec
+        prior, strength = spec.rating_prior, spec.prior_strength
+        query, query_norm = self._query_part(query_terms, t)
+        user_part, user_pos, user_all, user_short = self._user_part(user_id, t)
+        sums_at: list[Sequence[float]] = []  # each item's sums (all short, all long, positives long, ratings) ...
+        at: list[float] = []  # ... taken at this time (decayed from there to t below)
+        cats: list[tuple[float, ...]] = []  # the user's sums over the item's categories, their last time, how many
+        ui: list[Sequence[float]] = []
+        price: list[float] = []
+        query_columns: list[list[float]] = []
+        seen: dict[str, tuple[float, ...]] = {}
+        item_table, ui_table, now, taus, no_ui = self._item, self._ui, self._item_now, self._item_taus, (0.0, 0.0)
+        for item_id in item_ids:
+            series = item_table.get(item_id)
+            if series is None:
+                sums_at.append((0.0, 0.0, 0.0, 0.0, 0.0))
+                at.append(t)
+            else:
+                cached = now.get(item_id)
+                if cached is None or cached[0] != series.changes:
+                    latest = series.times[-1] if series.times else series.base_t
+                    probe = latest + 1.0
+                    cached = now[item_id] = (series.changes, latest, probe, series.read(probe, taus)[0])
+                if t > cached[1]:
+                    sums_at.append(cached[3])
+                    at.append(cached[2])
+                else:  # a read before the item's newest event: from its history
+                    sums_at.append(series.read(t, taus)[0])
+                    at.append(t)
+            item = self.item(item_id)
+            categories = item.categories
+            cats.append((*self._category_sums(user_id, categories, t, seen), max(1, len(categories))))
+            price.append(item.price)
+            ui_state = ui_table.get((user_id, item_id))
+            ui.append(ui_state.read(t, self._ui_taus)[0] if ui_state is not None else no_ui)
+            if query:
+                query_columns.append(self._query_features(query, query_norm, item_id, categories, t))
+        with np.errstate(over="ignore"):
+            sums = np.array(sums_at, dtype=np.float64).reshape(n_items, 5)
+            sums *= np.exp(-(t - np.array(at))[:, None] / np.array(taus.values))
+        cat = np.array(cats, dtype=np.float64).reshape(n_items, 7)
+        n_cats, cat_last = cat[:, 6], cat[:, 5]
+        ui_sums = np.array(ui, dtype=np.float64).reshape(n_items, 2)
+        out = np.empty((n_items, len(FEATURE_NAMES)))
+        out[:, : len(user_part)] = user_part
+        c = len(user_part)
+        out[:, c] = np.log1p(sums[:, 0])
+        out[:, c + 1] = np.log1p(sums[:, 1])
+        out[:, c + 2] = (sums[:, 2] + 0.1 * strength) / (sums[:, 1] + strength)
+        out[:, c + 3] = _smoothed_array(sums[:, 3], sums[:, 4], prior, strength)
+        out[:, c + 4] = np.log1p(np.maximum(0.0, np.array(price, dtype=np.float64)))
+        out[:, c + 5] = (cat[:, 1] / n_cats) / user_pos
+        out[:, c + 6] = (cat[:, 0] / n_cats) / user_all
+        out[:, c + 7] = _smoothed_array(cat[:, 2], cat[:, 3], prior, strength)
+        known = cat_last != -math.inf
+        out[:, c + 8] = _NEVER_LOG_HOURS
+        out[known, c + 8] = np.log1p((t - cat_last[known]) / _SECONDS_PER_HOUR)
+        out[:, c + 9] = (cat[:, 4] / n_cats) / user_short
+        out[:, c + 10] = np.log1p(ui_sums[:, 0])
+        out[:, c + 11] = np.minimum(ui_sums[:, 1], 1.0)
+        hour_angle = 2 * math.pi * ((t % _DAY_S) / _DAY_S)
+        out[:, c + 12] = math.sin(hour_angle)
+        out[:, c + 13] = math.cos(hour_angle)
+        out[:, c + 14 :] = query_columns if query else 0.0
+        return out
+
+
+def _smoothed_array(total: np.ndarray, count: np.ndarray, prior: float, strength: float) -> np.ndarray:
+    """:func:`_smoothed` of arrays."""
+    return np.where(count < 0.5, 0.0, (total + prior * strength) / (count + strength) - prior)
 
 
 def _smoothed(total: float, count: float, prior: float, strength: float) -> float:

@@ -194,11 +194,11 @@ class Insights:
         """Each user's mean score over the target items, by ``version`` with the per-event correction."""
         core = self._core
         keys = [core.pseudonymise.uncached(u) for u in user_ids]
-        rows = [row for key in keys for row in core.feature_rows(key, targets, at_s)]
+        rows = np.concatenate([core.feature_rows(key, targets, at_s) for key in keys])
         n = len(targets)
         items = list(targets) * len(keys)
         per_row = [key for key in keys for _ in range(n)]
-        raw = await core.triton_scores(per_row, items, np.array(rows, dtype=np.float32), version, timeout_s)
+        raw = await core.triton_scores(per_row, items, rows.astype(np.float32), version, timeout_s)
         adjusted = np.concatenate(
             [
                 core.learner.adjust(key, targets, raw[i * n : (i + 1) * n], rows[i * n : (i + 1) * n])

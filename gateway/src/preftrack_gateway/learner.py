@@ -147,9 +147,10 @@ class OnlineLearner:
         self.correction.forget(user, [self.features.item(i) for i in items])
 
     def adjust(
-        self, user: str, item_ids: Sequence[str], scores: np.ndarray, rows: Sequence[Sequence[float]]
+        self, user: str, item_ids: Sequence[str], scores: np.ndarray, rows: np.ndarray | Sequence[Sequence[float]]
     ) -> np.ndarray:
-        """The served scores: the version's probabilities moved by the learned correction."""
+        """The served scores: the version's probabilities moved by the learned correction (``rows``: the items'
+        feature rows)."""
         if not self.enabled or self.correction.updates == 0:
             return scores
         base = logit(scores)

@@ -235,7 +235,7 @@ class Correction:
         return Coordinates(np.array(index, dtype=np.int64), np.array(value), self._scaled)
 
     def offsets(
-        self, user: str, items: Sequence[Item], rows: Sequence[Sequence[float]], base_logits: np.ndarray
+        self, user: str, items: Sequence[Item], rows: np.ndarray | Sequence[Sequence[float]], base_logits: np.ndarray
     ) -> np.ndarray:
         """The corrections of one user's scores for several items (their base logits given), in one pass."""
         if not items:

@@ -525,11 +525,11 @@ class GatewayCore:
 
     def feature_rows(
         self, user_key: str, item_ids: Sequence[str], at_s: float, terms: Sequence[str] = ()
-    ) -> list[list[float]]:
-        """The features of the user with each item as of ``at_s``; INVALID_ARGUMENT when that is older than the
-        history kept (scores and audiences alike)."""
+    ) -> np.ndarray:
+        """The features of the user with each item as of ``at_s`` (a row per item); INVALID_ARGUMENT when that is
+        older than the history kept (scores and audiences alike)."""
         try:
-            return self.features.rows(user_key, item_ids, at_s, terms)
+            return self.features.matrix(user_key, item_ids, at_s, terms)
         except PointInTimeError as exc:
             raise InvalidRequestError(
                 f"the scoring time (as_of, or now) is older than the feature history kept for this user or these "
@@ -548,15 +548,14 @@ class GatewayCore:
 
     async def _score_items(
         self, user_key: str, item_ids: Sequence[str], *, timeout_s: float, at_s: float, terms: Sequence[str] = ()
-    ) -> tuple[np.ndarray, Route, np.ndarray, list[list[float]]]:
+    ) -> tuple[np.ndarray, Route, np.ndarray, np.ndarray]:
         """Scores served (the routed version's, moved by the per-event correction), the route, the version's own
         scores, and the feature rows (with the search ``terms``, when given)."""
         route = self.rollout.route(user_key)
         rows = self.feature_rows(user_key, item_ids, at_s, terms)
-        features = np.array(rows, dtype=np.float32)
         started = time.perf_counter()
         try:
-            scores = await self.triton_scores(user_key, item_ids, features, route.version, timeout_s)
+            scores = await self.triton_scores(user_key, item_ids, rows.astype(np.float32), route.version, timeout_s)
         except Exception:
             self.rollout.observe(route, False, time.perf_counter() - started)
             raise
@@ -568,7 +567,7 @@ class GatewayCore:
         route: Route,
         user_key: str,
         item_ids: Sequence[str],
-        rows: list[list[float]],
+        rows: np.ndarray,
         recommendation_id: str,
         at_s: float,
     ) -> None:
@@ -581,7 +580,7 @@ class GatewayCore:
         async def run() -> None:
             try:
                 raw = await self.triton_scores(
-                    user_key, item_ids, np.array(rows, dtype=np.float32), candidate, self.config.triton_timeout_s
+                    user_key, item_ids, rows.astype(np.float32), candidate, self.config.triton_timeout_s
                 )
             except (TritonUnavailableError, ModelNotReadyError) as exc:
                 _LOGGER.debug("shadow scoring of version %d failed: %s", candidate, exc.message)
@@ -662,12 +661,9 @@ class GatewayCore:
         if not pool:
             return Recommended((), (), self.rollout.route(user_key).version, recommendation_id)
         scores, route, base, rows = await self._score_items(user_key, pool, timeout_s=timeout_s, at_s=at_s, terms=terms)
-        if terms:  # relevant first (the share of the query's words in the item's text), personal within a tier
-            match = np.array([row[_QUERY_MATCH] for row in rows])
-            top = np.lexsort((-scores, -match))[:k]
-        else:
-            top = np.argsort(-scores, kind="stable")[:k]
-        self.learner.expose(user_key, [pool[i] for i in top], at_s, base[top], [rows[i] for i in top], route.version)
+        # With a query: relevant first (the share of the query's words in the item's text), personal within a tier.
+        top = np.lexsort((-scores, -rows[:, _QUERY_MATCH]))[:k] if terms else np.argsort(-scores, kind="stable")[:k]
+        self.learner.expose(user_key, [pool[i] for i in top], at_s, base[top], rows[top].tolist(), route.version)
         result = Recommended(
             tuple(pool[i] for i in top), tuple(float(scores[i]) for i in top), route.version, recommendation_id
         )
@@ -684,7 +680,7 @@ class GatewayCore:
             )
         )
         if route.shadow is not None:
-            self._shadow(route, user_key, result.item_ids, [rows[i] for i in top], recommendation_id, at_s)
+            self._shadow(route, user_key, result.item_ids, rows[top], recommendation_id, at_s)
         return result
 
     def check(self, event: Event, *, now_s: float) -> Event:
