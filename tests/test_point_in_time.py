@@ -99,8 +99,8 @@ def test_every_path_reads_exactly_the_events_before_t(history) -> None:
                     np.testing.assert_allclose(
                         np.array(state.rows(user, ITEMS, t, terms)), expected, rtol=1e-6, atol=1e-6, err_msg=name
                     )
-                    np.testing.assert_allclose(  # Score and Recommend's path: all items at once
-                        state.matrix(user, ITEMS, t, terms), expected, rtol=1e-6, atol=1e-6, err_msg=f"{name}, matrix"
+                    np.testing.assert_allclose(  # Score and Recommend's path for many items
+                        state._matrix(user, ITEMS, t, terms), expected, rtol=1e-6, atol=1e-6, err_msg=f"{name}, matrix"
                     )
     # Offline training: each example's row is read at its own time, before that event is folded in, with the
     # user's latest search as its query; a search's passed-over items are read just after it, with its query.
@@ -134,10 +134,10 @@ def test_a_read_older_than_the_kept_history_is_refused_never_approximated(histor
                 got = np.array(state.rows(user, ITEMS, t))
             except PointInTimeError:
                 with pytest.raises(PointInTimeError):
-                    state.matrix(user, ITEMS, t)
+                    state._matrix(user, ITEMS, t, ())
                 continue
             np.testing.assert_allclose(got, _reference(events, user, ITEMS, t), rtol=1e-6, atol=1e-6)
-            np.testing.assert_allclose(state.matrix(user, ITEMS, t), got, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(state._matrix(user, ITEMS, t, ()), got, rtol=1e-9, atol=1e-12)
     # (Query features are left out here: a search and an engagement are linked when the later of the two is
     # folded, and an event arriving more than retain_s late may miss its links; within retain_s they are exact,
     # as the test above checks for every order.)
@@ -156,7 +156,7 @@ def test_the_matrix_stays_equal_to_the_rows_while_events_arrive(history) -> None
         for t in (latest + 1e-3, latest + 3600.0, reads[k % len(reads)]):
             for user in USERS:
                 np.testing.assert_allclose(
-                    state.matrix(user, ITEMS, t, query),
+                    state._matrix(user, ITEMS, t, query),
                     np.array(state.rows(user, ITEMS, t, query)),
                     rtol=1e-9,
                     atol=1e-12,

@@ -706,16 +706,25 @@ class FeatureState:
         return out
 
     def matrix(self, user_id: str, item_ids: Sequence[str], t: float, query_terms: Sequence[str] = ()) -> np.ndarray:
-        """:meth:`rows` as one float64 array (a row per item), computed for many items at once: what Score and
-        Recommend send to Triton. Equal to :meth:`rows` within floating-point rounding (the point-in-time property
-        test checks both on every history it generates).
-
-        An item's sums at a time after its newest event are its sums at one earlier time, each decayed by its own
-        time constant: they are kept per item (:attr:`_item_now`) until the item's history changes, so a read at
-        the present costs a multiplication, not a search of the item's history.
+        """:meth:`rows` as one float64 array (a row per item): what Score and Recommend send to Triton. From
+        :data:`_VECTORISE_FROM` items on, computed for all the items at once (:meth:`_matrix`; below that, numpy's
+        fixed cost per call is more than it saves), equal to :meth:`rows` within floating-point rounding.
 
         Raises:
             PointInTimeError: as :meth:`rows`.
+        """
+        if len(item_ids) < _VECTORISE_FROM:
+            rows = self.rows(user_id, item_ids, t, query_terms)
+            return np.array(rows, dtype=np.float64).reshape(len(item_ids), len(FEATURE_NAMES))
+        return self._matrix(user_id, item_ids, t, query_terms)
+
+    def _matrix(self, user_id: str, item_ids: Sequence[str], t: float, query_terms: Sequence[str]) -> np.ndarray:
+        """:meth:`matrix` for many items (the point-in-time property test checks it against :meth:`rows` on every
+        history it generates, refusals included, and while events arrive).
+
+        An item's sums at a time after its newest event are its sums at one earlier time, each decayed by its own
+        time constant: they are kept per item (``_item_now``) until the item's history changes, so a read at the
+        present costs a multiplication, not a search of the item's history.
         """
         n_items = len(item_ids)
         spec = self.spec
@@ -783,6 +792,11 @@ class FeatureState:
         out[:, c + 13] = math.cos(hour_angle)
         out[:, c + 14 :] = query_columns if query else 0.0
         return out
+
+
+#: From this many items on, :meth:`FeatureState.matrix` computes all rows at once (measured: 1,000 items 2.9 ms
+#: against 8.2 ms one by one; 30 items 0.20 against 0.23 ms; 10 items 0.15 against 0.10 ms).
+_VECTORISE_FROM = 24
 
 
 def _smoothed_array(total: np.ndarray, count: np.ndarray, prior: float, strength: float) -> np.ndarray:
