@@ -189,7 +189,7 @@ class Correction:
         self._mask = size - 1
         self._z = np.zeros((len(alphas), size), dtype=np.float64)
         self._n = np.zeros((len(alphas), size), dtype=np.float64)
-        self._item_cache: dict[str, tuple[int, ...]] = {}
+        self._item_cache: dict[str, tuple[tuple[int, ...], bytes, tuple[str, ...], int]] = {}  # see _parts
         self._buckets: dict[tuple[int, int], int] = {}
         self._scale = self._hash("s")
         self._signals = tuple(self._hash(f"is\x1f{k}") for k in ITEM_SIGNALS)
@@ -204,15 +204,10 @@ class Correction:
     ) -> tuple[list[int], list[float]]:
         """Indices and values of (user, item); the scaled ones last. ``memo`` keeps the user's hashes across the
         items of one call (the same categories and attributes come back)."""
-        cached = self._item_cache.get(item.item_id)
-        if cached is None:
-            parts = [f"i\x1f{item.item_id}", *(f"c\x1f{c}" for c in item.categories)]
-            cached = tuple(self._hash(p) for p in parts)
-            if len(self._item_cache) < 1_000_000:
-                self._item_cache[item.item_id] = cached
-        index = [0, *cached, *self._personal(user, item, memo)]  # 0: the global bias
+        own, _, _, n_attributes = self._parts(item)
+        index = [0, *own, *self._personal(user, item, memo)]  # 0: the global bias
         # The user's crosses with the item's attributes come last, at half the step of the others.
-        value = [1.0] * (len(index) - len(item.attributes)) + [_ATTRIBUTE_CROSS] * len(item.attributes)
+        value = [1.0] * (len(index) - n_attributes) + [_ATTRIBUTE_CROSS] * n_attributes
         if row is not None and self.config.behaviour_buckets:
             buckets = [self._bucket(k, v) for k, v in enumerate(row)]
             index += buckets
@@ -264,16 +259,34 @@ class Correction:
         for item_id in item_ids:
             self._item_cache.pop(item_id, None)
 
+    def _parts(self, item: Item) -> tuple[tuple[int, ...], bytes, tuple[str, ...], int]:
+        """What an item contributes, made once per item: the hashes of the item and its categories, the end of
+        its user x item cross's text, the texts of the user's crosses with it (the user's bias, its categories,
+        its attributes), and how many attributes it has."""
+        cached = self._item_cache.get(item.item_id)
+        if cached is None:
+            own = (self._hash(f"i\x1f{item.item_id}"), *(self._hash(f"c\x1f{c}") for c in item.categories))
+            texts = (
+                "u",
+                *(f"uc\x1f{c}" for c in item.categories),
+                *(f"ua\x1f{name}={value}" for name, value in item.attributes),
+            )
+            cached = (own, f"\x1f{item.item_id}".encode(), texts, len(item.attributes))
+            if len(self._item_cache) < 1_000_000:
+                self._item_cache[item.item_id] = cached
+        return cached
+
     def _personal(self, user: str, item: Item, memo: dict[str, int]) -> list[int]:
         """The user's own crosses with an item: the user's bias, and with the item, its categories and its
         attributes (``memo``: the user's hashes already made, by the text hashed; inline, as Recommend makes
-        them for every candidate)."""
-        found = [self._hash(f"ui\x1f{user}\x1f{item.item_id}")]
-        for text in (
-            "u",
-            *(f"uc\x1f{c}" for c in item.categories),
-            *(f"ua\x1f{name}={value}" for name, value in item.attributes),
-        ):
+        them for every candidate). The user x item cross hashes ``ui<US>user<US>item`` as a CRC continued from the
+        user's part, made once per call."""
+        _, item_tail, texts, _ = self._parts(item)
+        user_part = memo.get("\x00ui")
+        if user_part is None:
+            user_part = memo["\x00ui"] = zlib.crc32(f"ui\x1f{user}".encode())
+        found = [zlib.crc32(item_tail, user_part) & self._mask]
+        for text in texts:
             hashed = memo.get(text)
             if hashed is None:
                 hashed = memo[text] = self._hash(f"{text}\x1f{user}")
