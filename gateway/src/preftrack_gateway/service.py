@@ -135,7 +135,7 @@ class GatewayCore:
         self._on_readiness = on_readiness or (lambda ready: None)
         self._health_task: asyncio.Task[None] | None = None
         self._triton_down_logged = False
-        self._hashes: dict[str, tuple[int, int, np.ndarray]] = {}
+        self._hashes: dict[str, tuple[int, int, tuple[int, ...]]] = {}  # see _item_inputs
         self.learner = OnlineLearner(self.features, config.label_spec(), config.online_config())
         self._version_check = self._check_versions_against(self.features.spec)
         self.rollout = RolloutController(
@@ -276,15 +276,21 @@ class GatewayCore:
             user_attributes = np.array([distinct[key][1] for key in user_keys], dtype=np.int64).reshape(
                 n, contract.ATTRIBUTE_SLOTS
             )
-        inputs = [self._item_inputs(i) for i in item_ids]
+        ids: list[int] = []
+        categories: list[int] = []
+        attributes: list[int] = []  # flat: numpy reads a flat list far faster than a list of arrays
+        for item_id in item_ids:
+            item_id_hash, category, slots = self._item_inputs(item_id)
+            ids.append(item_id_hash)
+            categories.append(category)
+            attributes += slots
         return await self.scorer.score(
             user_ids,
-            np.array([i[0] for i in inputs], dtype=np.int64),
-            np.array([i[1] for i in inputs], dtype=np.int64),
+            np.array(ids, dtype=np.int64),
+            np.array(categories, dtype=np.int64),
             features,
             contract.attribute_ids(
-                user_attributes,
-                np.array([i[2] for i in inputs], dtype=np.int64).reshape(n, contract.ATTRIBUTE_SLOTS),
+                user_attributes, np.array(attributes, dtype=np.int64).reshape(n, contract.ATTRIBUTE_SLOTS)
             ),
             version=version,
             timeout_s=timeout_s,
@@ -503,12 +509,13 @@ class GatewayCore:
             except StoreError as exc:
                 _LOGGER.warning("store housekeeping failed, will retry: %s", exc)
 
-    def _item_inputs(self, item_id: str) -> tuple[int, int, np.ndarray]:
+    def _item_inputs(self, item_id: str) -> tuple[int, int, tuple[int, ...]]:
         """The item's model inputs: its id, its primary category, its attribute slots (cached until it changes)."""
         cached = self._hashes.get(item_id)
         if cached is None:
             item = self.features.item(item_id)
-            cached = (stable_hash(item_id), stable_hash(item.primary_category), contract.item_attribute_ids(item))
+            slots = tuple(contract.item_attribute_ids(item).tolist())
+            cached = (stable_hash(item_id), stable_hash(item.primary_category), slots)
             if len(self._hashes) < 1_000_000:
                 self._hashes[item_id] = cached
         return cached
@@ -609,8 +616,13 @@ class GatewayCore:
             raise InvalidRequestError(
                 f"{field} has {len(item_ids)} items; at most {self.config.max_items_per_call} per call"
             )
-        for index, item_id in enumerate(item_ids):
-            check_request_id(f"{field}[{index}]", item_id)
+        try:  # every id at once, in C; one by one only to name the first bad one
+            fine = all(map(str.strip, item_ids)) and max(map(len, item_ids)) <= MAX_ID_CHARS
+        except TypeError:  # not a string
+            fine = False
+        if not fine:
+            for index, item_id in enumerate(item_ids):
+                check_request_id(f"{field}[{index}]", item_id)
 
     async def score(
         self,
