@@ -733,16 +733,17 @@ class FeatureState:
         user_part, user_pos, user_all, user_short = self._user_part(user_id, t)
         # Flat lists, a row's values one after another (numpy reads a flat list of floats far faster than one of
         # tuples): each item's sums (all short, all long, positives long, ratings), taken at the time in ``at``
-        # (decayed from there to t below); the user's sums over the item's categories, their last time and how
-        # many; the user x item sums; the price.
+        # (decayed from there to t below); the user x item sums; the price. The user's sums over an item's
+        # categories (with their last time and how many) are made once per distinct set of categories.
         sums_at: list[float] = []
         at: list[float] = []
-        cats: list[float] = []
         ui: list[float] = []
         price: list[float] = []
         query_columns: list[list[float]] = []
         seen: dict[str, tuple[float, ...]] = {}
-        by_categories: dict[tuple[str, ...], tuple[float, ...]] = {}
+        groups: dict[tuple[str, ...], int] = {}  # each distinct set of the items' categories, numbered
+        group_stats: list[tuple[float, ...]] = []
+        group: list[int] = []  # each item's set
         item_table, ui_table, now, taus, no_ui = self._item, self._ui, self._item_now, self._item_taus, (0.0, 0.0)
         for item_id in item_ids:
             series = item_table.get(item_id)
@@ -763,13 +764,11 @@ class FeatureState:
                     at.append(t)
             item = self.item(item_id)
             categories = item.categories
-            stats = by_categories.get(categories)
-            if stats is None:
-                stats = by_categories[categories] = (
-                    *self._category_sums(user_id, categories, t, seen),
-                    max(1, len(categories)),
-                )
-            cats += stats
+            number = groups.get(categories)
+            if number is None:
+                number = groups[categories] = len(group_stats)
+                group_stats.append((*self._category_sums(user_id, categories, t, seen), max(1, len(categories))))
+            group.append(number)
             price.append(item.price)
             ui_state = ui_table.get((user_id, item_id))
             ui += ui_state.read(t, self._ui_taus)[0] if ui_state is not None else no_ui
@@ -777,7 +776,7 @@ class FeatureState:
                 query_columns.append(self._query_features(query, query_norm, item_id, categories, t))
         sums = np.array(sums_at, dtype=np.float64).reshape(n_items, 5)
         sums *= np.exp(-(t - np.array(at))[:, None] / np.array(taus.values))
-        cat = np.array(cats, dtype=np.float64).reshape(n_items, 7)
+        cat = np.array(group_stats, dtype=np.float64).reshape(len(group_stats), 7)[group]
         n_cats, cat_last = cat[:, 6], cat[:, 5]
         ui_sums = np.array(ui, dtype=np.float64).reshape(n_items, 2)
         out = np.empty((n_items, len(FEATURE_NAMES)))

@@ -108,6 +108,49 @@ def pseudonymous_user(core: GatewayCore, user_id: str) -> str:
     return core.pseudonymise(user_id)
 
 
+class _ItemInputs:
+    """Each item's model inputs (its id, its primary category, its attribute slots) as one row of a table, made
+    once per item until the item changes: a request takes its items' rows in one gather, not item by item."""
+
+    _MOST = 1 << 20  # rows made before the table starts again (items replaced leave their old rows behind)
+
+    def __init__(self) -> None:
+        self._rows: dict[str, int] = {}
+        self._table = np.zeros((1024, 2 + contract.ATTRIBUTE_SLOTS), dtype=np.int64)
+        self._made = 0
+
+    def clear(self) -> None:
+        self._rows.clear()
+        self._made = 0
+
+    def forget(self, item_id: str) -> None:
+        self._rows.pop(item_id, None)
+
+    def take(self, item_ids: Sequence[str], item: Callable[[str], Item]) -> np.ndarray:
+        """The rows of ``item_ids`` (``item`` gives a catalogue entry), in order: shape (n, 2 + ATTRIBUTE_SLOTS)."""
+        if self._made + len(item_ids) > self._MOST:  # before any row of this call is read: none is overwritten
+            self.clear()
+        rows = self._rows
+        index = [rows.get(item_id, -1) for item_id in item_ids]
+        if -1 in index:
+            for k, item_id in enumerate(item_ids):
+                if index[k] == -1:
+                    index[k] = rows.get(item_id, -1)
+                    if index[k] == -1:
+                        index[k] = rows[item_id] = self._make(item(item_id))
+        return self._table[index]
+
+    def _make(self, item: Item) -> int:
+        if self._made == len(self._table):
+            self._table = np.concatenate([self._table, np.zeros_like(self._table)])
+        row = self._made
+        self._table[row, 0] = stable_hash(item.item_id)
+        self._table[row, 1] = stable_hash(item.primary_category)
+        self._table[row, 2:] = contract.item_attribute_ids(item)
+        self._made += 1
+        return row
+
+
 class GatewayCore:
     """State and behaviour shared by the servicers of one gateway process."""
 
@@ -135,7 +178,7 @@ class GatewayCore:
         self._on_readiness = on_readiness or (lambda ready: None)
         self._health_task: asyncio.Task[None] | None = None
         self._triton_down_logged = False
-        self._hashes: dict[str, tuple[int, int, tuple[int, ...]]] = {}  # see _item_inputs
+        self._item_inputs = _ItemInputs()
         self.learner = OnlineLearner(self.features, config.label_spec(), config.online_config())
         self._version_check = self._check_versions_against(self.features.spec)
         self.rollout = RolloutController(
@@ -228,7 +271,7 @@ class GatewayCore:
 
     def _items_changed(self, item_ids: Sequence[str]) -> None:
         for item_id in item_ids:
-            self._hashes.pop(item_id, None)
+            self._item_inputs.forget(item_id)
         self.learner.forget_items(item_ids)
 
     async def _follower(self) -> None:
@@ -276,22 +319,13 @@ class GatewayCore:
             user_attributes = np.array([distinct[key][1] for key in user_keys], dtype=np.int64).reshape(
                 n, contract.ATTRIBUTE_SLOTS
             )
-        ids: list[int] = []
-        categories: list[int] = []
-        attributes: list[int] = []  # flat: numpy reads a flat list far faster than a list of arrays
-        for item_id in item_ids:
-            item_id_hash, category, slots = self._item_inputs(item_id)
-            ids.append(item_id_hash)
-            categories.append(category)
-            attributes += slots
+        items = self._item_inputs.take(item_ids, self.features.item)
         return await self.scorer.score(
             user_ids,
-            np.array(ids, dtype=np.int64),
-            np.array(categories, dtype=np.int64),
+            np.ascontiguousarray(items[:, 0]),
+            np.ascontiguousarray(items[:, 1]),
             features,
-            contract.attribute_ids(
-                user_attributes, np.array(attributes, dtype=np.int64).reshape(n, contract.ATTRIBUTE_SLOTS)
-            ),
+            contract.attribute_ids(user_attributes, items[:, 2:]),
             version=version,
             timeout_s=timeout_s,
         )
@@ -421,7 +455,7 @@ class GatewayCore:
                 # follower's next turn.
                 self._catalog_version, self._users_seq = None, users_seq
                 await self._follow_log()
-                self._hashes.clear()
+                self._item_inputs.clear()
                 break
         await old.close()
         learner.start(self._base_scores, lambda: self.serving_version)
@@ -508,17 +542,6 @@ class GatewayCore:
                 await self._apply_retention()
             except StoreError as exc:
                 _LOGGER.warning("store housekeeping failed, will retry: %s", exc)
-
-    def _item_inputs(self, item_id: str) -> tuple[int, int, tuple[int, ...]]:
-        """The item's model inputs: its id, its primary category, its attribute slots (cached until it changes)."""
-        cached = self._hashes.get(item_id)
-        if cached is None:
-            item = self.features.item(item_id)
-            slots = tuple(contract.item_attribute_ids(item).tolist())
-            cached = (stable_hash(item_id), stable_hash(item.primary_category), slots)
-            if len(self._hashes) < 1_000_000:
-                self._hashes[item_id] = cached
-        return cached
 
     def as_of(self, as_of_s: float | None) -> float:
         now = time.time()
