@@ -86,9 +86,9 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, help="Adam's, in the continual rounds (default: the replay's)")
     args = parser.parse_args()
     v1_epochs, round_size, epochs, learning_rate = _DEFAULTS[args.dataset]
-    round_size = args.round or round_size
-    epochs = args.epochs or epochs
-    learning_rate = args.learning_rate or learning_rate
+    round_size = round_size if args.round is None else args.round
+    epochs = epochs if args.epochs is None else args.epochs
+    learning_rate = learning_rate if args.learning_rate is None else args.learning_rate
     _, labels = dataset_specs(args.dataset)
     examples, events, items, known_at = _load(args.dataset)
     n_warm = int((examples.timestamp_s < events[len(events) // 2].timestamp_s).sum())

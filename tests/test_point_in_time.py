@@ -146,21 +146,47 @@ def test_a_read_older_than_the_kept_history_is_refused_never_approximated(histor
 @settings(max_examples=200, deadline=None)
 @given(histories())
 def test_the_matrix_stays_equal_to_the_rows_while_events_arrive(history) -> None:
-    # matrix() keeps each item's sums after its newest event; every event folded in (late ones included) must
-    # make it read the item again.
+    # matrix() keeps each item's sums after its newest event; every event folded in (late ones, and those that
+    # make a short history evict its oldest, included) and every user forgotten must make it read the item again.
     _, live_order, _, reads, query = history
-    state = FeatureState(SPEC, CATALOG, retain_s=RETAIN_ALL_S)
+    kept_all = FeatureState(SPEC, CATALOG, retain_s=RETAIN_ALL_S)
+    kept_little = FeatureState(SPEC, CATALOG, retain_s=1800.0, max_kept=4)
     for k, event in enumerate(live_order):
-        state.update(event)
         latest = max(e.timestamp_s for e in live_order[: k + 1])
-        for t in (latest + 1e-3, latest + 3600.0, reads[k % len(reads)]):
-            for user in USERS:
-                np.testing.assert_allclose(
-                    state._matrix(user, ITEMS, t, query),
-                    np.array(state.rows(user, ITEMS, t, query)),
-                    rtol=1e-9,
-                    atol=1e-12,
-                )
+        for state in (kept_all, kept_little):
+            state.update(event)
+            if k == len(live_order) // 2:
+                state.forget(USERS[0], live_order[: k + 1])
+            for t in (latest + 1e-3, latest + 3600.0, reads[k % len(reads)]):
+                for user in USERS:
+                    try:
+                        expected = np.array(state.rows(user, ITEMS, t, query))
+                    except PointInTimeError:
+                        with pytest.raises(PointInTimeError):
+                            state._matrix(user, ITEMS, t, query)
+                        continue
+                    np.testing.assert_allclose(state._matrix(user, ITEMS, t, query), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_the_matrix_of_many_items_is_their_rows() -> None:
+    # From _VECTORISE_FROM items on, matrix() computes all rows at once: the same rows, unknown items included.
+    many = [f"x{k}" for k in range(40)]
+    catalog = {i: Item(item_id=i, categories=(f"c{k % 3}",), price=float(k)) for k, i in enumerate(many[:30])}
+    state = FeatureState(SPEC, catalog)
+    t0 = 1.7e9
+    state.update_many(
+        Event(
+            event_id=f"e{k}",
+            user_id=USERS[k % 2],
+            item_id=many[k % 35],
+            event_type=EVENT_TYPES[k % 3],
+            value=1.0,
+            timestamp_s=t0 + 7.0 * k,
+        )
+        for k in range(300)
+    )
+    for t in (t0 + 7.0 * 150.5, t0 + 7.0 * 300 + 60.0):
+        np.testing.assert_allclose(state.matrix(USERS[0], many, t), np.array(state.rows(USERS[0], many, t)), rtol=1e-9)
 
 
 def test_two_orders_of_the_same_two_events_give_the_same_features() -> None:

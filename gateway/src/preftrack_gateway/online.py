@@ -196,6 +196,11 @@ class Correction:
         self._scaled = 2 if self.config.calibration else 0  # the last features, scaled by the base logit
         self.updates = 0
 
+    def __getstate__(self) -> dict[str, object]:
+        """What a snapshot keeps: everything but the items' cached hashes, which are made again from the catalogue
+        as it is when the snapshot is loaded (an item may have changed since it was written)."""
+        return {**self.__dict__, "_item_cache": {}}
+
     def _hash(self, text: str) -> int:
         return zlib.crc32(text.encode()) & self._mask
 
