@@ -138,3 +138,42 @@ def test_search_links_are_order_free_point_in_time_and_forgotten_with_the_user()
     never.update_many(e for e in events if e.user_id != "u")
     forward.forget("u", events)
     np.testing.assert_allclose(forward.rows("x", ["a", "b"], at, red_shoes), never.rows("x", ["a", "b"], at, red_shoes))
+
+
+def test_forgetting_a_user_whose_late_engagement_missed_its_search_leaves_no_negative_link() -> None:
+    # A search folded more than retain_s after the user's later events is not linked to the engagements just after
+    # it (the user's recent engagements no longer reach back). Forgetting the user takes out every link their
+    # history implies, those too: the sums read as 0, not below (log1p of -2 failed). The terms' totals lost the
+    # links never made, so the shares are not quite those of a shop without the user; the read answers, and
+    # item a, which only the user engaged with, reads as never linked itself.
+    catalog = {
+        "a": Item(item_id="a", categories=("shoes",), title="Red running shoe"),
+        "b": Item(item_id="b", categories=("shoes",), title="Red shoes"),
+    }
+    t = 1.8e9
+    red_shoes = query_terms("red shoes")
+    others = []
+    for k in range(3):  # another shopper's searches, linked: the terms' totals stay above 0
+        at = t + 100.0 * k
+        others.append(
+            Event(
+                event_id=f"os{k}", user_id="o", item_id="", event_type="search", timestamp_s=at, query_terms=red_shoes
+            )
+        )
+        others.append(Event(event_id=f"ov{k}", user_id="o", item_id="b", event_type="view", timestamp_s=at + 5))
+    search = Event(event_id="s", user_id="u", item_id="", event_type="search", timestamp_s=t, query_terms=red_shoes)
+    later = Event(event_id="l", user_id="u", item_id="a", event_type="click", timestamp_s=t + 10 * 3600)
+    views = [
+        Event(event_id=f"v{k}", user_id="u", item_id="a", event_type="view", timestamp_s=t + 10 + k) for k in range(2)
+    ]
+    state = FeatureState(FeatureSpec(), catalog, retain_s=1800.0)
+    state.update_many([*others, later, *views, search])  # the search comes after its views are out of reach
+    state.forget("u", [search, later, *views])
+    never = FeatureState(FeatureSpec(), catalog, retain_s=1800.0)
+    never.update_many(others)
+    at = t + 11 * 3600
+    got, expected = state.rows("x", ["a", "b"], at, red_shoes), never.rows("x", ["a", "b"], at, red_shoes)
+    query = [k for k, name in enumerate(FEATURE_NAMES) if name.startswith("query_")]
+    assert all(np.isfinite(row).all() and min(row[k] for k in query) >= 0.0 for row in got)
+    item_level = query[:4]  # present, text match, the item's links, its share (the category's lost the links too)
+    np.testing.assert_allclose([got[0][k] for k in item_level], [expected[0][k] for k in item_level], atol=1e-9)

@@ -584,11 +584,16 @@ class FeatureState:
         return self.rows(user_id, (item_id,), t, query_terms)[0]
 
     def _query_part(self, query_terms: Sequence[str], t: float) -> tuple[list[tuple[str, float]], float]:
-        """Each query term with its links before ``t``, and their total plus one."""
+        """Each query term with its links before ``t``, and their total plus one.
+
+        Link sums are read as at least 0 (here and in :meth:`_query_features`). Forgetting a user takes their
+        links out again, and a link that was never made (an engagement that arrived more than ``retain_s`` late
+        misses its search) would otherwise leave a negative sum: a logarithm of it, or a division by it, failed.
+        """
         totals = []
         for term in query_terms:
             series = self._term.get(term)
-            totals.append((term, series.read(t, self._term_taus)[0][0] if series is not None else 0.0))
+            totals.append((term, max(0.0, series.read(t, self._term_taus)[0][0]) if series is not None else 0.0))
         return totals, 1.0 + sum(total for _, total in totals)
 
     def _query_features(
@@ -610,6 +615,7 @@ class FeatureState:
                 found = self._term_category.get((term, category))
                 if found is not None:
                     category_links += found.read(t, self._link_taus)[0][0] / len(categories)
+        links, category_links = max(0.0, links), max(0.0, category_links)  # see _query_part
         return [1.0, matched / len(terms), math.log1p(links), links / norm, category_links / norm]
 
     def _user_part(self, user_id: str, t: float) -> tuple[list[float], float, float, float]:
