@@ -209,8 +209,9 @@ class Correction:
     ) -> tuple[list[int], list[float]]:
         """Indices and values of (user, item); the scaled ones last. ``memo`` keeps the user's hashes across the
         items of one call (the same categories and attributes come back)."""
-        own, _, _, n_attributes = self._parts(item)
-        index = [0, *own, *self._personal(user, item, memo)]  # 0: the global bias
+        parts = self._parts(item)
+        own, _, _, n_attributes = parts
+        index = [0, *own, *self._personal(user, parts, memo)]  # 0: the global bias
         # The user's crosses with the item's attributes come last, at half the step of the others.
         value = [1.0] * (len(index) - n_attributes) + [_ATTRIBUTE_CROSS] * n_attributes
         if row is not None and self.config.behaviour_buckets:
@@ -281,12 +282,14 @@ class Correction:
                 self._item_cache[item.item_id] = cached
         return cached
 
-    def _personal(self, user: str, item: Item, memo: dict[str, int]) -> list[int]:
-        """The user's own crosses with an item: the user's bias, and with the item, its categories and its
-        attributes (``memo``: the user's hashes already made, by the text hashed; inline, as Recommend makes
-        them for every candidate). The user x item cross hashes ``ui<US>user<US>item`` as a CRC continued from the
-        user's part, made once per call."""
-        _, item_tail, texts, _ = self._parts(item)
+    def _personal(
+        self, user: str, parts: tuple[tuple[int, ...], bytes, tuple[str, ...], int], memo: dict[str, int]
+    ) -> list[int]:
+        """The user's own crosses with an item (its :meth:`_parts`): the user's bias, and with the item, its
+        categories and its attributes (``memo``: the user's hashes already made, by the text hashed; inline, as
+        Recommend makes them for every candidate). The user x item cross hashes ``ui<US>user<US>item`` as a CRC
+        continued from the user's part, made once per call."""
+        _, item_tail, texts, _ = parts
         user_part = memo.get("\x00ui")
         if user_part is None:
             user_part = memo["\x00ui"] = zlib.crc32(f"ui\x1f{user}".encode())
@@ -305,7 +308,7 @@ class Correction:
         index = {self._hash(f"us\x1f{user}")}
         memo: dict[str, int] = {}
         for item in items:
-            index.update(self._personal(user, item, memo))
+            index.update(self._personal(user, self._parts(item), memo))
         index.add(self._hash(f"u\x1f{user}"))
         where = np.fromiter(index, dtype=np.int64)
         self._z[:, where] = 0.0

@@ -37,6 +37,7 @@ from preftrack_gateway.schema import (
     EventValidationError,
     Item,
     check_id,
+    check_ids,
     query_terms,
     stable_hash,
     validate_event,
@@ -639,13 +640,10 @@ class GatewayCore:
             raise InvalidRequestError(
                 f"{field} has {len(item_ids)} items; at most {self.config.max_items_per_call} per call"
             )
-        try:  # every id at once, in C; one by one only to name the first bad one
-            fine = all(map(str.strip, item_ids)) and max(map(len, item_ids)) <= MAX_ID_CHARS
-        except TypeError:  # not a string
-            fine = False
-        if not fine:
-            for index, item_id in enumerate(item_ids):
-                check_request_id(f"{field}[{index}]", item_id)
+        try:
+            check_ids(field, item_ids)
+        except EventValidationError as exc:
+            raise InvalidRequestError(str(exc), field=exc.field) from None
 
     async def score(
         self,
