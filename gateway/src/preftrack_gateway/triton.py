@@ -8,18 +8,16 @@ import logging
 import math
 import time
 
+import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from preftrack_gateway import contract
 from preftrack_gateway.errors import DeadlineExceededError, ModelNotReadyError, TritonUnavailableError
 
 _LOGGER = logging.getLogger(__name__)
-
-
-def _status(exc: InferenceServerException) -> str:
-    return str(exc.status() or "")
 
 
 @dataclasses.dataclass(slots=True)
@@ -30,8 +28,25 @@ class _Job:
     future: asyncio.Future[np.ndarray]
 
 
+#: The channel options of the inference channel: tritonclient's message size limit (a Recommend over many
+#: candidates is a large request), and its keepalive defaults.
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.keepalive_time_ms", 2**31 - 1),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", False),
+    ("grpc.http2.max_pings_without_data", 2),
+]
+
+
 class TritonScorer:
     """Scores rows with a Triton model over KServe v2 gRPC (asyncio), coalescing concurrent calls.
+
+    Inference goes straight through the KServe stub with the inputs as raw bytes (``raw_input_contents``) and the
+    score read from the raw output: tritonclient's ``infer`` builds an object per input and copies each tensor
+    once more, about 40 µs per request for the same bytes on the wire. The model-control calls (rare) use
+    tritonclient's client.
 
     At most ``max_in_flight`` Triton requests are outstanding. A call that finds a free slot is sent at once
     (no added latency when idle); calls that arrive while every slot is busy wait and leave together, as one
@@ -45,6 +60,8 @@ class TritonScorer:
         self.url = url
         self.model_name = model_name
         self._client = triton_aio.InferenceServerClient(url)
+        self._channel = grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS)
+        self._infer_stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._max_in_flight = max_in_flight
         self._max_rows = max_batch_rows
         self._waiting: list[_Job] = []
@@ -163,40 +180,43 @@ class TritonScorer:
         timeout_s: float,
     ) -> np.ndarray:
         n = int(user_id.shape[0])
-        inputs = []
+        request = service_pb2.ModelInferRequest(model_name=self.model_name, model_version=str(version))
         for name, array, dtype in contract.request_arrays(user_id, item_id, category_id, features, attributes):
-            tensor = triton_aio.InferInput(name, list(array.shape), dtype)
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
+            tensor = request.inputs.add()
+            tensor.name, tensor.datatype = name, dtype
+            tensor.shape.extend(array.shape)
+            request.raw_input_contents.append(array.tobytes())
+        request.outputs.add().name = contract.SCORE
         try:
-            result = await self._client.infer(
-                self.model_name,
-                inputs,
-                model_version=str(version),
-                outputs=[triton_aio.InferRequestedOutput(contract.SCORE)],
-                client_timeout=max(0.001, timeout_s),
-            )
-        except InferenceServerException as exc:
-            status = _status(exc)
-            if "DEADLINE_EXCEEDED" in status:
+            response = await self._infer_stub.ModelInfer(request, timeout=max(0.001, timeout_s))
+        except grpc.aio.AioRpcError as exc:
+            code, message = exc.code(), exc.details() or ""
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise DeadlineExceededError(f"Triton did not answer within {timeout_s:.3f} s") from exc
-            if "UNAVAILABLE" in status:
-                raise TritonUnavailableError(f"Triton at {self.url} is unavailable: {exc.message()}") from exc
-            if (
-                "NOT_FOUND" in status
-                or "not ready" in (exc.message() or "")
-                or "unknown model" in (exc.message() or "")
-            ):
-                raise ModelNotReadyError(f"model {self.model_name} v{version} is not ready: {exc.message()}") from exc
-            raise
-        scores = result.as_numpy(contract.SCORE)
-        if scores is None or scores.shape[0] != n:
-            raise RuntimeError(f"Triton returned {None if scores is None else scores.shape} scores for {n} rows")
-        return scores.reshape(n)
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise TritonUnavailableError(f"Triton at {self.url} is unavailable: {message}") from exc
+            if code == grpc.StatusCode.NOT_FOUND or "not ready" in message or "unknown model" in message:
+                raise ModelNotReadyError(f"model {self.model_name} v{version} is not ready: {message}") from exc
+            raise RuntimeError(f"Triton refused the inference ({code.name}): {message}") from exc
+        return _scores(response, n)
 
     async def close(self) -> None:
-        """Close the channel."""
+        """Close the channels."""
+        await self._channel.close()
         await self._client.close()
+
+
+def _scores(response: service_pb2.ModelInferResponse, n: int) -> np.ndarray:
+    """The ``n`` scores of an inference response (its raw FP32 output), or RuntimeError if it holds no such thing."""
+    for k, output in enumerate(response.outputs):
+        if output.name == contract.SCORE:
+            if output.datatype != "FP32" or k >= len(response.raw_output_contents):
+                break
+            scores = np.frombuffer(response.raw_output_contents[k], dtype=np.float32)
+            if scores.shape[0] != n:
+                raise RuntimeError(f"Triton returned {scores.shape[0]} scores for {n} rows")
+            return scores
+    raise RuntimeError(f"Triton's response holds no raw FP32 {contract.SCORE} output")
 
 
 def deadline_s(remaining: float | None, default_s: float) -> float:
