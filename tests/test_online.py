@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import pickle
 
 import numpy as np
 
@@ -221,3 +222,43 @@ def test_calibration_learns_how_far_to_trust_the_version_for_each_user() -> None
         calibrated.value(calibrated.coordinates("guesser", i, r), b) for i, r, b in zip(shown, rows, base, strict=True)
     ]
     assert np.allclose(calibrated.offsets("guesser", shown, rows, base), one_by_one)
+
+
+def test_many_items_are_corrected_from_the_table_as_one_by_one() -> None:
+    # From _TABLE_FROM items on, offsets() gathers the items' coordinates from a table; the same corrections as the
+    # item-by-item path, with and without calibration, after an item's catalogue entry changed, and after a snapshot.
+    rng = np.random.default_rng(0)
+    items = [
+        Item(
+            item_id=f"i{k}",
+            categories=tuple(f"c{c}" for c in rng.integers(0, 5, size=1 + k % 3)),  # repeats included
+            attributes=tuple((f"a{j}", f"v{rng.integers(0, 3)}") for j in range(k % 3)),
+        )
+        for k in range(120)
+    ] + [Item(item_id=f"unknown-{k}") for k in range(10)]
+    rows = rng.normal(size=(len(items), NUM_FEATURES))
+    base = rng.normal(size=len(items))
+    for calibration in (False, True):
+        correction = Correction(OnlineConfig(calibration=calibration, bits=12))
+        for _ in range(400):
+            user, k = f"u{rng.integers(0, 8)}", int(rng.integers(0, len(items)))
+            coordinates = correction.coordinates(user, items[k], rows[k])
+            correction.learn(coordinates, float(rng.normal()), float(rng.random() < 0.3))
+
+        def one_by_one(user: str, correction: Correction = correction) -> np.ndarray:
+            return np.array(
+                [
+                    correction.offsets(user, items[k : k + 1], rows[k : k + 1], base[k : k + 1])[0]
+                    for k in range(len(items))
+                ]
+            )
+
+        for user in ("u1", "u5", "never-seen"):
+            table = correction.offsets(user, items, rows, base)
+            assert np.abs(table).max() > 0.1
+            np.testing.assert_allclose(table, one_by_one(user), atol=1e-12)
+        items[3] = Item(item_id="i3", categories=("c9",), attributes=(("a0", "new"), ("a1", "v0"), ("a2", "v1")))
+        correction.forget_items(["i3"])
+        np.testing.assert_allclose(correction.offsets("u1", items, rows, base), one_by_one("u1"), atol=1e-12)
+        loaded = pickle.loads(pickle.dumps(correction))
+        np.testing.assert_allclose(loaded.offsets("u1", items, rows, base), one_by_one("u1"), atol=1e-12)

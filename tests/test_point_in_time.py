@@ -8,6 +8,8 @@ training (:func:`build_examples`). A state that also holds later events must not
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -187,6 +189,19 @@ def test_the_matrix_of_many_items_is_their_rows() -> None:
     )
     for t in (t0 + 7.0 * 150.5, t0 + 7.0 * 300 + 60.0):
         np.testing.assert_allclose(state.matrix(USERS[0], many, t), np.array(state.rows(USERS[0], many, t)), rtol=1e-9)
+    # The catalogue as it is now: a changed price and categories, and an id catalogued after it was first read.
+    state.upsert_item(Item(item_id=many[1], categories=("c2", "new"), price=99.0))
+    state.upsert_item(Item(item_id=many[38], categories=("c0",), price=5.0))
+    t = t0 + 7.0 * 300 + 90.0
+    np.testing.assert_allclose(state.matrix(USERS[1], many, t), np.array(state.rows(USERS[1], many, t)), rtol=1e-9)
+    # A snapshot keeps no rows of its table; the state it holds reads the same.
+    loaded = pickle.loads(pickle.dumps(state))
+    np.testing.assert_allclose(loaded.matrix(USERS[1], many, t), np.array(state.rows(USERS[1], many, t)), rtol=1e-9)
+    # Made-up ids (neither catalogued nor seen) read as unknown items and take no row.
+    made_up = [f"nobody-{k}" for k in range(500)]
+    rows_before = len(state._table.index)
+    np.testing.assert_allclose(state.matrix(USERS[0], made_up, t), np.array(state.rows(USERS[0], made_up, t)))
+    assert len(state._table.index) == rows_before
 
 
 def test_two_orders_of_the_same_two_events_give_the_same_features() -> None:

@@ -185,8 +185,9 @@ _SEARCH_INDEX = _TYPE_INDEX["search"]
 _NEVER_LOG_HOURS = math.log1p(24 * 365)
 
 
-#: The text terms of an item not in the catalogue (its only text is the ``unknown`` category).
-_UNKNOWN_ITEM_TERMS = Item(item_id="").terms()
+#: An item not in the catalogue, and its text terms (its only text is the ``unknown`` category).
+_UNKNOWN_ITEM = Item(item_id="")
+_UNKNOWN_ITEM_TERMS = _UNKNOWN_ITEM.terms()
 
 
 class PointInTimeError(ValueError):
@@ -222,10 +223,9 @@ class _Series:
     :class:`PointInTimeError`. ``tau`` may be ``inf`` (a plain sum).
     """
 
-    __slots__ = ("anchor", "base", "base_t", "changes", "incs", "prefix", "times")
+    __slots__ = ("anchor", "base", "base_t", "incs", "prefix", "times")
 
     def __init__(self, size: int) -> None:
-        self.changes = 0  # bumped by every add: a value cached from this series is current while it is unchanged
         self.base = [0.0] * size
         self.base_t = -math.inf
         self.times: list[float] = []
@@ -244,7 +244,6 @@ class _Series:
             prefix.append(running)
 
     def add(self, t: float, inc: Sequence[float], taus: _Taus, retain_s: float, max_kept: int) -> None:
-        self.changes += 1
         if t <= self.base_t:  # older than everything kept: exact for every read after base_t
             for k, tau in enumerate(taus.values):
                 self.base[k] += inc[k] * math.exp(-(self.base_t - t) / tau)
@@ -316,6 +315,84 @@ class _Series:
         return [b * fb[g] for b, g in zip(self.base, groups, strict=True)], last
 
 
+class _ItemTable:
+    """What a read of many items at the present needs, as arrays with a row per item (owned by one
+    :class:`FeatureState`, made again when a snapshot is loaded): the item's sums as of just after its newest event
+    (``probe``, one second after it), that event's time, the log of its price and its set of categories.
+
+    A row is made again when the item's history or catalogue entry changes (:meth:`FeatureState.update`,
+    :meth:`FeatureState.forget` and :meth:`FeatureState.upsert_item` mark it stale). Row 0 stands for every item
+    neither catalogued nor seen in an event, which gets no row of its own: reads of made-up ids take no memory.
+    """
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.stale: set[str] = set()  # items whose row must be made again before it is read
+        self.size = 1
+        self.sums = np.zeros((64, 5))
+        self.latest = np.full(64, -math.inf)
+        self.probe = np.zeros(64)
+        self.log_price = np.zeros(64)
+        self.group = np.zeros(64, dtype=np.intp)
+        self.groups: dict[tuple[str, ...], int] = {_UNKNOWN_ITEM.categories: 0}
+        self.categories: list[tuple[str, ...]] = [_UNKNOWN_ITEM.categories]
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"rows": "made again"}  # a snapshot keeps no rows (and pickle skips __setstate__ for an empty state)
+
+    def __setstate__(self, _state: dict[str, object]) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def rows(self, state: FeatureState, item_ids: Sequence[str]) -> list[int]:
+        """The row of each item, made or made again where needed."""
+        index = self.index
+        found = [index.get(item_id, -1) for item_id in item_ids]
+        if -1 in found:
+            for k, item_id in enumerate(item_ids):
+                if found[k] < 0:
+                    found[k] = index.get(item_id, 0) or self._add(state, item_id)
+        if self.stale:
+            due = self.stale.intersection(item_ids)
+            for item_id in due:
+                self._make(state, index[item_id], item_id)
+            self.stale -= due
+        return found
+
+    def _add(self, state: FeatureState, item_id: str) -> int:
+        if item_id not in state.catalog and item_id not in state._item:
+            return 0
+        row = self.size
+        if row == len(self.latest):
+            grown = 2 * row
+            self.sums = np.resize(self.sums, (grown, 5))
+            self.latest, self.probe = np.resize(self.latest, grown), np.resize(self.probe, grown)
+            self.log_price, self.group = np.resize(self.log_price, grown), np.resize(self.group, grown)
+        self.size += 1
+        self.index[item_id] = row
+        self.stale.discard(item_id)
+        self._make(state, row, item_id)
+        return row
+
+    def _make(self, state: FeatureState, row: int, item_id: str) -> None:
+        series = state._item.get(item_id)
+        latest = -math.inf
+        if series is not None:
+            latest = series.times[-1] if series.times else series.base_t
+        if latest == -math.inf:
+            self.sums[row], self.probe[row] = 0.0, 0.0
+        else:
+            self.probe[row] = latest + 1.0
+            self.sums[row] = series.read(latest + 1.0, state._item_taus)[0]  # type: ignore[union-attr]
+        self.latest[row] = latest
+        item = state.item(item_id)
+        self.log_price[row] = math.log1p(max(0.0, item.price))
+        number = self.groups.get(item.categories)
+        if number is None:
+            number = self.groups[item.categories] = len(self.categories)
+            self.categories.append(item.categories)
+        self.group[row] = number
+
+
 class FeatureState:
     """Per-user, per-item, per-(user, category) and per-(user, item) sums of events, readable at any time.
 
@@ -380,8 +457,7 @@ class FeatureState:
         self._engaged: dict[str, list[tuple[float, str, float]]] = {}
         self._item_terms: dict[str, frozenset[str]] = {}
         self.events_folded = 0
-        #: item -> (its series' change count, its newest event's time, a time after it, its sums then): see matrix
-        self._item_now: dict[str, tuple[int, float, float, list[float]]] = {}
+        self._table = _ItemTable()  # see matrix
         self._increments: dict[tuple[int, float, float], tuple[float, ...]] = {}
 
     def item(self, item_id: str) -> Item:
@@ -393,6 +469,8 @@ class FeatureState:
         """Add or replace a catalogue entry."""
         self.catalog[item.item_id] = item
         self._item_terms.pop(item.item_id, None)
+        if item.item_id in self._table.index:
+            self._table.stale.add(item.item_id)
 
     def upsert_user(self, user_id: str, tokens: Sequence[str]) -> None:
         """Set a user's attribute tokens (none: the user has no attributes)."""
@@ -534,6 +612,8 @@ class FeatureState:
             return
         self._fold_engagement(event, positive)
         self._series(self._item, item_id, 5).add(t, self._item_increment(event), self._item_taus, retain, kept)
+        if item_id in self._table.index:
+            self._table.stale.add(item_id)
         self._series(self._ui, (user_id, item_id), 2).add(t, (1.0, positive), self._ui_taus, retain, kept)
         catalogued = self.catalog.get(item_id)
         uc_inc = (1.0, positive, rating, counted, 1.0)
@@ -561,6 +641,8 @@ class FeatureState:
             if event.event_type != "search" and item is not None:
                 negated = tuple(-v for v in self._item_increment(event))
                 item.add(event.timestamp_s, negated, self._item_taus, self.retain_s, self.max_kept)
+                if event.item_id in self._table.index:
+                    self._table.stale.add(event.item_id)
         # Their searches' links to what they engaged with next, made again from their whole history with the
         # opposite sign (the recent lists only reach a few hours back).
         self._searches.pop(user_id, None)
@@ -729,62 +811,34 @@ class FeatureState:
         history it generates, refusals included, and while events arrive).
 
         An item's sums at a time after its newest event are its sums at one earlier time, each decayed by its own
-        time constant: they are kept per item (``_item_now``) until the item's history changes, so a read at the
-        present costs a multiplication, not a search of the item's history.
+        time constant: they are kept per item in a table (:class:`_ItemTable`) until the item's history changes,
+        with its price and categories, so a read at the present gathers rows and multiplies; only an item read
+        before its newest event searches its history.
         """
         n_items = len(item_ids)
         spec = self.spec
         prior, strength = spec.rating_prior, spec.prior_strength
         query, query_norm = self._query_part(query_terms, t)
         user_part, user_pos, user_all, user_short = self._user_part(user_id, t)
-        # Flat lists, a row's values one after another (numpy reads a flat list of floats far faster than one of
-        # tuples): each item's sums (all short, all long, positives long, ratings), taken at the time in ``at``
-        # (decayed from there to t below); the user x item sums; the price. The user's sums over an item's
-        # categories (with their last time and how many) are made once per distinct set of categories.
-        sums_at: list[float] = []
-        at: list[float] = []
-        ui: list[float] = []
-        price: list[float] = []
-        query_columns: list[list[float]] = []
+        table, taus = self._table, self._item_taus
+        rows = np.array(table.rows(self, item_ids), dtype=np.intp)
+        sums = table.sums[rows] * np.exp(-(t - table.probe[rows])[:, None] / np.array(taus.values))
+        for k in np.flatnonzero(table.latest[rows] >= t):  # read at or before the item's newest event
+            sums[k] = self._item[item_ids[k]].read(t, taus)[0]
+        # The user's sums over an item's categories (with their last time and how many), once per distinct set.
+        distinct, which = np.unique(table.group[rows], return_inverse=True)
         seen: dict[str, tuple[float, ...]] = {}
-        groups: dict[tuple[str, ...], int] = {}  # each distinct set of the items' categories, numbered
-        group_stats: list[tuple[float, ...]] = []
-        group: list[int] = []  # each item's set
-        item_table, ui_table, now, taus, no_ui = self._item, self._ui, self._item_now, self._item_taus, (0.0, 0.0)
-        for item_id in item_ids:
-            series = item_table.get(item_id)
-            if series is None:
-                sums_at += (0.0, 0.0, 0.0, 0.0, 0.0)
-                at.append(t)
-            else:
-                cached = now.get(item_id)
-                if cached is None or cached[0] != series.changes:
-                    latest = series.times[-1] if series.times else series.base_t
-                    probe = latest + 1.0
-                    cached = now[item_id] = (series.changes, latest, probe, series.read(probe, taus)[0])
-                if t > cached[1]:
-                    sums_at += cached[3]
-                    at.append(cached[2])
-                else:  # a read before the item's newest event: from its history
-                    sums_at += series.read(t, taus)[0]
-                    at.append(t)
-            item = self.item(item_id)
-            categories = item.categories
-            number = groups.get(categories)
-            if number is None:
-                number = groups[categories] = len(group_stats)
-                group_stats.append((*self._category_sums(user_id, categories, t, seen), max(1, len(categories))))
-            group.append(number)
-            price.append(item.price)
-            ui_state = ui_table.get((user_id, item_id))
-            ui += ui_state.read(t, self._ui_taus)[0] if ui_state is not None else no_ui
-            if query:
-                query_columns.append(self._query_features(query, query_norm, item_id, categories, t))
-        sums = np.array(sums_at, dtype=np.float64).reshape(n_items, 5)
-        sums *= np.exp(-(t - np.array(at))[:, None] / np.array(taus.values))
-        cat = np.array(group_stats, dtype=np.float64).reshape(len(group_stats), 7)[group]
+        stats = [
+            (*self._category_sums(user_id, table.categories[number], t, seen), max(1, len(table.categories[number])))
+            for number in distinct.tolist()
+        ]
+        cat = np.array(stats, dtype=np.float64).reshape(len(stats), 7)[which.reshape(-1)]
         n_cats, cat_last = cat[:, 6], cat[:, 5]
-        ui_sums = np.array(ui, dtype=np.float64).reshape(n_items, 2)
+        ui_sums = np.zeros((n_items, 2))
+        ui_table = self._ui.get
+        for k, ui_state in enumerate([ui_table((user_id, item_id)) for item_id in item_ids]):
+            if ui_state is not None:
+                ui_sums[k] = ui_state.read(t, self._ui_taus)[0]
         out = np.empty((n_items, len(FEATURE_NAMES)))
         out[:, : len(user_part)] = user_part
         c = len(user_part)
@@ -792,7 +846,7 @@ class FeatureState:
         out[:, c + 1] = np.log1p(sums[:, 1])
         out[:, c + 2] = (sums[:, 2] + 0.1 * strength) / (sums[:, 1] + strength)
         out[:, c + 3] = _smoothed_array(sums[:, 3], sums[:, 4], prior, strength)
-        out[:, c + 4] = np.log1p(np.maximum(0.0, np.array(price, dtype=np.float64)))
+        out[:, c + 4] = table.log_price[rows]
         out[:, c + 5] = (cat[:, 1] / n_cats) / user_pos
         out[:, c + 6] = (cat[:, 0] / n_cats) / user_all
         out[:, c + 7] = _smoothed_array(cat[:, 2], cat[:, 3], prior, strength)
@@ -805,13 +859,19 @@ class FeatureState:
         hour_angle = 2 * math.pi * ((t % _DAY_S) / _DAY_S)
         out[:, c + 12] = math.sin(hour_angle)
         out[:, c + 13] = math.cos(hour_angle)
-        out[:, c + 14 :] = query_columns if query else 0.0
+        if query:
+            out[:, c + 14 :] = [
+                self._query_features(query, query_norm, item_id, self.item(item_id).categories, t)
+                for item_id in item_ids
+            ]
+        else:
+            out[:, c + 14 :] = 0.0
         return out
 
 
-#: From this many items on, :meth:`FeatureState.matrix` computes all rows at once (measured: 1,000 items 1.9 ms
-#: against 8.7 ms one by one; 20 items 0.15 against 0.17 ms; 12 items 0.14 against 0.11 ms).
-_VECTORISE_FROM = 18
+#: From this many items on, :meth:`FeatureState.matrix` computes all rows at once (measured with the item table:
+#: 1,000 items 0.7 ms against 8.2 ms one by one; 24 items 0.17 against 0.15 ms; 40 items 0.18 against 0.25 ms).
+_VECTORISE_FROM = 25
 
 
 def _smoothed_array(total: np.ndarray, count: np.ndarray, prior: float, strength: float) -> np.ndarray:

@@ -162,6 +162,70 @@ class Coordinates:
         return x
 
 
+class _CrossTable:
+    """Per item, its coordinates in the correction as arrays, for scoring many items at once (owned by one
+    :class:`Correction`, made again after a snapshot is loaded): its own hashes (the global bias, the item, its
+    categories), the texts of the user's crosses with it (numbered; hashed with the user once per call), their
+    values, and the tail of its user x item cross. Columns past an item's own count hold index 0 with value 0.
+    At most :data:`_MAX_TABLE_ROWS` rows; when full it starts again (rows are made again on demand)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+        self.own = np.zeros((256, 3), dtype=np.int64)
+        self.own_value = np.zeros((256, 3))
+        self.text = np.zeros((256, 2), dtype=np.intp)  # text 0 pads
+        self.text_value = np.zeros((256, 2))
+        self.tails: list[bytes] = []
+        self.texts: dict[str, int] = {"": 0}
+        self.text_list: list[str] = [""]
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"rows": "made again"}  # a snapshot keeps no rows (and pickle skips __setstate__ for an empty state)
+
+    def __setstate__(self, _state: dict[str, object]) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def add(self, own: Sequence[int], tail: bytes, texts: Sequence[str], values: Sequence[float]) -> int:
+        """A new row for an item, widening the arrays if it has more categories or attributes than any before."""
+        row = len(self.tails)
+        if row == len(self.own):
+            self.own, self.own_value = _grown(self.own, 2 * row), _grown(self.own_value, 2 * row)
+            self.text, self.text_value = _grown(self.text, 2 * row), _grown(self.text_value, 2 * row)
+        if len(own) > self.own.shape[1]:
+            more = ((0, 0), (0, len(own) - self.own.shape[1]))
+            self.own, self.own_value = np.pad(self.own, more), np.pad(self.own_value, more)
+        if len(texts) > self.text.shape[1]:
+            more = ((0, 0), (0, len(texts) - self.text.shape[1]))
+            self.text, self.text_value = np.pad(self.text, more), np.pad(self.text_value, more)
+        numbers = []
+        for text in texts:
+            number = self.texts.get(text)
+            if number is None:
+                number = self.texts[text] = len(self.text_list)
+                self.text_list.append(text)
+            numbers.append(number)
+        self.own[row], self.own_value[row], self.text[row], self.text_value[row] = 0, 0.0, 0, 0.0
+        self.own[row, : len(own)], self.own_value[row, : len(own)] = own, 1.0
+        self.text[row, : len(texts)], self.text_value[row, : len(texts)] = numbers, values
+        self.tails.append(tail)
+        return row
+
+
+def _grown(array: np.ndarray, rows: int) -> np.ndarray:
+    """``array`` with room for ``rows`` rows (the new ones zero)."""
+    grown = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
+
+
+#: Most items :class:`_CrossTable` keeps rows for (about 30 MB at 4 categories and attributes an item).
+_MAX_TABLE_ROWS = 1 << 18
+
+#: From this many items on, :meth:`Correction.offsets` reads the items' coordinates from its table (below, numpy's
+#: fixed cost per call is more than it saves).
+_TABLE_FROM = 25
+
+
 class Correction:
     """FTRL-Proximal logistic regression over hashed features, learning a residual on a base logit.
 
@@ -189,7 +253,9 @@ class Correction:
         self._mask = size - 1
         self._z = np.zeros((len(alphas), size), dtype=np.float64)
         self._n = np.zeros((len(alphas), size), dtype=np.float64)
+        self._w = np.zeros((len(alphas), size), dtype=np.float64)  # the weights z and n imply (see _weights)
         self._item_cache: dict[str, tuple[tuple[int, ...], bytes, tuple[str, ...], int]] = {}  # see _parts
+        self._table = _CrossTable()  # see offsets
         self._buckets: dict[tuple[int, int], int] = {}
         self._scale = self._hash("s")
         self._signals = tuple(self._hash(f"is\x1f{k}") for k in ITEM_SIGNALS)
@@ -198,8 +264,13 @@ class Correction:
 
     def __getstate__(self) -> dict[str, object]:
         """What a snapshot keeps: everything but the items' cached hashes, which are made again from the catalogue
-        as it is when the snapshot is loaded (an item may have changed since it was written)."""
-        return {**self.__dict__, "_item_cache": {}}
+        as it is when the snapshot is loaded (an item may have changed since it was written), and the weights,
+        which are made again from the FTRL state."""
+        return {**self.__dict__, "_item_cache": {}, "_w": None}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._w = self._weights_of(self._z, self._n)
 
     def _hash(self, text: str) -> int:
         return zlib.crc32(text.encode()) & self._mask
@@ -238,9 +309,12 @@ class Correction:
     def offsets(
         self, user: str, items: Sequence[Item], rows: np.ndarray | Sequence[Sequence[float]], base_logits: np.ndarray
     ) -> np.ndarray:
-        """The corrections of one user's scores for several items (their base logits given), in one pass."""
+        """The corrections of one user's scores for several items (their base logits given), in one pass (from
+        :data:`_TABLE_FROM` items on, from the items' rows in a table: :meth:`_table_offsets`)."""
         if not items:
             return np.zeros(0)
+        if len(items) >= _TABLE_FROM and not self.config.behaviour_buckets:
+            return self._table_offsets(user, items, rows, np.asarray(base_logits, dtype=np.float64))
         memo: dict[str, int] = {}
         flat_index: list[int] = []
         flat_value: list[float] = []
@@ -264,6 +338,44 @@ class Correction:
         """Drop cached hashes of items whose catalogue entry changed (their categories may have)."""
         for item_id in item_ids:
             self._item_cache.pop(item_id, None)
+            self._table.rows.pop(item_id, None)  # its row is left unused; a new one is made when it is next read
+
+    def _table_offsets(
+        self, user: str, items: Sequence[Item], rows: np.ndarray | Sequence[Sequence[float]], base: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`offsets` from the items' rows in :class:`_CrossTable`: the same coordinates as :meth:`_features`
+        gives each item (checked by a test), gathered as arrays; the user's crosses are hashed once per distinct
+        text and once per item for the user x item cross."""
+        table = self._table
+        if len(table.tails) + len(items) > _MAX_TABLE_ROWS:
+            table = self._table = _CrossTable()
+        found = table.rows
+        numbers = [found.get(item.item_id, -1) for item in items]
+        if -1 in numbers:
+            for k, item in enumerate(items):
+                if numbers[k] < 0:
+                    number = found.get(item.item_id)
+                    if number is None:
+                        own, tail, texts, n_attributes = self._parts(item)
+                        values = [1.0] * (len(texts) - n_attributes) + [_ATTRIBUTE_CROSS] * n_attributes
+                        number = found[item.item_id] = table.add((0, *own), tail, texts, values)
+                    numbers[k] = number
+        n = len(items)
+        at = np.array(numbers, dtype=np.intp)
+        user_part, tails = zlib.crc32(f"ui\x1f{user}".encode()), table.tails
+        ui = np.array([zlib.crc32(tails[k], user_part) for k in numbers], dtype=np.int64) & self._mask
+        text = table.text[at]
+        hashed = np.zeros(len(table.text_list), dtype=np.int64)
+        for number in np.unique(text).tolist():
+            hashed[number] = self._hash(f"{table.text_list[number]}\x1f{user}")
+        index = [table.own[at], ui[:, None], hashed[text]]
+        value = [table.own_value[at], np.ones((n, 1)), table.text_value[at]]
+        if self.config.calibration:
+            scale = (self._scale, self._hash(f"us\x1f{user}"))
+            index += [np.broadcast_to(np.array(self._signals), (n, len(self._signals))), np.tile(scale, (n, 1))]
+            value += [np.asarray(rows, dtype=np.float64)[:, ITEM_SIGNALS], np.repeat(base[:, None], 2, axis=1)]
+        w = self._w[:, np.concatenate(index, axis=1)]  # (steps, items, coordinates)
+        return self._mixed((w * np.concatenate(value, axis=1)).sum(axis=2), base)
 
     def _parts(self, item: Item) -> tuple[tuple[int, ...], bytes, tuple[str, ...], int]:
         """What an item contributes, made once per item: the hashes of the item and its categories, the end of
@@ -313,6 +425,7 @@ class Correction:
         where = np.fromiter(index, dtype=np.int64)
         self._z[:, where] = 0.0
         self._n[:, where] = 0.0
+        self._w[:, where] = 0.0
 
     def _bucket(self, feature: int, value: float) -> int:
         key = (feature, round(4.0 * max(-10.0, min(10.0, value))))
@@ -322,10 +435,13 @@ class Correction:
         return found
 
     def _weights(self, index: np.ndarray) -> np.ndarray:
-        """The weights at ``index``, one row per step."""
+        """The weights at ``index``, one row per step: kept up to date by :meth:`learn` and :meth:`forget` (a read
+        of 1,000 items gathers one array instead of computing from two)."""
+        return self._w[:, index]
+
+    def _weights_of(self, z: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """FTRL-Proximal's weights for its state ``z`` and ``n`` (a row per step)."""
         cfg = self.config
-        z = self._z[:, index]
-        n = self._n[:, index]
         w = -(z - np.sign(z) * cfg.l1) / ((cfg.beta + np.sqrt(n)) / self._alphas + cfg.l2)
         w[np.abs(z) <= cfg.l1] = 0.0
         return w
@@ -364,6 +480,7 @@ class Correction:
         sigma = (np.sqrt(n + g * g) - np.sqrt(n)) / self._alphas
         self._z[:, index] += g - sigma * w
         self._n[:, index] = n + g * g
+        self._w[:, index] = self._weights_of(self._z[:, index], self._n[:, index])
         if len(each) > 1:
             q = np.clip(each, 1e-7, 1 - 1e-7)
             self._log_weights += label * np.log(q) + (1.0 - label) * np.log(1.0 - q)
