@@ -1,10 +1,10 @@
-"""Gateway benchmarks: Score through the gateway vs straight to Triton, Recommend over 1,000 candidates, and
-feedback ingestion (streamed and unary) on SQLite and PostgreSQL. One run, one machine; the client, the gateway
-and Triton share its cores.
+"""Gateway benchmarks: Score through the gateway vs straight to Triton, Recommend over 1,000 candidates (with
+the per-event layer learning, next to the same 1,000 rows straight to Triton), and feedback ingestion (streamed
+and unary) on SQLite and PostgreSQL. One run, one machine; the client, the gateway and Triton share its cores.
 
-    .venv/bin/python bench/bench_gateway.py [--seconds 5] [--postgres-url postgresql://...]
+    .venv/bin/python bench/bench_gateway.py [--seconds 5] [--postgres-url postgresql://...] [--workers 1,2]
 
-Prints tables and final ``name=value`` lines.
+Prints tables and final ``name=value`` lines. Fails if the per-event layer learns nothing before Recommend.
 """
 
 from __future__ import annotations
