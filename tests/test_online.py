@@ -262,3 +262,7 @@ def test_many_items_are_corrected_from_the_table_as_one_by_one() -> None:
         np.testing.assert_allclose(correction.offsets("u1", items, rows, base), one_by_one("u1"), atol=1e-12)
         loaded = pickle.loads(pickle.dumps(correction))
         np.testing.assert_allclose(loaded.offsets("u1", items, rows, base), one_by_one("u1"), atol=1e-12)
+        # An item with more categories than the table takes is corrected item by item, and the table stays narrow.
+        items[5] = Item(item_id="wide", categories=tuple(f"c{k}" for k in range(40)))
+        np.testing.assert_allclose(correction.offsets("u1", items, rows, base), one_by_one("u1"), atol=1e-12)
+        assert correction._table.own.shape[1] <= 16 and correction._table.text.shape[1] <= 16

@@ -74,9 +74,9 @@ class OnlineConfig:
         bits: log2 of the number of hashed weights.
         alpha / beta: FTRL per-coordinate learning rate ``alpha / (beta + sqrt(sum of squared gradients))``.
             ``alpha`` None (the default): learn with each of :data:`AUTO_ALPHAS` side by side and mix their
-            predictions by how well each has predicted so far. Each step keeps its own state: two arrays of
-            ``2**bits`` float64 per step (32 MiB at the default 20 bits with two steps; twice that while a rebase
-            builds the next correction).
+            predictions by how well each has predicted so far. Each step keeps its own state: three arrays of
+            ``2**bits`` float64 per step (FTRL's two and the weights they imply; 48 MiB at the default 20 bits with
+            two steps, twice that while a rebase builds the next correction).
         l1 / l2: FTRL regularisation (l1 makes rarely useful weights exactly zero).
         max_pending: most examples waiting for their label window to close (the oldest are dropped beyond).
         rebuild_examples: most labelled examples the correction is learned from again, on the logits of the
@@ -221,6 +221,11 @@ def _grown(array: np.ndarray, rows: int) -> np.ndarray:
 #: Most items :class:`_CrossTable` keeps rows for (about 30 MB at 4 categories and attributes an item).
 _MAX_TABLE_ROWS = 1 << 18
 
+#: The most columns :class:`_CrossTable` gives an item's own hashes or its user's crosses (an item's categories and
+#: attributes): the table is as wide as its widest item, so a call over an item wider than this is corrected item
+#: by item instead of widening every row.
+_TABLE_WIDTH = 16
+
 #: From this many items on, :meth:`Correction.offsets` reads the items' coordinates from its table (below, numpy's
 #: fixed cost per call is more than it saves).
 _TABLE_FROM = 25
@@ -314,7 +319,9 @@ class Correction:
         if not items:
             return np.zeros(0)
         if len(items) >= _TABLE_FROM and not self.config.behaviour_buckets:
-            return self._table_offsets(user, items, rows, np.asarray(base_logits, dtype=np.float64))
+            table_offsets = self._table_offsets(user, items, rows, np.asarray(base_logits, dtype=np.float64))
+            if table_offsets is not None:
+                return table_offsets
         memo: dict[str, int] = {}
         flat_index: list[int] = []
         flat_value: list[float] = []
@@ -342,10 +349,11 @@ class Correction:
 
     def _table_offsets(
         self, user: str, items: Sequence[Item], rows: np.ndarray | Sequence[Sequence[float]], base: np.ndarray
-    ) -> np.ndarray:
+    ) -> np.ndarray | None:
         """:meth:`offsets` from the items' rows in :class:`_CrossTable`: the same coordinates as :meth:`_features`
         gives each item (checked by a test), gathered as arrays; the user's crosses are hashed once per distinct
-        text and once per item for the user x item cross."""
+        text and once per item for the user x item cross. None when an item is wider than the table takes
+        (:data:`_TABLE_WIDTH`): the call is then corrected item by item."""
         table = self._table
         if len(table.tails) + len(items) > _MAX_TABLE_ROWS:
             table = self._table = _CrossTable()
@@ -357,6 +365,8 @@ class Correction:
                     number = found.get(item.item_id)
                     if number is None:
                         own, tail, texts, n_attributes = self._parts(item)
+                        if len(own) >= _TABLE_WIDTH or len(texts) > _TABLE_WIDTH:
+                            return None
                         values = [1.0] * (len(texts) - n_attributes) + [_ATTRIBUTE_CROSS] * n_attributes
                         number = found[item.item_id] = table.add((0, *own), tail, texts, values)
                     numbers[k] = number

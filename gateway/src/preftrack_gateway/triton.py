@@ -40,6 +40,10 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+#: The numpy type of each KServe datatype the model's inputs use: raw bytes carry no type of their own.
+_NUMPY_TYPES = {"INT64": np.int64, "FP32": np.float32}
+
+
 class TritonScorer:
     """Scores rows with a Triton model over KServe v2 gRPC (asyncio), coalescing concurrent calls.
 
@@ -185,7 +189,7 @@ class TritonScorer:
             tensor = request.inputs.add()
             tensor.name, tensor.datatype = name, dtype
             tensor.shape.extend(array.shape)
-            request.raw_input_contents.append(array.tobytes())
+            request.raw_input_contents.append(array.astype(_NUMPY_TYPES[dtype], copy=False).tobytes())
         request.outputs.add().name = contract.SCORE
         try:
             response = await self._infer_stub.ModelInfer(request, timeout=max(0.001, timeout_s))
