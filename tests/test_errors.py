@@ -103,6 +103,18 @@ CASES = [
     ),
     ("items: none", lambda c: c.upsert_items([]), preftrack.InvalidRequestError, "at least one item"),
     (
+        "items: too many categories",
+        lambda c: c.upsert_items([preftrack.Item(item_id="z", categories=tuple(f"c{k}" for k in range(17)))]),
+        preftrack.InvalidRequestError,
+        "at most 16",
+    ),
+    (
+        "items: a category too long",
+        lambda c: c.upsert_items([preftrack.Item(item_id="z", categories=("c" * 257,))]),
+        preftrack.InvalidRequestError,
+        "longer than 256",
+    ),
+    (
         "items: no categories at all",
         lambda c: c.upsert_items([preftrack.Item(item_id="z", categories=())]),
         preftrack.InvalidRequestError,

@@ -116,6 +116,8 @@ def _extremes() -> list[tuple[str, bytes]]:
         (upsert, fp.UpsertItemsRequest(items=[tp.Item(item_id="i", categories=["c"], price=nan)])),
         (upsert, fp.UpsertItemsRequest(items=[tp.Item(item_id="i", categories=["c"], price=-inf)])),
         (upsert, fp.UpsertItemsRequest(items=[tp.Item(item_id="", categories=[""])])),
+        (upsert, fp.UpsertItemsRequest(items=[tp.Item(item_id="i", categories=[f"c{k}" for k in range(10_000)])])),
+        (upsert, fp.UpsertItemsRequest(items=[tp.Item(item_id="i", categories=["c" * 100_000])])),
         (users, fp.UpsertUsersRequest()),
         (users, fp.UpsertUsersRequest(users=[fp.User(user_id="")])),
         (users, fp.UpsertUsersRequest(users=[fp.User(user_id="u", attributes={f"a{k}": "v" for k in range(9)})])),

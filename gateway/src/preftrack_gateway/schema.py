@@ -18,9 +18,12 @@ from collections.abc import Iterable, Mapping, Sequence
 #: carries the query's hashed terms (:func:`query_terms`).
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating", "search")
 
-#: An item's title and attributes: at most this long and this many.
+#: An item's title and attributes: at most this long and this many; its categories: at most this many, each at
+#: most this long.
 MAX_TITLE_CHARS = 512
 MAX_ATTRIBUTES = 32
+MAX_CATEGORIES = 16
+MAX_CATEGORY_CHARS = 256
 
 #: Longest query text accepted (characters, before normalisation), and most distinct terms kept from one query.
 MAX_QUERY_CHARS = 256

@@ -28,6 +28,8 @@ from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.rollout import RolloutController, Route
 from preftrack_gateway.schema import (
     MAX_ATTRIBUTES,
+    MAX_CATEGORIES,
+    MAX_CATEGORY_CHARS,
     MAX_CONTEXT_KEY_CHARS,
     MAX_CONTEXT_VALUE_CHARS,
     MAX_ID_CHARS,
@@ -737,6 +739,14 @@ class GatewayCore:
             check_request_id(f"items[{index}].item_id", item.item_id)
             if not item.categories or any(not c for c in item.categories):
                 raise InvalidRequestError(f"items[{index}].categories must hold at least one non-empty category")
+            if len(item.categories) > MAX_CATEGORIES:
+                raise InvalidRequestError(
+                    f"items[{index}].categories has {len(item.categories)} categories; at most {MAX_CATEGORIES}"
+                )
+            if any(len(c) > MAX_CATEGORY_CHARS for c in item.categories):
+                raise InvalidRequestError(
+                    f"items[{index}].categories has a category longer than {MAX_CATEGORY_CHARS} characters"
+                )
             if not np.isfinite(item.price) or item.price < 0:
                 raise InvalidRequestError(f"items[{index}].price must be a finite number >= 0")
             if len(item.title) > MAX_TITLE_CHARS:
