@@ -3,6 +3,7 @@ and a corrupt version that never disturbs the serving one."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import shutil
 import threading
@@ -84,6 +85,53 @@ def test_dynamic_batching_merges_concurrent_single_row_requests(trained: Trained
     assert done == 32 * per_client
     assert inferences - inferences_before == 32 * per_client
     assert executions - executions_before < inferences - inferences_before
+
+
+def test_the_gateways_scorer_holds_small_calls_together_and_overlaps_large_ones(
+    trained: Trained, triton: TritonServer
+) -> None:
+    from preftrack_gateway.triton import TritonScorer
+
+    data = trained.test
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+
+    def requests() -> int:
+        stats = client.get_inference_statistics(contract.MODEL_NAME, "1", as_json=True)["model_stats"][0]
+        return int(stats["inference_stats"]["success"].get("count", 0))
+
+    def columns(start: int, n: int) -> tuple[np.ndarray, ...]:
+        rows = np.arange(start, start + n) % len(data)
+        return (
+            data.user_id[rows],
+            data.item_id[rows],
+            data.category_id[rows],
+            data.features[rows],
+            data.attributes[rows],
+        )
+
+    async def run() -> tuple[list[np.ndarray], list[np.ndarray], int, int]:
+        scorer = TritonScorer(triton.grpc_url)
+        try:
+            alone = [await scorer.score(*columns(10 * k, 10), version=1, timeout_s=30) for k in range(32)]
+            before = requests()
+            together = await asyncio.gather(
+                *(scorer.score(*columns(10 * k, 10), version=1, timeout_s=30) for k in range(32))
+            )
+            small = requests() - before
+            before = requests()
+            await asyncio.gather(*(scorer.score(*columns(300 * k, 300), version=1, timeout_s=30) for k in range(3)))
+            return alone, list(together), small, requests() - before
+        finally:
+            await scorer.close()
+
+    alone, together, small, large = asyncio.run(run())
+    client.close()
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # 32 calls of 10 rows: the first is sent at once, the other 31 wait for it and leave as one request.
+    assert small == 2
+    # 3 calls of 300 rows: the first two run side by side, the third waits for one of them.
+    assert large == 3
 
 
 def test_bad_request_gets_its_own_error_and_others_succeed(trained: Trained, triton: TritonServer) -> None:

@@ -52,14 +52,24 @@ class TritonScorer:
     once more, about 40 µs per request for the same bytes on the wire. The model-control calls (rare) use
     tritonclient's client.
 
-    At most ``max_in_flight`` Triton requests are outstanding. A call that finds a free slot is sent at once
-    (no added latency when idle); calls that arrive while every slot is busy wait and leave together, as one
-    request, when a slot frees. Under load this turns many small requests into few large ones — less gRPC
-    work here and fewer, fuller executions in Triton — without any fixed batching delay.
+    At most ``max_in_flight`` Triton requests are outstanding. A call that finds no request in flight is sent at
+    once (no added latency when idle); calls that arrive while one is in flight wait and leave together, as one
+    request, when it returns. Under load this turns many small requests into few large ones — less gRPC work here
+    and fewer, fuller executions in Triton — without any fixed batching delay. Only a large call (at least
+    ``overlap_rows`` rows, a Recommend over many candidates) takes another free slot while a request is in
+    flight: there is little to gain by joining it to others, and its inference overlaps the one in flight.
+    Measured on 2 cores (Triton on the same cores): Score at c=32 gained about 19% calls/s with small calls held
+    to one request in flight, and Recommend over 1,000 candidates lost about 5% held to one.
     """
 
     def __init__(
-        self, url: str, model_name: str = contract.MODEL_NAME, *, max_in_flight: int = 2, max_batch_rows: int = 4096
+        self,
+        url: str,
+        model_name: str = contract.MODEL_NAME,
+        *,
+        max_in_flight: int = 2,
+        overlap_rows: int = 256,
+        max_batch_rows: int = 4096,
     ) -> None:
         self.url = url
         self.model_name = model_name
@@ -67,6 +77,7 @@ class TritonScorer:
         self._channel = grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS)
         self._infer_stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._max_in_flight = max_in_flight
+        self._overlap_rows = overlap_rows
         self._max_rows = max_batch_rows
         self._waiting: list[_Job] = []
         self._in_flight = 0
@@ -127,6 +138,8 @@ class TritonScorer:
     def _dispatch(self) -> None:
         while self._waiting and self._in_flight < self._max_in_flight:
             first = self._waiting[0]
+            if self._in_flight and int(first.columns[0].shape[0]) < self._overlap_rows:
+                break  # small calls wait for the request in flight and leave together
             group: list[_Job] = []
             rows = 0
             rest: list[_Job] = []
