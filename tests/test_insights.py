@@ -83,7 +83,7 @@ def test_insights_need_an_analyst_key_and_refuse_bad_input(trained: Trained, tri
         PREFTRACK_ADMIN_KEYS=ADMIN,
         PREFTRACK_MAX_AUDIENCE_USERS="1000",
     )
-    with GatewayProcess(env, tmp_path / "gateway.log").start() as gateway:
+    with GatewayProcess(env, tmp_path / "gateway.log") as gateway:
         with preftrack.Client(gateway.target, api_key=ADMIN) as admin:
             admin.upsert_items(to_sdk_items(list(trained.shop.items.values())[:20]))
         with InsightsClient(gateway.target, api_key=CLIENT) as as_client, pytest.raises(PermissionDeniedError):

@@ -69,7 +69,11 @@ class GatewayProcess:
         return self._process.pid
 
     def start(self, *, timeout_s: float = 60.0, require_serving: bool = True) -> GatewayProcess:
-        """Start and wait until health answers (SERVING when ``require_serving``)."""
+        """Start and wait until health answers (SERVING when ``require_serving``); a running gateway is left as it
+        is (``with GatewayProcess(...).start()`` enters it once: a second process on the same port would be left
+        running when the block ends)."""
+        if self.running():
+            return self
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         # The log is appended across runs: a failed start reports only what this run wrote.
         self._log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
