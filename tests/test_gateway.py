@@ -345,9 +345,9 @@ def test_health_is_not_serving_and_scores_unavailable_without_triton(tmp_path) -
 
     env = gateway_env(f"127.0.0.1:{free_port()}", f"sqlite:///{tmp_path / 'e.db'}")
     gw = GatewayProcess(env, tmp_path / "gw.log").start(require_serving=False)
-    first = gw.pid
-    assert gw.start(require_serving=False).pid == first  # started once: a second start leaves it as it is
     try:
+        first = gw.pid
+        assert gw.start(require_serving=False).pid == first  # started once: a second start leaves it as it is
         with preftrack.Client(gw.target, max_attempts=2) as client:
             assert not client.healthy()
             from grpc_health.v1 import health_pb2, health_pb2_grpc

@@ -109,7 +109,7 @@ def test_the_gateways_scorer_holds_small_calls_together_and_overlaps_large_ones(
             data.attributes[rows],
         )
 
-    async def run() -> tuple[list[np.ndarray], list[np.ndarray], int, int, int]:
+    async def run() -> tuple[list[np.ndarray], list[np.ndarray], int, int, int, int]:
         scorer = TritonScorer(triton.grpc_url)
         try:
             alone = [await scorer.score(*columns(10 * k, 10), version=1, timeout_s=30) for k in range(32)]
@@ -126,11 +126,18 @@ def test_the_gateways_scorer_holds_small_calls_together_and_overlaps_large_ones(
                 scorer.score(*columns(0, 300), version=1, timeout_s=30),
                 *(scorer.score(*columns(10 * k, 10), version=1, timeout_s=30) for k in range(10)),
             )
-            return alone, list(together), small, large, requests() - before
+            mixed = requests() - before
+            before = requests()
+            await asyncio.gather(
+                *(scorer.score(*columns(10 * k, 10), version=1, timeout_s=30) for k in range(3)),
+                scorer.score(*columns(0, 300), version=1, timeout_s=30),
+                *(scorer.score(*columns(10 * k, 10), version=1, timeout_s=30) for k in range(3)),
+            )
+            return alone, list(together), small, large, mixed, requests() - before
         finally:
             await scorer.close()
 
-    alone, together, small, large, mixed = asyncio.run(run())
+    alone, together, small, large, mixed, behind = asyncio.run(run())
     client.close()
     for a, b in zip(alone, together, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -140,6 +147,8 @@ def test_the_gateways_scorer_holds_small_calls_together_and_overlaps_large_ones(
     assert large == 3
     # A small call does not wait behind a large request: the first goes beside it, the other 9 wait for that one.
     assert mixed == 3
+    # Nor a large call behind small ones: it takes the free slot; the 5 small calls waiting leave together.
+    assert behind == 3
 
 
 def test_bad_request_gets_its_own_error_and_others_succeed(trained: Trained, triton: TritonServer) -> None:

@@ -70,8 +70,8 @@ class GatewayProcess:
 
     def start(self, *, timeout_s: float = 60.0, require_serving: bool = True) -> GatewayProcess:
         """Start and wait until health answers (SERVING when ``require_serving``); a running gateway is left as it
-        is (``with GatewayProcess(...).start()`` enters it once: a second process on the same port would be left
-        running when the block ends)."""
+        is, whatever the arguments (``with GatewayProcess(...).start()`` enters it once: a second process on the
+        same port would be left running when the block ends)."""
         if self.running():
             return self
         self.log_file.parent.mkdir(parents=True, exist_ok=True)

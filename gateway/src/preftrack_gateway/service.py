@@ -743,10 +743,12 @@ class GatewayCore:
                 raise InvalidRequestError(
                     f"items[{index}].categories has {len(item.categories)} categories; at most {MAX_CATEGORIES}"
                 )
-            if any(len(c) > MAX_CATEGORY_CHARS for c in item.categories):
-                raise InvalidRequestError(
-                    f"items[{index}].categories has a category longer than {MAX_CATEGORY_CHARS} characters"
-                )
+            for position, category in enumerate(item.categories):
+                if len(category) > MAX_CATEGORY_CHARS:
+                    raise InvalidRequestError(
+                        f"items[{index}].categories[{position}] has {len(category)} characters; "
+                        f"at most {MAX_CATEGORY_CHARS}"
+                    )
             if not np.isfinite(item.price) or item.price < 0:
                 raise InvalidRequestError(f"items[{index}].price must be a finite number >= 0")
             if len(item.title) > MAX_TITLE_CHARS:
