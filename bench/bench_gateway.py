@@ -1,6 +1,7 @@
 """Gateway benchmarks: Score through the gateway vs straight to Triton, Recommend over 1,000 candidates (with
-the per-event layer learning, next to the same 1,000 rows straight to Triton), and feedback ingestion (streamed
-and unary) on SQLite and PostgreSQL. One run, one machine; the client, the gateway and Triton share its cores.
+the per-event layer learning, next to the same 1,000 rows straight to Triton), both at once, and feedback
+ingestion (streamed and unary) on SQLite and PostgreSQL. One run, one machine; the client, the gateway and Triton
+share its cores.
 
     .venv/bin/python bench/bench_gateway.py [--seconds 5] [--postgres-url postgresql://...] [--workers 1,2]
 
@@ -155,6 +156,26 @@ async def recommend_1000(gateway: str, triton_url: str, seconds: float) -> dict[
     return {"gateway": (rps, _pct(lat, 50), _pct(lat, 99)), "direct": (d_rps, _pct(d_lat, 50), _pct(d_lat, 99))}
 
 
+async def mixed_traffic(gateway: str, seconds: float) -> dict[str, tuple[float, float, float]]:
+    """Score (10 items, concurrency 16) and Recommend over 1,000 candidates (concurrency 2) at the same time, as a
+    shop sends them: calls/s, p50 ms, p99 ms of each."""
+    items = [i.item_id for i in ITEMS[:10]]
+    candidates = [i.item_id for i in ITEMS[:1000]]
+    clients = [preftrack.AsyncClient(gateway) for _ in range(4)]
+    try:
+        (s_rps, s_lat), (r_rps, r_lat) = await asyncio.gather(
+            _closed_loop(lambda k: clients[k % 4].score(f"bench-user-{k}", items), 16, seconds),
+            _closed_loop(lambda k: clients[k % 4].recommend(f"rec-user-{k}", candidates, k=20), 2, seconds),
+        )
+    finally:
+        for client in clients:
+            await client.close()
+    return {
+        "score": (s_rps, _pct(s_lat, 50), _pct(s_lat, 99)),
+        "recommend": (r_rps, _pct(r_lat, 50), _pct(r_lat, 99)),
+    }
+
+
 async def ingestion(gateway: str, seconds: float) -> tuple[float, float]:
     """Events/s streamed (batches of 1,000, 4 concurrent streams) and unary (1 event per call, concurrency 32)."""
     counter = 0
@@ -220,6 +241,7 @@ def main() -> None:
                 score = asyncio.run(score_comparison(gw.target, triton.grpc_url, args.seconds, args.items_per_call))
                 layer_updates = asyncio.run(warm_layer(gw.target, f"http://127.0.0.1:{metrics_port}/metrics"))
                 rec = asyncio.run(recommend_1000(gw.target, triton.grpc_url, args.seconds))
+                mix = asyncio.run(mixed_traffic(gw.target, args.seconds))
                 sqlite_ingest = asyncio.run(ingestion(gw.target, args.seconds))
             by_workers = {1: score}
             for workers in (w for w in worker_counts if w != 1):
@@ -260,6 +282,10 @@ def main() -> None:
     for name, (rps, p50, p99) in rec.items():
         print(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} |")
     gw_rec, direct_rec = rec["gateway"], rec["direct"]
+    print("\nMixed: Score (10 items) at concurrency 16 and Recommend-1000 at concurrency 2, at the same time\n")
+    print("| | calls/s | p50 ms | p99 ms |\n|---|---|---|---|")
+    for name, (rps, p50, p99) in mix.items():
+        print(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} |")
     print("\n| store | streamed events/s | unary events/s (c=32) |\n|---|---|---|")
     print(f"| SQLite | {sqlite_ingest[0]:,.0f} | {sqlite_ingest[1]:,.0f} |")
     print(f"| PostgreSQL | {pg_ingest[0]:,.0f} | {pg_ingest[1]:,.0f} |")
@@ -272,6 +298,8 @@ def main() -> None:
         f"\nbench_gateway {ratios} recommend1000_p50_ms={gw_rec[1]:.2f} recommend1000_p99_ms={gw_rec[2]:.2f} "
         f"recommend1000_direct_p50_ms={direct_rec[1]:.2f} recommend1000_direct_p99_ms={direct_rec[2]:.2f} "
         f"recommend1000_ratio={gw_rec[0] / direct_rec[0]:.2f} "
+        f"mixed_score_rps={mix['score'][0]:.0f} mixed_score_p99_ms={mix['score'][2]:.2f} "
+        f"mixed_recommend_rps={mix['recommend'][0]:.0f} mixed_recommend_p99_ms={mix['recommend'][2]:.2f} "
         f"sqlite_stream_eps={sqlite_ingest[0]:.0f} sqlite_unary_eps={sqlite_ingest[1]:.0f} "
         f"postgres_stream_eps={pg_ingest[0]:.0f} postgres_unary_eps={pg_ingest[1]:.0f}"
     )
