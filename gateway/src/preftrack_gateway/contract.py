@@ -67,14 +67,15 @@ def attribute_ids(user: np.ndarray, items: np.ndarray) -> np.ndarray:
 def request_arrays(
     user_id: np.ndarray, item_id: np.ndarray, category_id: np.ndarray, features: np.ndarray, attributes: np.ndarray
 ) -> list[tuple[str, np.ndarray, str]]:
-    """A Triton request's inputs in :data:`INPUTS` order: (name, array with the batch dimension first, datatype)."""
+    """A Triton request's inputs in :data:`INPUTS` order: (name, array with the batch dimension first, datatype),
+    each array of its datatype's numpy type (a request's raw bytes carry no type of their own)."""
     n = int(user_id.shape[0])
     return [
-        (USER_ID, user_id.reshape(n, 1), "INT64"),
-        (ITEM_ID, item_id.reshape(n, 1), "INT64"),
-        (CATEGORY_ID, category_id.reshape(n, 1), "INT64"),
-        (FEATURES, features.reshape(n, NUM_FEATURES), "FP32"),
-        (ATTRIBUTES, attributes.reshape(n, 2 * ATTRIBUTE_SLOTS), "INT64"),
+        (USER_ID, user_id.astype(np.int64, copy=False).reshape(n, 1), "INT64"),
+        (ITEM_ID, item_id.astype(np.int64, copy=False).reshape(n, 1), "INT64"),
+        (CATEGORY_ID, category_id.astype(np.int64, copy=False).reshape(n, 1), "INT64"),
+        (FEATURES, features.astype(np.float32, copy=False).reshape(n, NUM_FEATURES), "FP32"),
+        (ATTRIBUTES, attributes.astype(np.int64, copy=False).reshape(n, 2 * ATTRIBUTE_SLOTS), "INT64"),
     ]
 
 

@@ -27,6 +27,10 @@ class _Job:
     deadline: float
     future: asyncio.Future[np.ndarray]
 
+    @property
+    def rows(self) -> int:
+        return int(self.columns[0].shape[0])
+
 
 #: The channel options of the inference channel: tritonclient's message size limit (a Recommend over many
 #: candidates is a large request), and its keepalive defaults.
@@ -38,10 +42,6 @@ _CHANNEL_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", False),
     ("grpc.http2.max_pings_without_data", 2),
 ]
-
-
-#: The numpy type of each KServe datatype the model's inputs use: raw bytes carry no type of their own.
-_NUMPY_TYPES = {"INT64": np.int64, "FP32": np.float32}
 
 
 class TritonScorer:
@@ -152,7 +152,7 @@ class TritonScorer:
             rows = 0
             rest: list[_Job] = []
             for job in self._waiting:
-                n = int(job.columns[0].shape[0])
+                n = job.rows
                 same_kind = job.version == first.version and self._is_small(job) == small
                 if same_kind and (not group or rows + n <= self._max_rows):
                     group.append(job)
@@ -167,7 +167,7 @@ class TritonScorer:
             task.add_done_callback(self._tasks.discard)
 
     def _is_small(self, job: _Job) -> bool:
-        return int(job.columns[0].shape[0]) < self._overlap_rows
+        return job.rows < self._overlap_rows
 
     async def _send(self, group: list[_Job], small: bool) -> None:
         try:
@@ -190,7 +190,7 @@ class TritonScorer:
                 return
             start = 0
             for job in live:
-                n = int(job.columns[0].shape[0])
+                n = job.rows
                 if not job.future.done():
                     job.future.set_result(scores[start : start + n])
                 start += n
@@ -216,7 +216,7 @@ class TritonScorer:
             tensor = request.inputs.add()
             tensor.name, tensor.datatype = name, dtype
             tensor.shape.extend(array.shape)
-            request.raw_input_contents.append(array.astype(_NUMPY_TYPES[dtype], copy=False).tobytes())
+            request.raw_input_contents.append(array.tobytes())
         request.outputs.add().name = contract.SCORE
         try:
             response = await self._infer_stub.ModelInfer(request, timeout=max(0.001, timeout_s))
