@@ -234,7 +234,7 @@ def test_many_items_are_corrected_from_the_table_as_one_by_one() -> None:
             categories=tuple(f"c{c}" for c in rng.integers(0, 5, size=1 + k % 3)),  # repeats included
             attributes=tuple((f"a{j}", f"v{rng.integers(0, 3)}") for j in range(k % 3)),
         )
-        for k in range(120)
+        for k in range(300)  # more than the table's first 256 rows: it grows
     ] + [Item(item_id=f"unknown-{k}") for k in range(10)]
     rows = rng.normal(size=(len(items), NUM_FEATURES))
     base = rng.normal(size=len(items))

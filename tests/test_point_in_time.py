@@ -202,6 +202,12 @@ def test_the_matrix_of_many_items_is_their_rows() -> None:
     rows_before = len(state._table.index)
     np.testing.assert_allclose(state.matrix(USERS[0], made_up, t), np.array(state.rows(USERS[0], made_up, t)))
     assert len(state._table.index) == rows_before
+    # More catalogued items than the table's first 64 rows: it grows, and reads the same.
+    more = [f"y{k}" for k in range(100)]
+    for k, item_id in enumerate(more):
+        state.upsert_item(Item(item_id=item_id, categories=(f"c{k % 4}",), price=float(k)))
+    np.testing.assert_allclose(state.matrix(USERS[0], more, t), np.array(state.rows(USERS[0], more, t)), rtol=1e-9)
+    assert len(state._table.index) > 64
 
 
 def test_two_orders_of_the_same_two_events_give_the_same_features() -> None:

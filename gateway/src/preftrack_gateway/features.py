@@ -321,14 +321,13 @@ class _ItemTable:
     (``probe``, one second after it), that event's time, the log of its price and its set of categories.
 
     A row is made again when the item's history or catalogue entry changes (:meth:`FeatureState.update`,
-    :meth:`FeatureState.forget` and :meth:`FeatureState.upsert_item` mark it stale). Row 0 stands for every item
-    neither catalogued nor seen in an event, which gets no row of its own: reads of made-up ids take no memory.
+    :meth:`FeatureState.forget` and :meth:`FeatureState.upsert_item` call :meth:`changed`). Row 0 stands for every
+    item neither catalogued nor seen in an event, which gets no row of its own: reads of made-up ids take no memory.
     """
 
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
         self.stale: set[str] = set()  # items whose row must be made again before it is read
-        self.size = 1
         self.sums = np.zeros((64, 5))
         self.latest = np.full(64, -math.inf)
         self.probe = np.zeros(64)
@@ -337,11 +336,10 @@ class _ItemTable:
         self.groups: dict[tuple[str, ...], int] = {_UNKNOWN_ITEM.categories: 0}
         self.categories: list[tuple[str, ...]] = [_UNKNOWN_ITEM.categories]
 
-    def __getstate__(self) -> dict[str, object]:
-        return {"rows": "made again"}  # a snapshot keeps no rows (and pickle skips __setstate__ for an empty state)
-
-    def __setstate__(self, _state: dict[str, object]) -> None:
-        self.__init__()  # type: ignore[misc]
+    def changed(self, item_id: str) -> None:
+        """The item's history or catalogue entry changed: its row (if it has one) is made again when next read."""
+        if item_id in self.index:
+            self.stale.add(item_id)
 
     def rows(self, state: FeatureState, item_ids: Sequence[str]) -> list[int]:
         """The row of each item, made or made again where needed."""
@@ -361,13 +359,12 @@ class _ItemTable:
     def _add(self, state: FeatureState, item_id: str) -> int:
         if item_id not in state.catalog and item_id not in state._item:
             return 0
-        row = self.size
-        if row == len(self.latest):
+        row = len(self.index) + 1  # after row 0
+        if row == len(self.latest):  # room for twice as many (a new row is written whole by _make)
             grown = 2 * row
             self.sums = np.resize(self.sums, (grown, 5))
             self.latest, self.probe = np.resize(self.latest, grown), np.resize(self.probe, grown)
             self.log_price, self.group = np.resize(self.log_price, grown), np.resize(self.group, grown)
-        self.size += 1
         self.index[item_id] = row
         self.stale.discard(item_id)
         self._make(state, row, item_id)
@@ -460,6 +457,14 @@ class FeatureState:
         self._table = _ItemTable()  # see matrix
         self._increments: dict[tuple[int, float, float], tuple[float, ...]] = {}
 
+    def __getstate__(self) -> dict[str, object]:
+        """What a snapshot keeps: everything but the item table, which is made again from the rest as it is read."""
+        return {**self.__dict__, "_table": None}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._table = _ItemTable()
+
     def item(self, item_id: str) -> Item:
         """The catalogue entry of an item (a default one when unknown)."""
         found = self.catalog.get(item_id)
@@ -469,8 +474,7 @@ class FeatureState:
         """Add or replace a catalogue entry."""
         self.catalog[item.item_id] = item
         self._item_terms.pop(item.item_id, None)
-        if item.item_id in self._table.index:
-            self._table.stale.add(item.item_id)
+        self._table.changed(item.item_id)
 
     def upsert_user(self, user_id: str, tokens: Sequence[str]) -> None:
         """Set a user's attribute tokens (none: the user has no attributes)."""
@@ -612,8 +616,7 @@ class FeatureState:
             return
         self._fold_engagement(event, positive)
         self._series(self._item, item_id, 5).add(t, self._item_increment(event), self._item_taus, retain, kept)
-        if item_id in self._table.index:
-            self._table.stale.add(item_id)
+        self._table.changed(item_id)
         self._series(self._ui, (user_id, item_id), 2).add(t, (1.0, positive), self._ui_taus, retain, kept)
         catalogued = self.catalog.get(item_id)
         uc_inc = (1.0, positive, rating, counted, 1.0)
@@ -641,8 +644,7 @@ class FeatureState:
             if event.event_type != "search" and item is not None:
                 negated = tuple(-v for v in self._item_increment(event))
                 item.add(event.timestamp_s, negated, self._item_taus, self.retain_s, self.max_kept)
-                if event.item_id in self._table.index:
-                    self._table.stale.add(event.item_id)
+                self._table.changed(event.item_id)
         # Their searches' links to what they engaged with next, made again from their whole history with the
         # opposite sign (the recent lists only reach a few hours back).
         self._searches.pop(user_id, None)

@@ -171,26 +171,22 @@ class _CrossTable:
 
     def __init__(self) -> None:
         self.rows: dict[str, int] = {}
-        self.own = np.zeros((256, 3), dtype=np.int64)
-        self.own_value = np.zeros((256, 3))
-        self.text = np.zeros((256, 2), dtype=np.intp)  # text 0 pads
-        self.text_value = np.zeros((256, 2))
+        self.own: np.ndarray = np.zeros((256, 3), dtype=np.int64)
+        self.own_value: np.ndarray = np.zeros((256, 3))
+        self.text: np.ndarray = np.zeros((256, 2), dtype=np.intp)  # text 0 pads
+        self.text_value: np.ndarray = np.zeros((256, 2))
         self.tails: list[bytes] = []
         self.texts: dict[str, int] = {"": 0}
         self.text_list: list[str] = [""]
 
-    def __getstate__(self) -> dict[str, object]:
-        return {"rows": "made again"}  # a snapshot keeps no rows (and pickle skips __setstate__ for an empty state)
-
-    def __setstate__(self, _state: dict[str, object]) -> None:
-        self.__init__()  # type: ignore[misc]
-
     def add(self, own: Sequence[int], tail: bytes, texts: Sequence[str], values: Sequence[float]) -> int:
         """A new row for an item, widening the arrays if it has more categories or attributes than any before."""
         row = len(self.tails)
-        if row == len(self.own):
-            self.own, self.own_value = _grown(self.own, 2 * row), _grown(self.own_value, 2 * row)
-            self.text, self.text_value = _grown(self.text, 2 * row), _grown(self.text_value, 2 * row)
+        if row == len(self.own):  # room for twice as many (a new row is cleared before it is filled)
+            self.own, self.own_value, self.text, self.text_value = (
+                np.resize(array, (2 * row, array.shape[1]))
+                for array in (self.own, self.own_value, self.text, self.text_value)
+            )
         if len(own) > self.own.shape[1]:
             more = ((0, 0), (0, len(own) - self.own.shape[1]))
             self.own, self.own_value = np.pad(self.own, more), np.pad(self.own_value, more)
@@ -209,13 +205,6 @@ class _CrossTable:
         self.text[row, : len(texts)], self.text_value[row, : len(texts)] = numbers, values
         self.tails.append(tail)
         return row
-
-
-def _grown(array: np.ndarray, rows: int) -> np.ndarray:
-    """``array`` with room for ``rows`` rows (the new ones zero)."""
-    grown = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
-    grown[: len(array)] = array
-    return grown
 
 
 #: Most items :class:`_CrossTable` keeps rows for (about 30 MB at 4 categories and attributes an item).
@@ -268,13 +257,14 @@ class Correction:
         self.updates = 0
 
     def __getstate__(self) -> dict[str, object]:
-        """What a snapshot keeps: everything but the items' cached hashes, which are made again from the catalogue
-        as it is when the snapshot is loaded (an item may have changed since it was written), and the weights,
-        which are made again from the FTRL state."""
-        return {**self.__dict__, "_item_cache": {}, "_w": None}
+        """What a snapshot keeps: everything but the items' cached hashes and table, which are made again from the
+        catalogue as it is when the snapshot is loaded (an item may have changed since it was written), and the
+        weights, which are made again from the FTRL state."""
+        return {**self.__dict__, "_item_cache": {}, "_table": None, "_w": None}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
+        self._table = _CrossTable()
         self._w = self._weights_of(self._z, self._n)
 
     def _hash(self, text: str) -> int:

@@ -144,8 +144,8 @@ class _ItemInputs:
         return self._table[index]
 
     def _make(self, item: Item) -> int:
-        if self._made == len(self._table):
-            self._table = np.concatenate([self._table, np.zeros_like(self._table)])
+        if self._made == len(self._table):  # room for twice as many (a new row is written whole)
+            self._table = np.resize(self._table, (2 * self._made, self._table.shape[1]))
         row = self._made
         self._table[row, 0] = stable_hash(item.item_id)
         self._table[row, 1] = stable_hash(item.primary_category)
