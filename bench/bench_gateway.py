@@ -3,6 +3,10 @@ the per-event layer learning, next to the same 1,000 rows straight to Triton), b
 ingestion (streamed and unary) on SQLite and PostgreSQL. One run, one machine; the client, the gateway and Triton
 share its cores.
 
+Two floors are measured in the same run: a Python gRPC server with the gateway's API that does no work
+(``_grpc_floor.py``: what one grpc.aio process serves here at all, with the same client), and the event store's
+own appends of the same events (what the durable write allows without gRPC, features or learning).
+
     .venv/bin/python bench/bench_gateway.py [--seconds 5] [--postgres-url postgresql://...] [--workers 1,2]
 
 Prints tables and final ``name=value`` lines. Fails if the per-event layer learns nothing before Recommend.
@@ -14,6 +18,8 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -21,6 +27,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
 from _small_model import export_small
@@ -31,7 +38,8 @@ from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway import contract
 from preftrack_gateway.features import FeatureSpec, FeatureState
 from preftrack_gateway.privacy import Pseudonymiser
-from preftrack_gateway.schema import Item
+from preftrack_gateway.schema import Event, Item
+from preftrack_gateway.store import open_store
 
 KEY = "bench-pseudonym-key-0123456789"
 ITEMS = [preftrack.Item(item_id=f"b-{n}", categories=(f"c-{n % 16}",), price=1.0 + n % 40) for n in range(2000)]
@@ -76,12 +84,17 @@ def _direct_inputs(user: str, items: list[str]):
     return inputs
 
 
-async def score_comparison(gateway: str, triton_url: str, seconds: float, items_per_call: int) -> dict[int, dict]:
+async def score_comparison(
+    gateway: str, triton_url: str, seconds: float, items_per_call: int, floor: str | None = None
+) -> dict[int, dict]:
+    """Score through the gateway, straight to Triton and (when ``floor`` is given) to the do-nothing gRPC server,
+    one after the other at each concurrency."""
     items = [i.item_id for i in ITEMS[:items_per_call]]
     results: dict[int, dict] = {}
     # Several connections, as many client processes would open: the kernel spreads connections (not calls) over
     # the gateway's workers.
     clients = [preftrack.AsyncClient(gateway) for _ in range(8)]
+    floor_clients = [preftrack.AsyncClient(floor) for _ in range(8)] if floor else []
     try:
         direct = triton_aio.InferenceServerClient(triton_url)
         inputs = _direct_inputs("bench-user", items)
@@ -100,9 +113,16 @@ async def score_comparison(gateway: str, triton_url: str, seconds: float, items_
                 "direct_p50": _pct(d_lat, 50),
                 "direct_p99": _pct(d_lat, 99),
             }
+            if floor_clients:
+                f_rps, _ = await _closed_loop(
+                    lambda k: floor_clients[k % len(floor_clients)].score(f"bench-user-{k}", items),
+                    concurrency,
+                    seconds,
+                )
+                results[concurrency]["floor_rps"] = f_rps
         await direct.close()
     finally:
-        for client in clients:
+        for client in clients + floor_clients:
             await client.close()
     return results
 
@@ -209,6 +229,50 @@ async def ingestion(gateway: str, seconds: float) -> tuple[float, float]:
     return stream_eps, unary_rps
 
 
+async def store_appends(url: str, seconds: float) -> float:
+    """Events/s the event store itself makes durable: 4 concurrent appends of 1,000 events at a time, as the
+    streams above send them, with no gRPC, validation, features or learning."""
+    store = await open_store(url)
+    counter = 0
+
+    def batch() -> list[Event]:
+        nonlocal counter
+        counter += 1000
+        now = time.time()
+        return [
+            Event(
+                event_id=f"append-{counter + k}",
+                user_id=f"ing-{(counter + k) % 5000}",
+                item_id=ITEMS[(counter + k) % 2000].item_id,
+                event_type="view",
+                timestamp_s=now,
+            )
+            for k in range(1000)
+        ]
+
+    try:
+        rps, _ = await _closed_loop(lambda _k: store.append(batch()), 4, seconds)
+    finally:
+        await store.close()
+    return rps * 1000
+
+
+class _Floor:
+    """``_grpc_floor.py`` in a process of its own, on a free port."""
+
+    def __enter__(self) -> str:
+        port = free_port()
+        self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_grpc_floor.py")), str(port)])
+        target = f"127.0.0.1:{port}"
+        with grpc.insecure_channel(target) as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+        return target
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -235,14 +299,18 @@ def main() -> None:
                 "PREFTRACK_STORE_URL": f"sqlite:///{root / 'e.db'}",
                 "PREFTRACK_METRICS_PORT": str(metrics_port),
             }
-            with GatewayProcess(first, root / "gw.log") as gw:
+            with GatewayProcess(first, root / "gw.log") as gw, _Floor() as floor:
                 with preftrack.Client(gw.target) as client:
                     client.upsert_items(ITEMS)
-                score = asyncio.run(score_comparison(gw.target, triton.grpc_url, args.seconds, args.items_per_call))
+                score = asyncio.run(
+                    score_comparison(gw.target, triton.grpc_url, args.seconds, args.items_per_call, floor)
+                )
                 layer_updates = asyncio.run(warm_layer(gw.target, f"http://127.0.0.1:{metrics_port}/metrics"))
                 rec = asyncio.run(recommend_1000(gw.target, triton.grpc_url, args.seconds))
                 mix = asyncio.run(mixed_traffic(gw.target, args.seconds))
                 sqlite_ingest = asyncio.run(ingestion(gw.target, args.seconds))
+                floor_ingest = asyncio.run(ingestion(floor, args.seconds))
+            sqlite_appends = asyncio.run(store_appends(f"sqlite:///{root / 'appends.db'}", args.seconds))
             by_workers = {1: score}
             for workers in (w for w in worker_counts if w != 1):
                 many = {**env, "PREFTRACK_STORE_URL": f"sqlite:///{root / 'e.db'}", "PREFTRACK_WORKERS": str(workers)}
@@ -253,19 +321,26 @@ def main() -> None:
             import psycopg
 
             with psycopg.connect(args.postgres_url, autocommit=True) as admin:
-                admin.execute("DROP DATABASE IF EXISTS preftrack_bench WITH (FORCE)")
-                admin.execute("CREATE DATABASE preftrack_bench")
-            pg_url = args.postgres_url.rsplit("/", 1)[0] + "/preftrack_bench"
-            with GatewayProcess({**env, "PREFTRACK_STORE_URL": pg_url}, root / "gw-pg.log") as gw:
+                for database in ("preftrack_bench", "preftrack_bench_appends"):
+                    admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+                    admin.execute(f"CREATE DATABASE {database}")
+            server_url = args.postgres_url.rsplit("/", 1)[0]
+            pg_env = {**env, "PREFTRACK_STORE_URL": f"{server_url}/preftrack_bench"}
+            with GatewayProcess(pg_env, root / "gw-pg.log") as gw:
                 pg_ingest = asyncio.run(ingestion(gw.target, args.seconds))
+            pg_appends = asyncio.run(store_appends(f"{server_url}/preftrack_bench_appends", args.seconds))
 
     print(f"Score, {args.items_per_call} items per call (gateway includes feature computation and pseudonymisation)\n")
-    print("| concurrency | gateway calls/s | p50 ms | p99 ms | direct Triton calls/s | p50 ms | p99 ms | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| concurrency | gateway calls/s | p50 ms | p99 ms | direct Triton calls/s | p50 ms | p99 ms | ratio "
+        "| do-nothing gRPC server calls/s | its ratio to Triton |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for c, r in score.items():
         gateway_cells = f"{r['gateway_rps']:,.0f} | {r['gateway_p50']:.2f} | {r['gateway_p99']:.2f}"
         direct_cells = f"{r['direct_rps']:,.0f} | {r['direct_p50']:.2f} | {r['direct_p99']:.2f}"
-        print(f"| {c} | {gateway_cells} | {direct_cells} | {r['gateway_rps'] / r['direct_rps']:.2f} |")
+        floor_cells = f"{r['floor_rps']:,.0f} | {r['floor_rps'] / r['direct_rps']:.2f}"
+        print(f"| {c} | {gateway_cells} | {direct_cells} | {r['gateway_rps'] / r['direct_rps']:.2f} | {floor_cells} |")
     for workers, results in by_workers.items():
         if workers != 1:
             cells = ", ".join(
@@ -286,9 +361,11 @@ def main() -> None:
     print("| | calls/s | p50 ms | p99 ms |\n|---|---|---|---|")
     for name, (rps, p50, p99) in mix.items():
         print(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} |")
-    print("\n| store | streamed events/s | unary events/s (c=32) |\n|---|---|---|")
-    print(f"| SQLite | {sqlite_ingest[0]:,.0f} | {sqlite_ingest[1]:,.0f} |")
-    print(f"| PostgreSQL | {pg_ingest[0]:,.0f} | {pg_ingest[1]:,.0f} |")
+    print("\n| store | streamed events/s | unary events/s (c=32) | the store's own appends, events/s |")
+    print("|---|---|---|---|")
+    print(f"| SQLite | {sqlite_ingest[0]:,.0f} | {sqlite_ingest[1]:,.0f} | {sqlite_appends:,.0f} |")
+    print(f"| PostgreSQL | {pg_ingest[0]:,.0f} | {pg_ingest[1]:,.0f} | {pg_appends:,.0f} |")
+    print(f"| none: the do-nothing gRPC server | {floor_ingest[0]:,.0f} | {floor_ingest[1]:,.0f} | |")
     ratios = " ".join(
         f"score_ratio_w{w}_c{c}={r['gateway_rps'] / r['direct_rps']:.2f}"
         for w, results in by_workers.items()
@@ -301,7 +378,10 @@ def main() -> None:
         f"mixed_score_rps={mix['score'][0]:.0f} mixed_score_p99_ms={mix['score'][2]:.2f} "
         f"mixed_recommend_rps={mix['recommend'][0]:.0f} mixed_recommend_p99_ms={mix['recommend'][2]:.2f} "
         f"sqlite_stream_eps={sqlite_ingest[0]:.0f} sqlite_unary_eps={sqlite_ingest[1]:.0f} "
-        f"postgres_stream_eps={pg_ingest[0]:.0f} postgres_unary_eps={pg_ingest[1]:.0f}"
+        f"postgres_stream_eps={pg_ingest[0]:.0f} postgres_unary_eps={pg_ingest[1]:.0f} "
+        f"floor_score_ratio_c32={score[32]['floor_rps'] / score[32]['direct_rps']:.2f} "
+        f"floor_stream_eps={floor_ingest[0]:.0f} sqlite_append_eps={sqlite_appends:.0f} "
+        f"postgres_append_eps={pg_appends:.0f}"
     )
 
 

@@ -8,7 +8,8 @@ COPY sdk /src/sdk
 COPY gateway /src/gateway
 COPY trainer /src/trainer
 RUN pip install --no-cache-dir /src/sdk /src/gateway "/src/trainer[${EXTRA}]" \
-    && useradd --system --uid 10001 preftrack
+    && useradd --system --uid 10001 preftrack \
+    && mkdir -p /models && chown preftrack /models
 
 USER preftrack
 ENTRYPOINT ["preftrack-trainer"]

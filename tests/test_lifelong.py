@@ -272,3 +272,60 @@ def test_after_an_upgrade_of_the_inputs_the_trainer_trains_a_new_first_version(s
         while client.score("u-3", ["i-1"]).model_version != "2":
             assert time.monotonic() < deadline, "version 2 never served"
             time.sleep(0.2)
+
+
+def test_a_fresh_trainer_waits_for_examples_then_trains_version_1(tmp_path: Path) -> None:
+    """A new deployment's store is empty: the trainer waits for the shop's first labelled examples instead of
+    failing, then trains version 1 on them; with --once and too few it says so and exits 2."""
+    from preftrack_trainer import cli
+
+    store_url, repository = f"sqlite:///{tmp_path / 'events.db'}", tmp_path / "repo"
+    argv = ["continual", "--store-url", store_url, "--repository", str(repository), "--once"]
+    assert cli.main(argv) == 2
+    assert not export.existing_versions(repository / "preftrack")
+    shop = synthetic.generate(SHOP)
+    events = [e for e in shop.events if e.user_id != synthetic.BOT_USER_ID]
+
+    async def wait_then_bootstrap() -> tuple[bool, int]:
+        trainer = await ContinualTrainer.open(
+            ContinualConfig(store_url=store_url, repository=repository, poll_interval_s=0.05)
+        )
+        try:
+            waiting = asyncio.create_task(trainer.wait_for_first_examples(asyncio.Event(), 200))
+            await asyncio.sleep(0.5)
+            assert not waiting.done(), "it did not wait for examples"
+            store = await open_store(store_url)
+            try:
+                await store.append(events)
+            finally:
+                await store.close()
+            ready = await asyncio.wait_for(waiting, 60)
+            return ready, await trainer.bootstrap()
+        finally:
+            await trainer.close()
+
+    ready, version = asyncio.run(wait_then_bootstrap())
+    assert ready and version == 1
+    assert export.read_metadata(repository, 1)["parent"] is None
+
+
+def test_a_version_trained_from_scratch_on_the_whole_store_ships(stack) -> None:
+    """`continual --from-scratch` trains a new version from nothing on every event in the store (how every trace
+    of forgotten users leaves the weights, docs/privacy.md), and it serves like any new version."""
+    from preftrack_trainer import cli
+
+    repository, store_url, gateway = stack
+    _send_shop(gateway.target)
+    result, watermark = _round(ContinualConfig(store_url=store_url, repository=repository, trigger_examples=100))
+    assert result is not None and result.version == 2 and watermark > 0, result
+    argv = ["continual", "--store-url", store_url, "--repository", str(repository), "--from-scratch", "--once"]
+    assert cli.main(argv) == 0
+    meta, incremental = export.read_metadata(repository, 3), export.read_metadata(repository, 2)
+    # From nothing, on the log from its first example up to at least where the incremental round stopped.
+    assert meta["parent"] is None and incremental["parent"] == 1, (meta, incremental)
+    assert meta["first_seq"] == incremental["first_seq"] and meta["last_seq"] >= watermark, (meta, watermark)
+    deadline = time.monotonic() + 60
+    with preftrack.Client(gateway.target) as client:
+        while client.score("u-3", ["i-1"]).model_version != "3":
+            assert time.monotonic() < deadline, f"version 3 never served: {_registry(store_url)}"
+            time.sleep(0.2)

@@ -3,6 +3,7 @@ scoring is UNAVAILABLE while it is down and comes back by itself; kill -9 the ga
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -107,3 +108,31 @@ def test_up_survives_a_triton_crash_and_a_gateway_crash(trained: Trained, tmp_pa
         finally:
             if up.poll() is None:
                 up.kill()
+
+
+def test_a_child_that_keeps_dying_is_restarted_after_a_growing_backoff() -> None:
+    """A crash loop (here a process that exits at once) costs one start per backoff (1, 2, 4 s ...), not one per
+    supervision check, so a child that cannot start does not spin the machine."""
+    from preftrack_dev.stack import Child, Supervisor
+
+    started: list[float] = []
+    process: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        started.append(time.monotonic())
+        process.append(subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"]))
+
+    start()
+    child = Child("crasher", start=start, alive=lambda: process[-1].poll() is None)
+    supervisor = Supervisor([child])
+    deadline = time.monotonic() + 6.5
+    while time.monotonic() < deadline:
+        supervisor.check()
+        time.sleep(0.05)
+    for p in process:
+        p.wait()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(started)]
+    # Starts at about 0, 1, 3 (and 7): a check every 50 ms without the backoff would have made ~130.
+    assert 3 <= len(started) <= 4, gaps
+    assert gaps[0] >= 0.9 and gaps[1] >= 1.9, gaps
+    assert child.backoff_s >= 4.0 and child.restarts == len(started) - 1

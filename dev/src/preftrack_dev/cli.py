@@ -130,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--no-progress", action="store_true")
     replay.set_defaults(func=_replay)
 
-    stack = sub.add_parser("up", help="train a first model if needed, then run Triton and the gateway")
+    stack = sub.add_parser(
+        "up", help="train a first model if needed, then run Triton, the gateway and the continual trainer (supervised)"
+    )
     stack.add_argument("--repository", type=Path, default=Path("model_repository"))
     stack.add_argument("--dataset", choices=("synthetic", "movielens"), default="synthetic")
     stack.add_argument("--port", type=int, default=50051, help="gateway port")

@@ -59,10 +59,13 @@ class Child:
     next_try: float = 0.0
     restarts: int = 0
     up_since: float = dataclasses.field(default_factory=time.monotonic)
+    down_since: float | None = None  # when the supervisor found it dead (None: running, or restarted since)
 
 
 class Supervisor:
-    """Restarts a child that died, with exponential backoff (1 s doubling to 60 s, back to 1 s after a minute up).
+    """Restarts a child that died, with exponential backoff (1 s doubling to 60 s, back to 1 s after a minute up):
+    a child that dies within a minute of its start, or whose start fails, is restarted after the backoff, so a
+    crash loop costs one start per backoff, not one per check.
 
     A dead child is said out loud: the log names it, how often it was restarted and when the next try is."""
 
@@ -77,8 +80,15 @@ class Supervisor:
                 if now - child.up_since > 60.0:
                     child.backoff_s = 1.0
                 continue
+            if child.down_since is None:
+                child.down_since = now
+                if now - child.up_since < 60.0:  # died soon after its start: a crash loop, back off
+                    child.next_try = now + child.backoff_s
+                    print(f"{child.name} died; restarting it in {child.backoff_s:.0f} s", flush=True)
+                    child.backoff_s = min(child.backoff_s * 2, self.max_backoff_s)
             if now < child.next_try:
                 continue
+            child.down_since = None
             child.restarts += 1
             _LOGGER.warning("%s is not running; restarting it (restart %d)", child.name, child.restarts)
             print(f"{child.name} died; restarting it (restart {child.restarts})", flush=True)

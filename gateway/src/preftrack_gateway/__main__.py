@@ -13,20 +13,29 @@ from preftrack_gateway.server import serve
 from preftrack_gateway.store import StoreError
 
 
+def positive(text: str) -> int:
+    """An integer >= 1 (argparse turns the ValueError into a usage error naming the flag)."""
+    count = int(text)
+    if count < 1:
+        raise ValueError(text)
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="preftrack-gateway", description=__doc__)
-    parser.add_argument("--host", default=None)
-    parser.add_argument("--port", type=int, default=None)
-    parser.add_argument("--triton-url", default=None, help="Triton gRPC host:port")
-    parser.add_argument("--store-url", default=None, help="sqlite:///path or postgresql://...")
-    parser.add_argument("--metrics-port", type=int, default=None)
+    parser.add_argument("--host", default=None, help="listen address (PREFTRACK_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="gRPC port (PREFTRACK_PORT, default 50051)")
+    parser.add_argument("--triton-url", default=None, help="Triton gRPC host:port (PREFTRACK_TRITON_URL)")
+    parser.add_argument("--store-url", default=None, help="sqlite:///path or postgresql://... (PREFTRACK_STORE_URL)")
+    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port (0: none)")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument(
         "--workers",
-        type=int,
-        default=int(os.environ.get("PREFTRACK_WORKERS", "1")),
-        help="gateway processes sharing the port (SO_REUSEPORT); each follows the shared event log",
+        type=positive,
+        default=os.environ.get("PREFTRACK_WORKERS", "1"),  # a string default goes through the type check too
+        help="gateway processes sharing the port (SO_REUSEPORT; PREFTRACK_WORKERS, default 1); each follows the "
+        "shared event log",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -160,6 +160,11 @@ class GatewayServer:
             cfg.store_url.split("://", 1)[0],
             self.core.serving_version,
         )
+        if not cfg.api_keys and (cfg.admin_keys or cfg.catalog_keys or cfg.analyst_keys):
+            _LOGGER.warning(
+                "PREFTRACK_API_KEYS is empty: Score, Recommend and feedback are open to every caller (only the "
+                "admin, catalogue and insights calls need keys); set client keys to close them"
+            )
 
     async def stop(self) -> None:
         """Drain, then stop: health turns NOT_SERVING and new calls get UNAVAILABLE (clients retry elsewhere)

@@ -86,18 +86,31 @@ def _continual(args: argparse.Namespace) -> int:
     )
 
     async def run() -> None:
-        trainer = await ContinualTrainer.open(config)
+        trainer = await ContinualTrainer.open(config, from_scratch=args.from_scratch)
         try:
-            if not export.existing_versions(args.repository / "preftrack"):
-                await trainer.bootstrap()
-            if args.once:
-                result = await trainer.run_once(force=True)
-                print(result if result else "nothing new to train on")
-                return
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
+            if args.from_scratch or not export.existing_versions(args.repository / "preftrack"):
+                if args.once:  # one try: what the store holds now
+                    stop.set()
+                ready = await trainer.wait_for_first_examples(stop, args.first_examples)
+                if not ready:
+                    if args.once:
+                        raise ValueError(
+                            f"the event store holds fewer than {args.first_examples} labelled examples (with both "
+                            "labels) to train a version from scratch on; send more events or lower --first-examples"
+                        )
+                    return
+                version = await trainer.bootstrap()
+                print(f"version {version} trained from scratch on the event store", flush=True)
+                if args.once:
+                    return
+            if args.once:
+                result = await trainer.run_once(force=True)
+                print(result if result else "nothing new to train on")
+                return
             print(f"continual trainer running from watermark {trainer.watermark}; Ctrl-C stops", flush=True)
             await trainer.run_forever(stop)
         finally:
@@ -155,6 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
     cont.add_argument("--auc-margin", type=float, default=0.005, help="gate: AUC below serving's that still ships")
     cont.add_argument("--log-loss-margin", type=float, default=0.01, help="gate: log loss above serving's that ships")
     cont.add_argument("--once", action="store_true", help="one round with whatever is new, then exit")
+    cont.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train a new version from nothing on every event the store holds (after users were forgotten: "
+        "weights that hold nothing of their events), export it for rollout, then go on (or exit with --once)",
+    )
+    cont.add_argument(
+        "--first-examples",
+        type=int,
+        default=200,
+        help="labelled examples (both labels among them) a version trained from scratch needs; with an empty "
+        "model repository the trainer waits for them (default 200)",
+    )
     cont.set_defaults(func=_continual)
 
     config = sub.add_parser("write-config", help="(re)generate the model's config.pbtxt files")

@@ -213,9 +213,14 @@ class ContinualTrainer:
         self._erasures_seen = 0  # users forgotten up to this erasure are in nothing held here
 
     @classmethod
-    async def open(cls, config: ContinualConfig) -> ContinualTrainer:
+    async def open(cls, config: ContinualConfig, *, from_scratch: bool = False) -> ContinualTrainer:
         """Open the store, take the deployment's settings from it (or write the configured ones to an empty
-        store) and rebuild the feature state up to the watermark (a restart resumes there)."""
+        store) and rebuild the feature state up to the watermark (a restart resumes there).
+
+        With ``from_scratch`` it starts from the beginning of the log instead: every event in the store waits to
+        be trained on, and :meth:`bootstrap` then trains a new version from nothing on all of them (after users
+        were forgotten, a version whose weights hold nothing of their events).
+        """
         store = await open_store(config.store_url)
         try:
             settings, written = await deployment.settle(
@@ -236,14 +241,15 @@ class ContinualTrainer:
         else:
             _LOGGER.info("deployment settings from the event store: %s", settings.describe())
         trainer = cls(config, store)
-        await trainer._resume()
+        await trainer._resume(from_scratch=from_scratch)
         return trainer
 
-    async def _resume(self) -> None:
+    async def _resume(self, *, from_scratch: bool = False) -> None:
         self._users_seq = 0  # the state is new: every user's tokens are read again
         self._erasures_seen = await self.store.last_erasure_seq()  # what is read next holds none of them
-        self.watermark = int(await self.store.get_setting(WATERMARK_KEY) or 0)
-        self._impression_watermark = float(await self.store.get_setting(IMPRESSION_WATERMARK_KEY) or 0.0)
+        self.watermark = 0 if from_scratch else int(await self.store.get_setting(WATERMARK_KEY) or 0)
+        stored_impressions = await self.store.get_setting(IMPRESSION_WATERMARK_KEY)
+        self._impression_watermark = 0.0 if from_scratch else float(stored_impressions or 0.0)
         self._impressions_seen = self._impression_watermark
         await self._load_catalogue()
         past: list[Event] = []
@@ -554,6 +560,32 @@ class ContinualTrainer:
                 await self.run_once()
             except Exception:
                 _LOGGER.exception("continual training round failed; retrying after the poll interval")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.poll_interval_s)
+
+    async def wait_for_first_examples(self, stop: asyncio.Event, minimum: int, *, report_every_s: float = 30.0) -> bool:
+        """Poll until at least ``minimum`` labelled examples wait, positives and negatives among them (enough to
+        train a first version on), or until ``stop`` is set (after one more poll); returns whether they are there.
+        A new deployment's store starts empty, so the trainer of a fresh stack waits here for the shop's first
+        events."""
+        reported = checked = -math.inf
+        while True:
+            waiting = await self.poll()
+            # Labelling every waiting example is the costly part: at most every 10 s (and at the last poll).
+            if waiting >= minimum and (stop.is_set() or time.monotonic() - checked >= 10.0):
+                checked = time.monotonic()
+                labels = self._examples().label
+                if labels.min() < labels.max():
+                    return True
+            if stop.is_set():
+                return False
+            if time.monotonic() - reported >= report_every_s:
+                reported = time.monotonic()
+                _LOGGER.info(
+                    "waiting for labelled examples to train a first version on: %d of %d, with both labels",
+                    waiting,
+                    minimum,
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.poll_interval_s)
 
