@@ -14,8 +14,11 @@ RUN python3 -m pip install --no-cache-dir "tensorflow[and-cuda]==2.21.0" "numpy<
 RUN mkdir -p /models && chown 10001 /models
 VOLUME /models
 EXPOSE 8000 8001 8002
-# No --load-model: a new deployment's repository is empty until the trainer writes version 1, and Triton would
-# exit on a model it cannot find. The gateways ask Triton to load each version they serve (explicit mode).
-ENTRYPOINT ["tritonserver", "--model-repository=/models", "--model-control-mode=explicit", \
+# A new deployment's repository is empty until the trainer writes version 1: with --exit-on-error=false Triton
+# keeps running when the model is not there yet (or cannot load), and the gateways ask it to load the versions
+# they serve (explicit mode) once there are some. NVIDIA's entrypoint script first sets up the CUDA driver
+# compatibility the image needs.
+ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh", "tritonserver", "--model-repository=/models", \
+            "--model-control-mode=explicit", "--load-model=preftrack", "--exit-on-error=false", \
             "--model-config-name=gpu", "--strict-readiness=true", "--allow-metrics=true", \
             "--exit-timeout-secs=15"]

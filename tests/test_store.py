@@ -383,3 +383,16 @@ def test_a_store_made_by_an_older_version_gains_the_new_columns(tmp_path) -> Non
                 await store.close()
 
     asyncio.run(run())
+
+
+def test_processes_opening_a_new_postgres_database_at_once_all_succeed(fresh_postgres_url: str) -> None:
+    """A new deployment's gateways and trainer create the tables at the same moment: each waits for the others
+    (CREATE ... IF NOT EXISTS run at once can fail on PostgreSQL's catalogue) and none fails to start."""
+
+    async def open_many() -> None:
+        stores = await asyncio.gather(*(open_store(fresh_postgres_url) for _ in range(8)))
+        for store in stores:
+            assert await store.count_events() == 0
+            await store.close()
+
+    asyncio.run(open_many())

@@ -136,3 +136,33 @@ def test_a_child_that_keeps_dying_is_restarted_after_a_growing_backoff() -> None
     assert 3 <= len(started) <= 4, gaps
     assert gaps[0] >= 0.9 and gaps[1] >= 1.9, gaps
     assert child.backoff_s >= 4.0 and child.restarts == len(started) - 1
+
+
+def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded(
+    scratch_repository: Path, tmp_path: Path
+) -> None:
+    """A stack restarted as the compose file runs it: Triton starts with the model not loaded, the registry
+    says version 1 serves. The gateway has Triton load it (its config is only readable once loaded) and scores,
+    and a version exported afterwards still goes out."""
+    from preftrack_dev.process import GatewayProcess
+    from preftrack_dev.shoppers import register_exported
+    from preftrack_dev.triton_launcher import TritonConfig, TritonServer
+
+    from .conftest import gateway_env
+
+    store_url = f"sqlite:///{tmp_path / 'events.db'}"
+    with TritonServer(TritonConfig(repository=scratch_repository, work_dir=tmp_path / "first")) as triton:
+        env = gateway_env(triton.grpc_url, store_url, repository=scratch_repository)
+        with GatewayProcess(env, tmp_path / "first.log") as gateway, preftrack.Client(gateway.target) as client:
+            assert client.score("u-1", ["i-1"]).model_version == "1"
+    empty = TritonConfig(repository=scratch_repository, models=(), work_dir=tmp_path / "second")
+    with TritonServer(empty) as triton:
+        env = gateway_env(triton.grpc_url, store_url, repository=scratch_repository, PREFTRACK_ROLLOUT_MODE="direct")
+        with GatewayProcess(env, tmp_path / "second.log") as gateway, preftrack.Client(gateway.target) as client:
+            assert client.score("u-1", ["i-1"]).model_version == "1"
+            shutil.copytree(scratch_repository / "preftrack" / "1", scratch_repository / "preftrack" / "2")
+            assert register_exported(store_url, 2, parent=1, actor="test")
+            deadline = time.monotonic() + 60
+            while client.score("u-1", ["i-1"]).model_version != "2":
+                assert time.monotonic() < deadline, (tmp_path / "second.log").read_text()[-3000:]
+                time.sleep(0.3)

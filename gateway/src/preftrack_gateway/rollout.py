@@ -127,6 +127,10 @@ class RolloutController:
         self._last_check = 0.0
         self._shadow_counter = 0
         self._journaled_outcomes = -1
+        # While no version is ready, asking Triton to load the model again backs off (1 s doubling to 10 s): a new
+        # deployment's repository stays empty until its first version is trained.
+        self._load_backoff_s = 1.0
+        self._next_load = 0.0
 
     # --- routing -----------------------------------------------------------------------------------------
 
@@ -260,11 +264,14 @@ class RolloutController:
     async def _bootstrap(self, ready: set[int], records: dict[int, VersionRecord]) -> VersionRecord | None:
         """No version is registered serving: serve the newest ready one whose schema fits (asks Triton to load
         the model when none is ready)."""
-        if not ready:
+        if not ready and time.monotonic() >= self._next_load:
             try:
                 await self.scorer.load()
+                self._load_backoff_s = 1.0
             except ModelNotReadyError as exc:
-                _LOGGER.warning("%s", exc.message)
+                _LOGGER.warning("%s (next try in %.0f s)", exc.message, self._load_backoff_s)
+                self._next_load = time.monotonic() + self._load_backoff_s
+                self._load_backoff_s = min(2 * self._load_backoff_s, 10.0)
             ready = set(await self.scorer.ready_versions())
         for version in sorted(ready, reverse=True):
             record = records.get(version)

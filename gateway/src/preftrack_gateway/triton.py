@@ -108,12 +108,21 @@ class TritonScorer:
     async def load_versions(self, versions: list[int]) -> None:
         """(Re)load the model serving exactly ``versions``; the versions already loaded keep serving meanwhile.
 
+        Triton answers a model's config only while the model is loaded. When it is not (Triton started with
+        nothing loaded, as a restarted production stack's does, or it lost the model), the model is first loaded
+        as its repository configures it (its newest versions), and its config read then.
+
         Raises ModelNotReadyError if Triton refuses (a version failed to load); nothing changes then.
         """
         import json
 
         try:
-            config = (await self._client.get_model_config(self.model_name, as_json=True))["config"]
+            try:
+                config = (await self._client.get_model_config(self.model_name, as_json=True))["config"]
+            except InferenceServerException:
+                _LOGGER.info("%s is not loaded in Triton; loading it as its repository configures it", self.model_name)
+                await self._client.load_model(self.model_name)
+                config = (await self._client.get_model_config(self.model_name, as_json=True))["config"]
             config["version_policy"] = {"specific": {"versions": [int(v) for v in versions]}}
             await self._client.load_model(self.model_name, config=json.dumps(config))
         except InferenceServerException as exc:

@@ -125,6 +125,8 @@ _NINE = ", ".join(["%s"] * 9)
 _APPEND_LOCK = 0x7072656674726163
 #: The advisory lock that orders users' upserts ("pt.users" in ASCII).
 _USERS_LOCK = 0x70742E7573657273
+#: The advisory lock that makes creating the tables one process at a time ("pt.schem" in ASCII).
+_SCHEMA_LOCK = 0x70742E736368656D
 _ERASURE_COLUMNS = "ticket, at, actor, events_deleted, impressions_deleted"
 _EVENT_COLUMNS = "event_id, user_key, item_id, event_type, value, ts, recommendation_id, context, query_terms"
 
@@ -166,7 +168,11 @@ class PostgresStore(EventStore):
         try:
             writer = await psycopg.AsyncConnection.connect(url, autocommit=True)
             reader = await psycopg.AsyncConnection.connect(url, autocommit=True)
-            await writer.execute(_SCHEMA)
+            async with writer.transaction():
+                # One process at a time: CREATE ... IF NOT EXISTS run at once by several (a new deployment's
+                # gateways and trainer starting together) can fail on PostgreSQL's catalogue unique keys.
+                await writer.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                await writer.execute(_SCHEMA)
             async with writer.transaction():
                 # Rows written before users were numbered: number them (as an upsert would, under its lock), so
                 # that readers following users_changed get them.
