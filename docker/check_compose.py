@@ -58,8 +58,10 @@ def main(compose: str) -> int:
         in [s if isinstance(s, str) else s.get("source") for s in services["gateway"].get("secrets", [])],
         "the gateway gets no pseudonym_key secret",
     )
+    # PGPASSWORD: PostgreSQL's client library reads the store's password from it.
     known = {f"PREFTRACK_{f.name.upper()}" for f in dataclasses.fields(GatewayConfig)} | {
-        "PREFTRACK_PSEUDONYM_KEY_FILE"
+        "PREFTRACK_PSEUDONYM_KEY_FILE",
+        "PGPASSWORD",
     }
     for variable in sorted(set(environment) - known):
         problems.append(f"gateway: {variable} is not a gateway setting")
