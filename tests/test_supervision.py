@@ -3,6 +3,7 @@ scoring is UNAVAILABLE while it is down and comes back by itself; kill -9 the ga
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import shutil
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 import preftrack
@@ -143,7 +145,10 @@ def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded
 ) -> None:
     """A stack restarted as the compose file runs it: Triton starts with the model not loaded, the registry
     says version 1 serves. The gateway has Triton load it (its config is only readable once loaded) and scores,
-    and a version exported afterwards still goes out."""
+    and a version exported afterwards still goes out. Restarted once more with that version broken, the gateway
+    says scoring is NOT_SERVING (feedback still SERVING) instead of claiming a version it cannot score with."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     from preftrack_dev.process import GatewayProcess
     from preftrack_dev.shoppers import register_exported
     from preftrack_dev.triton_launcher import TritonConfig, TritonServer
@@ -166,3 +171,16 @@ def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded
             while client.score("u-1", ["i-1"]).model_version != "2":
                 assert time.monotonic() < deadline, (tmp_path / "second.log").read_text()[-3000:]
                 time.sleep(0.3)
+    shutil.rmtree(scratch_repository / "preftrack" / "2" / "model.savedmodel")
+    with TritonServer(dataclasses.replace(empty, work_dir=tmp_path / "third")) as triton:
+        env = gateway_env(triton.grpc_url, store_url, repository=scratch_repository)
+        with GatewayProcess(env, tmp_path / "third.log").start(require_serving=False) as gateway:
+            time.sleep(3)  # a few health probes, each trying to load version 2
+            with grpc.insecure_channel(gateway.target) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+
+                def status(service: str) -> int:
+                    return health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+                assert status("preftrack.v1.ScoringService") == health_pb2.HealthCheckResponse.NOT_SERVING
+                assert status("preftrack.v1.FeedbackService") == health_pb2.HealthCheckResponse.SERVING

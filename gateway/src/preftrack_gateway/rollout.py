@@ -168,7 +168,9 @@ class RolloutController:
     async def refresh(self) -> bool:
         """Catch up with the shared state and Triton; ship a newly exported version; decide a rollout when due.
 
-        Returns whether a version serves. Raises TritonUnavailableError when Triton cannot be reached.
+        Returns whether a version serves: the stable version is known and ready in Triton (registered serving but
+        not loadable, for example after a restart onto a Triton that cannot load it, is not ready: health says so
+        instead of scoring calls failing). Raises TritonUnavailableError when Triton cannot be reached.
         """
         ready = set(await self.scorer.ready_versions())
         self.settings = SharedSettings.from_json(await self.store.get_setting(SETTINGS_KEY), self.policy.fraction)
@@ -193,7 +195,9 @@ class RolloutController:
         if self.candidate is not None and time.monotonic() - self._last_check >= self.policy.check_interval_s:
             self._last_check = time.monotonic()
             await self.check()
-        return self.stable is not None
+        if self.stable is None:
+            return False
+        return self.stable in ready or self.stable in set(await self.scorer.ready_versions())
 
     @staticmethod
     def _stable_record(records: dict[int, VersionRecord]) -> VersionRecord | None:
