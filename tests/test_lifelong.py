@@ -17,6 +17,7 @@ from preftrack_dev.replay import to_feedback_events, to_sdk_items
 from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway.deployment import SETTINGS_KEY, DeploymentSettings
 from preftrack_gateway.features import FeatureSpec, LabelSpec
+from preftrack_gateway.registry import Registry
 from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer import export
 from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
@@ -311,21 +312,96 @@ def test_a_fresh_trainer_waits_for_examples_then_trains_version_1(tmp_path: Path
 
 def test_a_version_trained_from_scratch_on_the_whole_store_ships(stack) -> None:
     """`continual --from-scratch` trains a new version from nothing on every event in the store (how every trace
-    of forgotten users leaves the weights, docs/privacy.md), and it serves like any new version."""
+    of forgotten users leaves the weights, docs/privacy.md), under a number no version holds (a rejected round's
+    has no folder), and it serves like any new version."""
     from preftrack_trainer import cli
 
     repository, store_url, gateway = stack
     _send_shop(gateway.target)
     result, watermark = _round(ContinualConfig(store_url=store_url, repository=repository, trigger_examples=100))
     assert result is not None and result.version == 2 and watermark > 0, result
+
+    async def reject_3() -> None:  # as a round the gate refused: registered, no folder
+        store = await open_store(store_url)
+        try:
+            now = time.time()
+            record = VersionRecord(version=3, state="rejected", parent=2, created_at=now, updated_at=now)
+            assert await Registry(store).register(record, actor="trainer", reason="offline gate: test")
+        finally:
+            await store.close()
+
+    asyncio.run(reject_3())
     argv = ["continual", "--store-url", store_url, "--repository", str(repository), "--from-scratch", "--once"]
     assert cli.main(argv) == 0
-    meta, incremental = export.read_metadata(repository, 3), export.read_metadata(repository, 2)
+    meta, incremental = export.read_metadata(repository, 4), export.read_metadata(repository, 2)
     # From nothing, on the log from its first example up to at least where the incremental round stopped.
     assert meta["parent"] is None and incremental["parent"] == 1, (meta, incremental)
     assert meta["first_seq"] == incremental["first_seq"] and meta["last_seq"] >= watermark, (meta, watermark)
+    assert _registry(store_url)[3].state == "rejected"
     deadline = time.monotonic() + 60
     with preftrack.Client(gateway.target) as client:
-        while client.score("u-3", ["i-1"]).model_version != "3":
-            assert time.monotonic() < deadline, f"version 3 never served: {_registry(store_url)}"
+        while client.score("u-3", ["i-1"]).model_version != "4":
+            assert time.monotonic() < deadline, f"version 4 never served: {_registry(store_url)}"
             time.sleep(0.2)
+
+
+def test_after_a_version_trained_from_scratch_the_trainer_builds_on_it(
+    scratch_repository: Path, tmp_path: Path
+) -> None:
+    """While the version trained from scratch waits for its rollout, the next rounds warm-start from it, not from
+    the serving version's weights from before it (which hold what forgotten users did)."""
+    store_url = f"sqlite:///{tmp_path / 'events.db'}"
+    shop = synthetic.generate(SHOP)
+    events = [e for e in shop.events if e.user_id != synthetic.BOT_USER_ID]
+    half = len(events) // 2
+
+    async def run() -> tuple[int, int | None]:
+        store = await open_store(store_url)
+        try:
+            await store.upsert_items(list(shop.items.values()))
+            await store.append(events[:half])
+            now = time.time()
+            serving = VersionRecord(version=1, state="serving", created_at=now, updated_at=now)
+            assert await Registry(store).register(serving, actor="test", reason="version 1 serves")
+        finally:
+            await store.close()
+        config = ContinualConfig(store_url=store_url, repository=scratch_repository, trigger_examples=100)
+        trainer = await ContinualTrainer.open(config, from_scratch=True)
+        try:
+            assert await trainer.wait_for_first_examples(asyncio.Event(), 200)
+            scratch = await trainer.bootstrap()
+            store = await open_store(store_url)
+            try:
+                await store.append(events[half:])
+            finally:
+                await store.close()
+            result = await trainer.run_once(force=True)
+        finally:
+            await trainer.close()
+        assert result is not None, "no round ran"
+        return scratch, result.version
+
+    scratch, version = asyncio.run(run())
+    # Shipped or rejected by the gate, the round's candidate was warm-started from (and compared with) version 2.
+    assert scratch == 2 and _registry(store_url)[version].parent == 2, (scratch, _registry(store_url))
+
+
+def test_an_export_warm_started_from_before_a_version_trained_from_scratch_never_serves(stack) -> None:
+    """A version trained from scratch (after users were forgotten) is not superseded by a later export that was
+    warm-started from the weights before it: that one is retired, the one from scratch serves."""
+    from preftrack_dev.shoppers import register_exported
+
+    repository, store_url, gateway = stack
+    for version in (2, 3):
+        shutil.copytree(repository / "preftrack" / "1", repository / "preftrack" / str(version))
+    assert register_exported(store_url, 2, parent=None, actor="trainer --from-scratch")
+    assert register_exported(store_url, 3, parent=1, actor="a trainer that did not know of version 2")
+    deadline = time.monotonic() + 60
+    with preftrack.Client(gateway.target) as client:
+        while client.score("u-3", ["i-1"]).model_version != "2":
+            assert time.monotonic() < deadline, f"version 2 never served: {_registry(store_url)}"
+            time.sleep(0.2)
+    while _registry(store_url)[3].state != "retired":
+        assert time.monotonic() < deadline, f"version 3 not retired: {_registry(store_url)}"
+        time.sleep(0.2)
+    assert "trained from scratch" in _registry(store_url)[3].note

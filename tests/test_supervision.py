@@ -140,13 +140,31 @@ def test_a_child_that_keeps_dying_is_restarted_after_a_growing_backoff() -> None
     assert child.backoff_s >= 4.0 and child.restarts == len(started) - 1
 
 
+def _state(store_url: str, version: int) -> str | None:
+    import asyncio
+
+    from preftrack_gateway.store import open_store
+
+    async def read() -> str | None:
+        store = await open_store(store_url)
+        try:
+            record = next((r for r in await store.versions() if r.version == version), None)
+            return None if record is None else record.state
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
 def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded(
     scratch_repository: Path, tmp_path: Path
 ) -> None:
     """A stack restarted as the compose file runs it: Triton starts with the model not loaded, the registry
     says version 1 serves. The gateway has Triton load it (its config is only readable once loaded) and scores,
-    and a version exported afterwards still goes out. Restarted once more with that version broken, the gateway
-    says scoring is NOT_SERVING (feedback still SERVING) instead of claiming a version it cannot score with."""
+    and a version exported afterwards still goes out. Restarted again with a newer, broken version in the
+    repository (registered failed), it loads exactly the serving one (the repository's own policy, its newest
+    two, would fail). Restarted once more with the serving version broken, the gateway says scoring is
+    NOT_SERVING (feedback still SERVING) instead of claiming a version it cannot score with."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from preftrack_dev.process import GatewayProcess
@@ -171,10 +189,22 @@ def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded
             while client.score("u-1", ["i-1"]).model_version != "2":
                 assert time.monotonic() < deadline, (tmp_path / "second.log").read_text()[-3000:]
                 time.sleep(0.3)
-    shutil.rmtree(scratch_repository / "preftrack" / "2" / "model.savedmodel")
+    shutil.copytree(scratch_repository / "preftrack" / "1", scratch_repository / "preftrack" / "3")
+    shutil.rmtree(scratch_repository / "preftrack" / "3" / "model.savedmodel")
+    assert register_exported(store_url, 3, parent=2, actor="test")
     with TritonServer(dataclasses.replace(empty, work_dir=tmp_path / "third")) as triton:
+        env = gateway_env(triton.grpc_url, store_url, repository=scratch_repository, PREFTRACK_ROLLOUT_MODE="direct")
+        with GatewayProcess(env, tmp_path / "third.log") as gateway, preftrack.Client(gateway.target) as client:
+            assert client.score("u-1", ["i-1"]).model_version == "2"
+            deadline = time.monotonic() + 60
+            while _state(store_url, 3) != "failed":  # version 3 tried, refused by Triton, version 2 still serves
+                assert time.monotonic() < deadline, (tmp_path / "third.log").read_text()[-3000:]
+                time.sleep(0.3)
+            assert client.score("u-1", ["i-1"]).model_version == "2"
+    shutil.rmtree(scratch_repository / "preftrack" / "2" / "model.savedmodel")
+    with TritonServer(dataclasses.replace(empty, work_dir=tmp_path / "fourth")) as triton:
         env = gateway_env(triton.grpc_url, store_url, repository=scratch_repository)
-        with GatewayProcess(env, tmp_path / "third.log").start(require_serving=False) as gateway:
+        with GatewayProcess(env, tmp_path / "fourth.log").start(require_serving=False) as gateway:
             time.sleep(3)  # a few health probes, each trying to load version 2
             with grpc.insecure_channel(gateway.target) as channel:
                 health = health_pb2_grpc.HealthStub(channel)

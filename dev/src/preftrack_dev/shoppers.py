@@ -19,9 +19,10 @@ from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer.data import synthetic
 
 
-def register_exported(store_url: str, version: int, *, parent: int, actor: str) -> bool:
+def register_exported(store_url: str, version: int, *, parent: int | None, actor: str) -> bool:
     """Register a version already written to the repository as ``exported`` (with the default feature schema),
-    as the continual trainer does after its gate; the gateways then roll it out. False if already registered."""
+    as the continual trainer does after its gate (parent None: trained from scratch); the gateways then roll it
+    out. False if already registered."""
 
     async def run() -> bool:
         store = await open_store(store_url)

@@ -98,6 +98,7 @@ class Supervisor:
                 child.up_since = time.monotonic()
                 print(f"{child.name} is back", flush=True)
             except Exception as exc:  # keep supervising whatever the child does
+                child.down_since = now  # still down: this failure's backoff is the only one
                 child.next_try = now + child.backoff_s
                 _LOGGER.error("restarting %s failed (%s); next try in %.0f s", child.name, exc, child.backoff_s)
                 child.backoff_s = min(child.backoff_s * 2, self.max_backoff_s)

@@ -79,7 +79,10 @@ class GatewayConfig:
             :mod:`preftrack_gateway.deployment`.
         model_repository: the Triton model repository, when this process can read it: its versions'
             ``metadata.json`` give the settings of a new deployment and the feature schema of a version the
-            registry does not know.
+            registry does not know, and its config lets a Triton that has not loaded the model load exactly the
+            versions wanted.
+        triton_model_config: the config Triton was started with (its ``--model-config-name``: ``gpu`` is
+            ``configs/gpu.pbtxt``); None: ``config.pbtxt``.
         online_learning: learn per labelled event on top of the serving version (the per-event layer,
             :mod:`preftrack_gateway.online`); off serves the version's scores as they are.
         online_alpha / online_l2: the per-event layer's FTRL learning rate (``auto``, None, the default: two
@@ -139,6 +142,7 @@ class GatewayConfig:
     online_calibration: bool | None = _ONLINE.calibration
     online_behaviour_buckets: bool = _ONLINE.behaviour_buckets
     model_repository: str | None = None
+    triton_model_config: str | None = None
     rollout_mode: str = _POLICY.mode
     rollout_fraction: float = _POLICY.fraction
     rollout_shadow_sample: float = _POLICY.shadow_sample

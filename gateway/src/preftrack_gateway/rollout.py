@@ -127,10 +127,12 @@ class RolloutController:
         self._last_check = 0.0
         self._shadow_counter = 0
         self._journaled_outcomes = -1
-        # While no version is ready, asking Triton to load the model again backs off (1 s doubling to 10 s): a new
-        # deployment's repository stays empty until its first version is trained.
+        # Asking Triton again to load what it could not load backs off (1 s doubling to 10 s): a new deployment's
+        # repository stays empty until its first version is trained, and a version that cannot load reloads
+        # SavedModels at every try.
         self._load_backoff_s = 1.0
         self._next_load = 0.0
+        self._failed_load: list[int] = []  # the versions the last failed load asked for
 
     # --- routing -----------------------------------------------------------------------------------------
 
@@ -178,8 +180,12 @@ class RolloutController:
         stable = self._stable_record(records)
         candidate = next((r for r in records.values() if r.state in CANDIDATE_STATES), None)
         wanted = [r.version for r in (stable, candidate) if r is not None]
-        if wanted and not set(wanted) <= ready:
-            await self._load(wanted)
+        if wanted and not set(wanted) <= ready and (wanted != self._failed_load or time.monotonic() >= self._next_load):
+            if await self._load(wanted):
+                self._failed_load, self._load_backoff_s = [], 1.0
+            else:  # the same versions are tried again after the backoff, other ones at once
+                self._failed_load, self._next_load = wanted, time.monotonic() + self._load_backoff_s
+                self._load_backoff_s = min(2 * self._load_backoff_s, 10.0)
             ready = set(await self.scorer.ready_versions())
         if stable is None:
             stable = await self._bootstrap(ready, records)
@@ -300,8 +306,22 @@ class RolloutController:
         return None
 
     async def _ship_exported(self, stable: VersionRecord, records: dict[int, VersionRecord]) -> VersionRecord | None:
-        """Take the newest version the trainer exported into a rollout (policy mode); older ones are superseded."""
+        """Take the newest version the trainer exported into a rollout (policy mode); older ones are superseded.
+
+        A version trained from scratch (no parent: ``continual --from-scratch``, after users were forgotten) is
+        not superseded by one warm-started from weights older than it: those are retired, so that weights from
+        before it never serve again through a later version."""
         exported = sorted((r for r in records.values() if r.state == "exported"), key=lambda r: r.version)
+        scratch = [r.version for r in exported if r.parent is None]
+        if stable.parent is None:
+            scratch.append(stable.version)
+        if scratch:
+            base = max(scratch)
+            stale = [r for r in exported if r.version > base and r.parent is not None and r.parent < base]
+            if stale:
+                note = f"warm-started from weights older than version {base}, which was trained from scratch"
+                await self._move([Move(r.version, "retired", note) for r in stale], note)
+                exported = [r for r in exported if r not in stale]
         if not exported:
             return None
         newest = exported[-1]

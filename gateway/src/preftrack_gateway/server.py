@@ -95,7 +95,9 @@ class GatewayServer:
         """Open the store, rebuild features, bind the port and start serving."""
         cfg = self.config
         store = await open_store(cfg.store_url)
-        scorer = TritonScorer(cfg.triton_url, cfg.model_name)
+        scorer = TritonScorer(
+            cfg.triton_url, cfg.model_name, repository=cfg.model_repository, config_name=cfg.triton_model_config
+        )
         self.core = GatewayCore(cfg, store, scorer, on_readiness=self._set_health)
         core = self.core
         self.metrics.watch_learner(lambda: core.learner.status())  # the learner start() settles on

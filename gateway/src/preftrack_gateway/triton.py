@@ -72,9 +72,13 @@ class TritonScorer:
         max_in_flight: int = 2,
         overlap_rows: int = 256,
         max_batch_rows: int = 4096,
+        repository: str | None = None,
+        config_name: str | None = None,
     ) -> None:
         self.url = url
         self.model_name = model_name
+        self.repository = repository
+        self.config_name = config_name
         self._client = triton_aio.InferenceServerClient(url)
         self._channel = grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS)
         self._infer_stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
@@ -109,8 +113,10 @@ class TritonScorer:
         """(Re)load the model serving exactly ``versions``; the versions already loaded keep serving meanwhile.
 
         Triton answers a model's config only while the model is loaded. When it is not (Triton started with
-        nothing loaded, as a restarted production stack's does, or it lost the model), the model is first loaded
-        as its repository configures it (its newest versions), and its config read then.
+        nothing loaded, as a restarted production stack's does, or it lost the model), the config is read from the
+        model repository when this process can read it (``configs/<config_name>.pbtxt``, or ``config.pbtxt``), so
+        that exactly ``versions`` load; without the repository, the model is first loaded as the repository
+        configures it (its newest versions, all of which must load) and its config read then.
 
         Raises ModelNotReadyError if Triton refuses (a version failed to load); nothing changes then.
         """
@@ -120,13 +126,33 @@ class TritonScorer:
             try:
                 config = (await self._client.get_model_config(self.model_name, as_json=True))["config"]
             except InferenceServerException:
-                _LOGGER.info("%s is not loaded in Triton; loading it as its repository configures it", self.model_name)
-                await self._client.load_model(self.model_name)
-                config = (await self._client.get_model_config(self.model_name, as_json=True))["config"]
+                config = self._repository_config()
+                if config is None:
+                    _LOGGER.info("%s is not loaded; loading it as its repository configures it", self.model_name)
+                    await self._client.load_model(self.model_name)
+                    config = (await self._client.get_model_config(self.model_name, as_json=True))["config"]
             config["version_policy"] = {"specific": {"versions": [int(v) for v in versions]}}
             await self._client.load_model(self.model_name, config=json.dumps(config))
         except InferenceServerException as exc:
             raise ModelNotReadyError(f"loading {self.model_name} versions {versions} failed: {exc.message()}") from exc
+
+    def _repository_config(self) -> dict[str, object] | None:
+        """The model's config as Triton reads it from the repository (None when this process cannot read it)."""
+        if self.repository is None:
+            return None
+        from pathlib import Path
+
+        from google.protobuf import json_format, text_format
+        from tritonclient.grpc import model_config_pb2
+
+        model_dir = Path(self.repository) / self.model_name
+        path = model_dir / "configs" / f"{self.config_name}.pbtxt" if self.config_name else model_dir / "config.pbtxt"
+        try:
+            config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+        except (OSError, text_format.ParseError) as exc:
+            _LOGGER.warning("cannot read the model's config from %s: %s", path, exc)
+            return None
+        return json_format.MessageToDict(config, preserving_proto_field_name=True)
 
     async def score(
         self,

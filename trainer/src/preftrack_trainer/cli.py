@@ -128,6 +128,14 @@ def _write_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    """An integer >= 1 (argparse turns the ValueError into a usage error naming the flag)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(prog="preftrack-trainer", description=__doc__)
@@ -176,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cont.add_argument(
         "--first-examples",
-        type=int,
+        type=_at_least_one,
         default=200,
         help="labelled examples (both labels among them) a version trained from scratch needs; with an empty "
         "model repository the trainer waits for them (default 200)",

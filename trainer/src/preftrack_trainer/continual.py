@@ -30,7 +30,7 @@ import numpy as np
 
 from preftrack_gateway import deployment
 from preftrack_gateway.features import FeatureSpec, FeatureState, PointInTimeError
-from preftrack_gateway.registry import Registry
+from preftrack_gateway.registry import CANDIDATE_STATES, Registry
 from preftrack_gateway.schema import Event
 from preftrack_gateway.store import EventStore, Impression, VersionRecord, open_store
 from preftrack_trainer import export, metrics, model
@@ -211,6 +211,7 @@ class ContinualTrainer:
         self.rounds: list[RoundResult] = []
         self.skipped_examples = 0  # examples whose features could not be read exactly (older than kept history)
         self._erasures_seen = 0  # users forgotten up to this erasure are in nothing held here
+        self._from_scratch = False  # the whole log waits for a version trained from nothing (until bootstrap)
 
     @classmethod
     async def open(cls, config: ContinualConfig, *, from_scratch: bool = False) -> ContinualTrainer:
@@ -241,6 +242,7 @@ class ContinualTrainer:
         else:
             _LOGGER.info("deployment settings from the event store: %s", settings.describe())
         trainer = cls(config, store)
+        trainer._from_scratch = from_scratch
         await trainer._resume(from_scratch=from_scratch)
         return trainer
 
@@ -280,8 +282,17 @@ class ContinualTrainer:
         serving = [v for v, r in records.items() if r.state == "serving"]
         versions = export.existing_versions(self.config.repository / "preftrack")
         chosen = max(serving) if serving else (versions[-1] if versions else None)
-        if chosen is None or self._compatible(chosen):
-            return chosen
+        if chosen is None:
+            return None
+        if self._compatible(chosen):
+            # A newer version trained from scratch (continual --from-scratch: after users were forgotten) and
+            # still on its way out is what the next versions build on, not the weights from before it.
+            scratch = [
+                v
+                for v, r in records.items()
+                if v > chosen and r.parent is None and r.state in ("exported", "loading", *CANDIDATE_STATES)
+            ]
+            return max(scratch) if scratch else chosen
         usable = [
             v
             for v in versions
@@ -303,7 +314,7 @@ class ContinualTrainer:
         self.state = FeatureState(self.config.spec)
         self._pending, self._unfolded, self._folded_since_watermark, self._impressions = [], [], [], []
         self._reservoir = _Reservoir(self.config.replay_capacity, np.random.default_rng(self.config.seed))
-        await self._resume()
+        await self._resume(from_scratch=self._from_scratch)
         _LOGGER.info("users were forgotten: features and waiting examples rebuilt from the event store")
 
     async def poll(self) -> int:
@@ -609,6 +620,10 @@ class ContinualTrainer:
         first = model.build_model(mconfig, *model.fit_normalisation(examples.features))
         model.train(first, examples, mconfig)
         first_seq, last_seq = self._pending[0][0], self._pending[-1][0]
+        # After every number the registry holds (a rejected round's has no folder) and every folder.
+        taken = [r.version for r in await self.store.versions()] + export.existing_versions(
+            cfg.repository / "preftrack"
+        )
         version = export.export_version(
             first,
             cfg.repository,
@@ -619,9 +634,10 @@ class ContinualTrainer:
                 "n_new": len(examples),
                 **export.schema_metadata(cfg.spec, cfg.labels),
             },
+            min_version=max(taken, default=0) + 1,
         )
         now = time.time()
-        await self.registry.register(
+        registered = await self.registry.register(
             VersionRecord(
                 version=version,
                 state="exported",
@@ -635,6 +651,8 @@ class ContinualTrainer:
             actor="trainer",
             reason="bootstrap: trained from scratch on the store",
         )
+        if not registered:
+            raise RuntimeError(f"version {version} is registered already; the version trained from scratch was not")
         self._reservoir.add(examples)
         self.watermark = self._folded_seq
         await self.store.put_setting(WATERMARK_KEY, str(self.watermark))
@@ -642,6 +660,7 @@ class ContinualTrainer:
         await self.store.put_setting(IMPRESSION_WATERMARK_KEY, repr(self._impression_watermark))
         self._pending = []
         self._folded_since_watermark = []
+        self._from_scratch = False
         _LOGGER.info(
             "bootstrap: version %d trained on %d examples (seq %d..%d)", version, len(examples), first_seq, last_seq
         )
