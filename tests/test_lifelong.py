@@ -17,7 +17,7 @@ from preftrack_dev.replay import to_feedback_events, to_sdk_items
 from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway.deployment import SETTINGS_KEY, DeploymentSettings
 from preftrack_gateway.features import FeatureSpec, LabelSpec
-from preftrack_gateway.registry import Registry
+from preftrack_gateway.registry import Move, Registry
 from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer import export
 from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
@@ -405,3 +405,50 @@ def test_an_export_warm_started_from_before_a_version_trained_from_scratch_never
         assert time.monotonic() < deadline, f"version 3 not retired: {_registry(store_url)}"
         time.sleep(0.2)
     assert "trained from scratch" in _registry(store_url)[3].note
+    # Once a descendant of version 2 serves (and version 2 is retired), a late export from the old weights is
+    # still retired: what counts is the lineage, not which version serves.
+    for version in (4, 5):
+        shutil.copytree(repository / "preftrack" / "1", repository / "preftrack" / str(version))
+    assert register_exported(store_url, 4, parent=2, actor="the trainer, from version 2")
+    with preftrack.Client(gateway.target) as client:
+        while client.score("u-3", ["i-1"]).model_version != "4":
+            assert time.monotonic() < deadline, f"version 4 never served: {_registry(store_url)}"
+            time.sleep(0.2)
+    assert _registry(store_url)[2].state == "retired"
+    assert register_exported(store_url, 5, parent=1, actor="a trainer that did not know of version 2")
+    while _registry(store_url)[5].state != "retired":
+        assert time.monotonic() < deadline, f"version 5 not retired: {_registry(store_url)}"
+        time.sleep(0.2)
+    with preftrack.Client(gateway.target) as client:
+        assert client.score("u-3", ["i-1"]).model_version == "4"
+
+
+def test_the_trainer_builds_on_the_newest_descendant_of_a_version_trained_from_scratch(
+    scratch_repository: Path, tmp_path: Path
+) -> None:
+    """Version 1 still serves; version 2 was trained from scratch and already superseded (retired) by its own
+    descendants 3 and 4 on their way out: the next round warm-starts from 4, not from 1's weights."""
+    store_url = f"sqlite:///{tmp_path / 'events.db'}"
+    for version in (2, 3, 4):
+        shutil.copytree(scratch_repository / "preftrack" / "1", scratch_repository / "preftrack" / str(version))
+
+    async def run() -> int | None:
+        store = await open_store(store_url)
+        registry = Registry(store)
+        try:
+            now = time.time()
+            for version, state, parent in ((1, "serving", None), (2, "exported", None), (3, "exported", 2)):
+                record = VersionRecord(version=version, state=state, parent=parent, created_at=now, updated_at=now)
+                assert await registry.register(record, actor="test", reason="test")
+            record = VersionRecord(version=4, state="exported", parent=3, created_at=now, updated_at=now)
+            assert await registry.register(record, actor="test", reason="test")
+            assert await registry.move([Move(2, "retired"), Move(3, "retired")], actor="test", reason="superseded")
+        finally:
+            await store.close()
+        trainer = await ContinualTrainer.open(ContinualConfig(store_url=store_url, repository=scratch_repository))
+        try:
+            return await trainer._serving_version()
+        finally:
+            await trainer.close()
+
+    assert asyncio.run(run()) == 4

@@ -181,7 +181,9 @@ def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded
     empty = TritonConfig(repository=scratch_repository, models=(), work_dir=tmp_path / "second")
     with TritonServer(empty) as triton:
         env = gateway_env(triton.grpc_url, store_url, repository=scratch_repository, PREFTRACK_ROLLOUT_MODE="direct")
-        with GatewayProcess(env, tmp_path / "second.log") as gateway, preftrack.Client(gateway.target) as client:
+        # Starting loads the model in Triton (TensorFlow in its python backend): slow on a busy 2-core machine.
+        second = GatewayProcess(env, tmp_path / "second.log").start(timeout_s=120)
+        with second as gateway, preftrack.Client(gateway.target) as client:
             assert client.score("u-1", ["i-1"]).model_version == "1"
             shutil.copytree(scratch_repository / "preftrack" / "1", scratch_repository / "preftrack" / "2")
             assert register_exported(store_url, 2, parent=1, actor="test")
@@ -194,7 +196,8 @@ def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded
     assert register_exported(store_url, 3, parent=2, actor="test")
     with TritonServer(dataclasses.replace(empty, work_dir=tmp_path / "third")) as triton:
         env = gateway_env(triton.grpc_url, store_url, repository=scratch_repository, PREFTRACK_ROLLOUT_MODE="direct")
-        with GatewayProcess(env, tmp_path / "third.log") as gateway, preftrack.Client(gateway.target) as client:
+        third = GatewayProcess(env, tmp_path / "third.log").start(timeout_s=120)
+        with third as gateway, preftrack.Client(gateway.target) as client:
             assert client.score("u-1", ["i-1"]).model_version == "2"
             deadline = time.monotonic() + 60
             while _state(store_url, 3) != "failed":  # version 3 tried, refused by Triton, version 2 still serves

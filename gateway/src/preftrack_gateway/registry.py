@@ -46,6 +46,36 @@ TRANSITIONS: Mapping[str | None, frozenset[str]] = {
 #: States in which a version takes (part of) the traffic or is compared live.
 CANDIDATE_STATES = ("canary", "shadow")
 
+#: Final states of a version decided against (by the trainer's gate, by Triton, by a rollout).
+FINAL_STATES = frozenset({"rejected", "failed", "rolled_back"})
+
+
+def lineage_root(records: Mapping[int, VersionRecord]) -> int | None:
+    """The newest version trained from nothing (no parent) that was not decided against: a deployment's first
+    version, a new first version after an upgrade of its features, or ``continual --from-scratch`` after users
+    were forgotten. Every version that goes out after it must descend from it, so that weights from before it
+    (which may hold forgotten users' events) never come back through a later version. None: no such version.
+
+    >>> from preftrack_gateway.store import VersionRecord as R
+    >>> lineage_root({1: R(version=1, state="retired"), 2: R(version=2, state="serving", parent=1)})
+    1
+    """
+    roots = [v for v, r in records.items() if r.parent is None and r.state not in FINAL_STATES]
+    return max(roots, default=None)
+
+
+def descends_from(version: int, root: int, records: Mapping[int, VersionRecord]) -> bool:
+    """Whether ``version`` is ``root`` or was warm-started from it through registered parents."""
+    seen: set[int] = set()
+    current: int | None = version
+    while current is not None and current not in seen:
+        if current == root:
+            return True
+        seen.add(current)
+        record = records.get(current)
+        current = None if record is None else record.parent
+    return False
+
 
 class TransitionError(ValueError):
     """A move the state machine forbids; the message says which and why."""

@@ -36,7 +36,7 @@ from preftrack_gateway.errors import GatewayError, InvalidRequestError, ModelNot
 from preftrack_gateway.features import FeatureSpec
 from preftrack_gateway.outcomes import CallHealth, OutcomeTracker
 from preftrack_gateway.policy import ROLLOUT_MODES, RolloutPolicy
-from preftrack_gateway.registry import CANDIDATE_STATES, Move, Registry, TransitionError
+from preftrack_gateway.registry import CANDIDATE_STATES, Move, Registry, TransitionError, descends_from, lineage_root
 from preftrack_gateway.store import EventStore, VersionRecord
 
 if TYPE_CHECKING:  # the controller is given these; importing them here would be circular (config → policy)
@@ -193,7 +193,12 @@ class RolloutController:
         if candidate is not None and candidate.version not in ready:
             await self._move([Move(candidate.version, "failed", "not ready in Triton")], "candidate failed to load")
             candidate = None
-        if stable is not None and candidate is None and self.settings.pinned is None:
+        stable_ready = stable is not None and (
+            stable.version in ready or stable.version in set(await self.scorer.ready_versions())
+        )
+        if stable is not None and stable_ready and candidate is None and self.settings.pinned is None:
+            # (Not while the stable version cannot load: a rollout would load it with the new one, fail, and mark
+            # the new one failed for good.)
             candidate = await self._ship_exported(stable, records)
             if candidate is not None and candidate.state == "serving":
                 stable, candidate = candidate, None
@@ -308,20 +313,16 @@ class RolloutController:
     async def _ship_exported(self, stable: VersionRecord, records: dict[int, VersionRecord]) -> VersionRecord | None:
         """Take the newest version the trainer exported into a rollout (policy mode); older ones are superseded.
 
-        A version trained from scratch (no parent: ``continual --from-scratch``, after users were forgotten) is
-        not superseded by one warm-started from weights older than it: those are retired, so that weights from
-        before it never serve again through a later version."""
+        An exported version that does not descend from the newest version trained from nothing
+        (:func:`registry.lineage_root`: ``continual --from-scratch`` after users were forgotten) is retired
+        instead: weights from before that version never go out again through a later one."""
         exported = sorted((r for r in records.values() if r.state == "exported"), key=lambda r: r.version)
-        scratch = [r.version for r in exported if r.parent is None]
-        if stable.parent is None:
-            scratch.append(stable.version)
-        if scratch:
-            base = max(scratch)
-            stale = [r for r in exported if r.version > base and r.parent is not None and r.parent < base]
-            if stale:
-                note = f"warm-started from weights older than version {base}, which was trained from scratch"
-                await self._move([Move(r.version, "retired", note) for r in stale], note)
-                exported = [r for r in exported if r not in stale]
+        root = lineage_root(records)
+        stale = [r for r in exported if root is not None and not descends_from(r.version, root, records)]
+        if stale:
+            note = f"not warm-started from version {root}, the newest trained from scratch"
+            await self._move([Move(r.version, "retired", note) for r in stale], note)
+            exported = [r for r in exported if r not in stale]
         if not exported:
             return None
         newest = exported[-1]

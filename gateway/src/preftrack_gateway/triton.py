@@ -113,10 +113,11 @@ class TritonScorer:
         """(Re)load the model serving exactly ``versions``; the versions already loaded keep serving meanwhile.
 
         Triton answers a model's config only while the model is loaded. When it is not (Triton started with
-        nothing loaded, as a restarted production stack's does, or it lost the model), the config is read from the
-        model repository when this process can read it (``configs/<config_name>.pbtxt``, or ``config.pbtxt``), so
-        that exactly ``versions`` load; without the repository, the model is first loaded as the repository
-        configures it (its newest versions, all of which must load) and its config read then.
+        nothing loaded, as a restarted production stack's does, or it lost the model), it is first loaded as Triton
+        itself configures it (its own config file, the repository's newest versions) and its config read then. If
+        that fails (one of those versions is broken), the config is read from the model repository when this
+        process can read it (``configs/<config_name>.pbtxt``, or ``config.pbtxt``), so that exactly ``versions``
+        load.
 
         Raises ModelNotReadyError if Triton refuses (a version failed to load); nothing changes then.
         """
@@ -126,11 +127,16 @@ class TritonScorer:
             try:
                 config = (await self._client.get_model_config(self.model_name, as_json=True))["config"]
             except InferenceServerException:
-                config = self._repository_config()
-                if config is None:
-                    _LOGGER.info("%s is not loaded; loading it as its repository configures it", self.model_name)
+                _LOGGER.info("%s is not loaded; loading it as Triton configures it", self.model_name)
+                try:
                     await self._client.load_model(self.model_name)
                     config = (await self._client.get_model_config(self.model_name, as_json=True))["config"]
+                except InferenceServerException as exc:
+                    found = self._repository_config()
+                    if found is None:
+                        raise
+                    _LOGGER.warning("%s; loading versions %s with the repository's config", exc.message(), versions)
+                    config = found
             config["version_policy"] = {"specific": {"versions": [int(v) for v in versions]}}
             await self._client.load_model(self.model_name, config=json.dumps(config))
         except InferenceServerException as exc:
@@ -147,6 +153,12 @@ class TritonScorer:
 
         model_dir = Path(self.repository) / self.model_name
         path = model_dir / "configs" / f"{self.config_name}.pbtxt" if self.config_name else model_dir / "config.pbtxt"
+        if not self.config_name and (model_dir / "configs").is_dir():
+            _LOGGER.warning(
+                "loading %s with config.pbtxt; if Triton runs with --model-config-name, set "
+                "PREFTRACK_TRITON_MODEL_CONFIG to the same name",
+                self.model_name,
+            )
         try:
             config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
         except (OSError, text_format.ParseError) as exc:

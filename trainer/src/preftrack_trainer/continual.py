@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import numpy as np
 
 from preftrack_gateway import deployment
 from preftrack_gateway.features import FeatureSpec, FeatureState, PointInTimeError
-from preftrack_gateway.registry import CANDIDATE_STATES, Registry
+from preftrack_gateway.registry import FINAL_STATES, Registry, descends_from, lineage_root
 from preftrack_gateway.schema import Event
 from preftrack_gateway.store import EventStore, Impression, VersionRecord, open_store
 from preftrack_trainer import export, metrics, model
@@ -40,8 +41,6 @@ _LOGGER = logging.getLogger(__name__)
 
 WATERMARK_KEY = "trainer.watermark"
 IMPRESSION_WATERMARK_KEY = "trainer.impression_watermark"
-#: Registry states of versions that must not be warm-started from.
-_UNUSABLE_STATES = frozenset({"failed", "rejected", "rolled_back"})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -285,18 +284,25 @@ class ContinualTrainer:
         if chosen is None:
             return None
         if self._compatible(chosen):
-            # A newer version trained from scratch (continual --from-scratch: after users were forgotten) and
-            # still on its way out is what the next versions build on, not the weights from before it.
-            scratch = [
+            # After a version trained from scratch (continual --from-scratch: users were forgotten), the next
+            # versions build on it or on its newest descendant, not on the weights from before it, even while
+            # those still serve (registry.lineage_root).
+            root = lineage_root(records)
+            if root is None or descends_from(chosen, root, records):
+                return chosen
+            heirs = [
                 v
-                for v, r in records.items()
-                if v > chosen and r.parent is None and r.state in ("exported", "loading", *CANDIDATE_STATES)
+                for v in versions
+                if v in records
+                and records[v].state not in FINAL_STATES
+                and descends_from(v, root, records)
+                and self._compatible(v)
             ]
-            return max(scratch) if scratch else chosen
+            return max(heirs) if heirs else chosen
         usable = [
             v
             for v in versions
-            if self._compatible(v) and records.get(v) is not None and records[v].state not in _UNUSABLE_STATES
+            if self._compatible(v) and records.get(v) is not None and records[v].state not in FINAL_STATES
         ]
         return max(usable) if usable else None
 
@@ -620,39 +626,39 @@ class ContinualTrainer:
         first = model.build_model(mconfig, *model.fit_normalisation(examples.features))
         model.train(first, examples, mconfig)
         first_seq, last_seq = self._pending[0][0], self._pending[-1][0]
-        # After every number the registry holds (a rejected round's has no folder) and every folder.
-        taken = [r.version for r in await self.store.versions()] + export.existing_versions(
-            cfg.repository / "preftrack"
-        )
-        version = export.export_version(
-            first,
-            cfg.repository,
-            {
-                "parent": None,
-                "first_seq": first_seq,
-                "last_seq": last_seq,
-                "n_new": len(examples),
-                **export.schema_metadata(cfg.spec, cfg.labels),
-            },
-            min_version=max(taken, default=0) + 1,
-        )
-        now = time.time()
-        registered = await self.registry.register(
-            VersionRecord(
+        note = "bootstrap: trained from scratch on the store"
+        for _ in range(3):  # another trainer may register the number first (a rejected round's has no folder)
+            taken = [r.version for r in await self.store.versions()]
+            taken += export.existing_versions(cfg.repository / "preftrack")
+            version = export.export_version(
+                first,
+                cfg.repository,
+                {
+                    "parent": None,
+                    "first_seq": first_seq,
+                    "last_seq": last_seq,
+                    "n_new": len(examples),
+                    **export.schema_metadata(cfg.spec, cfg.labels),
+                },
+                min_version=max(taken, default=0) + 1,
+            )
+            now = time.time()
+            record = VersionRecord(
                 version=version,
                 state="exported",
                 first_seq=first_seq,
                 last_seq=last_seq,
                 metrics={"n_new": len(examples), "feature_schema_hash": cfg.spec.schema_hash()},
-                note="bootstrap: trained from scratch on the store",
+                note=note,
                 created_at=now,
                 updated_at=now,
-            ),
-            actor="trainer",
-            reason="bootstrap: trained from scratch on the store",
-        )
-        if not registered:
-            raise RuntimeError(f"version {version} is registered already; the version trained from scratch was not")
+            )
+            if await self.registry.register(record, actor="trainer", reason=note):
+                break
+            _LOGGER.warning("version %d was registered by another process meanwhile; exporting again", version)
+            shutil.rmtree(cfg.repository / "preftrack" / str(version), ignore_errors=True)
+        else:
+            raise RuntimeError("the version trained from scratch could not be registered: its numbers kept clashing")
         self._reservoir.add(examples)
         self.watermark = self._folded_seq
         await self.store.put_setting(WATERMARK_KEY, str(self.watermark))
