@@ -264,8 +264,12 @@ class _Floor:
         port = free_port()
         self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_grpc_floor.py")), str(port)])
         target = f"127.0.0.1:{port}"
-        with grpc.insecure_channel(target) as channel:
-            grpc.channel_ready_future(channel).result(timeout=30)
+        try:
+            with grpc.insecure_channel(target) as channel:
+                grpc.channel_ready_future(channel).result(timeout=30)
+        except BaseException:
+            self.process.kill()
+            raise
         return target
 
     def __exit__(self, *exc: object) -> None:

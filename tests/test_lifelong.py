@@ -368,7 +368,7 @@ def test_after_a_version_trained_from_scratch_the_trainer_builds_on_it(
         config = ContinualConfig(store_url=store_url, repository=scratch_repository, trigger_examples=100)
         trainer = await ContinualTrainer.open(config, from_scratch=True)
         try:
-            assert await trainer.wait_for_first_examples(asyncio.Event(), 200)
+            assert await asyncio.wait_for(trainer.wait_for_first_examples(asyncio.Event(), 200), 60)
             scratch = await trainer.bootstrap()
             store = await open_store(store_url)
             try:
