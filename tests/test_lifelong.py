@@ -404,7 +404,7 @@ def test_an_export_warm_started_from_before_a_version_trained_from_scratch_never
     while _registry(store_url)[3].state != "retired":
         assert time.monotonic() < deadline, f"version 3 not retired: {_registry(store_url)}"
         time.sleep(0.2)
-    assert "trained from scratch" in _registry(store_url)[3].note
+    assert "the newest trained from nothing" in _registry(store_url)[3].note
     # Once a descendant of version 2 serves (and version 2 is retired), a late export from the old weights is
     # still retired: what counts is the lineage, not which version serves.
     for version in (4, 5):
@@ -421,6 +421,45 @@ def test_an_export_warm_started_from_before_a_version_trained_from_scratch_never
         time.sleep(0.2)
     with preftrack.Client(gateway.target) as client:
         assert client.score("u-3", ["i-1"]).model_version == "4"
+    # Nor can an operator put it (or version 1) back: a roll back goes to the lineage's own retired version 2,
+    # and a pin or a rollout of an older one is refused with why.
+    from preftrack.admin import AdminClient
+    from preftrack.errors import InvalidRequestError
+
+    with AdminClient(gateway.target) as admin:
+        for version in (5, 1):
+            with pytest.raises(InvalidRequestError, match="does not descend from version 2"):
+                admin.pin(version)
+            with pytest.raises(InvalidRequestError, match="does not descend from version 2"):
+                admin.start_rollout(version)
+        assert admin.roll_back("test") == 2
+
+
+def _warm_start_base(
+    store_url: str, repository: Path, records: list[tuple[int, str, int | None]], moves: list[list[Move]]
+) -> int | None:
+    """The version the continual trainer would warm-start from, after registering ``records`` (version, state,
+    parent) and making ``moves`` in turn."""
+
+    async def run() -> int | None:
+        store = await open_store(store_url)
+        registry = Registry(store)
+        try:
+            now = time.time()
+            for version, state, parent in records:
+                record = VersionRecord(version=version, state=state, parent=parent, created_at=now, updated_at=now)
+                assert await registry.register(record, actor="test", reason="test")
+            for step in moves:
+                assert await registry.move(step, actor="test", reason="test")
+        finally:
+            await store.close()
+        trainer = await ContinualTrainer.open(ContinualConfig(store_url=store_url, repository=repository))
+        try:
+            return await trainer._serving_version()
+        finally:
+            await trainer.close()
+
+    return asyncio.run(run())
 
 
 def test_the_trainer_builds_on_the_newest_descendant_of_a_version_trained_from_scratch(
@@ -428,27 +467,19 @@ def test_the_trainer_builds_on_the_newest_descendant_of_a_version_trained_from_s
 ) -> None:
     """Version 1 still serves; version 2 was trained from scratch and already superseded (retired) by its own
     descendants 3 and 4 on their way out: the next round warm-starts from 4, not from 1's weights."""
-    store_url = f"sqlite:///{tmp_path / 'events.db'}"
     for version in (2, 3, 4):
         shutil.copytree(scratch_repository / "preftrack" / "1", scratch_repository / "preftrack" / str(version))
+    records = [(1, "serving", None), (2, "exported", None), (3, "exported", 2), (4, "exported", 3)]
+    retire = [[Move(2, "retired"), Move(3, "retired")]]
+    assert _warm_start_base(f"sqlite:///{tmp_path / 'events.db'}", scratch_repository, records, retire) == 4
 
-    async def run() -> int | None:
-        store = await open_store(store_url)
-        registry = Registry(store)
-        try:
-            now = time.time()
-            for version, state, parent in ((1, "serving", None), (2, "exported", None), (3, "exported", 2)):
-                record = VersionRecord(version=version, state=state, parent=parent, created_at=now, updated_at=now)
-                assert await registry.register(record, actor="test", reason="test")
-            record = VersionRecord(version=4, state="exported", parent=3, created_at=now, updated_at=now)
-            assert await registry.register(record, actor="test", reason="test")
-            assert await registry.move([Move(2, "retired"), Move(3, "retired")], actor="test", reason="superseded")
-        finally:
-            await store.close()
-        trainer = await ContinualTrainer.open(ContinualConfig(store_url=store_url, repository=scratch_repository))
-        try:
-            return await trainer._serving_version()
-        finally:
-            await trainer.close()
 
-    assert asyncio.run(run()) == 4
+def test_the_trainer_goes_on_from_a_version_trained_from_scratch_that_lost_its_canary(
+    scratch_repository: Path, tmp_path: Path
+) -> None:
+    """The version trained from scratch lost its canary (rolled back) and the old lineage serves: the trainer still
+    builds on the version from scratch (until one of its descendants wins), never on the old weights."""
+    shutil.copytree(scratch_repository / "preftrack" / "1", scratch_repository / "preftrack" / "2")
+    records = [(1, "serving", None), (2, "exported", None)]
+    lost = [[Move(2, "loading")], [Move(2, "canary")], [Move(2, "rolled_back")]]
+    assert _warm_start_base(f"sqlite:///{tmp_path / 'events.db'}", scratch_repository, records, lost) == 2

@@ -51,30 +51,38 @@ FINAL_STATES = frozenset({"rejected", "failed", "rolled_back"})
 
 
 def lineage_root(records: Mapping[int, VersionRecord]) -> int | None:
-    """The newest version trained from nothing (no parent) that was not decided against: a deployment's first
+    """The newest version trained from nothing (no parent) that was trained and loaded: a deployment's first
     version, a new first version after an upgrade of its features, or ``continual --from-scratch`` after users
     were forgotten. Every version that goes out after it must descend from it, so that weights from before it
-    (which may hold forgotten users' events) never come back through a later version. None: no such version.
+    (which may hold forgotten users' events) never come back through a later version, by an export, a warm
+    start, a pin or a roll back. A root that lost its canary (rolled back) stays the root: the trainer goes on
+    from it until one of its descendants wins. None: no such version.
 
     >>> from preftrack_gateway.store import VersionRecord as R
     >>> lineage_root({1: R(version=1, state="retired"), 2: R(version=2, state="serving", parent=1)})
     1
     """
-    roots = [v for v, r in records.items() if r.parent is None and r.state not in FINAL_STATES]
+    roots = [v for v, r in records.items() if r.parent is None and r.state not in ("failed", "rejected")]
     return max(roots, default=None)
 
 
-def descends_from(version: int, root: int, records: Mapping[int, VersionRecord]) -> bool:
-    """Whether ``version`` is ``root`` or was warm-started from it through registered parents."""
-    seen: set[int] = set()
-    current: int | None = version
-    while current is not None and current not in seen:
-        if current == root:
-            return True
-        seen.add(current)
-        record = records.get(current)
-        current = None if record is None else record.parent
-    return False
+def lineage(records: Mapping[int, VersionRecord]) -> set[int] | None:
+    """The versions that descend, through registered parents, from :func:`lineage_root` (itself included): the
+    only ones that may go out. None: no root, any version may."""
+    root = lineage_root(records)
+    if root is None:
+        return None
+    children: dict[int, list[int]] = {}
+    for version, record in records.items():
+        if record.parent is not None:
+            children.setdefault(record.parent, []).append(version)
+    found, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 class TransitionError(ValueError):

@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import grpc
@@ -36,7 +36,7 @@ from preftrack_gateway.errors import GatewayError, InvalidRequestError, ModelNot
 from preftrack_gateway.features import FeatureSpec
 from preftrack_gateway.outcomes import CallHealth, OutcomeTracker
 from preftrack_gateway.policy import ROLLOUT_MODES, RolloutPolicy
-from preftrack_gateway.registry import CANDIDATE_STATES, Move, Registry, TransitionError, descends_from, lineage_root
+from preftrack_gateway.registry import CANDIDATE_STATES, Move, Registry, TransitionError, lineage, lineage_root
 from preftrack_gateway.store import EventStore, VersionRecord
 
 if TYPE_CHECKING:  # the controller is given these; importing them here would be circular (config → policy)
@@ -94,6 +94,18 @@ def _salt(record: VersionRecord) -> str:
     # The moment the version became a candidate, stored in the registry: the same for every replica, new for
     # every rollout (a version rolled out again later gets another assignment).
     return f"{record.version}:{record.updated_at!r}"
+
+
+def _check_lineage(version: int, records: Mapping[int, VersionRecord]) -> None:
+    """Refuse to put out a version that does not descend from the newest version trained from nothing
+    (:func:`registry.lineage_root`): its weights may hold the events of users forgotten since."""
+    allowed = lineage(records)
+    if allowed is not None and version not in allowed:
+        raise RolloutConflictError(
+            f"version {version} does not descend from version {lineage_root(records)}, the newest trained from "
+            "nothing (after users were forgotten, weights from before it must not serve again); roll out one of "
+            "its descendants"
+        )
 
 
 class RolloutController:
@@ -317,10 +329,10 @@ class RolloutController:
         (:func:`registry.lineage_root`: ``continual --from-scratch`` after users were forgotten) is retired
         instead: weights from before that version never go out again through a later one."""
         exported = sorted((r for r in records.values() if r.state == "exported"), key=lambda r: r.version)
-        root = lineage_root(records)
-        stale = [r for r in exported if root is not None and not descends_from(r.version, root, records)]
+        allowed = lineage(records)
+        stale = [r for r in exported if allowed is not None and r.version not in allowed]
         if stale:
-            note = f"not warm-started from version {root}, the newest trained from scratch"
+            note = f"not warm-started from version {lineage_root(records)}, the newest trained from nothing"
             await self._move([Move(r.version, "retired", note) for r in stale], note)
             exported = [r for r in exported if r not in stale]
         if not exported:
@@ -358,6 +370,7 @@ class RolloutController:
             raise RolloutConflictError(f"version {busy.version} is already in a {busy.state} rollout; decide it first")
         if record.state not in ("exported", "retired"):
             raise RolloutConflictError(f"version {version} is {record.state}; only exported or retired ones roll out")
+        _check_lineage(version, records)
         note = self.version_check.refusal(version, record.metrics)
         if note is not None:
             await self._refuse(record, version, note)
@@ -443,9 +456,17 @@ class RolloutController:
             await self._sync()
             _LOGGER.warning("rolled back version %d: %s", candidate.version, reason)
             return stable.version
-        retired = [r for r in records.values() if r.state == "retired" and r.version != stable.version]
+        allowed = lineage(records)
+        retired = [
+            r
+            for r in records.values()
+            if r.state == "retired" and r.version != stable.version and (allowed is None or r.version in allowed)
+        ]
         if not retired:
-            raise RolloutConflictError(f"version {stable.version} serves and no earlier version was retired")
+            raise RolloutConflictError(
+                f"version {stable.version} serves and no earlier version of its lineage (from version "
+                f"{lineage_root(records)}, the newest trained from nothing) was retired"
+            )
         previous = max(retired, key=lambda r: (r.updated_at, r.version))
         if not await self._load([previous.version, stable.version]):
             raise RolloutConflictError(f"version {previous.version} does not load in Triton")
@@ -473,6 +494,7 @@ class RolloutController:
         stable = self._stable_record(records)
         if record.state not in ("serving", "retired", "exported", *CANDIDATE_STATES):
             raise RolloutConflictError(f"version {version} is {record.state}; it cannot serve")
+        _check_lineage(version, records)
         if record.state != "serving":
             note = self.version_check.refusal(version, record.metrics)
             if note is not None:

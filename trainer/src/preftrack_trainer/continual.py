@@ -31,7 +31,7 @@ import numpy as np
 
 from preftrack_gateway import deployment
 from preftrack_gateway.features import FeatureSpec, FeatureState, PointInTimeError
-from preftrack_gateway.registry import FINAL_STATES, Registry, descends_from, lineage_root
+from preftrack_gateway.registry import FINAL_STATES, Registry, lineage, lineage_root
 from preftrack_gateway.schema import Event
 from preftrack_gateway.store import EventStore, Impression, VersionRecord, open_store
 from preftrack_trainer import export, metrics, model
@@ -287,22 +287,24 @@ class ContinualTrainer:
             # After a version trained from scratch (continual --from-scratch: users were forgotten), the next
             # versions build on it or on its newest descendant, not on the weights from before it, even while
             # those still serve (registry.lineage_root).
-            root = lineage_root(records)
-            if root is None or descends_from(chosen, root, records):
+            allowed, root = lineage(records), lineage_root(records)
+            if allowed is None or chosen in allowed:
                 return chosen
+            # The root itself even if it lost its canary (rolled back): the next versions go on from it.
             heirs = [
                 v
                 for v in versions
-                if v in records
-                and records[v].state not in FINAL_STATES
-                and descends_from(v, root, records)
-                and self._compatible(v)
+                if v in allowed and (v == root or records[v].state not in FINAL_STATES) and self._compatible(v)
             ]
             return max(heirs) if heirs else chosen
+        allowed = lineage(records)
         usable = [
             v
             for v in versions
-            if self._compatible(v) and records.get(v) is not None and records[v].state not in FINAL_STATES
+            if self._compatible(v)
+            and records.get(v) is not None
+            and records[v].state not in FINAL_STATES
+            and (allowed is None or v in allowed)
         ]
         return max(usable) if usable else None
 
@@ -655,6 +657,10 @@ class ContinualTrainer:
             )
             if await self.registry.register(record, actor="trainer", reason=note):
                 break
+            other = await self.store.version(version)
+            if other is None or other.state != "rejected":  # a gateway may have found the folder ready meanwhile
+                raise RuntimeError(f"version {version} was registered meanwhile as {other and other.state}; not ours")
+            # Another trainer's rejected round took the number (it has no folder): this folder is ours.
             _LOGGER.warning("version %d was registered by another process meanwhile; exporting again", version)
             shutil.rmtree(cfg.repository / "preftrack" / str(version), ignore_errors=True)
         else:
