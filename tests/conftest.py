@@ -3,6 +3,7 @@ real Triton from the nvidia-pytriton wheel on free ports."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import shutil
@@ -17,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway.features import FeatureSpec, FeatureState
 from preftrack_gateway.privacy import Pseudonymiser
+from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer import export, model
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.preprocess import Examples, LabelSpec, build_examples, clean
@@ -167,3 +169,16 @@ def gateway(triton: TritonServer, trained: Trained, tmp_path: Path):
         yield process
     finally:
         assert process.stop() == 0, process.log_tail()
+
+
+def registered_versions(store_url: str) -> dict[int, VersionRecord]:
+    """The model registry as the store holds it now: version -> record."""
+
+    async def read() -> dict[int, VersionRecord]:
+        store = await open_store(store_url)
+        try:
+            return {r.version: r for r in await store.versions()}
+        finally:
+            await store.close()
+
+    return asyncio.run(read())

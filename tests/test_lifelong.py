@@ -23,7 +23,7 @@ from preftrack_trainer import export
 from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
 from preftrack_trainer.data import synthetic
 
-from .conftest import gateway_env
+from .conftest import gateway_env, registered_versions
 
 pytestmark = pytest.mark.e2e
 
@@ -52,17 +52,6 @@ def stack(scratch_repository: Path, tmp_path: Path):
             yield scratch_repository, store_url, gateway
         finally:
             gateway.stop()
-
-
-def _registry(store_url: str) -> dict[int, VersionRecord]:
-    async def read() -> dict[int, VersionRecord]:
-        store = await open_store(store_url)
-        try:
-            return {r.version: r for r in await store.versions()}
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
 
 
 def _put_settings(store_url: str, settings: DeploymentSettings) -> None:
@@ -121,7 +110,7 @@ def test_trainer_ships_version_2_and_the_switch_fails_no_request(stack) -> None:
         thread.join()
     assert not failures, failures[:3]
     assert versions_seen == {"1", "2"}
-    registry = _registry(store_url)
+    registry = registered_versions(store_url)
     assert registry[2].state == "serving" and registry[2].parent == 1
     assert registry[1].state == "retired"
     assert registry[2].last_seq >= registry[2].first_seq > 0
@@ -137,7 +126,7 @@ def test_a_worse_candidate_is_rejected_and_version_1_keeps_serving(stack) -> Non
     result, _ = _round(config)
     assert result is not None and not result.shipped
     assert export.existing_versions(repository / "preftrack") == [1]
-    registry = _registry(store_url)
+    registry = registered_versions(store_url)
     assert registry[result.version].state == "rejected" and "serving" in registry[result.version].note
     time.sleep(1.5)
     with preftrack.Client(gateway.target) as client:
@@ -159,9 +148,9 @@ def test_a_corrupt_export_is_never_served(stack) -> None:
 
     asyncio.run(register())
     deadline = time.monotonic() + 60
-    while _registry(store_url)[2].state in ("exported", "loading") and time.monotonic() < deadline:
+    while registered_versions(store_url)[2].state in ("exported", "loading") and time.monotonic() < deadline:
         time.sleep(0.3)
-    assert _registry(store_url)[2].state == "failed"
+    assert registered_versions(store_url)[2].state == "failed"
     with preftrack.Client(gateway.target) as client:
         for _ in range(20):
             assert client.score("u-3", ["i-1"]).model_version == "1"
@@ -248,9 +237,9 @@ def test_a_version_trained_on_other_feature_definitions_is_refused(stack) -> Non
 
     asyncio.run(register())
     deadline = time.monotonic() + 30
-    while _registry(store_url)[2].state == "exported" and time.monotonic() < deadline:
+    while registered_versions(store_url)[2].state == "exported" and time.monotonic() < deadline:
         time.sleep(0.2)
-    refused = _registry(store_url)[2]
+    refused = registered_versions(store_url)[2]
     assert refused.state == "failed" and "feature schema" in refused.note
     with preftrack.Client(gateway.target) as client:
         assert client.score("u-3", ["i-1"]).model_version == "1"
@@ -337,11 +326,11 @@ def test_a_version_trained_from_scratch_on_the_whole_store_ships(stack) -> None:
     # From nothing, on the log from its first example up to at least where the incremental round stopped.
     assert meta["parent"] is None and incremental["parent"] == 1, (meta, incremental)
     assert meta["first_seq"] == incremental["first_seq"] and meta["last_seq"] >= watermark, (meta, watermark)
-    assert _registry(store_url)[3].state == "rejected"
+    assert registered_versions(store_url)[3].state == "rejected"
     deadline = time.monotonic() + 60
     with preftrack.Client(gateway.target) as client:
         while client.score("u-3", ["i-1"]).model_version != "4":
-            assert time.monotonic() < deadline, f"version 4 never served: {_registry(store_url)}"
+            assert time.monotonic() < deadline, f"version 4 never served: {registered_versions(store_url)}"
             time.sleep(0.2)
 
 
@@ -383,7 +372,8 @@ def test_after_a_version_trained_from_scratch_the_trainer_builds_on_it(
 
     scratch, version = asyncio.run(run())
     # Shipped or rejected by the gate, the round's candidate was warm-started from (and compared with) version 2.
-    assert scratch == 2 and _registry(store_url)[version].parent == 2, (scratch, _registry(store_url))
+    versions = registered_versions(store_url)
+    assert scratch == 2 and versions[version].parent == 2, (scratch, versions)
 
 
 def test_an_export_warm_started_from_before_a_version_trained_from_scratch_never_serves(stack) -> None:
@@ -399,12 +389,12 @@ def test_an_export_warm_started_from_before_a_version_trained_from_scratch_never
     deadline = time.monotonic() + 60
     with preftrack.Client(gateway.target) as client:
         while client.score("u-3", ["i-1"]).model_version != "2":
-            assert time.monotonic() < deadline, f"version 2 never served: {_registry(store_url)}"
+            assert time.monotonic() < deadline, f"version 2 never served: {registered_versions(store_url)}"
             time.sleep(0.2)
-    while _registry(store_url)[3].state != "retired":
-        assert time.monotonic() < deadline, f"version 3 not retired: {_registry(store_url)}"
+    while registered_versions(store_url)[3].state != "retired":
+        assert time.monotonic() < deadline, f"version 3 not retired: {registered_versions(store_url)}"
         time.sleep(0.2)
-    assert "the newest trained from nothing" in _registry(store_url)[3].note
+    assert "the newest trained from nothing" in registered_versions(store_url)[3].note
     # Once a descendant of version 2 serves (and version 2 is retired), a late export from the old weights is
     # still retired: what counts is the lineage, not which version serves.
     for version in (4, 5):
@@ -412,12 +402,12 @@ def test_an_export_warm_started_from_before_a_version_trained_from_scratch_never
     assert register_exported(store_url, 4, parent=2, actor="the trainer, from version 2")
     with preftrack.Client(gateway.target) as client:
         while client.score("u-3", ["i-1"]).model_version != "4":
-            assert time.monotonic() < deadline, f"version 4 never served: {_registry(store_url)}"
+            assert time.monotonic() < deadline, f"version 4 never served: {registered_versions(store_url)}"
             time.sleep(0.2)
-    assert _registry(store_url)[2].state == "retired"
+    assert registered_versions(store_url)[2].state == "retired"
     assert register_exported(store_url, 5, parent=1, actor="a trainer that did not know of version 2")
-    while _registry(store_url)[5].state != "retired":
-        assert time.monotonic() < deadline, f"version 5 not retired: {_registry(store_url)}"
+    while registered_versions(store_url)[5].state != "retired":
+        assert time.monotonic() < deadline, f"version 5 not retired: {registered_versions(store_url)}"
         time.sleep(0.2)
     with preftrack.Client(gateway.target) as client:
         assert client.score("u-3", ["i-1"]).model_version == "4"

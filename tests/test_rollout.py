@@ -24,7 +24,7 @@ from preftrack_trainer import export, model
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.preprocess import LabelSpec
 
-from .conftest import Trained, gateway_env
+from .conftest import Trained, gateway_env, registered_versions
 
 pytestmark = pytest.mark.e2e
 
@@ -37,14 +37,7 @@ def _register(store_url: str, version: int, *, parent: int = 1) -> None:
 
 
 def _states(store_url: str) -> dict[int, str]:
-    async def run() -> dict[int, str]:
-        store = await open_store(store_url)
-        try:
-            return {r.version: r.state for r in await store.versions()}
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
+    return {version: record.state for version, record in registered_versions(store_url).items()}
 
 
 def _shadow_impressions(store_url: str, version: int) -> int:

@@ -19,7 +19,7 @@ import pytest
 import preftrack
 from preftrack_dev.process import free_port
 
-from .conftest import Trained
+from .conftest import Trained, gateway_env, registered_versions
 
 pytestmark = pytest.mark.e2e
 
@@ -140,22 +140,6 @@ def test_a_child_that_keeps_dying_is_restarted_after_a_growing_backoff() -> None
     assert child.backoff_s >= 4.0 and child.restarts == len(started) - 1
 
 
-def _state(store_url: str, version: int) -> str | None:
-    import asyncio
-
-    from preftrack_gateway.store import open_store
-
-    async def read() -> str | None:
-        store = await open_store(store_url)
-        try:
-            record = next((r for r in await store.versions() if r.version == version), None)
-            return None if record is None else record.state
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
-
-
 def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded(
     scratch_repository: Path, tmp_path: Path
 ) -> None:
@@ -170,8 +154,6 @@ def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded
     from preftrack_dev.process import GatewayProcess
     from preftrack_dev.shoppers import register_exported
     from preftrack_dev.triton_launcher import TritonConfig, TritonServer
-
-    from .conftest import gateway_env
 
     store_url = f"sqlite:///{tmp_path / 'events.db'}"
     with TritonServer(TritonConfig(repository=scratch_repository, work_dir=tmp_path / "first")) as triton:
@@ -200,7 +182,8 @@ def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded
         with third as gateway, preftrack.Client(gateway.target) as client:
             assert client.score("u-1", ["i-1"]).model_version == "2"
             deadline = time.monotonic() + 60
-            while _state(store_url, 3) != "failed":  # version 3 tried, refused by Triton, version 2 still serves
+            # Version 3 is tried, refused by Triton, and version 2 still serves.
+            while registered_versions(store_url)[3].state != "failed":
                 assert time.monotonic() < deadline, (tmp_path / "third.log").read_text()[-3000:]
                 time.sleep(0.3)
             assert client.score("u-1", ["i-1"]).model_version == "2"

@@ -144,7 +144,7 @@ class RolloutController:
         # SavedModels at every try.
         self._load_backoff_s = 1.0
         self._next_load = 0.0
-        self._failed_load: list[int] = []  # the versions the last failed load asked for
+        self._failed_load: list[int] | None = None  # the versions the last failed load asked for ([]: the model)
 
     # --- routing -----------------------------------------------------------------------------------------
 
@@ -192,12 +192,8 @@ class RolloutController:
         stable = self._stable_record(records)
         candidate = next((r for r in records.values() if r.state in CANDIDATE_STATES), None)
         wanted = [r.version for r in (stable, candidate) if r is not None]
-        if wanted and not set(wanted) <= ready and (wanted != self._failed_load or time.monotonic() >= self._next_load):
-            if await self._load(wanted):
-                self._failed_load, self._load_backoff_s = [], 1.0
-            else:  # the same versions are tried again after the backoff, other ones at once
-                self._failed_load, self._next_load = wanted, time.monotonic() + self._load_backoff_s
-                self._load_backoff_s = min(2 * self._load_backoff_s, 10.0)
+        if wanted and not set(wanted) <= ready and self._may_load(wanted):
+            self._loaded(wanted, await self._load(wanted))
             ready = set(await self.scorer.ready_versions())
         if stable is None:
             stable = await self._bootstrap(ready, records)
@@ -205,10 +201,12 @@ class RolloutController:
         if candidate is not None and candidate.version not in ready:
             await self._move([Move(candidate.version, "failed", "not ready in Triton")], "candidate failed to load")
             candidate = None
-        stable_ready = stable is not None and (
-            stable.version in ready or stable.version in set(await self.scorer.ready_versions())
-        )
-        if stable is not None and stable_ready and candidate is None and self.settings.pinned is None:
+        if (
+            stable is not None
+            and candidate is None
+            and self.settings.pinned is None
+            and await self._is_ready(stable.version, ready)
+        ):
             # (Not while the stable version cannot load: a rollout would load it with the new one, fail, and mark
             # the new one failed for good.)
             candidate = await self._ship_exported(stable, records)
@@ -218,9 +216,25 @@ class RolloutController:
         if self.candidate is not None and time.monotonic() - self._last_check >= self.policy.check_interval_s:
             self._last_check = time.monotonic()
             await self.check()
-        if self.stable is None:
-            return False
-        return self.stable in ready or self.stable in set(await self.scorer.ready_versions())
+        return self.stable is not None and await self._is_ready(self.stable, ready)
+
+    async def _is_ready(self, version: int, ready: set[int]) -> bool:
+        """Whether ``version`` is ready in Triton (``ready``, read earlier in this refresh, or Triton again: a load
+        or a rollout since may have changed it)."""
+        return version in ready or version in set(await self.scorer.ready_versions())
+
+    def _may_load(self, versions: list[int]) -> bool:
+        """Whether to ask Triton to load ``versions`` now: the ones it could not load last time only after the
+        backoff, any others at once."""
+        return versions != self._failed_load or time.monotonic() >= self._next_load
+
+    def _loaded(self, versions: list[int], ok: bool) -> None:
+        """Note how asking Triton to load ``versions`` went: a failure backs off (1 s doubling to 10 s)."""
+        if ok:
+            self._failed_load, self._load_backoff_s = None, 1.0
+        else:
+            self._failed_load, self._next_load = versions, time.monotonic() + self._load_backoff_s
+            self._load_backoff_s = min(2 * self._load_backoff_s, 10.0)
 
     @staticmethod
     def _stable_record(records: dict[int, VersionRecord]) -> VersionRecord | None:
@@ -291,14 +305,13 @@ class RolloutController:
     async def _bootstrap(self, ready: set[int], records: dict[int, VersionRecord]) -> VersionRecord | None:
         """No version is registered serving: serve the newest ready one whose schema fits (asks Triton to load
         the model when none is ready)."""
-        if not ready and time.monotonic() >= self._next_load:
+        if not ready and self._may_load([]):  # [] stands for the model as its repository configures it
             try:
                 await self.scorer.load()
-                self._load_backoff_s = 1.0
+                self._loaded([], True)
             except ModelNotReadyError as exc:
                 _LOGGER.warning("%s (next try in %.0f s)", exc.message, self._load_backoff_s)
-                self._next_load = time.monotonic() + self._load_backoff_s
-                self._load_backoff_s = min(2 * self._load_backoff_s, 10.0)
+                self._loaded([], False)
             ready = set(await self.scorer.ready_versions())
         for version in sorted(ready, reverse=True):
             record = records.get(version)

@@ -242,15 +242,15 @@ class ContinualTrainer:
             _LOGGER.info("deployment settings from the event store: %s", settings.describe())
         trainer = cls(config, store)
         trainer._from_scratch = from_scratch
-        await trainer._resume(from_scratch=from_scratch)
+        await trainer._resume()
         return trainer
 
-    async def _resume(self, *, from_scratch: bool = False) -> None:
+    async def _resume(self) -> None:
         self._users_seq = 0  # the state is new: every user's tokens are read again
         self._erasures_seen = await self.store.last_erasure_seq()  # what is read next holds none of them
-        self.watermark = 0 if from_scratch else int(await self.store.get_setting(WATERMARK_KEY) or 0)
+        self.watermark = 0 if self._from_scratch else int(await self.store.get_setting(WATERMARK_KEY) or 0)
         stored_impressions = await self.store.get_setting(IMPRESSION_WATERMARK_KEY)
-        self._impression_watermark = 0.0 if from_scratch else float(stored_impressions or 0.0)
+        self._impression_watermark = 0.0 if self._from_scratch else float(stored_impressions or 0.0)
         self._impressions_seen = self._impression_watermark
         await self._load_catalogue()
         past: list[Event] = []
@@ -283,13 +283,14 @@ class ContinualTrainer:
         chosen = max(serving) if serving else (versions[-1] if versions else None)
         if chosen is None:
             return None
+        allowed = lineage(records)
         if self._compatible(chosen):
             # After a version trained from scratch (continual --from-scratch: users were forgotten), the next
             # versions build on it or on its newest descendant, not on the weights from before it, even while
             # those still serve (registry.lineage_root).
-            allowed, root = lineage(records), lineage_root(records)
             if allowed is None or chosen in allowed:
                 return chosen
+            root = lineage_root(records)
             # The root itself even if it lost its canary (rolled back): the next versions go on from it.
             heirs = [
                 v
@@ -297,7 +298,6 @@ class ContinualTrainer:
                 if v in allowed and (v == root or records[v].state not in FINAL_STATES) and self._compatible(v)
             ]
             return max(heirs) if heirs else chosen
-        allowed = lineage(records)
         usable = [
             v
             for v in versions
@@ -307,6 +307,11 @@ class ContinualTrainer:
             and (allowed is None or v in allowed)
         ]
         return max(usable) if usable else None
+
+    async def _next_version(self) -> int:
+        """The number after every version registered (a rejected round's has no folder) and every folder."""
+        registered = [r.version for r in await self.store.versions()]
+        return max(registered + export.existing_versions(self.config.repository / "preftrack"), default=0) + 1
 
     def _compatible(self, version: int) -> bool:
         """Whether a version was trained on this deployment's features and model inputs (one whose metadata
@@ -322,7 +327,7 @@ class ContinualTrainer:
         self.state = FeatureState(self.config.spec)
         self._pending, self._unfolded, self._folded_since_watermark, self._impressions = [], [], [], []
         self._reservoir = _Reservoir(self.config.replay_capacity, np.random.default_rng(self.config.seed))
-        await self._resume(from_scratch=self._from_scratch)
+        await self._resume()
         _LOGGER.info("users were forgotten: features and waiting examples rebuilt from the event store")
 
     async def poll(self) -> int:
@@ -497,10 +502,9 @@ class ContinualTrainer:
             if old_c["auc"] < old_s["auc"] - 2 * cfg.auc_margin:
                 shipped, reason = False, f"forgets: older-slice AUC {old_c['auc']:.4f} < serving {old_s['auc']:.4f}"
 
-        records = await self.store.versions()
-        next_version = max([r.version for r in records] + export.existing_versions(cfg.repository / "preftrack")) + 1
+        next_version = await self._next_version()
         now = time.time()
-        lineage = {
+        origin = {
             "parent": serving_version,
             "first_seq": first_seq,
             "last_seq": last_seq,
@@ -512,7 +516,7 @@ class ContinualTrainer:
             next_version = export.export_version(
                 candidate,
                 cfg.repository,
-                {**lineage, "metrics": cand, "serving_metrics": serv, **export.schema_metadata(cfg.spec, cfg.labels)},
+                {**origin, "metrics": cand, "serving_metrics": serv, **export.schema_metadata(cfg.spec, cfg.labels)},
                 min_version=next_version,
             )
         await self.registry.register(
@@ -522,7 +526,7 @@ class ContinualTrainer:
                 parent=serving_version,
                 first_seq=first_seq,
                 last_seq=last_seq,
-                metrics={"candidate": cand, "serving": serv, **lineage},
+                metrics={"candidate": cand, "serving": serv, **origin},
                 note=reason,
                 created_at=now,
                 updated_at=now,
@@ -558,7 +562,7 @@ class ContinualTrainer:
             "exported" if shipped else "rejected",
             reason,
             len(examples),
-            lineage["n_replay"],
+            origin["n_replay"],
             self.skipped_examples,
             cand["auc"],
             serv["auc"],
@@ -630,8 +634,6 @@ class ContinualTrainer:
         first_seq, last_seq = self._pending[0][0], self._pending[-1][0]
         note = "bootstrap: trained from scratch on the store"
         for _ in range(3):  # another trainer may register the number first (a rejected round's has no folder)
-            taken = [r.version for r in await self.store.versions()]
-            taken += export.existing_versions(cfg.repository / "preftrack")
             version = export.export_version(
                 first,
                 cfg.repository,
@@ -642,7 +644,7 @@ class ContinualTrainer:
                     "n_new": len(examples),
                     **export.schema_metadata(cfg.spec, cfg.labels),
                 },
-                min_version=max(taken, default=0) + 1,
+                min_version=await self._next_version(),
             )
             now = time.time()
             record = VersionRecord(
