@@ -148,9 +148,12 @@ def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded
     and a version exported afterwards still goes out. Restarted again with a newer, broken version in the
     repository (registered failed), it loads exactly the serving one (the repository's own policy, its newest
     two, would fail). Restarted once more with the serving version broken, the gateway says scoring is
-    NOT_SERVING (feedback still SERVING) instead of claiming a version it cannot score with."""
+    NOT_SERVING (feedback still SERVING) instead of claiming a version it cannot score with, and an operator's
+    roll back puts the version before it back."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from preftrack.admin import AdminClient
+    from preftrack.errors import InvalidRequestError
     from preftrack_dev.process import GatewayProcess
     from preftrack_dev.shoppers import register_exported
     from preftrack_dev.triton_launcher import TritonConfig, TritonServer
@@ -200,3 +203,14 @@ def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded
 
                 assert status("preftrack.v1.ScoringService") == health_pb2.HealthCheckResponse.NOT_SERVING
                 assert status("preftrack.v1.FeedbackService") == health_pb2.HealthCheckResponse.SERVING
+                # The operator moves off it: a rollout is refused with why (and leaves version 1 as it was, not
+                # failed for the serving version's fault); a roll back loads version 1 alone and serves it.
+                # (A load takes seconds of TensorFlow in Triton on a busy 2-core machine: a longer deadline.)
+                with AdminClient(gateway.target, timeout_s=120) as admin:
+                    with pytest.raises(InvalidRequestError, match="serving version 2 does not load in Triton"):
+                        admin.start_rollout(1)
+                    assert registered_versions(store_url)[1].state == "retired"
+                    assert admin.roll_back("version 2's files are gone") == 1
+                assert status("preftrack.v1.ScoringService") == health_pb2.HealthCheckResponse.SERVING
+                with preftrack.Client(gateway.target) as client:
+                    assert client.score("u-1", ["i-1"]).model_version == "1"

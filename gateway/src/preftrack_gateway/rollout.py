@@ -284,6 +284,20 @@ class RolloutController:
             return False
         return set(versions) <= set(await self.scorer.ready_versions())
 
+    async def _load_to_replace(self, version: int, stable: int | None) -> bool:
+        """Make ``version`` ready to take over from ``stable``: both loaded, so that calls on their way to
+        ``stable`` finish; but ``version`` alone when ``stable`` is not ready in Triton (its files broken or gone:
+        nothing is scored with it anyway), so that an operator can always move off a version that cannot serve.
+        False when ``version`` does not load."""
+        if stable is None or stable not in set(await self.scorer.ready_versions()):
+            if stable is not None:
+                _LOGGER.warning("version %d is not ready in Triton; loading version %d alone", stable, version)
+            return await self._load([version])
+        if await self._load([version, stable]):
+            return True
+        await self._load([stable])  # whatever the failed load left, the serving version stays ready
+        return False
+
     async def _move(self, moves: Sequence[Move], reason: str, details: dict[str, object] | None = None) -> bool:
         ok = await self.registry.move(moves, actor=self.actor, reason=reason, details=details)
         if ok:
@@ -388,6 +402,12 @@ class RolloutController:
         if note is not None:
             await self._refuse(record, version, note)
             raise RolloutConflictError(f"version {version} refused: {note}")
+        if not await self._load([stable.version]):  # else loading both would fail, and fail the new version
+            raise RolloutConflictError(
+                f"the serving version {stable.version} does not load in Triton, so a rollout would have nothing to "
+                f"compare version {version} with; put a version that loads back first (roll back, or pin "
+                f"version {version})"
+            )
         if not await self.registry.move([Move(version, "loading")], actor=actor, reason=reason, records=records):
             raise RolloutConflictError(f"version {version} changed meanwhile; try again")
         if not await self._load([stable.version, version]):
@@ -481,7 +501,7 @@ class RolloutController:
                 f"{lineage_root(records)}, the newest trained from nothing) was retired"
             )
         previous = max(retired, key=lambda r: (r.updated_at, r.version))
-        if not await self._load([previous.version, stable.version]):
+        if not await self._load_to_replace(previous.version, stable.version):
             raise RolloutConflictError(f"version {previous.version} does not load in Triton")
         moves = [Move(stable.version, "rolled_back", reason[:500]), Move(previous.version, "serving")]
         if not await self.registry.move(moves, actor=actor, reason=reason, details=details, records=records):
@@ -512,7 +532,7 @@ class RolloutController:
             note = self.version_check.refusal(version, record.metrics)
             if note is not None:
                 raise RolloutConflictError(f"version {version} refused: {note}")
-            if not await self._load([v for v in (version, stable.version if stable else None) if v is not None]):
+            if not await self._load_to_replace(version, None if stable is None else stable.version):
                 raise RolloutConflictError(f"version {version} does not load in Triton")
             moves = []
             other = next((r for r in records.values() if r.state in CANDIDATE_STATES and r.version != version), None)
