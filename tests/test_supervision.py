@@ -207,7 +207,7 @@ def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded
                 # failed for the serving version's fault); a roll back loads version 1 alone and serves it.
                 # (A load takes seconds of TensorFlow in Triton on a busy 2-core machine: a longer deadline.)
                 with AdminClient(gateway.target, timeout_s=120) as admin:
-                    with pytest.raises(InvalidRequestError, match="serving version 2 does not load in Triton"):
+                    with pytest.raises(InvalidRequestError, match="serving version 2, which does not load"):
                         admin.start_rollout(1)
                     assert registered_versions(store_url)[1].state == "retired"
                     assert admin.roll_back("version 2's files are gone") == 1

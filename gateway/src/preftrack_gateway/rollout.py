@@ -19,6 +19,7 @@ error rate and latency of the candidate's calls (per replica) roll back at once 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -145,6 +146,11 @@ class RolloutController:
         self._load_backoff_s = 1.0
         self._next_load = 0.0
         self._failed_load: list[int] | None = None  # the versions the last failed load asked for ([]: the model)
+        # One change at a time: a refresh (every second, from the health loop) and an operator's call both read
+        # the registry, ask Triton to load versions (seconds each) and route by what they read; interleaved, a
+        # refresh that read the registry before an operator's roll back would route back to the old version, and
+        # its load would unload the new one.
+        self._lock = asyncio.Lock()
 
     # --- routing -----------------------------------------------------------------------------------------
 
@@ -186,6 +192,10 @@ class RolloutController:
         not loadable, for example after a restart onto a Triton that cannot load it, is not ready: health says so
         instead of scoring calls failing). Raises TritonUnavailableError when Triton cannot be reached.
         """
+        async with self._lock:
+            return await self._refresh()
+
+    async def _refresh(self) -> bool:
         ready = set(await self.scorer.ready_versions())
         self.settings = SharedSettings.from_json(await self.store.get_setting(SETTINGS_KEY), self.policy.fraction)
         records = await self._records()
@@ -286,17 +296,19 @@ class RolloutController:
 
     async def _load_to_replace(self, version: int, stable: int | None) -> bool:
         """Make ``version`` ready to take over from ``stable``: both loaded, so that calls on their way to
-        ``stable`` finish; but ``version`` alone when ``stable`` is not ready in Triton (its files broken or gone:
-        nothing is scored with it anyway), so that an operator can always move off a version that cannot serve.
-        False when ``version`` does not load."""
-        if stable is None or stable not in set(await self.scorer.ready_versions()):
-            if stable is not None:
-                _LOGGER.warning("version %d is not ready in Triton; loading version %d alone", stable, version)
+        ``stable`` finish. When that fails and ``stable`` was not ready in Triton before (its files broken or
+        gone: nothing was scored with it), ``version`` alone, so that an operator can always move off a version
+        that cannot serve. False when ``version`` does not load (a ready ``stable`` is then loaded again)."""
+        if stable is None:
             return await self._load([version])
+        was_ready = stable in set(await self.scorer.ready_versions())
         if await self._load([version, stable]):
             return True
-        await self._load([stable])  # whatever the failed load left, the serving version stays ready
-        return False
+        if was_ready:
+            await self._load([stable])  # whatever the failed load left, the serving version stays ready
+            return False
+        _LOGGER.warning("version %d does not load in Triton; loading version %d alone in its place", stable, version)
+        return await self._load([version])
 
     async def _move(self, moves: Sequence[Move], reason: str, details: dict[str, object] | None = None) -> bool:
         ok = await self.registry.move(moves, actor=self.actor, reason=reason, details=details)
@@ -370,7 +382,7 @@ class RolloutController:
             await self._move(superseded, f"superseded by version {newest.version}")
         mode = self.policy.mode
         try:
-            return await self.start(newest.version, mode, None, actor=self.actor, reason=f"exported; policy {mode}")
+            return await self._start(newest.version, mode, None, actor=self.actor, reason=f"exported; policy {mode}")
         except (RolloutConflictError, TransitionError) as exc:
             _LOGGER.info("version %d not rolled out: %s", newest.version, exc)
             return None
@@ -381,6 +393,12 @@ class RolloutController:
         self, version: int, mode: str, fraction: float | None, *, actor: str, reason: str
     ) -> VersionRecord | None:
         """Roll out ``version`` as canary (``fraction``), shadow, or directly; returns its new record."""
+        async with self._lock:
+            return await self._start(version, mode, fraction, actor=actor, reason=reason)
+
+    async def _start(
+        self, version: int, mode: str, fraction: float | None, *, actor: str, reason: str
+    ) -> VersionRecord | None:
         if mode not in ROLLOUT_MODES:
             raise InvalidRequestError(f"mode must be one of {', '.join(ROLLOUT_MODES)}")
         if fraction is not None and not 0 < fraction <= 1:
@@ -402,17 +420,18 @@ class RolloutController:
         if note is not None:
             await self._refuse(record, version, note)
             raise RolloutConflictError(f"version {version} refused: {note}")
-        if not await self._load([stable.version]):  # else loading both would fail, and fail the new version
+        # A canary or shadow compares with the serving version, which must load (else loading both fails, and the
+        # new version would be failed for the serving one's fault); a direct rollout replaces it.
+        if mode != "direct" and not await self._load([stable.version]):
             raise RolloutConflictError(
-                f"the serving version {stable.version} does not load in Triton, so a rollout would have nothing to "
-                f"compare version {version} with; put a version that loads back first (roll back, or pin "
-                f"version {version})"
+                f"a {mode} rollout compares version {version} with the serving version {stable.version}, which does "
+                f"not load in Triton; put a version that loads in its place first: roll back, start version "
+                f"{version} as direct, or pin it (which ships nothing automatically until unpinned)"
             )
         if not await self.registry.move([Move(version, "loading")], actor=actor, reason=reason, records=records):
             raise RolloutConflictError(f"version {version} changed meanwhile; try again")
-        if not await self._load([stable.version, version]):
+        if not await self._load_to_replace(version, stable.version):
             await self._move([Move(version, "failed", "failed to load in Triton")], "failed to load in Triton")
-            await self._load([stable.version])
             raise RolloutConflictError(f"version {version} failed to load in Triton; it is registered failed")
         if fraction is not None or mode == "canary":
             fraction = fraction if fraction is not None else self.policy.fraction
@@ -459,6 +478,10 @@ class RolloutController:
 
     async def promote(self, *, actor: str, reason: str, details: dict[str, object] | None = None) -> int:
         """Make the candidate the stable version (the old stable is retired, kept loaded for a roll back)."""
+        async with self._lock:
+            return await self._promote(actor=actor, reason=reason, details=details)
+
+    async def _promote(self, *, actor: str, reason: str, details: dict[str, object] | None = None) -> int:
         candidate, stable, records = await self._candidate_record()
         if not await self.registry.move(
             [Move(candidate.version, "serving"), Move(stable.version, "retired")],
@@ -475,6 +498,10 @@ class RolloutController:
     async def roll_back(self, *, actor: str, reason: str, details: dict[str, object] | None = None) -> int:
         """End the candidate's rollout, or, with none, put the previous stable version back. Returns the version
         that serves afterwards."""
+        async with self._lock:
+            return await self._roll_back(actor=actor, reason=reason, details=details)
+
+    async def _roll_back(self, *, actor: str, reason: str, details: dict[str, object] | None = None) -> int:
         records = await self._records()
         candidate = next((r for r in records.values() if r.state in CANDIDATE_STATES), None)
         stable = self._stable_record(records)
@@ -502,7 +529,10 @@ class RolloutController:
             )
         previous = max(retired, key=lambda r: (r.updated_at, r.version))
         if not await self._load_to_replace(previous.version, stable.version):
-            raise RolloutConflictError(f"version {previous.version} does not load in Triton")
+            raise RolloutConflictError(
+                f"version {previous.version}, the newest retired, does not load in Triton; pin an earlier retired "
+                "version instead (preftrack-admin versions lists them)"
+            )
         moves = [Move(stable.version, "rolled_back", reason[:500]), Move(previous.version, "serving")]
         if not await self.registry.move(moves, actor=actor, reason=reason, details=details, records=records):
             raise RolloutConflictError("the registry changed meanwhile; re-read it")
@@ -516,6 +546,10 @@ class RolloutController:
 
     async def pin(self, version: int | None, *, actor: str) -> None:
         """Serve ``version`` as the stable one and ship nothing automatically (None: unpin)."""
+        async with self._lock:
+            await self._pin(version, actor=actor)
+
+    async def _pin(self, version: int | None, *, actor: str) -> None:
         if version is None:
             await self._put_settings(dataclasses.replace(self.settings, pinned=None))
             await self.registry.record(self.stable or 0, "pin", actor=actor, message="unpinned")
@@ -578,9 +612,9 @@ class RolloutController:
             return comparison
         try:
             if action == "promote":
-                await self.promote(actor=self.actor, reason=f"automatic: {reason}", details=details)
+                await self._promote(actor=self.actor, reason=f"automatic: {reason}", details=details)
             elif action == "roll_back":
-                await self.roll_back(actor=self.actor, reason=f"automatic: {reason}", details=details)
+                await self._roll_back(actor=self.actor, reason=f"automatic: {reason}", details=details)
         except RolloutConflictError as exc:
             _LOGGER.info("decision on version %d not applied: %s", candidate, exc.message)
         return comparison
