@@ -27,8 +27,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -47,6 +47,8 @@ if TYPE_CHECKING:  # the controller is given these; importing them here would be
 _LOGGER = logging.getLogger(__name__)
 
 SETTINGS_KEY = "rollout"
+
+T = TypeVar("T")
 
 
 class RolloutConflictError(GatewayError):
@@ -184,6 +186,17 @@ class RolloutController:
 
     async def _records(self) -> dict[int, VersionRecord]:
         return {r.version: r for r in await self.registry.versions()}
+
+    async def _exclusive(self, operation: Coroutine[Any, Any, T]) -> T:
+        """Run an operator's ``operation`` under the lock, and to its end even if the call that asked for it is
+        cancelled (a client's deadline, while it waited for a refresh's loads): a version is never left halfway
+        (``loading``, say) by a call given up on."""
+
+        async def locked() -> T:
+            async with self._lock:
+                return await operation
+
+        return await asyncio.shield(asyncio.ensure_future(locked()))
 
     async def refresh(self) -> bool:
         """Catch up with the shared state and Triton; ship a newly exported version; decide a rollout when due.
@@ -393,8 +406,7 @@ class RolloutController:
         self, version: int, mode: str, fraction: float | None, *, actor: str, reason: str
     ) -> VersionRecord | None:
         """Roll out ``version`` as canary (``fraction``), shadow, or directly; returns its new record."""
-        async with self._lock:
-            return await self._start(version, mode, fraction, actor=actor, reason=reason)
+        return await self._exclusive(self._start(version, mode, fraction, actor=actor, reason=reason))
 
     async def _start(
         self, version: int, mode: str, fraction: float | None, *, actor: str, reason: str
@@ -462,8 +474,9 @@ class RolloutController:
     async def set_fraction(self, fraction: float, *, actor: str) -> None:
         if not 0 < fraction <= 1:
             raise InvalidRequestError("fraction must lie in (0, 1]")
-        candidate, _, _ = await self._candidate_record()
-        await self._put_settings(dataclasses.replace(self.settings, fraction=fraction))
+        async with self._lock:  # (a refresh reads the settings and may write them back)
+            candidate, _, _ = await self._candidate_record()
+            await self._put_settings(dataclasses.replace(self.settings, fraction=fraction))
         await self.registry.record(
             candidate.version, "fraction", actor=actor, message=f"fraction {fraction}", details={"fraction": fraction}
         )
@@ -478,8 +491,7 @@ class RolloutController:
 
     async def promote(self, *, actor: str, reason: str, details: dict[str, object] | None = None) -> int:
         """Make the candidate the stable version (the old stable is retired, kept loaded for a roll back)."""
-        async with self._lock:
-            return await self._promote(actor=actor, reason=reason, details=details)
+        return await self._exclusive(self._promote(actor=actor, reason=reason, details=details))
 
     async def _promote(self, *, actor: str, reason: str, details: dict[str, object] | None = None) -> int:
         candidate, stable, records = await self._candidate_record()
@@ -498,8 +510,7 @@ class RolloutController:
     async def roll_back(self, *, actor: str, reason: str, details: dict[str, object] | None = None) -> int:
         """End the candidate's rollout, or, with none, put the previous stable version back. Returns the version
         that serves afterwards."""
-        async with self._lock:
-            return await self._roll_back(actor=actor, reason=reason, details=details)
+        return await self._exclusive(self._roll_back(actor=actor, reason=reason, details=details))
 
     async def _roll_back(self, *, actor: str, reason: str, details: dict[str, object] | None = None) -> int:
         records = await self._records()
@@ -540,14 +551,14 @@ class RolloutController:
         return previous.version
 
     async def pause(self, paused: bool, *, actor: str) -> None:
-        await self._put_settings(dataclasses.replace(self.settings, paused=paused))
+        async with self._lock:  # (a refresh reads the settings and may write them back)
+            await self._put_settings(dataclasses.replace(self.settings, paused=paused))
         version = self.candidate or self.stable or 0
         await self.registry.record(version, "pause", actor=actor, message="paused" if paused else "resumed")
 
     async def pin(self, version: int | None, *, actor: str) -> None:
         """Serve ``version`` as the stable one and ship nothing automatically (None: unpin)."""
-        async with self._lock:
-            await self._pin(version, actor=actor)
+        await self._exclusive(self._pin(version, actor=actor))
 
     async def _pin(self, version: int | None, *, actor: str) -> None:
         if version is None:
