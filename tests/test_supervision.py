@@ -149,7 +149,7 @@ def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded
     repository (registered failed), it loads exactly the serving one (the repository's own policy, its newest
     two, would fail). Restarted once more with the serving version broken, the gateway says scoring is
     NOT_SERVING (feedback still SERVING) instead of claiming a version it cannot score with, and an operator's
-    roll back puts the version before it back."""
+    roll back puts the version before it back. When that one breaks too, a pin puts a newer one in its place."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from preftrack.admin import AdminClient
@@ -214,3 +214,22 @@ def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded
                 assert status("preftrack.v1.ScoringService") == health_pb2.HealthCheckResponse.SERVING
                 with preftrack.Client(gateway.target) as client:
                     assert client.score("u-1", ["i-1"]).model_version == "1"
+    # A fifth life: version 1 now serves and its files are gone too; version 4 (its copy) was exported meanwhile.
+    # Nothing ships while the serving version cannot load; a pin loads version 4 alone and serves it.
+    shutil.copytree(scratch_repository / "preftrack" / "1", scratch_repository / "preftrack" / "4")
+    assert register_exported(store_url, 4, parent=1, actor="test")
+    shutil.rmtree(scratch_repository / "preftrack" / "1" / "model.savedmodel")
+    with TritonServer(dataclasses.replace(empty, work_dir=tmp_path / "fifth")) as triton:
+        env = gateway_env(triton.grpc_url, store_url, repository=scratch_repository)
+        with (
+            GatewayProcess(env, tmp_path / "fifth.log").start(require_serving=False) as gateway,
+            AdminClient(gateway.target, timeout_s=120) as admin,
+        ):
+            assert registered_versions(store_url)[4].state == "exported"
+            admin.pin(4)
+            with preftrack.Client(gateway.target) as client:
+                assert client.score("u-1", ["i-1"]).model_version == "4"
+            assert {v: r.state for v, r in registered_versions(store_url).items() if v in (1, 4)} == {
+                1: "retired",
+                4: "serving",
+            }
