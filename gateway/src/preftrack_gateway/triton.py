@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import math
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from preftrack_gateway import contract
@@ -121,8 +124,6 @@ class TritonScorer:
 
         Raises ModelNotReadyError if Triton refuses (a version failed to load); nothing changes then.
         """
-        import json
-
         try:
             try:
                 config = (await self._client.get_model_config(self.model_name, as_json=True))["config"]
@@ -146,11 +147,6 @@ class TritonScorer:
         """The model's config as Triton reads it from the repository (None when this process cannot read it)."""
         if self.repository is None:
             return None
-        from pathlib import Path
-
-        from google.protobuf import json_format, text_format
-        from tritonclient.grpc import model_config_pb2
-
         model_dir = Path(self.repository) / self.model_name
         path = model_dir / "configs" / f"{self.config_name}.pbtxt" if self.config_name else model_dir / "config.pbtxt"
         if not self.config_name and (model_dir / "configs").is_dir():
