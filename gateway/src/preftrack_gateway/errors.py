@@ -79,9 +79,27 @@ class TritonUnavailableError(GatewayError):
 
 
 class StoreUnavailableError(GatewayError):
-    """The event store could not commit; nothing was acknowledged (UNAVAILABLE)."""
+    """The event store could not commit; nothing was acknowledged (UNAVAILABLE, or RESOURCE_EXHAUSTED when its
+    disk is full). ``retry_after_s``, when set, is sent like :class:`OverloadedError`'s."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, full: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        if full:
+            self.code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    @classmethod
+    def from_store(cls, exc: Exception, *, committing: bool = True) -> StoreUnavailableError:
+        """The refusal of a call the store failed: nothing stored, retry after the store's hint."""
+        retry_after_s = float(getattr(exc, "retry_after_s", 1.0))
+        what = "could not commit; nothing was stored" if committing else "failed; nothing was changed"
+        return cls(
+            f"the event store {what}; retry in {retry_after_s:.1f} s{' (same event_ids)' if committing else ''}: {exc}",
+            retry_after_s=retry_after_s,
+            full=bool(getattr(exc, "full", False)),
+        )
 
 
 class ShuttingDownError(GatewayError):

@@ -31,6 +31,40 @@ class WriteResult:
     duplicates: int
 
 
+class CommitHealth:
+    """Whether the store can commit now: the only owner of that fact. The commit loop reports each commit's
+    outcome; the readiness loop reports its probes while no traffic comes. ``on_change(up)`` is called on each
+    change (the server turns the feedback service's health with it)."""
+
+    def __init__(self, on_change: Callable[[bool], None] = lambda up: None) -> None:
+        self._on_change = on_change
+        self.up = True
+        #: Wall-clock time of the last successful commit or probe (0: none yet).
+        self.last_ok_s = 0.0
+        self.last_error = ""
+
+    def ok(self) -> None:
+        """A commit (or a probe) succeeded."""
+        self.last_ok_s = time.time()
+        if not self.up:
+            self.up = True
+            _LOGGER.info("the event store commits again; feedback is served")
+            self._on_change(True)
+
+    def failed(self, exc: StoreError) -> None:
+        """A commit (or a probe) failed."""
+        self.last_error = str(exc)
+        if self.up:
+            self.up = False
+            _LOGGER.error("the event store cannot commit (%s); feedback is refused until it can", exc)
+            self._on_change(False)
+
+    def summary(self) -> dict[str, object]:
+        """For status and metrics: up, seconds since the last success, the last error."""
+        since = time.time() - self.last_ok_s if self.last_ok_s else None
+        return {"up": self.up, "seconds_since_commit": since, "last_error": "" if self.up else self.last_error}
+
+
 @dataclasses.dataclass(slots=True)
 class _Pending:
     events: Sequence[Event]
@@ -46,6 +80,7 @@ class GroupCommitWriter:
             commit order) and the highest sequence number the commit took (0: nothing new).
         max_batch_events: most events in one transaction.
         max_pending_events: queued events beyond which :meth:`write` raises :class:`OverloadedError`.
+        health: told each commit's outcome.
     """
 
     def __init__(
@@ -55,8 +90,10 @@ class GroupCommitWriter:
         *,
         max_batch_events: int,
         max_pending_events: int,
+        health: CommitHealth | None = None,
     ) -> None:
         self._store = store
+        self.health = health or CommitHealth()
         self._on_commit = on_commit
         self._max_batch = max_batch_events
         self._max_pending = max_pending_events
@@ -155,8 +192,10 @@ class GroupCommitWriter:
         try:
             stored, last_seq = await self._store.append_logged(events)
         except StoreError as exc:
-            _LOGGER.error("commit of %d events failed: %s", len(events), exc)
-            error = StoreUnavailableError(f"the event store could not commit; nothing was stored: {exc}")
+            if self.health.up:  # the first failure is logged; the rest while it lasts are counted by health
+                _LOGGER.error("commit of %d events failed: %s", len(events), exc)
+            self.health.failed(exc)
+            error = StoreUnavailableError.from_store(exc)
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(error)
@@ -168,6 +207,7 @@ class GroupCommitWriter:
                     item.future.set_exception(StoreUnavailableError(f"commit aborted: {type(exc).__name__}"))
             self._release(size)
             raise
+        self.health.ok()
         elapsed = max(time.perf_counter() - started, 1e-3)
         self._rate = 0.8 * self._rate + 0.2 * (len(events) / elapsed) if self._rate else len(events) / elapsed
         self._release(size)

@@ -26,10 +26,12 @@ from preftrack_gateway.errors import (
     OverloadedError,
     PermissionDeniedError,
     ShuttingDownError,
+    StoreUnavailableError,
     UnauthenticatedError,
 )
 from preftrack_gateway.keys import Keys
 from preftrack_gateway.metrics import GatewayMetrics
+from preftrack_gateway.store import StoreError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ def _undecodable_error(method: str, marker: Undecodable, index: int | None = Non
 def _details(exc: GatewayError) -> tuple[tuple[str, str | bytes], ...]:
     """Trailing metadata of a refusal: the standard ``google.rpc.Status`` with its details
     (``grpc-status-details-bin``: a ``BadRequest`` field violation for INVALID_ARGUMENT, a ``RetryInfo`` for a
-    refusal under load), and for a refusal under load also ``retry-after-ms`` for any client and
+    refusal under load or while the store is away), and for those also ``retry-after-ms`` for any client and
     ``grpc-retry-pushback-ms``, which gRPC's built-in retry policy honours."""
     detail = any_pb2.Any()
     out: list[tuple[str, str | bytes]] = []
@@ -111,7 +113,7 @@ def _details(exc: GatewayError) -> tuple[tuple[str, str | bytes], ...]:
                 field_violations=[error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.message)]
             )
         )
-    elif isinstance(exc, OverloadedError):
+    elif isinstance(exc, (OverloadedError, StoreUnavailableError)) and exc.retry_after_s is not None:
         ms = max(1, round(1000 * exc.retry_after_s))
         delay = duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
         detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
@@ -254,12 +256,15 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             if isinstance(request, Undecodable):
                 raise _undecodable_error(method, request)
             yield
-        except GatewayError as exc:
-            code = exc.code
+        except (GatewayError, StoreError) as exc:
+            # A store failure outside ingestion (a catalogue upsert, an erasure, a registry read while the database
+            # is away) is the same refusal as a failed commit: UNAVAILABLE with a retry hint, never INTERNAL.
+            error = exc if isinstance(exc, GatewayError) else StoreUnavailableError.from_store(exc, committing=False)
+            code = error.code
             self._log.log(
-                logging.INFO, method, code.name, "%s request=%s -> %s: %s", method, rid, code.name, exc.message
+                logging.INFO, method, code.name, "%s request=%s -> %s: %s", method, rid, code.name, error.message
             )
-            await context.abort(code, exc.message, trailing_metadata=_details(exc))
+            await context.abort(code, error.message, trailing_metadata=_details(error))
         except Exception:
             if context.code() not in (None, grpc.StatusCode.OK):  # already aborted on purpose
                 code = context.code()

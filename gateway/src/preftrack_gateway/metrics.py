@@ -51,6 +51,10 @@ class GatewayMetrics:
         """Expose the rollout's versions and per-arm outcomes (read at scrape time from ``status``)."""
         self.registry.register(_RolloutCollector(status))
 
+    def watch_store(self, status: Callable[[], Mapping[str, object]]) -> None:
+        """Expose whether the event store commits and the time since it last did (read at scrape time)."""
+        self.registry.register(_StoreCollector(status))
+
     def serve(self, port: int, host: str = "127.0.0.1", *, keys: Keys | None = None) -> None:
         """Expose ``/metrics`` over HTTP on ``port``; with ``keys``, only to ``Authorization: Bearer <key>``."""
         app = prom.make_wsgi_app(self.registry)
@@ -121,6 +125,24 @@ class _LearnerCollector(Collector):
 
 def _number(value: object, default: float = 0.0) -> float:
     return float(value) if isinstance(value, int | float) else default
+
+
+class _StoreCollector(Collector):
+    """The event store's state, read when Prometheus scrapes."""
+
+    def __init__(self, status: Callable[[], Mapping[str, object]]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self._status()
+        yield GaugeMetricFamily(
+            "preftrack_store_up", "1 while the event store commits, 0 while it cannot", value=float(bool(state["up"]))
+        )
+        yield GaugeMetricFamily(
+            "preftrack_store_seconds_since_commit",
+            "Seconds since the event store last committed (NaN: not yet)",
+            value=_number(state.get("seconds_since_commit"), float("nan")),
+        )
 
 
 class _RolloutCollector(Collector):

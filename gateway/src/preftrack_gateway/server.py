@@ -91,6 +91,13 @@ class GatewayServer:
             self._health_tasks.add(task)
             task.add_done_callback(self._health_tasks.discard)
 
+    def _set_feedback_health(self, up: bool) -> None:
+        """FeedbackService follows the store: NOT_SERVING while it cannot commit (every event would be refused),
+        SERVING again once a commit or a probe succeeds. Scoring stays as Triton says: Score and Recommend work
+        from the features in memory while the store is away (served lists wait in the impression queue)."""
+        if self._server is not None:  # before the start completes, start() sets it
+            self._set_health(up, (_SERVICES[1],))
+
     async def start(self) -> None:
         """Open the store, rebuild features, bind the port and start serving."""
         cfg = self.config
@@ -98,8 +105,11 @@ class GatewayServer:
         scorer = TritonScorer(
             cfg.triton_url, cfg.model_name, repository=cfg.model_repository, config_name=cfg.triton_model_config
         )
-        self.core = GatewayCore(cfg, store, scorer, on_readiness=self._set_health)
+        self.core = GatewayCore(
+            cfg, store, scorer, on_readiness=self._set_health, on_store_health=self._set_feedback_health
+        )
         core = self.core
+        self.metrics.watch_store(core.writer.health.summary)
         self.metrics.watch_learner(lambda: core.learner.status())  # the learner start() settles on
         self.metrics.watch_rollout(lambda: core.rollout.status())
         self._edge = EdgeInterceptor(
@@ -149,8 +159,8 @@ class GatewayServer:
         await self.core.start()
         _tune_garbage_collector()
         await server.start()
-        self._set_health(True, (_SERVICES[1],))  # the store is open and the commit loop runs
         self._server = server
+        self._set_health(self.core.writer.health.up, (_SERVICES[1],))  # the store is open, the commit loop runs
         if cfg.metrics_port:
             self.metrics.serve(cfg.metrics_port, cfg.host, keys=Keys(cfg.metrics_keys))
         _LOGGER.info(

@@ -22,7 +22,7 @@ from preftrack_gateway import contract, deployment, snapshot
 from preftrack_gateway.config import GatewayConfig
 from preftrack_gateway.errors import InvalidRequestError, ModelNotReadyError, TritonUnavailableError
 from preftrack_gateway.features import FEATURE_NAMES, FeatureSpec, FeatureState, PointInTimeError
-from preftrack_gateway.ingest import GroupCommitWriter, ImpressionLog, WriteResult
+from preftrack_gateway.ingest import CommitHealth, GroupCommitWriter, ImpressionLog, WriteResult
 from preftrack_gateway.learner import OnlineLearner
 from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.rollout import RolloutController, Route
@@ -165,6 +165,7 @@ class GatewayCore:
         *,
         spec: FeatureSpec | None = None,
         on_readiness: Callable[[bool], None] | None = None,
+        on_store_health: Callable[[bool], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -176,6 +177,7 @@ class GatewayCore:
             self._committed,  # features (and the per-event learner) of the settings start() settles on
             max_batch_events=config.commit_batch_events,
             max_pending_events=config.max_pending_events,
+            health=CommitHealth(on_store_health or (lambda up: None)),
         )
         self.impressions = ImpressionLog(store)
         self._on_readiness = on_readiness or (lambda ready: None)
@@ -279,9 +281,11 @@ class GatewayCore:
 
     async def _follower(self) -> None:
         """Follow the shared log: events committed through other replicas reach this one's features within
-        about ``follow_interval_s``."""
+        about ``follow_interval_s``. While the store cannot be read, the turns back off (doubling to 5 s), one log
+        line each."""
+        backoff_s = 0.0
         while True:
-            await asyncio.sleep(self.config.follow_interval_s)
+            await asyncio.sleep(self.config.follow_interval_s + backoff_s)
             try:
                 await self._sync_users()
                 if self.writer.exclusive.locked():
@@ -290,8 +294,12 @@ class GatewayCore:
                     continue
                 async with self._follow_lock:
                     await self._follow_log(max_events=_FOLLOW_TURN_EVENTS)
+                if backoff_s:
+                    _LOGGER.info("following the event log again")
+                backoff_s = 0.0
             except StoreError as exc:
-                _LOGGER.warning("following the event log failed, will retry: %s", exc)
+                backoff_s = min(5.0, max(0.1, 2 * backoff_s))
+                _LOGGER.warning("following the event log failed, will retry in %.1f s: %s", backoff_s, exc)
             except Exception:  # a bug must not stop the follower for good: log it and go on
                 _LOGGER.exception("following the event log failed")
                 await asyncio.sleep(1.0)
@@ -528,18 +536,41 @@ class GatewayCore:
             self._triton_down_logged = True
             self.rollout.triton_lost()
             ready = False
+        except StoreError as exc:
+            # The registry cannot be read: nothing moves (a transition is one transaction), and scoring goes on
+            # with the versions it knows; readiness stays as it was. The store's health logs the outage.
+            if self.writer.health.up:
+                _LOGGER.warning("reading the registry failed, will retry: %s", exc)
+            return self.rollout.stable is not None
         else:
             self._triton_down_logged = False
         self._on_readiness(ready)
         return ready
 
+    async def probe_store(self) -> bool:
+        """Whether the store can commit, asked of the store itself: every health interval, so that health turns
+        NOT_SERVING when it goes away with no traffic, and SERVING again when it is back (while it is down, with a
+        real commit)."""
+        health = self.writer.health
+        try:
+            await self.store.probe(write=not health.up)
+        except StoreError as exc:
+            health.failed(exc)
+            return False
+        if not health.up:  # the probe was a commit
+            health.ok()
+        return True
+
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
+            store_up = await self.probe_store()
             try:
                 await self.refresh_readiness()
             except Exception:  # keep probing whatever happens
                 _LOGGER.exception("readiness probe failed")
+            if not store_up:
+                continue  # housekeeping waits for the store
             try:
                 await self._catch_up_erasures()
                 await self._apply_retention()

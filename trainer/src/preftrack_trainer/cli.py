@@ -86,12 +86,18 @@ def _continual(args: argparse.Namespace) -> int:
     )
 
     async def run() -> None:
-        trainer = await ContinualTrainer.open(config, from_scratch=args.from_scratch)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if args.once:  # one try, now
+            trainer = await ContinualTrainer.open(config, from_scratch=args.from_scratch)
+        else:
+            opened = await ContinualTrainer.open_when_reachable(config, stop, from_scratch=args.from_scratch)
+            if opened is None:
+                return
+            trainer = opened
         try:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
             if args.from_scratch or not export.existing_versions(args.repository / "preftrack"):
                 if args.once:  # one try: what the store holds now
                     stop.set()

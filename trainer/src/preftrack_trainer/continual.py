@@ -33,7 +33,7 @@ from preftrack_gateway import deployment
 from preftrack_gateway.features import FeatureSpec, FeatureState, PointInTimeError
 from preftrack_gateway.registry import FINAL_STATES, Registry, lineage, lineage_root
 from preftrack_gateway.schema import Event
-from preftrack_gateway.store import EventStore, Impression, VersionRecord, open_store
+from preftrack_gateway.store import EventStore, Impression, StoreError, VersionRecord, open_store
 from preftrack_trainer import export, metrics, model
 from preftrack_trainer.preprocess import Examples, LabelSpec, model_inputs
 
@@ -188,6 +188,23 @@ def gate_refusal(
     return None
 
 
+class _Outage:
+    """The trainer's view of an event store that fails: a backoff that doubles to 30 s, one log line per failure,
+    and one when it answers again."""
+
+    def __init__(self) -> None:
+        self.backoff_s = 0.0
+
+    def failed(self, exc: StoreError) -> None:
+        self.backoff_s = min(30.0, max(1.0, 2 * self.backoff_s))
+        _LOGGER.warning("the event store failed (%s); retrying in %.0f s", exc, self.backoff_s)
+
+    def over(self) -> None:
+        if self.backoff_s:
+            _LOGGER.info("the event store answers again; training resumes")
+        self.backoff_s = 0.0
+
+
 class ContinualTrainer:
     """Long-running (or one-round) trainer over the event store. Create with :meth:`open`."""
 
@@ -211,6 +228,25 @@ class ContinualTrainer:
         self.skipped_examples = 0  # examples whose features could not be read exactly (older than kept history)
         self._erasures_seen = 0  # users forgotten up to this erasure are in nothing held here
         self._from_scratch = False  # the whole log waits for a version trained from nothing (until bootstrap)
+
+    @classmethod
+    async def open_when_reachable(
+        cls, config: ContinualConfig, stop: asyncio.Event, *, from_scratch: bool = False
+    ) -> ContinualTrainer | None:
+        """:meth:`open`, tried again (with backoff) while the event store cannot be reached, until ``stop`` is set
+        (then None): a trainer started while its database restarts waits for it instead of exiting."""
+        outage = _Outage()
+        while not stop.is_set():
+            try:
+                trainer = await cls.open(config, from_scratch=from_scratch)
+            except StoreError as exc:
+                outage.failed(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), outage.backoff_s)
+                continue
+            outage.over()
+            return trainer
+        return None
 
     @classmethod
     async def open(cls, config: ContinualConfig, *, from_scratch: bool = False) -> ContinualTrainer:
@@ -327,7 +363,12 @@ class ContinualTrainer:
         self.state = FeatureState(self.config.spec)
         self._pending, self._unfolded, self._folded_since_watermark, self._impressions = [], [], [], []
         self._reservoir = _Reservoir(self.config.replay_capacity, np.random.default_rng(self.config.seed))
-        await self._resume()
+        seen = self._erasures_seen
+        try:
+            await self._resume()
+        except BaseException:
+            self._erasures_seen = seen  # half rebuilt: the next poll starts the rebuild over
+            raise
         _LOGGER.info("users were forgotten: features and waiting examples rebuilt from the event store")
 
     async def poll(self) -> int:
@@ -519,7 +560,7 @@ class ContinualTrainer:
                 {**origin, "metrics": cand, "serving_metrics": serv, **export.schema_metadata(cfg.spec, cfg.labels)},
                 min_version=next_version,
             )
-        await self.registry.register(
+        await self._register_export(
             VersionRecord(
                 version=next_version,
                 state="exported" if shipped else "rejected",
@@ -531,17 +572,11 @@ class ContinualTrainer:
                 created_at=now,
                 updated_at=now,
             ),
-            actor="trainer",
-            reason=f"offline gate: {reason}",
+            f"offline gate: {reason}",
         )
         # Trained or rejected, these examples are done: move the watermark past them, durably.
+        await self._advance_watermarks()
         self._reservoir.add(examples)
-        self.watermark = self._folded_seq
-        await self.store.put_setting(WATERMARK_KEY, str(self.watermark))
-        self._impression_watermark = self._impressions_seen
-        await self.store.put_setting(IMPRESSION_WATERMARK_KEY, repr(self._impression_watermark))
-        self._pending = []
-        self._folded_since_watermark = []
         self._last_round = time.monotonic()
         result = RoundResult(
             next_version,
@@ -578,13 +613,17 @@ class ContinualTrainer:
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Poll and train until ``stop`` is set."""
+        outage = _Outage()
         while not stop.is_set():
             try:
                 await self.run_once()
+                outage.over()
+            except StoreError as exc:  # the database is away: it reconnects by itself; the round is retried whole
+                outage.failed(exc)
             except Exception:
                 _LOGGER.exception("continual training round failed; retrying after the poll interval")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.config.poll_interval_s)
+                await asyncio.wait_for(stop.wait(), self.config.poll_interval_s + outage.backoff_s)
 
     async def wait_for_first_examples(self, stop: asyncio.Event, minimum: int, *, report_every_s: float = 30.0) -> bool:
         """Poll until at least ``minimum`` labelled examples wait, positives and negatives among them (enough to
@@ -592,8 +631,18 @@ class ContinualTrainer:
         A new deployment's store starts empty, so the trainer of a fresh stack waits here for the shop's first
         events."""
         reported = checked = -math.inf
+        outage = _Outage()
         while True:
-            waiting = await self.poll()
+            try:
+                waiting = await self.poll()
+                outage.over()
+            except StoreError as exc:  # the database is away: it reconnects by itself
+                outage.failed(exc)
+                if stop.is_set():
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.config.poll_interval_s + outage.backoff_s)
+                continue
             # Labelling every waiting example is the costly part: at most every 10 s (and at the last poll).
             if waiting >= minimum and (stop.is_set() or time.monotonic() - checked >= 10.0):
                 checked = time.monotonic()
@@ -657,7 +706,7 @@ class ContinualTrainer:
                 created_at=now,
                 updated_at=now,
             )
-            if await self.registry.register(record, actor="trainer", reason=note):
+            if await self._register_export(record, note):
                 break
             other = await self.store.version(version)
             if other is None or other.state != "rejected":  # a gateway may have found the folder ready meanwhile
@@ -667,18 +716,33 @@ class ContinualTrainer:
             shutil.rmtree(cfg.repository / "preftrack" / str(version), ignore_errors=True)
         else:
             raise RuntimeError("the version trained from scratch could not be registered: its numbers kept clashing")
+        await self._advance_watermarks()  # the served lists in it are trained on too
         self._reservoir.add(examples)
-        self.watermark = self._folded_seq
-        await self.store.put_setting(WATERMARK_KEY, str(self.watermark))
-        self._impression_watermark = self._impressions_seen  # the served lists in it are trained on too
-        await self.store.put_setting(IMPRESSION_WATERMARK_KEY, repr(self._impression_watermark))
-        self._pending = []
-        self._folded_since_watermark = []
         self._from_scratch = False
         _LOGGER.info(
             "bootstrap: version %d trained on %d examples (seq %d..%d)", version, len(examples), first_seq, last_seq
         )
         return version, (len(examples), first_seq, last_seq)
+
+    async def _advance_watermarks(self) -> None:
+        """Move the watermarks past the examples (and served lists) just trained on: in the store first, then in
+        memory, so they never move without their commit; a store failure leaves the examples waiting for the
+        next round."""
+        await self.store.put_setting(WATERMARK_KEY, str(self._folded_seq))
+        await self.store.put_setting(IMPRESSION_WATERMARK_KEY, repr(self._impressions_seen))
+        self.watermark = self._folded_seq
+        self._impression_watermark = self._impressions_seen
+        self._pending = []
+        self._folded_since_watermark = []
+
+    async def _register_export(self, record: VersionRecord, reason: str) -> bool:
+        """Register an exported version; if the store fails, remove its folder first (no gateway may find an
+        export the registry never heard of) and raise, so the round is retried whole."""
+        try:
+            return await self.registry.register(record, actor="trainer", reason=reason)
+        except StoreError:
+            shutil.rmtree(self.config.repository / "preftrack" / str(record.version), ignore_errors=True)
+            raise
 
     async def close(self) -> None:
         """Close the store."""

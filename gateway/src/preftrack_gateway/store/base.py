@@ -10,9 +10,21 @@ from collections.abc import AsyncIterator, Sequence
 
 from preftrack_gateway.schema import Event, Item
 
+#: The settings row a health probe rewrites while the store cannot commit (a real commit, tiny).
+PROBE_KEY = "store.probe"
+
 
 class StoreError(RuntimeError):
-    """The store failed; nothing in the failed call was committed."""
+    """The store failed; nothing in the failed call was committed.
+
+    ``retry_after_s`` is how long a caller should wait before trying again (the store reconnects or the fault
+    clears by itself); ``full`` says the store is out of space (a full disk), not merely unreachable.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, full: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.full = full
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -296,6 +308,11 @@ class EventStore(abc.ABC):
         writing to the store, so a reader that has seen sequence number N has seen every event numbered below N,
         and reading ``events(after_seq=N)`` later never misses one committed late.
         """
+
+    @abc.abstractmethod
+    async def probe(self, *, write: bool = False) -> None:
+        """Raise :class:`StoreError` if the store cannot be reached now; with ``write``, if it cannot commit now
+        (a full disk, a read-only file). Cheap: the readiness loop calls it every health interval."""
 
     @abc.abstractmethod
     async def upsert_items(self, items: Sequence[Item]) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import psycopg
@@ -13,6 +15,7 @@ from preftrack_gateway.store.base import (
     CATALOG_VERSION_KEY,
     IMPRESSION_COLUMNS,
     ITEM_COLUMNS,
+    PROBE_KEY,
     USERS_SEQ_KEY,
     Erasure,
     EventStore,
@@ -38,6 +41,7 @@ from preftrack_gateway.store.base import (
     version_from_row,
     version_row,
 )
+from preftrack_gateway.store.pg_link import PgLink, describe
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -154,9 +158,11 @@ class _LostRaceError(Exception):
 
 
 class PostgresStore(EventStore):
-    """Events, items and impressions in PostgreSQL. Writes use one connection; reads another."""
+    """Events, items and impressions in PostgreSQL. Writes use one connection; reads another. Each reconnects by
+    itself after the server went away (:class:`PgLink`); a call that meets a lost connection fails with
+    :class:`StoreError` and nothing of it is committed."""
 
-    def __init__(self, writer: psycopg.AsyncConnection, reader: psycopg.AsyncConnection) -> None:
+    def __init__(self, writer: PgLink, reader: PgLink) -> None:
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
@@ -165,15 +171,14 @@ class PostgresStore(EventStore):
     @classmethod
     async def open(cls, url: str) -> PostgresStore:
         """Connect to ``url`` and create the tables if needed."""
+        store = cls(PgLink(url, "writer"), PgLink(url, "reader"))
         try:
-            writer = await psycopg.AsyncConnection.connect(url, autocommit=True)
-            reader = await psycopg.AsyncConnection.connect(url, autocommit=True)
-            async with writer.transaction():
+            async with store._writing() as writer:
                 # One process at a time: CREATE ... IF NOT EXISTS run at once by several (a new deployment's
                 # gateways and trainer starting together) can fail on PostgreSQL's catalogue unique keys.
                 await writer.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 await writer.execute(_SCHEMA)
-            async with writer.transaction():
+            async with store._writing() as writer:
                 # Rows written before users were numbered: number them (as an upsert would, under its lock), so
                 # that readers following users_changed get them.
                 await writer.execute("SELECT pg_advisory_xact_lock(%s)", (_USERS_LOCK,))
@@ -187,9 +192,37 @@ class PostgresStore(EventStore):
                         "WHERE users.user_key = numbered.user_key",
                         (last,),
                     )
-        except psycopg.Error as exc:
+            await store._reader.connect()
+        except StoreError as exc:
+            await store.close()
             raise StoreError(f"cannot open PostgreSQL store: {exc}") from exc
-        return cls(writer, reader)
+        return store
+
+    @contextlib.asynccontextmanager
+    async def _writing(self, *, transaction: bool = True) -> AsyncIterator[psycopg.AsyncConnection]:
+        """The writer connection, alone (and in a transaction unless told otherwise); a PostgreSQL failure inside
+        becomes :class:`StoreError`."""
+        async with self._write_lock:
+            try:
+                connection = await self._writer.connect()
+                if transaction:
+                    async with connection.transaction():
+                        yield connection
+                else:
+                    yield connection
+            except psycopg.Error as exc:
+                raise StoreError(describe(exc)) from exc
+
+    async def probe(self, *, write: bool = False) -> None:
+        # On the writer connection: a lost server shows here within one health interval even with no traffic.
+        async with self._writing(transaction=False) as writer:
+            if write:  # a real commit, one settings row
+                await writer.execute(
+                    "INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (PROBE_KEY, repr(time.time())),
+                )
+            else:
+                await writer.execute("SELECT 1")
 
     async def append_logged(self, events: Sequence[Event]) -> tuple[list[bool], int]:
         firsts = first_occurrences(events)
@@ -199,66 +232,57 @@ class PostgresStore(EventStore):
             row = (e.event_id, e.user_id, e.item_id, e.event_type, e.value, e.timestamp_s, e.recommendation_id)
             for column, value in zip(columns, (*row, context_json(e), query_terms_text(e.query_terms)), strict=True):
                 column.append(value)
-        try:
-            async with self._write_lock, self._writer.transaction():
-                # Appends commit one at a time (the lock is held to the end of the transaction), so sequence
-                # numbers, drawn after taking it, increase in commit order: no reader can pass a number that a
-                # slower transaction commits later. The price is one append transaction in flight per store.
-                await self._writer.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
-                cursor = await self._writer.execute(
-                    f"INSERT INTO events ({_EVENT_COLUMNS}) "
-                    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
-                    "%s::float8[], %s::float8[], %s::text[], %s::text[], %s::text[]) "
-                    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id, seq",
-                    columns,
-                )
-                rows = await cursor.fetchall()
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
+        async with self._writing() as writer:
+            # Appends commit one at a time (the lock is held to the end of the transaction), so sequence
+            # numbers, drawn after taking it, increase in commit order: no reader can pass a number that a
+            # slower transaction commits later. The price is one append transaction in flight per store.
+            await writer.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
+            cursor = await writer.execute(
+                f"INSERT INTO events ({_EVENT_COLUMNS}) "
+                "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
+                "%s::float8[], %s::float8[], %s::text[], %s::text[], %s::text[]) "
+                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id, seq",
+                columns,
+            )
+            rows = await cursor.fetchall()
         inserted = {row[0] for row in rows}
         last = max((int(row[1]) for row in rows), default=0)
         return [first and e.event_id in inserted for e, first in zip(events, firsts, strict=True)], last
 
     async def upsert_items(self, items: Sequence[Item]) -> None:
-        try:
-            async with self._write_lock, self._writer.transaction(), self._writer.cursor() as cursor:
-                await cursor.executemany(
-                    f"INSERT INTO items ({ITEM_COLUMNS}) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (item_id) DO UPDATE "
-                    "SET categories = excluded.categories, price = excluded.price, title = excluded.title, "
-                    "attributes = excluded.attributes",
-                    [item_row(i) for i in items],
-                )
-                await cursor.execute(
-                    "INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (CATALOG_VERSION_KEY, uuid4_hex()),
-                )
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
+        async with self._writing() as writer, writer.cursor() as cursor:
+            await cursor.executemany(
+                f"INSERT INTO items ({ITEM_COLUMNS}) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (item_id) DO UPDATE "
+                "SET categories = excluded.categories, price = excluded.price, title = excluded.title, "
+                "attributes = excluded.attributes",
+                [item_row(i) for i in items],
+            )
+            await cursor.execute(
+                "INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (CATALOG_VERSION_KEY, uuid4_hex()),
+            )
 
     async def upsert_users(self, users: Sequence[tuple[str, tuple[str, ...]]]) -> None:
         rows = [(user_key, user_tokens_text(tokens)) for user_key, tokens in users]
-        try:
-            async with self._write_lock, self._writer.transaction(), self._writer.cursor() as cursor:
-                # Upserts commit one at a time (the lock is held to the end of the transaction), so numbers drawn
-                # after taking it increase in commit order: no reader following users_changed can pass a number
-                # that a slower transaction commits later. A lock of their own: appends do not wait for them.
-                await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_USERS_LOCK,))
-                last = await _claim_users_seqs(self._writer, len(rows))
-                await cursor.executemany(
-                    "INSERT INTO users (user_key, tokens, seq) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (user_key) DO UPDATE SET tokens = excluded.tokens, seq = excluded.seq",
-                    [(user_key, tokens, seq) for seq, (user_key, tokens) in enumerate(rows, start=last + 1)],
-                )
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
+        async with self._writing() as writer, writer.cursor() as cursor:
+            # Upserts commit one at a time (the lock is held to the end of the transaction), so numbers drawn
+            # after taking it increase in commit order: no reader following users_changed can pass a number
+            # that a slower transaction commits later. A lock of their own: appends do not wait for them.
+            await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_USERS_LOCK,))
+            last = await _claim_users_seqs(writer, len(rows))
+            await cursor.executemany(
+                "INSERT INTO users (user_key, tokens, seq) VALUES (%s, %s, %s) "
+                "ON CONFLICT (user_key) DO UPDATE SET tokens = excluded.tokens, seq = excluded.seq",
+                [(user_key, tokens, seq) for seq, (user_key, tokens) in enumerate(rows, start=last + 1)],
+            )
 
     async def _fetch(self, query: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
-        try:
-            async with self._read_lock:
-                cursor = await self._reader.execute(query, params)
+        async with self._read_lock:
+            try:
+                cursor = await (await self._reader.connect()).execute(query, params)
                 return await cursor.fetchall()
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
+            except psycopg.Error as exc:
+                raise StoreError(describe(exc)) from exc
 
     async def items(self) -> list[Item]:
         rows = await self._fetch(f"SELECT {ITEM_COLUMNS} FROM items")
@@ -270,15 +294,12 @@ class PostgresStore(EventStore):
         return changed, int(rows[-1][2]) if rows else after_seq  # type: ignore[call-overload]
 
     async def log_impressions(self, impressions: Sequence[Impression]) -> None:
-        try:
-            async with self._write_lock, self._writer.transaction(), self._writer.cursor() as cursor:
-                await cursor.executemany(
-                    f"INSERT INTO impressions ({IMPRESSION_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    [impression_row(i) for i in impressions],
-                )
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
+        async with self._writing() as writer, writer.cursor() as cursor:
+            await cursor.executemany(
+                f"INSERT INTO impressions ({IMPRESSION_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                [impression_row(i) for i in impressions],
+            )
 
     async def impressions_after(self, after_s: float, *, limit: int = 100_000) -> list[Impression]:
         rows = await self._fetch(
@@ -336,11 +357,8 @@ class PostgresStore(EventStore):
         return {int(r[0]): float(r[1]) for r in rows}  # type: ignore[call-overload, arg-type]
 
     async def _write(self, query: str, params: Sequence[object]) -> None:
-        try:
-            async with self._write_lock:
-                await self._writer.execute(query, params)
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
+        async with self._writing(transaction=False) as writer:
+            await writer.execute(query, params)
 
     async def put_version(self, record: VersionRecord) -> None:
         await self._write(
@@ -359,51 +377,44 @@ class PostgresStore(EventStore):
         single: str | None = None,
     ) -> bool:
         try:
-            async with self._write_lock, self._writer.transaction():
+            async with self._writing() as writer:
                 # Transitions are rare: each takes the registry's table lock first, so replicas' transitions run
                 # one after another (no deadlock between row and table locks) and the checks below hold at commit.
-                await self._writer.execute("LOCK TABLE model_versions IN SHARE ROW EXCLUSIVE MODE")
+                await writer.execute("LOCK TABLE model_versions IN SHARE ROW EXCLUSIVE MODE")
                 if single is not None:
-                    cursor = await self._writer.execute(
-                        "SELECT version FROM model_versions WHERE state = %s", (single,)
-                    )
+                    cursor = await writer.execute("SELECT version FROM model_versions WHERE state = %s", (single,))
                     others = {int(r[0]) for r in await cursor.fetchall()}
                     if others - {record.version for record, _ in moves}:
                         raise _LostRaceError
                 for record, expected in sorted(moves, key=lambda m: m[0].version):
-                    cursor = await self._writer.execute(
+                    cursor = await writer.execute(
                         "SELECT state FROM model_versions WHERE version = %s FOR UPDATE", (record.version,)
                     )
                     row = await cursor.fetchone()
                     if (row is not None) if expected is None else (row is None or row[0] not in expected):
                         raise _LostRaceError
                     if row is None:
-                        cursor = await self._writer.execute(
+                        cursor = await writer.execute(
                             f"INSERT INTO model_versions VALUES ({_NINE}) ON CONFLICT (version) DO NOTHING RETURNING 1",
                             version_row(record),
                         )
                         if await cursor.fetchone() is None:
                             raise _LostRaceError
                     else:
-                        await self._writer.execute(
+                        await writer.execute(
                             "UPDATE model_versions SET state = %s, parent = %s, first_seq = %s, last_seq = %s, "
                             "metrics = %s, note = %s, created_at = %s, updated_at = %s WHERE version = %s",
                             (*version_row(record)[1:], record.version),
                         )
                 for entry in entries:
-                    await self._writer.execute(_JOURNAL_INSERT, journal_row(entry))
+                    await writer.execute(_JOURNAL_INSERT, journal_row(entry))
         except _LostRaceError:
             return False
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
         return True
 
     async def append_journal(self, entries: Sequence[JournalEntry]) -> None:
-        try:
-            async with self._write_lock, self._writer.transaction(), self._writer.cursor() as cursor:
-                await cursor.executemany(_JOURNAL_INSERT, [journal_row(e) for e in entries])
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
+        async with self._writing() as writer, writer.cursor() as cursor:
+            await cursor.executemany(_JOURNAL_INSERT, [journal_row(e) for e in entries])
 
     async def journal(
         self,
@@ -435,43 +446,33 @@ class PostgresStore(EventStore):
         )
 
     async def put_setting_if_absent(self, key: str, value: str) -> str:
-        try:
-            async with self._write_lock:
-                await self._writer.execute(
-                    "INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO NOTHING", (key, value)
-                )
-                cursor = await self._writer.execute("SELECT value FROM settings WHERE key = %s", (key,))
-                row = await cursor.fetchone()
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
+        async with self._writing(transaction=False) as writer:
+            await writer.execute("INSERT INTO settings VALUES (%s, %s) ON CONFLICT (key) DO NOTHING", (key, value))
+            cursor = await writer.execute("SELECT value FROM settings WHERE key = %s", (key,))
+            row = await cursor.fetchone()
         assert row is not None
         return str(row[0])
 
     async def forget_user(self, user_key: str, *, ticket: str, at: float, actor: str) -> Forgotten:
         # Dead row versions stay in the table files until VACUUM reuses their space; see docs/privacy.md.
-        try:
-            async with self._write_lock, self._writer.transaction():
-                # The append lock: erasures (and appends) commit one at a time, so erasure numbers increase in
-                # commit order too and a replica following them by number never passes one committed late.
-                await self._writer.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
-                cursor = await self._writer.execute(
-                    f"DELETE FROM events WHERE user_key = %s RETURNING seq, {_EVENT_COLUMNS}", (user_key,)
-                )
-                events = [(int(r[0]), event_from_row(r[1:])) for r in await cursor.fetchall()]  # type: ignore[call-overload]
-                cursor = await self._writer.execute(
-                    "DELETE FROM impressions WHERE user_key = %s RETURNING item_ids", (user_key,)
-                )
-                served = [json.loads(str(ids)) for (ids,) in await cursor.fetchall()]
-                cursor = await self._writer.execute("DELETE FROM users WHERE user_key = %s", (user_key,))
-                users_deleted = cursor.rowcount
-                cursor = await self._writer.execute(
-                    f"INSERT INTO erasures ({_ERASURE_COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
-                    f"RETURNING seq, {_ERASURE_COLUMNS}",
-                    (ticket, at, actor, len(events), len(served)),
-                )
-                row = await cursor.fetchone()
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
+        async with self._writing() as writer:
+            # The append lock: erasures (and appends) commit one at a time, so erasure numbers increase in
+            # commit order too and a replica following them by number never passes one committed late.
+            await writer.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
+            cursor = await writer.execute(
+                f"DELETE FROM events WHERE user_key = %s RETURNING seq, {_EVENT_COLUMNS}", (user_key,)
+            )
+            events = [(int(r[0]), event_from_row(r[1:])) for r in await cursor.fetchall()]  # type: ignore[call-overload]
+            cursor = await writer.execute("DELETE FROM impressions WHERE user_key = %s RETURNING item_ids", (user_key,))
+            served = [json.loads(str(ids)) for (ids,) in await cursor.fetchall()]
+            cursor = await writer.execute("DELETE FROM users WHERE user_key = %s", (user_key,))
+            users_deleted = cursor.rowcount
+            cursor = await writer.execute(
+                f"INSERT INTO erasures ({_ERASURE_COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
+                f"RETURNING seq, {_ERASURE_COLUMNS}",
+                (ticket, at, actor, len(events), len(served)),
+            )
+            row = await cursor.fetchone()
         assert row is not None
         return Forgotten(erasure_from_row(row), events, [i for ids in served for i in ids], users_deleted)
 
@@ -485,20 +486,17 @@ class PostgresStore(EventStore):
         return int((await self._fetch("SELECT coalesce(max(seq), 0) FROM erasures"))[0][0])  # type: ignore[call-overload]
 
     async def delete_events_before(self, before_s: float, *, limit: int = 100_000) -> int:
-        try:
-            async with self._write_lock, self._writer.transaction():
-                cursor = await self._writer.execute(
-                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < %s LIMIT %s)", (before_s, limit)
-                )
-                deleted = cursor.rowcount
-                cursor = await self._writer.execute(
-                    "DELETE FROM impressions WHERE recommendation_id IN "
-                    "(SELECT recommendation_id FROM impressions WHERE ts < %s LIMIT %s)",
-                    (before_s, limit),
-                )
-                deleted += cursor.rowcount
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
+        async with self._writing() as writer:
+            cursor = await writer.execute(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < %s LIMIT %s)", (before_s, limit)
+            )
+            deleted = cursor.rowcount
+            cursor = await writer.execute(
+                "DELETE FROM impressions WHERE recommendation_id IN "
+                "(SELECT recommendation_id FROM impressions WHERE ts < %s LIMIT %s)",
+                (before_s, limit),
+            )
+            deleted += cursor.rowcount
         return int(deleted)
 
     async def close(self) -> None:

@@ -7,6 +7,7 @@ import concurrent.futures
 import functools
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from preftrack_gateway.store.base import (
     CATALOG_VERSION_KEY,
     IMPRESSION_COLUMNS,
     ITEM_COLUMNS,
+    PROBE_KEY,
     USERS_SEQ_KEY,
     Erasure,
     EventStore,
@@ -148,8 +150,47 @@ def _migrate(db: sqlite3.Connection) -> None:
             db.executemany("UPDATE users SET seq = ? WHERE user_key = ?", enumerate(legacy, start=last + 1))
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        _rollback(db)
         raise
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back what is open, if anything is: SQLite ends some failed transactions itself (a full disk), and a
+    ROLLBACK then would raise and hide the cause."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
+def store_error(exc: sqlite3.Error, path: str) -> StoreError:
+    """A SQLite failure as a :class:`StoreError` whose message says what is wrong with the file and what to do.
+
+    >>> store_error(sqlite3.OperationalError("database or disk is full"), "/var/x.db").full
+    True
+    """
+    text = str(exc)
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith("SQLITE_FULL") or "disk is full" in text:
+        return StoreError(
+            f"SQLite: the disk holding {path} is full ({text}): free space there; it recovers by itself",
+            retry_after_s=5.0,
+            full=True,
+        )
+    if name.startswith("SQLITE_READONLY") or "readonly" in text:
+        return StoreError(
+            f"SQLite: {path} cannot be written ({text}): make the file, its folder and their mount writable by "
+            "the gateway's user",
+            retry_after_s=5.0,
+        )
+    if name.startswith("SQLITE_BUSY") or "locked" in text:
+        return StoreError(
+            f"SQLite: {path} is locked by another process ({text}): SQLite serves one gateway process; stop the "
+            "other writer, or use PostgreSQL for several",
+        )
+    if name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN")):
+        return StoreError(
+            f"SQLite: cannot read or write {path} ({text}): check the disk and the file", retry_after_s=5.0
+        )
+    return StoreError(f"SQLite: {text}")
 
 
 def _claim_users_seqs(db: sqlite3.Connection, count: int) -> int:
@@ -168,9 +209,12 @@ def _claim_users_seqs(db: sqlite3.Connection, count: int) -> int:
 class SQLiteStore(EventStore):
     """The embedded default store. Safe for one gateway process; use PostgreSQL for several replicas."""
 
-    def __init__(self, connection: sqlite3.Connection, executor: concurrent.futures.ThreadPoolExecutor) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, executor: concurrent.futures.ThreadPoolExecutor, path: str = ""
+    ) -> None:
         self._db = connection
         self._executor = executor
+        self._path = path
 
     @classmethod
     async def open(cls, path: str) -> SQLiteStore:
@@ -193,8 +237,8 @@ class SQLiteStore(EventStore):
             db = await asyncio.get_running_loop().run_in_executor(executor, connect)
         except sqlite3.Error as exc:
             executor.shutdown()
-            raise StoreError(f"cannot open SQLite database {path}: {exc}") from exc
-        return cls(db, executor)
+            raise StoreError(f"cannot open SQLite database: {store_error(exc, path)}") from exc
+        return cls(db, executor, path)
 
     def _fetchall(self, query: str, params: tuple[object, ...]) -> list[Any]:
         return self._db.execute(query, params).fetchall()
@@ -203,7 +247,23 @@ class SQLiteStore(EventStore):
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite: {exc}") from exc
+            raise store_error(exc, self._path) from exc
+
+    async def probe(self, *, write: bool = False) -> None:
+        if not write:  # nothing to look at between writes: the file is local and every commit reports itself
+            return
+
+        def touch() -> None:
+            # A real commit (one settings row): a full disk or a read-only file fails here as an append would.
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (PROBE_KEY, repr(time.time())))
+                self._db.execute("COMMIT")
+            except BaseException:
+                _rollback(self._db)
+                raise
+
+        await self._run(touch)
 
     async def append_logged(self, events: Sequence[Event]) -> tuple[list[bool], int]:
         firsts = first_occurrences(events)
@@ -243,7 +303,7 @@ class SQLiteStore(EventStore):
                 last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0]) if new else 0
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
             return [first and e.event_id not in existing for e, first in zip(events, firsts, strict=True)], last
 
