@@ -71,8 +71,11 @@ $(COMPOSE_VENV)/.installed: docker/compose-requirements.txt
 	$(COMPOSE_VENV)/bin/pip install --quiet --no-deps docker-compose==1.29.2
 	touch $@
 
+# Then resolves every image's pip install for the image's own Python and platform (docker/check_images.py; needs
+# the package index, no Docker).
 compose-check: setup $(COMPOSE_VENV)/.installed
 	$(BIN)/python docker/check_compose.py $(COMPOSE_VENV)/bin/docker-compose
+	$(BIN)/python docker/check_images.py
 
 clean:
 	rm -rf $(VENV) $(COMPOSE_VENV) .pytest_cache

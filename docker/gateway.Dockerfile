@@ -1,4 +1,8 @@
 # The preftrack gateway: the SDK (its generated API code) and the gateway package, nothing of the trainer.
+# `make compose-check` resolves the pip install below for this Python (docker/check_images.py reads the next line).
+# python:3.11-slim has been Debian 13 (glibc 2.41) since August 2025; 2.36 (Debian 12) keeps -slim-bookworm working.
+# Its Python is python.org's, under /usr/local, not marked externally managed (PEP 668): a root pip install is fine.
+# install-check: python=3.11 glibc=2.36
 FROM python:3.11-slim
 
 WORKDIR /src
