@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from preftrack_trainer.data import DATASETS
 from preftrack_trainer.data.movielens import DatasetUnavailableError
 
 _LOGGER = logging.getLogger("preftrack_trainer")
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def data_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dataset", choices=("synthetic", "movielens"), default=None, help="default: synthetic")
+        p.add_argument("--dataset", choices=DATASETS, default=None, help="default: synthetic")
         p.add_argument("--repository", type=Path, default=None, help="Triton model repository (model_repository)")
         p.add_argument("--cache-dir", type=Path, default=None, help="dataset cache (~/.cache/preftrack)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +14,11 @@ from preftrack_gateway.features import FeatureSpec, FeatureState
 from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.schema import Event, Item
 from preftrack_trainer import export, metrics, model
-from preftrack_trainer.data import movielens, synthetic
+from preftrack_trainer.data import DATASETS, movielens, rebuy, synthetic
+from preftrack_trainer.data.choices import ChoiceSet
 from preftrack_trainer.preprocess import CleaningReport, Examples, LabelSpec, build_examples, clean
 
 _LOGGER = logging.getLogger(__name__)
-
-DATASETS = ("synthetic", "movielens")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -27,11 +26,13 @@ class TrainerConfig:
     """Everything one training run needs.
 
     Attributes:
-        dataset: ``synthetic`` (the drifting shop) or ``movielens`` (ML-100k from the recbole wheel).
+        dataset: ``synthetic`` (the drifting shop), ``rebuy`` (households re-buying consumables) or ``movielens``
+            (ML-100k from the recbole wheel).
         repository: the Triton model repository to export into.
         train_fraction: the first part of the time span trains; the rest is the held-out evaluation slice.
         model: the MLP's shape and optimiser settings.
         synthetic: size of the synthetic shop.
+        rebuy: size and habits of the re-buy shop.
         cache_dir: where downloaded datasets are cached.
         progress: show progress bars.
     """
@@ -41,6 +42,7 @@ class TrainerConfig:
     train_fraction: float = 0.8
     model: model.ModelConfig = dataclasses.field(default_factory=model.ModelConfig)
     synthetic: synthetic.SyntheticConfig = dataclasses.field(default_factory=synthetic.SyntheticConfig)
+    rebuy: rebuy.RebuyConfig = dataclasses.field(default_factory=rebuy.RebuyConfig)
     cache_dir: Path | None = None
     progress: bool = True
 
@@ -78,6 +80,9 @@ class Dataset:
     queries: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Users' attributes by user id, as a shop would send them with UpsertUsers.
     users: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    #: The occasions on which a user chose one of known candidates, in time order (the re-buy shop's); empty
+    #: for a dataset without them.
+    choice_sets: Sequence[ChoiceSet] = ()
 
     def features(self, pseudonymise: Pseudonymiser | None = None) -> FeatureState:
         """A feature state with the catalogue and, with the gateway's ``pseudonymise`` (then the events' user ids
@@ -103,8 +108,8 @@ def user_tokens(
 def dataset_specs(dataset: str) -> tuple[FeatureSpec, LabelSpec]:
     """What a positive signal is and which events are examples, for each dataset.
 
-    MovieLens examples are ratings (positive at >= 4); the shop's are views, positive when the user adds the
-    item to the cart or buys it within the attribution window.
+    MovieLens examples are ratings (positive at >= 4); the shops' (synthetic and re-buy) are views, positive when
+    the user adds the item to the cart or buys it within the attribution window.
     """
     if dataset == "movielens":
         # A rating's label is the rating itself: final at once, so the per-event layer learns from it at once.
@@ -118,6 +123,12 @@ def load_dataset(config: TrainerConfig) -> Dataset:
         ml = movielens.load(config.cache_dir)
         events, report = clean(ml.events, bot_events_per_hour=None)
         return Dataset("movielens", events, ml.items, *dataset_specs("movielens"), report, users=ml.users)
+    if config.dataset == "rebuy":
+        households = rebuy.generate(config.rebuy)
+        events, report = clean(households.events)
+        return Dataset(
+            "rebuy", events, households.items, *dataset_specs("rebuy"), report, choice_sets=households.truth.choice_sets
+        )
     shop = synthetic.generate(config.synthetic)
     events, report = clean(shop.events)
     return Dataset(
