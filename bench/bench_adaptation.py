@@ -3,9 +3,10 @@
 The synthetic shop turns into a consumables shop at its middle (``repeat_after_drift``): users come back to
 what they bought and buy it again, which version 1, trained on the first half, never saw. Version 1 is then
 frozen; beside it, the same version with the per-event correction learning after every labelled example (the
-gateway's :class:`~preftrack_gateway.online.Correction`, with and without behaviour-feature buckets). Prints
-AUC per window of the second half and how many events the correction needed to lead the frozen version by
-0.02 AUC (windows of ``--window`` examples).
+gateway's :class:`~preftrack_gateway.online.Correction`, with and without behaviour-feature buckets), and the
+per-user rules of :mod:`preftrack_dev.rules` scored on the same stream. Prints AUC per window of the second half
+and how many events the correction needed to lead the frozen version by 0.02 AUC (windows of ``--window``
+examples).
 
     .venv/bin/python bench/bench_adaptation.py [--repeat 0.5] [--drift-fraction 0.5] [--window 1000] [--alpha A]
 """
@@ -17,8 +18,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from collections.abc import Callable
+
 import numpy as np
 
+from preftrack_dev import rules
 from preftrack_gateway.online import OnlineConfig, logit, sigmoid
 from preftrack_trainer import metrics, model
 from preftrack_trainer.data import synthetic
@@ -27,11 +31,17 @@ from preftrack_trainer.pipeline import dataset_specs
 from preftrack_trainer.preprocess import build_examples, clean
 
 
-def _windows(labels: np.ndarray, scores: np.ndarray, size: int) -> list[float]:
+def _model_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    return metrics.evaluate(labels, scores)["auc"]
+
+
+def _windows(
+    labels: np.ndarray, scores: np.ndarray, size: int, auc: Callable[[np.ndarray, np.ndarray], float] = _model_auc
+) -> list[float]:
     out = []
     for start in range(0, len(labels) - size + 1, size):
         y, p = labels[start : start + size], scores[start : start + size]
-        out.append(metrics.evaluate(y, p)["auc"] if 0 < y.sum() < len(y) else float("nan"))
+        out.append(auc(y, p) if 0 < y.sum() < len(y) else float("nan"))
     return out
 
 
@@ -78,12 +88,18 @@ def main() -> None:
         f"{n_warm} warm examples, {len(live)} live\n"
     )
     windows = {name: _windows(live, scores, args.window) for name, scores in rows.items()}
+    # The rules' scores are ranks, not probabilities: their AUC is read unclipped.
+    rule_scores = {name: s[n_warm:] for name, s in rules.prequential_scores(events, shop.items, spec, labels).items()}
+    rule_windows = {name: _windows(live, scores, args.window, metrics.auc) for name, scores in rule_scores.items()}
+    rule_aucs = {name: metrics.auc(live, scores) for name, scores in rule_scores.items()}
     n = len(next(iter(windows.values())))
     print("| model | AUC (second half) | " + " | ".join(f"w{k + 1}" for k in range(n)) + " |")
     print("|---|---|" + "---|" * n)
     for name, scores in rows.items():
         auc = metrics.evaluate(live, scores)["auc"]
         print(f"| {name} | {auc:.4f} | " + " | ".join(f"{a:.3f}" for a in windows[name]) + " |")
+    for name, auc in rule_aucs.items():
+        print(f"| {name} | {auc:.4f} | " + " | ".join(f"{a:.3f}" for a in rule_windows[name]) + " |")
     frozen = np.array(windows["version 1 frozen"])
     summary = []
     for name in list(rows)[1:]:
@@ -94,7 +110,9 @@ def main() -> None:
         print(f"\n{summary[-1]}")
     aucs = {name: metrics.evaluate(live, scores)["auc"] for name, scores in rows.items()}
     keys = ("frozen", "ids", "buckets")
-    print("\nbench_adaptation " + " ".join(f"{k}_auc={a:.4f}" for k, a in zip(keys, aucs.values(), strict=True)))
+    pairs = [f"{k}_auc={a:.4f}" for k, a in zip(keys, aucs.values(), strict=True)]
+    pairs += [f"{rule.key}_auc={rule_aucs[rule.name]:.4f}" for rule in rules.RULES]
+    print("\nbench_adaptation " + " ".join(pairs))
     if aucs[list(rows)[1]] <= aucs["version 1 frozen"]:
         raise SystemExit("the per-event layer did not beat the frozen version: adaptation failed")
 

@@ -12,8 +12,10 @@ starts). Version 1 is trained on the first half of the events, as the replay doe
   so far (what the gateway does when another version starts serving), then scoring and learning through the
   round.
 
-Prints AUC over the live half, over its last third, and per sixth. A seed changes only the models' initial
-weights and shuffling (the shop stays the same): version 1's luck is most of the spread between seeds.
+Beside them, the per-user rules of :mod:`preftrack_dev.rules` on the same stream (they learn nothing from a seed:
+printed once, seed ``-``). Prints AUC over the live half, over its last third, and per sixth. A seed changes only
+the models' initial weights and shuffling (the shop stays the same): version 1's luck is most of the spread
+between seeds.
 
 ``--dataset movielens`` runs the same on MovieLens-100k with the replay's settings for ratings (version 1: one
 epoch; rounds of 4,000 examples, one epoch at Adam 3e-4): the offline analogue of
@@ -31,8 +33,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from collections.abc import Callable
+
 import numpy as np
 
+from preftrack_dev import rules
 from preftrack_gateway.features import FeatureState
 from preftrack_gateway.online import OnlineConfig, logit, sigmoid
 from preftrack_gateway.schema import Event, Item
@@ -48,12 +53,29 @@ HARSH_DRIFT = synthetic.SyntheticConfig(
 )
 
 
-def _sixths(labels: np.ndarray, scores: np.ndarray) -> list[float]:
+def _model_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    return metrics.evaluate(labels, scores)["auc"]
+
+
+def _sixths(
+    labels: np.ndarray, scores: np.ndarray, auc: Callable[[np.ndarray, np.ndarray], float] = _model_auc
+) -> list[float]:
     n = len(labels)
-    return [
-        metrics.evaluate(labels[k * n // 6 : (k + 1) * n // 6], scores[k * n // 6 : (k + 1) * n // 6])["auc"]
-        for k in range(6)
-    ]
+    return [auc(labels[k * n // 6 : (k + 1) * n // 6], scores[k * n // 6 : (k + 1) * n // 6]) for k in range(6)]
+
+
+def _rule_rows(events: list[Event], items: dict[str, Item], dataset: str, n_warm: int, live: np.ndarray) -> str:
+    """Print each rule's row (AUC unclipped: its scores are ranks); returns their ``name=value`` fields."""
+    spec, labels = dataset_specs(dataset)
+    fields = []
+    scored = rules.prequential_scores(events, items, spec, labels)
+    for rule in rules.RULES:
+        scores = scored[rule.name][n_warm:]
+        sixths = _sixths(live, scores, metrics.auc)
+        auc, last_third = metrics.auc(live, scores), float(np.mean(sixths[4:]))
+        print(f"| - | {rule.name} | {auc:.4f} | {last_third:.4f} | " + " | ".join(f"{a:.3f}" for a in sixths) + " |")
+        fields.append(f"{rule.key}_auc={auc:.4f} {rule.key}_last_third={last_third:.4f}")
+    return " ".join(fields)
 
 
 #: Per dataset, the replay's settings: version 1's epochs, and a continual round's examples, epochs and step.
@@ -98,6 +120,7 @@ def main() -> None:
     print(f"{n_warm} warm examples, {len(live)} live; layer step {args.alpha or '0.1 and 0.3, mixed'}\n")
     print("| seed | model | AUC | last third | " + " | ".join(f"w{k + 1}" for k in range(6)) + " |")
     print("|---|---|---|---|" + "---|" * 6)
+    rule_fields = _rule_rows(events, items, args.dataset, n_warm, live)
     summary = []
     for seed in args.seeds:
         config = model.ModelConfig(epochs=v1_epochs, seed=seed)
@@ -149,7 +172,7 @@ def main() -> None:
         summary.append(
             f"seed{seed}_lead={learned[0] - frozen[0]:+.4f} seed{seed}_last_third_lead={learned[1] - frozen[1]:+.4f}"
         )
-    print(f"\nbench_drift dataset={args.dataset} " + " ".join(summary))
+    print(f"\nbench_drift dataset={args.dataset} " + " ".join([*summary, rule_fields]))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ The first ``--train-fraction`` of the time span trains, the rest tests; label: r
 the same split. Our MLP's weights are frozen after training, but its behaviour features keep updating through
 the test slice exactly as the gateway's real-time features would (each row still only sees its past).
 Vowpal Wabbit is shown two ways: frozen after the training slice (same protocol as ours) and learning after
-every test event (the per-event online learner the lifelong loop must beat).
+every test event (the per-event online learner the lifelong loop must beat). The per-user rules of
+:mod:`preftrack_dev.rules` are scored prequentially on the same stream (each test rating from the ratings before
+it; AUC only: their scores are ranks).
 
     .venv/bin/python bench/bench_quality.py [--epochs 3] [--train-fraction 0.8] [--l2 1e-6] [--embedding-dim 16]
         [--without-attributes]
@@ -27,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from preftrack_dev import rules
 from preftrack_gateway.features import FeatureState
 from preftrack_gateway.online import logit
 from preftrack_trainer import metrics, model
@@ -111,9 +114,15 @@ def main() -> None:
         f"MovieLens-100k, temporal split {args.train_fraction:.0%}/{1 - args.train_fraction:.0%}: "
         f"{len(train)} train, {len(test)} test examples, positive rate {test.label.mean():.3f}\n"
     )
-    print(metrics.format_table(results, ("auc", "log_loss", "accuracy", "f1", "hr@10", "ndcg@10")))
+    rule_aucs = {
+        rule: metrics.auc(test.label, scores[len(examples) - len(test) :])
+        for rule, scores in rules.prequential_scores(events, data.items, spec, labels).items()
+    }
+    table = {**results, **{name: {"auc": auc} for name, auc in rule_aucs.items()}}
+    print(metrics.format_table(table, ("auc", "log_loss", "accuracy", "f1", "hr@10", "ndcg@10")))
     names = ["mlp", "mlp_per_event", "popularity", "vw_frozen", "vw_online"]
     pairs = " ".join(f"{n}_auc={r['auc']:.4f}" for n, r in zip(names, results.values(), strict=True))
+    pairs += "".join(f" {rule.key}_auc={rule_aucs[rule.name]:.4f}" for rule in rules.RULES)
     print(
         f"\nbench_quality {pairs} mlp_train_s={mlp_s:.1f} epochs={args.epochs} attributes={not args.without_attributes}"
     )

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from preftrack_dev import rules
 from preftrack_dev.replay import ReplayConfig, run
 from preftrack_trainer.data import synthetic
 
@@ -44,14 +45,15 @@ def test_the_live_system_learns_a_shop_unlike_the_one_version_1_knew(tmp_path) -
     # Measured (docs/benchmarks.md): live 0.814 vs frozen 0.797 AUC, log loss 0.544 vs 0.609. Asserted: about half.
     assert live["auc"] > frozen["auc"] + 0.008, report.markdown
     assert live["log_loss"] < frozen["log_loss"] - 0.03, report.markdown
-    assert set(report.rows) == {
+    models = {
         "preftrack live (learning)",
         "preftrack frozen at v1",
         "v1 + per-event layer (no new versions)",
         "item popularity (online)",
         "Vowpal Wabbit (per event)",
     }
-    assert all(0.5 < row["auc"] < 1.0 for row in report.rows.values()), report.markdown
+    assert set(report.rows) == models | {rule.name for rule in rules.RULES}
+    assert all(0.5 < report.rows[name]["auc"] < 1.0 for name in models), report.markdown
     assert report.rows["preftrack frozen at v1"]["auc"] > 0.55, report.markdown
     assert report.n_events == 6000 and report.rate_events_s > 50
     assert report.versions_shipped + report.versions_rejected >= 1, report.markdown

@@ -13,6 +13,7 @@ from pathlib import Path
 from preftrack_dev.process import GatewayStartError
 from preftrack_dev.triton_launcher import TritonStartError
 from preftrack_trainer.cli import run
+from preftrack_trainer.data import DATASETS
 
 _LOGGER = logging.getLogger("preftrack_dev")
 
@@ -46,7 +47,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from preftrack_dev.replay import FROZEN, LIVE, PER_EVENT_ONLY, NothingShippedError, ReplayConfig, run
+    from preftrack_dev.replay import (
+        FROZEN,
+        LIVE,
+        PER_EVENT_ONLY,
+        NothingShippedError,
+        ReplayConfig,
+        benchmark_fields,
+        run,
+    )
 
     failure: NothingShippedError | None = None
     try:
@@ -77,7 +86,7 @@ def _replay(args: argparse.Namespace) -> int:
         f"\nbench_prequential dataset={args.dataset} rate={report.rate_events_s:.0f} live_auc={live:.4f} "
         f"frozen_auc={frozen:.4f} per_event_only_auc={per_event:.4f} vw_auc={vw:.4f} "
         f"shipped={report.versions_shipped} "
-        f"rejected={report.versions_rejected} refused={report.versions_refused}",
+        f"rejected={report.versions_rejected} refused={report.versions_refused} {benchmark_fields(report)}",
         flush=True,
     )
     if failure is not None:  # after the report and the benchmark line: a replay that ships nothing fails
@@ -116,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     replay = sub.add_parser("replay", help="prequential replay of a dataset through the live, learning stack")
-    replay.add_argument("--dataset", choices=("synthetic", "movielens"), default="movielens")
+    replay.add_argument("--dataset", choices=DATASETS, default="movielens")
     replay.add_argument("--rate", type=float, default=300.0, help="target events per second")
     replay.add_argument("--window", type=int, default=8, help="events scored concurrently, then sent together")
     replay.add_argument("--trigger-examples", type=int, default=4000)
@@ -134,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "up", help="train a first model if needed, then run Triton, the gateway and the continual trainer (supervised)"
     )
     stack.add_argument("--repository", type=Path, default=Path("model_repository"))
-    stack.add_argument("--dataset", choices=("synthetic", "movielens"), default="synthetic")
+    stack.add_argument("--dataset", choices=DATASETS, default="synthetic")
     stack.add_argument("--port", type=int, default=50051, help="gateway port")
     stack.add_argument("--triton-port", type=int, default=8001, help="Triton's gRPC port (HTTP: one below)")
     stack.add_argument("--metrics-port", type=int, default=9100, help="the gateway's Prometheus port")

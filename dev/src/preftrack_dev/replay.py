@@ -3,9 +3,12 @@
 The first part of the stream is loaded into the event store and a first version is trained on it (from the
 store, so its user embeddings use the gateway's pseudonyms). Then every later event is first *scored* through
 the SDK (as of its own time: what the system believes before it happens) and then *sent* as feedback, while the
-continual trainer runs as its own process and ships versions through the registry. Side by side, on the same
-events: the same system with learning frozen at version 1 (its real-time features still move), item
-popularity learned online, and Vowpal Wabbit learning after every event.
+continual trainer runs as its own process and ships versions through the registry. On a dataset with choice sets
+(the re-buy shop) each occasion is one step instead: a Recommend over its candidates, then its events; the report
+adds hit@1 and NDCG@10 of where the chosen item landed. Side by side, on the same events
+(:mod:`preftrack_dev.replay_offline`): the same system with learning frozen at version 1 (its real-time features
+still move), version 1 with the per-event layer alone, item popularity learned online, Vowpal Wabbit learning
+after every event, and the per-user rules (:mod:`preftrack_dev.rules`).
 """
 
 from __future__ import annotations
@@ -17,34 +20,35 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 import preftrack
+from preftrack_dev import rules
 from preftrack_dev.process import GatewayProcess, start_trainer_process, stop_trainer_process
+from preftrack_dev.replay_offline import FROZEN, PER_EVENT_ONLY, POPULARITY, VW, OfflineRows, choice_rows, score_offline
 from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway import deployment
-from preftrack_gateway.online import OnlineConfig, logit
+from preftrack_gateway.online import OnlineConfig
 from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.schema import Event, Item
-from preftrack_gateway.store import open_store
+from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer import export, metrics, model
 from preftrack_trainer.continual import ContinualConfig, ContinualTrainer
-from preftrack_trainer.data import synthetic
-from preftrack_trainer.online_eval import label_times, prequential_correction
+from preftrack_trainer.data import rebuy, synthetic
+from preftrack_trainer.data.choices import ChoiceSet
 from preftrack_trainer.pipeline import Dataset, TrainerConfig, load_dataset
-from preftrack_trainer.preprocess import Examples, build_examples
 
 _LOGGER = logging.getLogger(__name__)
 
-#: Row names of the report.
+#: Row names of the report (the offline rows' are in :mod:`preftrack_dev.replay_offline`).
 LIVE = "preftrack live (learning)"
-FROZEN = "preftrack frozen at v1"
-PER_EVENT_ONLY = "v1 + per-event layer (no new versions)"
 _KEY = "replay-pseudonym-key-0123456789"
+#: Rows and their keys in the ``bench_prequential`` line's added fields.
+_KEYS = {LIVE: "live", FROZEN: "frozen", PER_EVENT_ONLY: "per_event_only", POPULARITY: "popularity", VW: "vw"}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -52,18 +56,22 @@ class ReplayConfig:
     """How to replay.
 
     Attributes:
-        dataset: ``movielens`` or ``synthetic``.
+        dataset: ``movielens``, ``synthetic`` or ``rebuy`` (a dataset with choice sets: each occasion is a
+            Recommend over its candidates).
         rate_events_s: target replay rate (events per second); the report states the rate reached.
-        window: events scored concurrently, then sent as one batch (1 = strictly one at a time).
+        window: steps scored concurrently (an event, or an occasion's Recommend), then their events sent as one
+            batch (1 = strictly one at a time).
         warm_fraction: share of the stream loaded before the replay and used to train version 1.
         trigger_examples / trigger_seconds: the continual trainer's triggers.
         auc_margin / log_loss_margin: the continual trainer's gate (how much worse than serving may ship).
         learning_rate / epochs: the continual trainer's optimiser settings (epochs: 1 on MovieLens, 2 otherwise).
         bootstrap_epochs: epochs of version 1 (default: 1 on MovieLens, where more overfits; 3 otherwise).
-        limit_events: replay only this many events after the warm part (None: all).
+        limit_events: replay only this many events after the warm part (None: all; a little more where the
+            limit would cut an occasion in two).
         online: the gateway's per-event layer (``enabled=False``: versions only); the offline "per-event layer
             alone" row uses the same settings.
         out_dir: where the report, the plot and the logs go.
+        synthetic / rebuy: the generated shops' configs.
     """
 
     dataset: str = "movielens"
@@ -82,6 +90,7 @@ class ReplayConfig:
     n_windows: int = 10
     out_dir: Path = Path("var/replay")
     synthetic: synthetic.SyntheticConfig = dataclasses.field(default_factory=synthetic.SyntheticConfig)
+    rebuy: rebuy.RebuyConfig = dataclasses.field(default_factory=rebuy.RebuyConfig)
     progress: bool = True
 
 
@@ -91,6 +100,7 @@ class ReplayReport:
 
     ``versions_rejected`` counts every continual version that did not ship: ``versions_refused`` of them were
     refused by the gateway (registered ``failed``: another feature schema, or not loadable), the rest by the gate.
+    ``rankings`` holds hit@1 and NDCG@10 per row on a dataset with choice sets (empty otherwise).
     """
 
     rows: dict[str, dict[str, float]]
@@ -105,6 +115,7 @@ class ReplayReport:
     n_events: int
     markdown: str
     plot: Path | None
+    rankings: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
 
 class NothingShippedError(RuntimeError):
@@ -113,6 +124,18 @@ class NothingShippedError(RuntimeError):
     def __init__(self, message: str, report: ReplayReport) -> None:
         super().__init__(message)
         self.report = report
+
+
+def benchmark_fields(report: ReplayReport) -> str:
+    """The fields the ``bench_prequential`` line adds after its first ones: popularity's and each rule's AUC,
+    then, on a dataset with choice sets, every row's hit@1 and NDCG@10."""
+    keys = {**_KEYS, **{rule.name: rule.key for rule in rules.RULES}}
+    pairs = [
+        f"{keys[name]}_auc={report.rows[name]['auc']:.4f}" for name in (POPULARITY, *(r.name for r in rules.RULES))
+    ]
+    for name, ranked in report.rankings.items():
+        pairs.append(f"{keys[name]}_hit1={ranked['hit@1']:.4f} {keys[name]}_ndcg10={ranked['ndcg@10']:.4f}")
+    return " ".join(pairs)
 
 
 def to_feedback_events(events: list[Event], queries: Mapping[str, str] | None = None) -> list[preftrack.FeedbackEvent]:
@@ -155,282 +178,342 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(array, 50)), "p90": float(np.percentile(array, 90)), "max": float(array.max())}
 
 
-def _online_popularity(examples: Examples, n_warm: int) -> np.ndarray:
-    """Each live example scored by its item's smoothed positive rate over the examples before it."""
-    pos: dict[str, float] = collections.defaultdict(float)
-    seen: dict[str, float] = collections.defaultdict(float)
-    total_pos = total = 0.0
-    scores = []
-    for index, (item, y) in enumerate(zip(examples.items, examples.label, strict=True)):
-        if index >= n_warm:
-            prior = (total_pos + 1) / (total + 2)
-            scores.append((pos[item] + 5 * prior) / (seen[item] + 5))
-        pos[item] += float(y)
-        seen[item] += 1
-        total_pos += float(y)
-        total += 1
-    return np.array(scores)
+def _model_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    return metrics.evaluate(labels, scores)["auc"]
 
 
-def _vw_token(text: str) -> str:
-    return text.replace(":", "_").replace(" ", "_").replace("|", "_")
-
-
-def _vowpal_wabbit_online(
-    examples: Examples, data: Dataset, n_warm: int, users: Mapping[str, Mapping[str, str]]
-) -> np.ndarray:
-    """VW learning after every example (logistic, user x item interactions) on what preftrack's model reads: the
-    user (``users``: attributes by the examples' user keys), the item, its categories and attributes; scores of
-    the live examples."""
-    from vowpalwabbit import Workspace
-
-    ws = Workspace("--loss_function logistic --link logistic -l 0.5 -q ui -q uu -b 22 --quiet")
-    scores = []
-    for index, (user, item_id, y) in enumerate(zip(examples.users, examples.items, examples.label, strict=True)):
-        item = data.items.get(item_id)
-        own = " ".join(f"{_vw_token(n)}={_vw_token(v)}" for n, v in sorted(users.get(user, {}).items()))
-        described = [f"g={_vw_token(c)}" for c in (item.categories if item else ())]
-        described += [f"{_vw_token(n)}={_vw_token(v)}" for n, v in (item.attributes if item else ())]
-        features = f"|u user={user} {own} |i item={item_id} {' '.join(described)}"
-        if index >= n_warm:
-            scores.append(float(ws.predict(features)))
-        ws.learn(f"{1 if y > 0 else -1} {features}")
-    ws.finish()
-    return np.array(scores)
-
-
-def _windows(labels: np.ndarray, scores: np.ndarray, n: int) -> list[float]:
+def _windows(
+    labels: np.ndarray, scores: np.ndarray, n: int, auc: Callable[[np.ndarray, np.ndarray], float] = _model_auc
+) -> list[float]:
     out = []
     for part in np.array_split(np.arange(len(labels)), n):
         y, p = labels[part], scores[part]
-        out.append(metrics.evaluate(y, p)["auc"] if len(part) and 0 < y.sum() < len(y) else float("nan"))
+        out.append(auc(y, p) if len(part) and 0 < y.sum() < len(y) else float("nan"))
     return out
 
 
-def _chunks(events: list[Event], window: int) -> list[tuple[int, int]]:
-    """Consecutive runs of at most ``window`` events with distinct users.
+def _boundary(events: Sequence[Event], index: int, choice_sets: Sequence[ChoiceSet]) -> int:
+    """The first position at or after ``index`` that does not cut a choice set's events in two."""
+    occasion = {event_id: k for k, choice in enumerate(choice_sets) for event_id in choice.event_ids}
+    while 0 < index < len(events):
+        here, before = occasion.get(events[index].event_id), occasion.get(events[index - 1].event_id)
+        if here is None or here != before:
+            break
+        index += 1
+    return index
 
-    Events of one run are scored concurrently and then sent together; a user's next event always waits for
-    the previous one's feedback, so every user's own stream stays strictly prequential.
-    """
-    runs = []
+
+def _split(data: Dataset, cfg: ReplayConfig) -> tuple[list[Event], list[Event]]:
+    """The warm part and the live part; neither cuts through a choice set."""
+    n_warm = _boundary(data.events, int(len(data.events) * cfg.warm_fraction), data.choice_sets)
+    live = data.events[n_warm:]
+    if cfg.limit_events is not None:
+        live = live[: _boundary(live, cfg.limit_events, data.choice_sets)]
+    return data.events[:n_warm], live
+
+
+#: One step of the live replay: its events ``live[start:end]`` and the choice set they make, if any.
+_Step = tuple[int, int, ChoiceSet | None]
+
+
+def _steps(live: Sequence[Event], choice_sets: Sequence[ChoiceSet]) -> list[_Step]:
+    """The live stream cut into steps: a choice set's events together (one Recommend), every other event alone."""
+    first = {choice.event_ids[0]: choice for choice in choice_sets}
+    steps: list[_Step] = []
     start = 0
+    while start < len(live):
+        choice = first.get(live[start].event_id)
+        end = start + (len(choice.event_ids) if choice is not None else 1)
+        steps.append((start, end, choice))
+        start = end
+    return steps
+
+
+def _chunks(live: Sequence[Event], steps: list[_Step], window: int) -> list[list[_Step]]:
+    """Consecutive runs of at most ``window`` steps with distinct users.
+
+    Steps of one run are scored concurrently and then their events sent together; a user's next step always
+    waits for the previous one's feedback, so every user's own stream stays strictly prequential.
+    """
+    runs: list[list[_Step]] = []
+    current: list[_Step] = []
     users: set[str] = set()
-    for index, event in enumerate(events):
-        if index - start >= window or event.user_id in users:
-            runs.append((start, index))
-            start, users = index, set()
-        users.add(event.user_id)
-    if start < len(events):
-        runs.append((start, len(events)))
+    for step in steps:
+        user = live[step[0]].user_id
+        if len(current) >= window or user in users:
+            runs.append(current)
+            current, users = [], set()
+        current.append(step)
+        users.add(user)
+    if current:
+        runs.append(current)
     return runs
 
 
+@dataclasses.dataclass
+class _Served:
+    """What the live stack answered: a score and the serving version per live event ("" for an event not
+    scored: a search, or an occasion's purchase), plus timings."""
+
+    scores: np.ndarray
+    versions: list[str]
+    first_served: dict[str, float]
+    ack_delays: list[float]
+    elapsed_s: float = 0.0
+
+
+async def _ask(
+    client: preftrack.AsyncClient, live: Sequence[Event], step: _Step
+) -> tuple[dict[str, float], str] | None:
+    """The step's call: a Recommend over a choice set's candidates or a Score of one event's item; the scores by
+    item and the version that answered. None for a search (it names no item)."""
+    start, _, choice = step
+    event = live[start]
+    if choice is not None:
+        ranked = await client.recommend(
+            choice.user_id, choice.candidates, k=len(choice.candidates), as_of_s=event.timestamp_s
+        )
+        return {i.item_id: i.score for i in ranked.items}, ranked.model_version
+    if event.event_type == "search":
+        return None
+    scored = await client.score(event.user_id, [event.item_id], as_of_s=event.timestamp_s)
+    return {event.item_id: scored.items[0].score}, scored.model_version
+
+
+def _record(
+    served: _Served, live: Sequence[Event], step: _Step, answer: tuple[dict[str, float], str], now: float
+) -> None:
+    start, end, choice = step
+    by_item, version = answer
+    positions = [k for k in range(start, end) if live[k].event_type == "view"] if choice is not None else [start]
+    for k in positions:
+        served.scores[k] = by_item[live[k].item_id]
+        served.versions[k] = version
+    served.first_served.setdefault(version, now)
+
+
 async def _replay_live(
-    target: str, live: list[Event], cfg: ReplayConfig, queries: Mapping[str, str]
-) -> tuple[np.ndarray, list[str], list[float], dict[str, float], list[float]]:
-    """Score, then send, each live event (a search is only sent: it names no item); returns scores, versions,
-    [elapsed], first-served times, ack delays."""
-    scores = np.zeros(len(live))
-    versions: list[str] = [""] * len(live)
-    first_served: dict[str, float] = {}
-    ack_delays: list[float] = []
+    target: str, live: list[Event], steps: list[_Step], cfg: ReplayConfig, queries: Mapping[str, str]
+) -> _Served:
+    """Score (or Recommend), then send, each live step."""
+    served = _Served(np.zeros(len(live)), [""] * len(live), {}, [])
     started = time.monotonic()
     bar = tqdm(total=len(live), desc="replay", unit="ev", disable=not cfg.progress, mininterval=1.0)
     async with preftrack.AsyncClient(target, timeout_s=30) as client:
-        for start, end in _chunks(live, cfg.window):
-            due = started + start / cfg.rate_events_s
-            delay = due - time.monotonic()
+        for chunk in _chunks(live, steps, cfg.window):
+            start, end = chunk[0][0], chunk[-1][1]
+            delay = started + start / cfg.rate_events_s - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            chunk = live[start:end]
-            scored = [offset for offset, e in enumerate(chunk) if e.event_type != "search"]
-            answers = await asyncio.gather(
-                *(client.score(chunk[o].user_id, [chunk[o].item_id], as_of_s=chunk[o].timestamp_s) for o in scored)
-            )
+            answers = await asyncio.gather(*(_ask(client, live, step) for step in chunk))
             now = time.time()
-            for offset, answer in zip(scored, answers, strict=True):
-                scores[start + offset] = answer.items[0].score
-                versions[start + offset] = answer.model_version
-                first_served.setdefault(answer.model_version, now)
+            for step, answer in zip(chunk, answers, strict=True):
+                if answer is not None:
+                    _record(served, live, step, answer, now)
             sent = time.monotonic()
-            await client.send(to_feedback_events(chunk, queries))
-            ack_delays.append(time.monotonic() - sent)
-            bar.update(len(chunk))
+            await client.send(to_feedback_events(live[start:end], queries))
+            served.ack_delays.append(time.monotonic() - sent)
+            bar.update(end - start)
     bar.close()
-    elapsed = time.monotonic() - started
-    return scores, versions, [elapsed], first_served, ack_delays
+    served.elapsed_s = time.monotonic() - started
+    return served
+
+
+def _gateway_env(cfg: ReplayConfig, data: Dataset, triton_url: str, store_url: str) -> dict[str, str]:
+    return {
+        "PREFTRACK_TRITON_URL": triton_url,
+        "PREFTRACK_STORE_URL": store_url,
+        "PREFTRACK_PSEUDONYM_KEY": _KEY,
+        # The dataset's feature and label settings: the gateway writes them to the empty store as it starts,
+        # before the first event; the bootstrap and the continual trainer take them from there.
+        **deployment.environment(deployment.DeploymentSettings(data.spec, data.labels)),
+        # A replay measures learning through Score calls, which carry no attributed feedback for a live
+        # comparison: versions ship as soon as they load (a rollout's canary is tested on its own).
+        "PREFTRACK_ROLLOUT_MODE": "direct",
+        "PREFTRACK_ONLINE_LEARNING": str(cfg.online.enabled).lower(),
+        "PREFTRACK_ONLINE_ALPHA": "auto" if cfg.online.alpha is None else repr(cfg.online.alpha),
+        "PREFTRACK_ONLINE_L2": repr(cfg.online.l2),
+        "PREFTRACK_ONLINE_CALIBRATION": "auto"
+        if cfg.online.calibration is None
+        else str(cfg.online.calibration).lower(),
+        "PREFTRACK_ONLINE_BEHAVIOUR_BUCKETS": str(cfg.online.behaviour_buckets).lower(),
+    }
+
+
+def _epochs(cfg: ReplayConfig, data: Dataset) -> tuple[int, int]:
+    """Epochs of a continual round and of version 1 (fewer on ratings, where more overfits)."""
+    ratings = data.labels.example_types == ("rating",)
+    return cfg.epochs or (1 if ratings else 2), cfg.bootstrap_epochs or (1 if ratings else 3)
+
+
+def _bootstrap(cfg: ReplayConfig, data: Dataset, store_url: str, repository: Path) -> list[str]:
+    """Train version 1 on the warm part in the store; returns the continual trainer process's options."""
+    epochs, bootstrap_epochs = _epochs(cfg, data)
+    continual = ContinualConfig(
+        store_url=store_url,
+        repository=repository,
+        spec=data.spec,
+        labels=data.labels,
+        trigger_examples=cfg.trigger_examples,
+        trigger_seconds=cfg.trigger_seconds,
+        learning_rate=cfg.learning_rate,
+        epochs=epochs,
+    )
+
+    async def bootstrap() -> None:
+        trainer = await ContinualTrainer.open(continual)
+        try:
+            await trainer.bootstrap(model.ModelConfig(epochs=bootstrap_epochs))
+        finally:
+            await trainer.close()
+
+    asyncio.run(bootstrap())
+    return [
+        "--trigger-examples", str(cfg.trigger_examples), "--trigger-seconds", str(cfg.trigger_seconds),
+        "--learning-rate", str(cfg.learning_rate), "--epochs", str(epochs),
+        "--auc-margin", str(cfg.auc_margin), "--log-loss-margin", str(cfg.log_loss_margin),
+    ]  # fmt: skip
+
+
+async def _registry_and_commits(store_url: str) -> tuple[list[VersionRecord], dict[str, int], dict[int, float]]:
+    """The registry's records, every stored event's sequence number by event id, and each one's commit time."""
+    store = await open_store(store_url)
+    try:
+        records = await store.versions()
+        ids: dict[str, int] = {}
+        async for batch in store.events():
+            ids.update((e.event_id, seq) for seq, e in batch)
+        committed = await store.committed_at(list(ids.values()))
+        return records, ids, committed
+    finally:
+        await store.close()
+
+
+@dataclasses.dataclass
+class _StackRun:
+    """What the stack did: the live answers, the registry at the end, and when each event was committed."""
+
+    served: _Served
+    records: list[VersionRecord]
+    seq_of: dict[str, int]
+    committed: dict[int, float]
+
+
+def _run_stack(cfg: ReplayConfig, data: Dataset, warm: list[Event], live: list[Event], root: Path) -> _StackRun:
+    """Start Triton and the gateway, load the warm part, train version 1, run the continual trainer and replay."""
+    repository = root / "repo"
+    export.write_model_config(repository, export.TritonModelConfig())
+    store_url = f"sqlite:///{root / 'events.db'}"
+    with TritonServer(TritonConfig(repository=repository, models=(), work_dir=root / "triton")) as triton:
+        env = _gateway_env(cfg, data, triton.grpc_url, store_url)
+        gateway = GatewayProcess(env, cfg.out_dir / "gateway.log", repository=repository).start(require_serving=False)
+        trainer_process = None
+        try:
+            with preftrack.Client(gateway.target, timeout_s=120) as client:
+                client.upsert_items(to_sdk_items(data.items.values()))
+                if data.users:
+                    client.upsert_users(to_sdk_users(data.users))
+                client.stream(to_feedback_events(warm, data.queries), batch_size=2000)
+            options = _bootstrap(cfg, data, store_url, repository)
+            # The trainer process starts (imports, folds the warm part) while Triton loads version 1.
+            trainer_process = start_trainer_process(
+                store_url, repository, cfg.out_dir / "trainer.log", options, fresh_log=True
+            )
+            deadline = time.monotonic() + 120
+            with preftrack.Client(gateway.target) as client:
+                while not client.healthy():
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the gateway never served version 1:\n{gateway.log_tail()}")
+                    time.sleep(0.2)
+            steps = _steps(live, data.choice_sets)
+            served = asyncio.run(_replay_live(gateway.target, live, steps, cfg, data.queries))
+            time.sleep(1.0)
+        finally:
+            stop_trainer_process(trainer_process, timeout_s=120)
+            gateway.stop()
+        return _StackRun(served, *asyncio.run(_registry_and_commits(store_url)))
 
 
 def run(cfg: ReplayConfig) -> ReplayReport:
     """Run the replay end to end and write ``report.md`` and ``replay.png`` into ``cfg.out_dir``."""
-    data = load_dataset(TrainerConfig(dataset=cfg.dataset, synthetic=cfg.synthetic, progress=False))
-    events = data.events
-    n_warm = int(len(events) * cfg.warm_fraction)
-    live = events[n_warm:]
-    if cfg.limit_events is not None:
-        live = live[: cfg.limit_events]
-    all_events = events[:n_warm] + live
+    data = load_dataset(TrainerConfig(dataset=cfg.dataset, synthetic=cfg.synthetic, rebuy=cfg.rebuy, progress=False))
+    warm, live = _split(data, cfg)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    ratings = data.labels.example_types == ("rating",)
-    epochs = cfg.epochs or (1 if ratings else 2)
-    bootstrap_epochs = cfg.bootstrap_epochs or (1 if ratings else 3)
     with tempfile.TemporaryDirectory(prefix="preftrack-replay-") as tmp:
         root = Path(tmp)
+        stack = _run_stack(cfg, data, warm, live, root)
         repository = root / "repo"
-        export.write_model_config(repository, export.TritonModelConfig())
-        store_url = f"sqlite:///{root / 'events.db'}"
-        with TritonServer(TritonConfig(repository=repository, models=(), work_dir=root / "triton")) as triton:
-            env = {
-                "PREFTRACK_TRITON_URL": triton.grpc_url,
-                "PREFTRACK_STORE_URL": store_url,
-                "PREFTRACK_PSEUDONYM_KEY": _KEY,
-                # The dataset's feature and label settings: the gateway writes them to the empty store as it starts,
-                # before the first event; the bootstrap and the continual trainer take them from there.
-                **deployment.environment(deployment.DeploymentSettings(data.spec, data.labels)),
-                # A replay measures learning through Score calls, which carry no attributed feedback for a live
-                # comparison: versions ship as soon as they load (a rollout's canary is tested on its own).
-                "PREFTRACK_ROLLOUT_MODE": "direct",
-                "PREFTRACK_ONLINE_LEARNING": str(cfg.online.enabled).lower(),
-                "PREFTRACK_ONLINE_ALPHA": "auto" if cfg.online.alpha is None else repr(cfg.online.alpha),
-                "PREFTRACK_ONLINE_L2": repr(cfg.online.l2),
-                "PREFTRACK_ONLINE_CALIBRATION": "auto"
-                if cfg.online.calibration is None
-                else str(cfg.online.calibration).lower(),
-                "PREFTRACK_ONLINE_BEHAVIOUR_BUCKETS": str(cfg.online.behaviour_buckets).lower(),
-            }
-            gateway = GatewayProcess(env, cfg.out_dir / "gateway.log", repository=repository).start(
-                require_serving=False
-            )
-            trainer_process = None
-            try:
-                with preftrack.Client(gateway.target, timeout_s=120) as client:
-                    client.upsert_items(to_sdk_items(data.items.values()))
-                    if data.users:
-                        client.upsert_users(to_sdk_users(data.users))
-                    client.stream(to_feedback_events(events[:n_warm], data.queries), batch_size=2000)
-                continual = ContinualConfig(
-                    store_url=store_url,
-                    repository=repository,
-                    spec=data.spec,
-                    labels=data.labels,
-                    trigger_examples=cfg.trigger_examples,
-                    trigger_seconds=cfg.trigger_seconds,
-                    learning_rate=cfg.learning_rate,
-                    epochs=epochs,
-                )
-
-                async def bootstrap() -> None:
-                    trainer = await ContinualTrainer.open(continual)
-                    try:
-                        await trainer.bootstrap(model.ModelConfig(epochs=bootstrap_epochs))
-                    finally:
-                        await trainer.close()
-
-                asyncio.run(bootstrap())
-                options = [
-                    "--trigger-examples", str(cfg.trigger_examples), "--trigger-seconds", str(cfg.trigger_seconds),
-                    "--learning-rate", str(cfg.learning_rate), "--epochs", str(epochs),
-                    "--auc-margin", str(cfg.auc_margin), "--log-loss-margin", str(cfg.log_loss_margin),
-                ]  # fmt: skip
-                # The trainer process starts (imports, folds the warm part) while Triton loads version 1.
-                trainer_process = start_trainer_process(
-                    store_url, repository, cfg.out_dir / "trainer.log", options, fresh_log=True
-                )
-                deadline = time.monotonic() + 120
-                with preftrack.Client(gateway.target) as client:
-                    while not client.healthy():
-                        if time.monotonic() > deadline:
-                            raise RuntimeError(f"the gateway never served version 1:\n{gateway.log_tail()}")
-                        time.sleep(0.2)
-                scores, versions, (elapsed,), first_served, ack_delays = asyncio.run(
-                    _replay_live(gateway.target, live, cfg, data.queries)
-                )
-                time.sleep(1.0)
-            finally:
-                stop_trainer_process(trainer_process, timeout_s=120)
-                gateway.stop()
-
-            async def registry_and_commits():
-                store = await open_store(store_url)
-                try:
-                    records = await store.versions()
-                    ids: dict[str, int] = {}
-                    async for batch in store.events():
-                        ids.update((e.event_id, seq) for seq, e in batch)
-                    committed = await store.committed_at(list(ids.values()))
-                    return records, ids, committed
-                finally:
-                    await store.close()
-
-            records, seq_of, committed = asyncio.run(registry_and_commits())
         v1 = export.load_keras(repository, 1) if (repository / "preftrack" / "1").exists() else None
-        key = Pseudonymiser(_KEY)
-        pseudo = [dataclasses.replace(e, user_id=key(e.user_id)) for e in all_events]
-        examples, _ = build_examples(pseudo, data.items, spec=data.spec, labels=data.labels, state=data.features(key))
-        live_mask = np.zeros(len(examples), dtype=bool)
-        live_ids = {e.event_id for e in live}
-        n_live_examples = sum(1 for e in live if e.event_type in data.labels.example_types)
-        live_mask[-n_live_examples:] = True
-        live_examples = examples.take(live_mask)
-        labels = live_examples.label
-        is_example = np.array([e.event_type in data.labels.example_types for e in live])
-        live_scores = scores[is_example]
-        frozen = model.predict(v1, live_examples) if v1 is not None else np.full(len(labels), np.nan)
-        n_warm_examples = len(examples) - n_live_examples
-        # Version 1 frozen, with the per-event layer learning on top (the warm part first, as the gateway does).
-        per_event = (
-            prequential_correction(
-                examples,
-                logit(model.predict(v1, examples)),
-                n_warm_examples,
-                data.items,
-                cfg.online,
-                known_at=label_times(examples, pseudo, data.spec, data.labels),
-                labels=data.labels,
-            )
-            if v1 is not None
-            else np.full(len(labels), np.nan)
-        )
-        popularity = _online_popularity(examples, n_warm_examples)
-        vw = _vowpal_wabbit_online(examples, data, n_warm_examples, {key(u): a for u, a in data.users.items()})
+        offline = score_offline(data, warm, live, v1, cfg.online, Pseudonymiser(_KEY))
+    return _report(cfg, len(warm), live, stack, offline)
 
-    shipped = [r for r in records if r.parent is not None and r.state in ("serving", "retired")]
-    rejected = [r for r in records if r.state == "rejected"]  # by the trainer's gate
-    refused = [r for r in records if r.state == "failed"]  # by the gateway (feature schema, load failure)
+
+def _freshness(stack: _StackRun, shipped: list[VersionRecord], live_ids: set[str]) -> list[float]:
+    """Seconds from each live event's commit to the first score by a version trained on it."""
     freshness: list[float] = []
     for record in shipped:
-        served = first_served.get(str(record.version))
+        served = stack.served.first_served.get(str(record.version))
         if served is None:
             continue
-        for event_id, seq in seq_of.items():
-            if record.first_seq <= seq <= record.last_seq and event_id in live_ids and seq in committed:
-                freshness.append(served - committed[seq])
-    compared = {
-        LIVE: live_scores,
-        FROZEN: frozen,
-        PER_EVENT_ONLY: per_event,
-        "item popularity (online)": popularity,
-        "Vowpal Wabbit (per event)": vw,
+        for event_id, seq in stack.seq_of.items():
+            if record.first_seq <= seq <= record.last_seq and event_id in live_ids and seq in stack.committed:
+                freshness.append(served - stack.committed[seq])
+    return freshness
+
+
+def _compare(
+    cfg: ReplayConfig, live_scores: np.ndarray, offline: OfflineRows
+) -> tuple[dict[str, dict[str, float]], dict[str, list[float]], dict[str, dict[str, float]]]:
+    """Every row's metrics over the live examples, its AUC per window and, with choice sets, its hit@1 and
+    NDCG@10 (a rule's scores are ranks: AUC only, nothing clipped)."""
+    labels = offline.labels
+    compared = {LIVE: live_scores, **offline.scores}
+    rows = {name: metrics.evaluate(labels, values) for name, values in compared.items()}
+    rows.update({name: {"n": float(len(labels)), "auc": metrics.auc(labels, s)} for name, s in offline.rules.items()})
+    windows = {name: _windows(labels, values, cfg.n_windows) for name, values in compared.items()}
+    windows.update({name: _windows(labels, s, cfg.n_windows, metrics.auc) for name, s in offline.rules.items()})
+    if not offline.choice_sets:
+        return rows, windows, {}
+    per_set = {
+        name: choice_rows(offline.choice_sets, offline.example_ids, values)
+        for name, values in compared.items()
+        if not np.isnan(values).any()
     }
-    results = {name: metrics.evaluate(labels, values) for name, values in compared.items()}
-    window_auc = {name: _windows(labels, values, cfg.n_windows) for name, values in compared.items()}
-    rate = len(live) / elapsed
-    scores_by_version = dict(sorted(collections.Counter(int(v) for v in versions).items()))
-    fresh_model = _percentiles(freshness)
-    fresh_features = _percentiles(ack_delays)
-    version_of_example = [v for v, ex in zip(versions, is_example, strict=True) if ex]
-    switches = [k for k in range(1, len(version_of_example)) if version_of_example[k] != version_of_example[k - 1]]
-    plot = _plot(window_auc, switches, len(labels), cfg)
+    per_set.update(offline.rule_choices)
+    rankings = {
+        name: {"hit@1": float(v[:, 0].mean()), "ndcg@10": float(v[:, 1].mean()), "n": float(len(v))}
+        for name, v in per_set.items()
+    }
+    return rows, windows, rankings
+
+
+def _markdown(cfg: ReplayConfig, report: ReplayReport, n_warm: int, n_examples: int) -> str:
+    fresh_model, fresh_features = report.freshness_model_s, report.freshness_features_s
+    n_rejected = report.versions_rejected - report.versions_refused
     lines = [
-        f"Prequential replay of {cfg.dataset}: {len(live)} live events ({len(labels)} scored examples) after "
-        f"{n_warm} warm-up events, at {rate:,.0f} events/s (target {cfg.rate_events_s:,.0f}, window {cfg.window}).",
+        f"Prequential replay of {cfg.dataset}: {report.n_events} live events ({n_examples} scored examples) after "
+        f"{n_warm} warm-up events, at {report.rate_events_s:,.0f} events/s (target {cfg.rate_events_s:,.0f}, "
+        f"window {cfg.window}).",
         "",
-        metrics.format_table(results, ("auc", "log_loss", "accuracy", "f1")),
+        metrics.format_table(report.rows, ("auc", "log_loss", "accuracy", "f1")),
         "",
-        f"Versions shipped: {len(shipped)}, rejected by the gate: {len(rejected)}, refused by the gateway: "
-        f"{len(refused)} (continual trainer: every {cfg.trigger_examples} examples or {cfg.trigger_seconds:.0f} s).",
-        "Scores served, by version: " + ", ".join(f"{v}: {n}" for v, n in scores_by_version.items()) + ".",
+        "The rules' scores are ranks, not probabilities: AUC only.",
+    ]
+    if report.rankings:
+        n_sets = int(next(iter(report.rankings.values()))["n"])
+        lines += [
+            "",
+            f"Choice sets: {n_sets} occasions, each a Recommend over the candidates (the live system) or the same "
+            "candidates ranked by each row's scores; where the chosen item landed (ties in a random order):",
+            "",
+            metrics.format_table(report.rankings, ("hit@1", "ndcg@10")),
+        ]
+    lines += [
+        "",
+        f"Versions shipped: {report.versions_shipped}, rejected by the gate: {n_rejected}, refused by the gateway: "
+        f"{report.versions_refused} (continual trainer: every {cfg.trigger_examples} examples or "
+        f"{cfg.trigger_seconds:.0f} s).",
+        "Scores served, by version: " + ", ".join(f"{v}: {n}" for v, n in report.scores_by_version.items()) + ".",
         f"Freshness, event commit -> first score by a version trained on it: p50 {fresh_model['p50']:.1f} s, "
         f"p90 {fresh_model['p90']:.1f} s, max {fresh_model['max']:.1f} s.",
         f"Freshness, event sent -> acknowledged with its features updated: p50 {1000 * fresh_features['p50']:.1f} ms, "
@@ -440,37 +523,43 @@ def run(cfg: ReplayConfig) -> ReplayReport:
         "",
         "| model | " + " | ".join(f"w{k + 1}" for k in range(cfg.n_windows)) + " |",
         "|---|" + "---|" * cfg.n_windows,
-        *(f"| {name} | " + " | ".join(f"{a:.3f}" for a in values) + " |" for name, values in window_auc.items()),
+        *(f"| {name} | " + " | ".join(f"{a:.3f}" for a in values) + " |" for name, values in report.windows.items()),
     ]
-    markdown = "\n".join(lines)
-    (cfg.out_dir / "report.md").write_text(markdown + "\n")
-    (cfg.out_dir / "report.json").write_text(
-        json.dumps(
-            {
-                "rows": results,
-                "windows": window_auc,
-                "rate": rate,
-                "scores_by_version": scores_by_version,
-                "versions": [dataclasses.asdict(r) for r in records],
-            },
-            default=str,
-            indent=1,
-        )
-    )
+    return "\n".join(lines)
+
+
+def _report(cfg: ReplayConfig, n_warm: int, live: list[Event], stack: _StackRun, offline: OfflineRows) -> ReplayReport:
+    """Compare the rows, write ``report.md``, ``report.json`` and the plot; raise if no version shipped."""
+    records = stack.records
+    shipped = [r for r in records if r.parent is not None and r.state in ("serving", "retired")]
+    rejected = [r for r in records if r.state == "rejected"]  # by the trainer's gate
+    refused = [r for r in records if r.state == "failed"]  # by the gateway (feature schema, load failure)
+    example_ids = set(offline.example_ids)
+    is_example = np.array([e.event_id in example_ids for e in live], dtype=bool)
+    rows, windows, rankings = _compare(cfg, stack.served.scores[is_example], offline)
+    versions = stack.served.versions
+    version_of_example = [v for v, example in zip(versions, is_example, strict=True) if example]
+    switches = [k for k in range(1, len(version_of_example)) if version_of_example[k] != version_of_example[k - 1]]
     report = ReplayReport(
-        rows=results,
-        windows=window_auc,
+        rows=rows,
+        windows=windows,
         versions_shipped=len(shipped),
         versions_rejected=len(rejected) + len(refused),
         versions_refused=len(refused),
-        scores_by_version=scores_by_version,
-        freshness_model_s=fresh_model,
-        freshness_features_s=fresh_features,
-        rate_events_s=rate,
+        scores_by_version=dict(sorted(collections.Counter(int(v) for v in versions if v).items())),
+        freshness_model_s=_percentiles(_freshness(stack, shipped, {e.event_id for e in live})),
+        freshness_features_s=_percentiles(stack.served.ack_delays),
+        rate_events_s=len(live) / stack.served.elapsed_s,
         n_events=len(live),
-        markdown=markdown,
-        plot=plot,
+        markdown="",
+        plot=_plot(windows, switches, len(offline.labels), cfg),
+        rankings=rankings,
     )
+    report.markdown = _markdown(cfg, report, n_warm, len(offline.labels))
+    (cfg.out_dir / "report.md").write_text(report.markdown + "\n")
+    summary = {"rows": rows, "rankings": rankings, "windows": windows, "rate": report.rate_events_s}
+    summary.update(scores_by_version=report.scores_by_version, versions=[dataclasses.asdict(r) for r in records])
+    (cfg.out_dir / "report.json").write_text(json.dumps(summary, default=str, indent=1))
     if not shipped:
         notes = [f"version {r.version} {r.state}: {r.note}" for r in [*rejected, *refused]][-10:]
         raise NothingShippedError(

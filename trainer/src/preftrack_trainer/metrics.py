@@ -64,6 +64,39 @@ def evaluate(
     return out
 
 
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """AUC of any real-valued scores (a rule's counts as well as probabilities: nothing is clipped); ties count
+    half; nan without both classes.
+
+    >>> auc(np.array([0, 1, 0, 1]), np.array([0.0, 3.5, 1.0, 1.0]))
+    0.875
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    if not 0 < y.sum() < len(y):
+        return float("nan")
+    return float(skm.roc_auc_score(y, np.asarray(scores, dtype=np.float64)))
+
+
+def choice_metrics(scores: Sequence[float], chosen: int, k: int = 10) -> tuple[float, float]:
+    """Hit@1 and NDCG@k of the candidate at index ``chosen`` when the candidates are ranked by ``scores``.
+
+    Tied candidates are taken in a random order: both numbers are their expectations over it, so a scorer that
+    ties everything gets ``1/n`` hit@1, not 1 (the chosen item is the only relevant one: the ideal DCG is 1).
+
+    >>> choice_metrics([0.9, 0.5, 0.1], 0), choice_metrics([0.9, 0.5, 0.1], 2)
+    ((1.0, 1.0), (0.0, 0.5))
+    >>> hit, ndcg = choice_metrics([0.5, 0.5], 1)
+    >>> hit, round(ndcg, 4)
+    (0.5, 0.8155)
+    """
+    mine = scores[chosen]
+    above = sum(1 for s in scores if s > mine)
+    tied = sum(1 for s in scores if s == mine)
+    hit = 1.0 / tied if above == 0 else 0.0
+    ndcg = sum(1.0 / math.log2(p + 2) for p in range(above, min(above + tied, k))) / tied
+    return hit, ndcg
+
+
 def format_table(rows: dict[str, dict[str, float]], columns: Sequence[str]) -> str:
     """A markdown table: one row per named result, one column per metric."""
     header = "| model | " + " | ".join(columns) + " |"
