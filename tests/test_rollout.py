@@ -20,7 +20,7 @@ from preftrack_dev.shoppers import Shoppers, register_exported
 from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 from preftrack_gateway.features import FeatureSpec
 from preftrack_gateway.store import open_store
-from preftrack_trainer import export, model
+from preftrack_trainer import export, metrics, model
 from preftrack_trainer.data import synthetic
 from preftrack_trainer.preprocess import LabelSpec
 
@@ -32,8 +32,8 @@ ADMIN_KEY = "admin-key-for-tests-0123"
 CLIENT_KEY = "client-key-for-tests-0123"
 
 
-def _register(store_url: str, version: int, *, parent: int = 1) -> None:
-    assert register_exported(store_url, version, parent=parent, actor="test")
+def _register(store_url: str, version: int, *, parent: int = 1, metrics: dict[str, object] | None = None) -> None:
+    assert register_exported(store_url, version, parent=parent, actor="test", metrics=metrics)
 
 
 def _states(store_url: str) -> dict[int, str]:
@@ -129,6 +129,11 @@ def _inverted_label_model(trained: Trained) -> object:
     return mlp
 
 
+def trained_auc(trained: Trained, mlp: object) -> dict[str, float]:
+    """A model's evaluation on the trained shop's test split, as the trainer records a holdout's."""
+    return metrics.evaluate(trained.test.label, model.predict(mlp, trained.test))
+
+
 def test_a_worse_candidate_is_rolled_back_and_a_better_one_promoted_on_live_feedback(
     trained: Trained, tmp_path: Path
 ) -> None:
@@ -142,7 +147,7 @@ def test_a_worse_candidate_is_rolled_back_and_a_better_one_promoted_on_live_feed
             triton.grpc_url,
             store_url,
             repository=repository,
-            PREFTRACK_ROLLOUT_FRACTION="0.5",
+            PREFTRACK_ROLLOUT_FRACTION="0.4",
             PREFTRACK_ROLLOUT_WINDOW_S="1",
             PREFTRACK_ROLLOUT_MIN_OUTCOMES="150",
             PREFTRACK_ROLLOUT_CHECK_S="0.5",
@@ -151,9 +156,11 @@ def test_a_worse_candidate_is_rolled_back_and_a_better_one_promoted_on_live_feed
         with GatewayProcess(env, tmp_path / "gw.log") as gateway:
             shoppers = Shoppers(gateway.target, SHOP)
             shoppers.load_history()
-            # A better candidate (trained on the real labels): promoted.
+            # A better candidate (trained on the real labels): promoted. Its holdout evaluation, as the trainer
+            # records it, shows it plainly ahead of the serving version: its canary opens at 0.5, not 0.4.
             _copy_version(trained.repository / "preftrack" / "1", repository, 2)
-            _register(store_url, 2)
+            holdout = {"candidate": trained_auc(trained, trained.keras_model), "serving": trained_auc(trained, worse)}
+            _register(store_url, 2, metrics=holdout)
             _wait_for(lambda: _states(store_url).get(2) == "serving", 240, "version 2 promoted", step=shoppers.visit)
             assert _states(store_url)[1] == "retired"
             promoted_after = shoppers.sent
@@ -170,6 +177,8 @@ def test_a_worse_candidate_is_rolled_back_and_a_better_one_promoted_on_live_feed
                 decisions = [e for e in admin.journal(limit=10_000) if e.kind == "transition" and e.actor != "admin"]
             promote = next(e for e in decisions if e.version == 2 and e.details["to"] == "serving")
             rollback = next(e for e in decisions if e.version == 3 and e.details["to"] == "rolled_back")
+            opened = {e.version: e.details["fraction"] for e in decisions if e.details.get("to") == "canary"}
+            assert opened == {2: 0.5, 3: 0.4}, opened  # the offline lead opens wider; no evidence, the policy's
             for entry, direction in ((promote, 1), (rollback, -1)):
                 comparison = entry.details["comparison"]
                 assert comparison["metric"] == "positive_rate"

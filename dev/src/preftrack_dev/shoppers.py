@@ -19,10 +19,12 @@ from preftrack_gateway.store import VersionRecord, open_store
 from preftrack_trainer.data import synthetic
 
 
-def register_exported(store_url: str, version: int, *, parent: int | None, actor: str) -> bool:
-    """Register a version already written to the repository as ``exported`` (with the default feature schema),
-    as the continual trainer does after its gate (parent None: trained from scratch); the gateways then roll it
-    out. False if already registered."""
+def register_exported(
+    store_url: str, version: int, *, parent: int | None, actor: str, metrics: dict[str, object] | None = None
+) -> bool:
+    """Register a version already written to the repository as ``exported`` (with the default feature schema and
+    any other ``metrics``, such as the trainer's holdout evaluations), as the continual trainer does after its
+    gate (parent None: trained from scratch); the gateways then roll it out. False if already registered."""
 
     async def run() -> bool:
         store = await open_store(store_url)
@@ -32,7 +34,7 @@ def register_exported(store_url: str, version: int, *, parent: int | None, actor
                 version=version,
                 state="exported",
                 parent=parent,
-                metrics={"feature_schema_hash": FeatureSpec().schema_hash()},
+                metrics={**(metrics or {}), "feature_schema_hash": FeatureSpec().schema_hash()},
                 note=f"exported by {actor}",
                 created_at=now,
                 updated_at=now,

@@ -446,7 +446,9 @@ class RolloutController:
             await self._move([Move(version, "failed", "failed to load in Triton")], "failed to load in Triton")
             raise RolloutConflictError(f"version {version} failed to load in Triton; it is registered failed")
         if fraction is not None or mode == "canary":
-            fraction = fraction if fraction is not None else self.policy.fraction
+            if fraction is None:  # the trainer's holdout may show the serving version plainly behind
+                fraction, why = sequential.opening_fraction(record.metrics, self.policy.fraction)
+                reason = f"{reason}; canary {fraction:g}: {why}"
             await self._put_settings(dataclasses.replace(self.settings, fraction=fraction))
         if mode == "direct":
             await self.registry.move(

@@ -124,3 +124,65 @@ def compare_paired_losses(
     else:
         decision, reason = "wait", "not yet decisive"
     return Comparison("log_loss", diff, low, high, margin, n, n, decision, reason)
+
+
+#: The canary's opening share when the trainer's holdout shows the candidate clearly ahead (:func:`opening_fraction`).
+WIDE_LEAD_FRACTION = 0.5
+
+
+def auc_standard_error(auc: float, n_positive: float, n_negative: float) -> float:
+    """Standard error of an AUC measured on ``n_positive`` and ``n_negative`` examples (Hanley & McNeil, 1982).
+
+    >>> round(auc_standard_error(0.8, 100, 100), 4)
+    0.0314
+    """
+    if n_positive < 1 or n_negative < 1 or not 0 <= auc <= 1:
+        return math.inf
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = auc * (1 - auc) + (n_positive - 1) * (q1 - auc * auc) + (n_negative - 1) * (q2 - auc * auc)
+    return math.sqrt(max(variance, 0.0) / (n_positive * n_negative))
+
+
+def _holdout(metrics: object) -> tuple[float, float, float] | None:
+    """(AUC, positives, negatives) of one version's evaluation as the trainer records it, if complete."""
+    if not isinstance(metrics, dict):
+        return None
+    try:
+        auc, n, rate = float(metrics["auc"]), float(metrics["n"]), float(metrics["positive_rate"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (math.isfinite(auc) and math.isfinite(n) and math.isfinite(rate)):
+        return None
+    return auc, n * rate, n * (1 - rate)
+
+
+def opening_fraction(metrics: dict[str, object], default: float) -> tuple[float, str]:
+    """The canary's share when a rollout starts, from the trainer's offline evidence, and why.
+
+    The trainer scores its newest holdout with the candidate and with the serving version (``metrics``'
+    ``candidate`` and ``serving``). When the candidate's AUC leads by more than twice the standard error of the
+    difference (taking the two AUCs as independent, which overstates the error: they share the examples), the
+    version the shop serves is plainly behind, and the canary opens at :data:`WIDE_LEAD_FRACTION` so the live
+    test decides several times sooner. The live test and its automatic roll back are unchanged: a candidate that
+    does worse with users is still rolled back; the evidence only decides how many users help decide.
+
+    >>> lead = {"candidate": {"auc": 0.80, "n": 400, "positive_rate": 0.5},
+    ...         "serving": {"auc": 0.65, "n": 400, "positive_rate": 0.5}}
+    >>> opening_fraction(lead, 0.1)[0]
+    0.5
+    >>> close = {"candidate": {"auc": 0.80, "n": 400, "positive_rate": 0.5},
+    ...          "serving": {"auc": 0.78, "n": 400, "positive_rate": 0.5}}
+    >>> opening_fraction(close, 0.1)[0]
+    0.1
+    """
+    candidate, serving = _holdout(metrics.get("candidate")), _holdout(metrics.get("serving"))
+    if candidate is None or serving is None or default >= WIDE_LEAD_FRACTION:
+        return default, "policy fraction"
+    lead = candidate[0] - serving[0]
+    error = math.hypot(auc_standard_error(*candidate), auc_standard_error(*serving))
+    if lead - 2 * error > 0:
+        return (
+            WIDE_LEAD_FRACTION,
+            f"offline lead: holdout AUC {candidate[0]:.4f} vs {serving[0]:.4f} (±{2 * error:.4f})",
+        )
+    return default, f"policy fraction (holdout AUC {candidate[0]:.4f} vs {serving[0]:.4f}, ±{2 * error:.4f})"
