@@ -9,10 +9,11 @@ import pickle
 import numpy as np
 
 from preftrack_gateway.config import GatewayConfig
-from preftrack_gateway.features import NUM_FEATURES, FeatureSpec, FeatureState, LabelSpec
+from preftrack_gateway.features import NUM_FEATURES, FeatureSpec, FeatureState, LabelSpec, influence
 from preftrack_gateway.learner import OnlineLearner
 from preftrack_gateway.online import AUTO_ALPHAS, Correction, Labeller, OnlineConfig, logit, sigmoid
 from preftrack_gateway.schema import Event, Item
+from preftrack_trainer.preprocess import build_examples
 
 T0 = 1.8e9
 SHOP = FeatureSpec()  # add_to_cart / purchase are positive
@@ -144,9 +145,10 @@ def test_when_another_version_serves_the_correction_is_learned_again_on_its_logi
         assert learner.base_version == 2 and scored_by[-1] == 2
         # Exactly what learning the kept examples from zero on version 2's logits gives, the forgotten user's gone.
         again = Correction(learner.config)  # ratings: calibration on
-        for example, label in learner.history.examples():
+        for example, label, weight in learner.history.examples():
             base = logit(await version_scores([example.user], [example.item_id], None, 2))[0]
-            again.learn(again.coordinates(example.user, features.item(example.item_id), example.row), base, label)
+            coordinates = again.coordinates(example.user, features.item(example.item_id), example.row)
+            again.learn(coordinates, base, label, weight)
         assert len(learner.history) == 200 and again.updates == 200
         assert learner.correction.value(horror, 0.0) < on_v1
         fan_on_v2 = float(logit(np.array([0.9]))[0])  # the logit weights (ratings: calibration on) are the same too
@@ -266,3 +268,59 @@ def test_many_items_are_corrected_from_the_table_as_one_by_one() -> None:
         items[5] = Item(item_id="wide", categories=tuple(f"c{k}" for k in range(40)))
         np.testing.assert_allclose(correction.offsets("u1", items, rows, base), one_by_one("u1"), atol=1e-12)
         assert correction._table.own.shape[1] <= 16 and correction._table.text.shape[1] <= 16
+
+
+def test_a_flood_teaches_the_shared_weights_nothing_and_its_ids_their_own_weights_all_of_it() -> None:
+    """Shoppers at a human pace (a view every 20 s) and two ids streaming a view and a purchase every 10 ms,
+    folded in chunks of 100 with the learner running in between, as the gateway does. The shoppers' examples teach
+    the shared weights fully and the bots' not at all: the bias and the categories end exactly where the shoppers
+    alone leave them, while each bot's own weights learn its taste. The trainer's examples (``build_examples``)
+    carry the same influence, each as the gateway counts it."""
+    items = [Item(item_id=f"i{k}", categories=(f"c{k % 3}",)) for k in range(30)]
+    people = [_event(n, f"p{n % 10}", f"i{n % 30}", "purchase" if n % 3 == 0 else "view", 20.0 * n) for n in range(300)]
+    bots = []
+    for n in range(2000):
+        user, item, t = f"bot{n % 2}", f"i{n // 2 % 30}", 6000.0 + 0.01 * n
+        bots += [
+            _event(10_000 + 2 * n, user, item, "view", t),
+            _event(10_001 + 2 * n, user, item, "purchase", t + 0.005),
+        ]
+    closer = [_event(99_999, "clock", "i0", "click", 30_000.0)]  # every window after this is over
+
+    async def learn(events: list[Event]) -> OnlineLearner:
+        features = FeatureState(SHOP)
+        for item in items:
+            features.upsert_item(item)
+        learner = OnlineLearner(features, VIEWS, OnlineConfig(bits=16))
+
+        async def base(users, item_ids, rows, version):
+            return np.full(len(users), 0.3)
+
+        learner.start(base, lambda: 1)
+        for start in range(0, len(events), 100):
+            learner.fold(events[start : start + 100])
+            await asyncio.sleep(0)
+        for _ in range(500):
+            if not learner._ready and not learner._held:
+                break
+            await asyncio.sleep(0.01)
+        await learner.close()
+        assert not learner._held
+        return learner
+
+    people_only = asyncio.run(learn([*people, *closer]))
+    flooded = asyncio.run(learn([*people, *bots, *closer]))
+    shared = [0, *(people_only.correction._hash(f"c\x1fc{k}") for k in range(3))]  # the bias, the categories
+    np.testing.assert_array_equal(flooded.correction._w[:, shared], people_only.correction._w[:, shared])
+    assert np.abs(people_only.correction._w[:, shared]).max() > 0.1  # the shoppers did teach them
+    bot_bias = flooded.correction._hash("u\x1fbot0")
+    assert flooded.correction._w[:, bot_bias].min() > 0.5  # a bot's own weights learned that it buys what it views
+    # The trainer weighs the same examples alike.
+    examples, _ = build_examples([*people, *bots, *closer], {i.item_id: i for i in items}, spec=SHOP, labels=VIEWS)
+    triples = zip(examples.users, examples.timestamp_s - T0, examples.weights(), strict=True)
+    offline = {(u, round(float(t), 3)): float(w) for u, t, w in triples}
+    online = {(e.user, round(e.timestamp_s - T0, 3)): w for e, _, w in flooded.history.examples()}
+    assert offline == online
+    assert {w for (u, _), w in online.items() if u.startswith("p")} == {1.0}
+    assert {w for (u, _), w in online.items() if u.startswith("bot")} == {0.0}
+    assert influence(0) == 1.0 and influence(float("inf")) == 0.0

@@ -189,6 +189,53 @@ _NEVER_LOG_HOURS = math.log1p(24 * 365)
 _UNKNOWN_ITEM = Item(item_id="")
 _UNKNOWN_ITEM_TERMS = _UNKNOWN_ITEM.terms()
 
+#: :func:`influence` counts a user's actions (events, and lists served to them) this far either side of an example.
+INFLUENCE_WINDOW_S = 60.0
+
+#: The most actions one person does in the two minutes around one of them: one every two seconds. Measured
+#: (``FeatureState.activity``, the action itself included): the synthetic shop's users do at most 14, the re-buy
+#: shop's 10, MovieLens-100k's raters 49 (sign-up bursts: up to 9 ratings in one second); the synthetic shop's bot
+#: 246, and each id of the README's Locust command thousands. Part of the rule, not a setting: a shop whose people
+#: do more is not a shop of people.
+HUMAN_ACTIONS = 60
+
+
+def influence(actions: float) -> float:
+    """How much one example may teach what every user shares, from its user's ``actions`` around it
+    (:meth:`FeatureState.activity`): all of it up to :data:`HUMAN_ACTIONS`, less beyond, nothing from twice as many.
+
+    The per-event layer scales its shared weights' steps by it (:class:`~preftrack_gateway.online.Correction`), and
+    the trainer weighs its examples by it, so a few hyperactive ids (a load test, a scraper, a bot) teach everyone's
+    scores no more than a few people would, while their own weights still learn from everything they do. Without
+    it, 4 ids streaming 20,000 views, each followed by a purchase, moved every other user's scores, new items' too,
+    from 0.03 to 0.86 (docs/benchmarks.md).
+
+    >>> influence(10), influence(90), influence(500)
+    (1.0, 0.5, 0.0)
+    """
+    return min(1.0, max(0.0, 2.0 - actions / HUMAN_ACTIONS))
+
+
+class _Moments:
+    """The times of one user's served lists (sorted), for :meth:`FeatureState.activity`: the newest within
+    ``retain_s`` of the latest, at most ``max_kept``; ``floor`` is the newest time dropped for being beyond them."""
+
+    __slots__ = ("floor", "times")
+
+    def __init__(self) -> None:
+        self.floor = -math.inf
+        self.times: list[float] = []
+
+    def add(self, t: float, retain_s: float, max_kept: int) -> None:
+        if t <= self.floor:
+            return
+        bisect.insort(self.times, t)
+        times = self.times
+        if times[-1] - times[0] > retain_s or len(times) > max_kept:
+            cut = max(bisect.bisect_left(times, times[-1] - retain_s), len(times) - max_kept // 2)
+            self.floor = times[cut - 1]
+            del times[:cut]
+
 
 class PointInTimeError(ValueError):
     """A read earlier than the history a :class:`FeatureState` retains; the answer would not be exact."""
@@ -456,6 +503,7 @@ class FeatureState:
         self.events_folded = 0
         self._table = _ItemTable()  # see matrix
         self._increments: dict[tuple[int, float, float], tuple[float, ...]] = {}
+        self._served: dict[str, _Moments] = {}  # per user, when lists were served to them (see activity)
 
     def __getstate__(self) -> dict[str, object]:
         """What a snapshot keeps: everything but the item table, which is made again from the rest as it is read."""
@@ -496,6 +544,33 @@ class FeatureState:
                 return _UNKNOWN_ITEM_TERMS
             found = self._item_terms[item_id] = item.terms()
         return found
+
+    def served(self, user_id: str, t: float) -> None:
+        """A list was served to the user at ``t``: an action that :meth:`activity` counts (not a feature)."""
+        moments = self._served.get(user_id)
+        if moments is None:
+            moments = self._served[user_id] = _Moments()
+        moments.add(t, self.retain_s, self.max_kept)
+
+    def activity(self, user_id: str, t: float) -> float:
+        """The user's actions (events and served lists) within :data:`INFLUENCE_WINDOW_S` either side of ``t``, of
+        those folded so far: what :func:`influence` weighs an example at ``t`` by.
+
+        Where part of the window is older than what the user's history keeps because the user did more than half of
+        ``max_kept`` actions since, it is ``inf`` (busier than anyone); where only because of its age (more than
+        ``retain_s`` before the user's newest event), the actions still kept in it.
+        """
+        low, high = t - INFLUENCE_WINDOW_S, t + INFLUENCE_WINDOW_S
+        count = 0.0
+        series, moments = self._user.get(user_id), self._served.get(user_id)
+        for times, floor in (
+            (series.times, series.base_t) if series is not None else ((), -math.inf),
+            (moments.times, moments.floor) if moments is not None else ((), -math.inf),
+        ):
+            if floor >= low and len(times) >= self.max_kept // 2:
+                return math.inf
+            count += bisect.bisect_right(times, high) - bisect.bisect_left(times, low)
+        return count
 
     def popularity(self, item_ids: Sequence[str], t: float) -> list[float]:
         """Each item's long-horizon event count before ``t`` (0 for an item never seen or not readable at t)."""
@@ -630,10 +705,11 @@ class FeatureState:
         return (1.0, 1.0, positive, event.value if is_rating else 0.0, 1.0 if is_rating else 0.0)
 
     def forget(self, user_id: str, events: Iterable[Event]) -> None:
-        """Erase a user: their own sums (user, user x category, user x item) and attribute tokens go, and their
-        ``events`` are taken out of the items' sums, folded in with the opposite sign at their own times (the sums
-        are linear in the events), so every item reads as if those events had never happened."""
+        """Erase a user: their own sums (user, user x category, user x item), served lists' times and attribute
+        tokens go, and their ``events`` are taken out of the items' sums, folded in with the opposite sign at their
+        own times (the sums are linear in the events), so every item reads as if those events had never happened."""
         self._user.pop(user_id, None)
+        self._served.pop(user_id, None)
         self.users.pop(user_id, None)
         for table in (self._uc, self._ui):
             for key in [key for key in table if key[0] == user_id]:

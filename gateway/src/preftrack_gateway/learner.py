@@ -11,6 +11,12 @@ learns the newest examples it kept (:class:`~preftrack_gateway.online.History`, 
 again, from zero, on the new version's logits, and then swaps the new correction in (:meth:`OnlineLearner.rebase`):
 what the new version absorbed from them is not counted twice, and what it did not is learned again. Until the
 swap (seconds), scores carry the old correction on the new version.
+
+What one user teaches the weights every user shares is bounded by the example's influence
+(:func:`~preftrack_gateway.features.influence`: from the user's actions within a minute either side of it). A load's
+first examples look like anyone's, so where the minute after an example has not passed yet (in event time) its
+user's own weights learn at once and the shared ones wait for the rest of that minute, then take the step scaled by
+the influence counted then (:meth:`OnlineLearner._release`).
 """
 
 from __future__ import annotations
@@ -18,14 +24,32 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
+import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import numpy as np
 
-from preftrack_gateway.features import NUM_FEATURES, FeatureState, LabelSpec, PointInTimeError
-from preftrack_gateway.online import Correction, Example, History, Labeller, OnlineConfig, logit, sigmoid
+from preftrack_gateway.features import (
+    INFLUENCE_WINDOW_S,
+    NUM_FEATURES,
+    FeatureState,
+    LabelSpec,
+    PointInTimeError,
+    influence,
+)
+from preftrack_gateway.online import (
+    Correction,
+    Example,
+    History,
+    Labeller,
+    OnlineConfig,
+    SharedStep,
+    logit,
+    sigmoid,
+)
 from preftrack_gateway.schema import Event
 
 _LOGGER = logging.getLogger(__name__)
@@ -34,6 +58,17 @@ _LOGGER = logging.getLogger(__name__)
 BaseScorer = Callable[[Sequence[str], Sequence[str], np.ndarray, int], Awaitable[np.ndarray]]
 
 _BATCH = 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Held:
+    """The shared part of an example's step, waiting until its user's actions around it are known."""
+
+    user: str
+    timestamp_s: float
+    step: SharedStep
+    number: int  # in the history (-1: not kept)
+    learned_at: float  # monotonic seconds
 
 
 def _served_logit(example: Example, version: int) -> float | None:
@@ -66,6 +101,9 @@ class OnlineLearner:
         self._erasures = 0  # forget() calls so far: a rebase that saw one starts again
         self._rebasing = False
         self._changed_items: set[str] = set()  # catalogue changes while rebasing: the new correction's cache
+        # Shared parts of steps waiting for their influence, by when their window ends (event time): see _learn.
+        self._held: list[tuple[float, int, _Held]] = []
+        self._held_count = 0
 
     @property
     def enabled(self) -> bool:
@@ -109,6 +147,7 @@ class OnlineLearner:
         """A served list, with the probabilities of the version that served it (before the correction), that
         version, and the rows."""
         if self.enabled:
+            self.features.served(user, timestamp_s)
             self.labeller.expose(user, item_ids, timestamp_s, logit(base_scores), rows, version=version)
 
     def forget_items(self, item_ids: Iterable[str]) -> None:
@@ -143,6 +182,8 @@ class OnlineLearner:
         self._ready.extend(kept)
         self._erased.add(user)
         self._erasures += 1
+        self._held = [entry for entry in self._held if entry[2].user != user]
+        heapq.heapify(self._held)
         self.history.forget(user)
         self.correction.forget(user, [self.features.item(i) for i in items])
 
@@ -169,6 +210,7 @@ class OnlineLearner:
             with contextlib.suppress(TimeoutError):  # once a second at least: has another version started serving?
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
             self._wake.clear()
+            self._release()
             version = serving_version()
             if version is not None and version != self.base_version:
                 await self._switch(base_scores, version)
@@ -192,6 +234,7 @@ class OnlineLearner:
                     await asyncio.sleep(1.0)
                     continue
                 self._learn(batch, base, version)
+                self._release()
                 await asyncio.sleep(0)  # let calls in
 
     async def _switch(self, base_scores: BaseScorer, version: int) -> None:
@@ -222,13 +265,16 @@ class OnlineLearner:
                 for start in range(0, len(kept), _BATCH):
                     chunk = kept[start : start + _BATCH]
                     probs = await base_scores(
-                        [e.user for e, _ in chunk],
-                        [e.item_id for e, _ in chunk],
-                        np.array([e.row for e, _ in chunk], dtype=np.float32),
+                        [e.user for e, _, _ in chunk],
+                        [e.item_id for e, _, _ in chunk],
+                        np.array([e.row for e, _, _ in chunk], dtype=np.float32),
                         version,
                     )
-                    for (example, label), base in zip(chunk, logit(probs), strict=True):
-                        fresh.learn(fresh.coordinates(example.user, catalog(example.item_id), example.row), base, label)
+                    for (example, label, weight), base in zip(chunk, logit(probs), strict=True):
+                        coordinates = fresh.coordinates(example.user, catalog(example.item_id), example.row)
+                        # Counted again: for a step still held, more of its user's actions may have come since.
+                        weight = min(weight, influence(self.features.activity(example.user, example.timestamp_s)))
+                        fresh.learn(coordinates, base, label, weight)
                     await asyncio.sleep(0)
             finally:
                 self._rebasing = False
@@ -236,6 +282,7 @@ class OnlineLearner:
                 continue
             fresh.forget_items(self._changed_items)
             self.correction = fresh
+            self._held = []  # the old correction's; the new one learned those examples whole
             self.rebases += 1
             _LOGGER.info(
                 "online learner: relearned %d examples on version %d (it now serves) in %.2f s",
@@ -273,8 +320,18 @@ class OnlineLearner:
             served = _served_logit(example, version)
             base_logit = base[k] if served is None else served
             features = self.correction.coordinates(example.user, catalog(example.item_id), example.row)
-            self.correction.learn(features, base_logit, label)
-            self.history.add(example, label)
+            weight = influence(self.features.activity(example.user, example.timestamp_s))
+            if weight == 0.0 or example.timestamp_s + INFLUENCE_WINDOW_S <= self.labeller.horizon_s:
+                self.correction.learn(features, base_logit, label, weight)  # nothing more will change its influence
+                self.history.add(example, label, weight)
+            else:
+                # The user's actions after it may still come, and more of them can only lower its influence (a
+                # load's first examples look like anyone's): the shared coordinates wait (see _release).
+                _, step = self.correction.learn_own(features, base_logit, label)
+                number = self.history.add(example, label, weight)
+                held = _Held(example.user, example.timestamp_s, step, number, now)
+                heapq.heappush(self._held, (example.timestamp_s + INFLUENCE_WINDOW_S, self._held_count, held))
+                self._held_count += 1
         self.learned_on[version] += len(batch)
         self._erased.clear()  # later batches were taken after the erasure: they hold none of its examples
         if self.correction.updates % 10_000 < len(batch):
@@ -291,12 +348,25 @@ class OnlineLearner:
                 1000 * status["delay_p90_s"],  # type: ignore[operator]
             )
 
+    def _release(self, *, everything: bool = False) -> None:
+        """Take the held shared steps whose window has ended (in event time, or a window's length ago in wall time
+        where no later event came; ``everything``: all of them), each scaled by its influence counted now."""
+        horizon, now = self.labeller.horizon_s, time.monotonic()
+        while self._held and (
+            everything or self._held[0][0] <= horizon or now - self._held[0][2].learned_at >= INFLUENCE_WINDOW_S
+        ):
+            _, _, held = heapq.heappop(self._held)
+            weight = influence(self.features.activity(held.user, held.timestamp_s))
+            self.correction.learn_shared(held.step, weight)
+            self.history.reweigh(held.number, weight)
+
     def status(self) -> dict[str, object]:
         """What the learner has done, for logs and metrics."""
         return {
             "updates": self.correction.updates,
             "waiting_for_labels": self.labeller.pending,
             "ready": len(self._ready),
+            "held": len(self._held),
             "skipped": self.skipped,
             "learned_on_versions": dict(self.learned_on),
             "base_version": self.base_version,
@@ -307,8 +377,9 @@ class OnlineLearner:
         }
 
     async def close(self) -> None:
-        """Stop the background task."""
+        """Stop the background task, and take the held shared steps with what is known now (a snapshot follows)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._release(everything=True)

@@ -105,6 +105,7 @@ class _LearnerCollector(Collector):
         for name, key, text in (
             ("preftrack_online_waiting_for_labels", "waiting_for_labels", "Examples whose attribution window is open"),
             ("preftrack_online_ready", "ready", "Labelled examples waiting to be learned from"),
+            ("preftrack_online_held", "held", "Examples whose shared step waits for the minute after them"),
             ("preftrack_online_learn_delay_p90_seconds", "delay_p90_s", "90th percentile, labelled -> learned"),
         ):
             yield GaugeMetricFamily(name, text, value=float(state.get(key, 0)))  # type: ignore[arg-type]

@@ -5,7 +5,9 @@ does. The served score is ``sigmoid(base_logit + correction)``, where ``base_log
 logit and ``correction`` a sparse logistic model over hashed crosses (user, item, user x item, user x category,
 user x item attribute; with ``calibration``, weights on the base logit and on the item's behaviour features:
 :class:`Correction`), trained online with FTRL-Proximal (McMahan et al., 2013) on the *residual*: its gradient
-is taken through the sum, so it learns only what the version does not already know.
+is taken through the sum, so it learns only what the version does not already know. Its steps on the coordinates
+every user shares are scaled by the example's influence (:func:`~preftrack_gateway.features.influence`), so a few
+hyperactive ids cannot move everyone's scores; each user's own coordinates learn from all their examples.
 
 Labels are exact (:class:`Labeller`): an example (an event of the deployment's example types, or an item of a
 served list) is positive when it is positive itself or when the same user does a positive event on the same
@@ -147,12 +149,15 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Coordinates:
     """The features of one (user, item) example for the correction: weight indices and their values; the last
-    ``scaled`` of them are multiplied by the base logit. An index may repeat (a category listed twice, a hash
-    collision): scoring counts each occurrence and learning adds them up, so both see the same weight."""
+    ``scaled`` of them are multiplied by the base logit; ``shared`` marks those every user shares (the bias, the
+    item, its categories, the item signals, the behaviour buckets, the shared logit scale), the others are the
+    user's own. An index may repeat (a category listed twice, a hash collision): scoring counts each occurrence
+    and learning adds them up, so both see the same weight."""
 
     index: np.ndarray  # int64
     value: np.ndarray  # float64
     scaled: int
+    shared: np.ndarray  # bool
 
     def x(self, base_logit: float) -> np.ndarray:
         if not self.scaled:
@@ -273,8 +278,10 @@ class Correction:
     def _features(
         self, user: str, item: Item, row: Sequence[float] | None, memo: dict[str, int]
     ) -> tuple[list[int], list[float]]:
-        """Indices and values of (user, item); the scaled ones last. ``memo`` keeps the user's hashes across the
-        items of one call (the same categories and attributes come back)."""
+        """Indices and values of (user, item): first the shared ones of the item (the bias, the item, its
+        categories), then the user's crosses with it, then the behaviour buckets and item signals (shared), then the
+        scaled ones (the shared logit scale, the user's). ``memo`` keeps the user's hashes across the items of one
+        call (the same categories and attributes come back)."""
         parts = self._parts(item)
         own, _, _, n_attributes = parts
         index = [0, *own, *self._personal(user, parts, memo)]  # 0: the global bias
@@ -299,7 +306,12 @@ class Correction:
         """The features of (user, item), with the behaviour feature ``row`` (the item signals and buckets need
         it; without it they are left out)."""
         index, value = self._features(user, item, row, {})
-        return Coordinates(np.array(index, dtype=np.int64), np.array(value), self._scaled)
+        own, _, texts, _ = self._parts(item)
+        shared = np.ones(len(index), dtype=bool)
+        shared[1 + len(own) : 2 + len(own) + len(texts)] = False  # the user's crosses (see _personal)
+        if self._scaled:
+            shared[-1] = False  # the user's own logit scale
+        return Coordinates(np.array(index, dtype=np.int64), np.array(value), self._scaled, shared)
 
     def offsets(
         self, user: str, items: Sequence[Item], rows: np.ndarray | Sequence[Sequence[float]], base_logits: np.ndarray
@@ -466,27 +478,76 @@ class Correction:
         """The correction (a logit offset) of one example whose base logit is ``base_logit``."""
         return float(self._mixed(self._weights(coordinates.index) @ coordinates.x(base_logit), base_logit))
 
-    def learn(self, coordinates: Coordinates, base_logit: float, label: float) -> float:
-        """One FTRL step (per step size) on an example; returns the prediction made before learning from it."""
-        index, x = coordinates.index, coordinates.x(base_logit)
+    def learn(self, coordinates: Coordinates, base_logit: float, label: float, influence: float = 1.0) -> float:
+        """One FTRL step (per step size) on an example; returns the prediction made before learning from it.
+
+        ``influence`` (:func:`~preftrack_gateway.features.influence`) scales the steps of the shared coordinates and
+        the example's say in the mixture of steps; the user's own coordinates learn from it fully.
+        """
+        p, index, g, shared, fit = self._gradient(coordinates, base_logit, label)
+        if influence < 1.0:
+            g[:, shared] *= influence
+        self._step(index, g)
+        self._mix(fit, influence)
+        self.updates += 1
+        return p
+
+    def learn_own(self, coordinates: Coordinates, base_logit: float, label: float) -> tuple[float, SharedStep]:
+        """:meth:`learn`'s step on the user's own coordinates only; the rest of it (the shared coordinates', the
+        mixture's) is returned, for :meth:`learn_shared` once the example's influence is known. Together they make
+        the same step as :meth:`learn`."""
+        p, index, g, shared, fit = self._gradient(coordinates, base_logit, label)
+        own = ~shared
+        self._step(index[own], g[:, own])
+        self.updates += 1
+        return p, SharedStep(index[shared], g[:, shared], fit)
+
+    def learn_shared(self, step: SharedStep, influence: float) -> None:
+        """Take the rest of a :meth:`learn_own` step, scaled by the example's ``influence``."""
+        if influence > 0.0:
+            self._step(step.index, step.gradient * influence if influence < 1.0 else step.gradient)
+            self._mix(step.fit, influence)
+
+    def _gradient(
+        self, coordinates: Coordinates, base_logit: float, label: float
+    ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """The prediction, the distinct coordinates, each step's gradient on them, which are shared, and each step's
+        log-likelihood of the label (None with one step)."""
+        index, x, shared = coordinates.index, coordinates.x(base_logit), coordinates.shared
         if len(set(index.tolist())) < len(index):  # a repeated index: one coordinate, its values added up
             index, where = np.unique(index, return_inverse=True)
             x = np.bincount(where, weights=x, minlength=len(index))
-        w = self._weights(index)
-        each = sigmoid(base_logit + w @ x)  # each step's prediction
+            shared = np.bincount(where, weights=shared, minlength=len(index)) > 0  # shared wins a collision
+        each = sigmoid(base_logit + self._weights(index) @ x)  # each step's prediction
         p = float(self._shares() @ each)
-        g = (each - label)[:, None] * x
-        n = self._n[:, index]
-        sigma = (np.sqrt(n + g * g) - np.sqrt(n)) / self._alphas
-        self._z[:, index] += g - sigma * w
-        self._n[:, index] = n + g * g
-        self._w[:, index] = self._weights_of(self._z[:, index], self._n[:, index])
+        fit = None
         if len(each) > 1:
             q = np.clip(each, 1e-7, 1 - 1e-7)
-            self._log_weights += label * np.log(q) + (1.0 - label) * np.log(1.0 - q)
+            fit = label * np.log(q) + (1.0 - label) * np.log(1.0 - q)
+        return p, index, (each - label)[:, None] * x, shared, fit
+
+    def _step(self, index: np.ndarray, g: np.ndarray) -> None:
+        """FTRL-Proximal's update of the coordinates ``index`` with each step's gradient ``g`` on them."""
+        n = self._n[:, index]
+        sigma = (np.sqrt(n + g * g) - np.sqrt(n)) / self._alphas
+        self._z[:, index] += g - sigma * self._w[:, index]
+        self._n[:, index] = n + g * g
+        self._w[:, index] = self._weights_of(self._z[:, index], self._n[:, index])
+
+    def _mix(self, fit: np.ndarray | None, influence: float) -> None:
+        """Each step's log-weight moves by its log-likelihood of an example, times the example's influence."""
+        if fit is not None:
+            self._log_weights += influence * fit
             self._log_weights = np.maximum(self._log_weights - self._log_weights.max(), -_MIXTURE_FLOOR)
-        self.updates += 1
-        return p
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SharedStep:
+    """The part of an example's step that :meth:`Correction.learn_own` left for :meth:`Correction.learn_shared`."""
+
+    index: np.ndarray  # the shared coordinates
+    gradient: np.ndarray  # each step's gradient on them
+    fit: np.ndarray | None  # each step's log-likelihood of the label (None with one step)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -645,15 +706,16 @@ class Labeller:
 
 
 class History:
-    """The newest labelled examples the correction learned from (at most ``size``), with their feature rows, so
-    that it can learn them again on the logits of another version: the correction is a residual on the version
-    that serves, and a residual on an old version counts twice what the new one has absorbed."""
+    """The newest labelled examples the correction learned from (at most ``size``), with their feature rows and
+    influence, so that it can learn them again on the logits of another version: the correction is a residual on
+    the version that serves, and a residual on an old version counts twice what the new one has absorbed."""
 
     def __init__(self, size: int, width: int) -> None:
         self.size = size
         self.width = width
         self._rows: np.ndarray | None = None  # allocated on the first example: size x width float32
         self._labels = np.zeros(0, dtype=np.float32)
+        self._influence = np.zeros(0)
         self._users: list[str | None] = []
         self._items: list[str] = []
         self._times = np.zeros(0)
@@ -662,13 +724,15 @@ class History:
     def __len__(self) -> int:
         return sum(1 for user in self._users if user is not None)
 
-    def add(self, example: Example, label: float) -> None:
-        """Keep an example learned from (one without a feature row cannot be scored again: it is not kept)."""
+    def add(self, example: Example, label: float, influence: float = 1.0) -> int:
+        """Keep an example learned from (one without a feature row cannot be scored again: it is not kept); returns
+        its number for :meth:`reweigh` (-1: not kept)."""
         if self.size == 0 or example.row is None:
-            return
+            return -1
         if self._rows is None:
             self._rows = np.zeros((self.size, self.width), dtype=np.float32)
             self._labels = np.zeros(self.size, dtype=np.float32)
+            self._influence = np.zeros(self.size)
             self._times = np.zeros(self.size)
         slot = self._added % self.size
         if slot == len(self._users):
@@ -678,11 +742,18 @@ class History:
             self._users[slot], self._items[slot] = example.user, example.item_id
         self._rows[slot] = example.row
         self._labels[slot] = label
+        self._influence[slot] = influence
         self._times[slot] = example.timestamp_s
         self._added += 1
+        return self._added - 1
 
-    def examples(self) -> list[tuple[Example, float]]:
-        """The kept examples and their labels, oldest first (the order they were learned in)."""
+    def reweigh(self, number: int, influence: float) -> None:
+        """Set the influence of the example :meth:`add` numbered ``number``, if it is still kept."""
+        if number >= 0 and self._added - number <= self.size and self._users[number % self.size] is not None:
+            self._influence[number % self.size] = influence
+
+    def examples(self) -> list[tuple[Example, float, float]]:
+        """The kept examples with their labels and influence, oldest first (the order they were learned in)."""
         if self._rows is None:
             return []
         count = min(self._added, self.size)
@@ -693,7 +764,7 @@ class History:
             user = self._users[slot]
             if user is not None:
                 example = Example(user, self._items[slot], float(self._times[slot]), row=self._rows[slot])
-                out.append((example, float(self._labels[slot])))
+                out.append((example, float(self._labels[slot]), float(self._influence[slot])))
         return out
 
     def forget(self, user: str) -> None:
@@ -705,4 +776,5 @@ class History:
                 if self._rows is not None:
                     self._rows[slot] = 0.0
                     self._labels[slot] = 0.0
+                    self._influence[slot] = 0.0
                     self._times[slot] = 0.0

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from preftrack_gateway import deployment
-from preftrack_gateway.features import FeatureSpec, FeatureState, PointInTimeError
+from preftrack_gateway.features import FeatureSpec, FeatureState, PointInTimeError, influence
 from preftrack_gateway.registry import FINAL_STATES, Registry, lineage, lineage_root
 from preftrack_gateway.schema import Event
 from preftrack_gateway.store import EventStore, Impression, StoreError, VersionRecord, open_store
@@ -120,7 +120,10 @@ class _Reservoir:
         self._rows: list[tuple] = []
 
     def add(self, examples: Examples) -> None:
+        weights = examples.weights()
         for k in range(len(examples)):
+            if weights[k] == 0.0:  # teaches nothing: not worth a place in the replay
+                continue
             row = (
                 examples.user_id[k],
                 examples.item_id[k],
@@ -131,6 +134,7 @@ class _Reservoir:
                 examples.users[k],
                 examples.items[k],
                 examples.attributes[k],
+                weights[k],
             )
             self.seen += 1
             if len(self._rows) < self.capacity:
@@ -156,6 +160,7 @@ class _Reservoir:
             users=list(columns[6]),
             items=list(columns[7]),
             attributes=np.stack(columns[8]).astype(np.int64),
+            influence=np.array(columns[9], dtype=np.float32),
         )
 
 
@@ -416,6 +421,7 @@ class ContinualTrainer:
             if impression.timestamp_s + window > horizon_s:
                 return
             self._impressions.pop(0)
+            self.state.served(impression.user_key, impression.timestamp_s)  # an action its user's influence counts
             try:
                 at, terms = impression.timestamp_s, impression.query_terms  # the query it was served for
                 rows = self.state.rows(impression.user_key, impression.item_ids, at, terms)
@@ -468,6 +474,9 @@ class ContinualTrainer:
             timestamp_s=np.array([e.timestamp_s for e in events], dtype=np.float64),
             users=[e.user_id for e in events],
             items=[e.item_id for e in events],
+            # Counted now: every event of the minute after an example is folded by then (but at the newest hour's
+            # edge), as the gateway's layer counts it once that minute has passed.
+            influence=np.array([influence(self.state.activity(e.user_id, e.timestamp_s)) for e in events], np.float32),
         )
 
     def waiting_examples(self) -> tuple[list[str], Examples]:
@@ -507,6 +516,13 @@ class ContinualTrainer:
             return result
         examples = self._examples()
         first_seq, last_seq = self._pending[0][0], self._pending[-1][0]
+        teaching = examples.weights() > 0.0  # the others' ids were far busier than people: they teach and judge nothing
+        if not teaching.any():
+            await self._advance_watermarks()
+            self._last_round = time.monotonic()
+            _LOGGER.info("round skipped: its %d examples came from ids far busier than people", len(examples))
+            return None
+        examples = examples.take(teaching)
         order = np.argsort(examples.timestamp_s, kind="stable")
         n_holdout = max(1, int(len(order) * cfg.holdout_fraction))
         new_train, recent = examples.take(order[:-n_holdout]), examples.take(order[-n_holdout:])

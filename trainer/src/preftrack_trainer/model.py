@@ -187,14 +187,20 @@ class _TqdmCallback(keras.callbacks.Callback):
 def train(
     model: keras.Model, examples: Examples, config: ModelConfig, *, epochs: int | None = None, progress: bool = False
 ) -> float:
-    """Fit ``model`` on ``examples`` (shuffled each epoch) and return the last epoch's mean loss."""
+    """Fit ``model`` on ``examples`` (shuffled each epoch), each weighted by its influence (those with none left
+    out: a few hyperactive ids teach the model no more than a few people), and return the last epoch's mean loss."""
     n_epochs = config.epochs if epochs is None else epochs
+    weights = examples.weights()
+    if (weights < 1.0).any():
+        examples = examples.take(weights > 0.0)
+        weights = examples.weights()
     if n_epochs == 0 or len(examples) == 0:
         return float("nan")
     steps = n_epochs * int(np.ceil(len(examples) / config.batch_size))
     history = model.fit(
         as_inputs(examples),
         examples.label,
+        sample_weight=weights if (weights < 1.0).any() else None,  # none: the same fit as before weights existed
         batch_size=config.batch_size,
         epochs=n_epochs,
         shuffle=True,

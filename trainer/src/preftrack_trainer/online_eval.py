@@ -66,13 +66,14 @@ def prequential_correction(
     correction = Correction((config or OnlineConfig()).resolved(labels))
     waiting: list[tuple[float, int]] = []
     scores = []
+    weights = examples.weights()  # the gateway's layer takes each one's shared step at its influence too
 
     def coordinates(k: int) -> Coordinates:
         item = items.get(examples.items[k]) or Item(item_id=examples.items[k])
         return correction.coordinates(examples.users[k], item, examples.features[k])
 
     def learn(k: int) -> float:
-        return correction.learn(coordinates(k), float(base_logits[k]), float(examples.label[k]))
+        return correction.learn(coordinates(k), float(base_logits[k]), float(examples.label[k]), float(weights[k]))
 
     for k in range(len(examples)):
         t = float(examples.timestamp_s[k])

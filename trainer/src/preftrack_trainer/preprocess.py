@@ -19,7 +19,14 @@ import numpy as np
 from tqdm import tqdm
 
 from preftrack_gateway import contract
-from preftrack_gateway.features import NUM_FEATURES, FeatureSpec, FeatureState, LabelSpec
+from preftrack_gateway.features import (
+    INFLUENCE_WINDOW_S,
+    NUM_FEATURES,
+    FeatureSpec,
+    FeatureState,
+    LabelSpec,
+    influence,
+)
 from preftrack_gateway.schema import EVENT_TYPES, MIN_TIMESTAMP_S, Event, Item, stable_hash
 
 
@@ -111,9 +118,16 @@ class Examples:
     timestamp_s: np.ndarray  # float64
     users: list[str]
     items: list[str]
+    #: float32: how much each may teach the model, from its user's pace (:func:`~preftrack_gateway.features.influence`);
+    #: None: all of it.
+    influence: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
+
+    def weights(self) -> np.ndarray:
+        """Each example's influence (ones where none was counted)."""
+        return self.influence if self.influence is not None else np.ones(len(self), dtype=np.float32)
 
     def take(self, mask_or_index: np.ndarray) -> Examples:
         """A subset, selected by boolean mask or index array."""
@@ -128,6 +142,7 @@ class Examples:
             timestamp_s=self.timestamp_s[index],
             users=[self.users[i] for i in index],
             items=[self.items[i] for i in index],
+            influence=None if self.influence is None else self.influence[index],
         )
 
     @staticmethod
@@ -143,6 +158,7 @@ class Examples:
             timestamp_s=np.concatenate([p.timestamp_s for p in parts]),
             users=[u for p in parts for u in p.users],
             items=[i for p in parts for i in p.items],
+            influence=None if all(p.influence is None for p in parts) else np.concatenate([p.weights() for p in parts]),
         )
 
     def split_by_time(self, train_fraction: float) -> tuple[Examples, Examples]:
@@ -198,7 +214,8 @@ def build_examples(
     state: FeatureState | None = None,
     progress: bool = False,
 ) -> tuple[Examples, FeatureState]:
-    """Replay time-ordered events into labelled, point-in-time correct examples.
+    """Replay time-ordered events into labelled, point-in-time correct examples, each with its influence (its
+    user's actions in the minute either side of it, as the gateway's layer and the continual trainer count them).
 
     Returns the examples and the feature state after the last event (what serving would start from).
     """
@@ -221,6 +238,13 @@ def build_examples(
     item_rows: list[Item] = []
     # A search's passed-over items, read just after it once every event before then is folded: (time, search).
     waiting: collections.deque[tuple[float, Event]] = collections.deque()
+    # Each example's influence, counted once every event of the minute after it is folded (examples come in time
+    # order, but for the passed-over items of a search, a millisecond after it).
+    weights: list[float] = []
+
+    def weigh_until(until_s: float) -> None:
+        while len(weights) < len(times) and times[len(weights)] + INFLUENCE_WINDOW_S < until_s:
+            weights.append(influence(state.activity(users[len(weights)], times[len(weights)])))
 
     def passed_over_until(until_s: float) -> None:
         while waiting and waiting[0][0] <= until_s:
@@ -234,6 +258,7 @@ def build_examples(
 
     for event in tqdm(events, desc="features", unit="ev", disable=not progress, mininterval=0.5):
         passed_over_until(event.timestamp_s)
+        weigh_until(event.timestamp_s)
         if event.event_type == "search" and labels.search_negatives and catalogue:
             waiting.append((event.timestamp_s + 1e-3, event))
         if event.event_type in example_types:
@@ -251,6 +276,7 @@ def build_examples(
             item_rows.append(state.item(event.item_id))
         state.update(event)
     passed_over_until(math.inf)
+    weigh_until(math.inf)
     feats = np.array(rows, dtype=np.float32).reshape(len(rows), NUM_FEATURES)
     inputs = model_inputs(users, item_rows, feats, [state.user_tokens(u) for u in users])
     examples = Examples(
@@ -263,5 +289,6 @@ def build_examples(
         timestamp_s=np.array(times, dtype=np.float64),
         users=users,
         items=[i.item_id for i in item_rows],
+        influence=np.array(weights, dtype=np.float32),
     )
     return examples, state
