@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 
 from preftrack_gateway.config import GatewayConfig
-from preftrack_gateway.features import NUM_FEATURES, FeatureSpec, FeatureState, LabelSpec, influence
+from preftrack_gateway.features import FEATURE_NAMES, NUM_FEATURES, FeatureSpec, FeatureState, LabelSpec, influence
 from preftrack_gateway.learner import OnlineLearner
 from preftrack_gateway.online import AUTO_ALPHAS, Correction, Labeller, OnlineConfig, logit, sigmoid
 from preftrack_gateway.schema import Event, Item
@@ -172,12 +172,46 @@ def test_calibration_is_on_only_where_every_label_is_final_at_once() -> None:
     assert OnlineConfig(calibration=True).resolved(LabelSpec()).calibration  # an explicit setting stands
 
 
+def test_the_mixture_takes_the_behaviour_buckets_where_a_signal_means_the_opposite_and_leaves_them_elsewhere() -> None:
+    """A re-buy shop served by a version that learned "bought before" means "will not buy": the member with
+    behaviour buckets learns what the signal means here and the mixture moves to it, beating the members without
+    them; where the version reads the signal right, the buckets' member gains nothing and the mixture stays
+    within a little of the best member (no setting says which kind of shop this is)."""
+    rng = np.random.default_rng(3)
+    items = [Item(item_id=f"x{k}", categories=(f"c{k % 5}",)) for k in range(200)]
+    width = len(FEATURE_NAMES)
+    bought = FEATURE_NAMES.index("user_item_log_count")
+    for flipped in (True, False):
+        auto, plain = Correction(OnlineConfig(bits=16)), Correction(OnlineConfig(bits=16, behaviour_buckets=False))
+        losses = {"auto": 0.0, "plain": 0.0}
+        for step in range(6000):
+            user, item = f"u{rng.integers(2000)}", items[rng.integers(len(items))]
+            row = np.zeros(width)
+            row[bought] = float(rng.integers(0, 3))  # 0, 1 or 2 (log) purchases of this item before
+            truth = -1.5 + 1.5 * row[bought]  # this shop re-buys: the more bought before, the likelier
+            label = float(rng.random() < 1 / (1 + math.exp(-truth)))
+            base = -truth if flipped else truth  # the serving version's logit
+            for name, c in (("auto", auto), ("plain", plain)):
+                p = c.learn(c.coordinates(user, item, row), base, label)
+                if step >= 3000:
+                    losses[name] -= math.log(p if label else 1.0 - p)
+        shares = auto.mixture()
+        assert set(shares) == {"0.1", "0.3", "0.3+buckets"}
+        if flipped:
+            assert shares["0.3+buckets"] > 0.9, shares
+            assert losses["auto"] < 0.9 * losses["plain"], losses
+        else:
+            assert losses["auto"] < 1.02 * losses["plain"], losses
+
+
 def test_without_a_set_step_the_correction_follows_the_step_that_predicts_better() -> None:
     """Two users whose tastes flip every 40 examples: a large step follows them, a small one lags. The mixture
     moves its weight to the large step, and predicts at least as well as the better of the two alone."""
     shop = [Item(item_id=f"x{k}", categories=(f"c{k % 2}",)) for k in range(2)]
-    mixed, small, large = (Correction(OnlineConfig(bits=14, alpha=a)) for a in (None, 0.1, 0.3))
-    assert set(mixed.mixture()) == set(AUTO_ALPHAS) and small.mixture() == {0.1: 1.0}
+    mixed, small, large = (
+        Correction(OnlineConfig(bits=14, alpha=a, behaviour_buckets=False)) for a in (None, 0.1, 0.3)
+    )
+    assert set(mixed.mixture()) == {f"{a:g}" for a in AUTO_ALPHAS} and small.mixture() == {"0.1": 1.0}
     losses = {id(c): 0.0 for c in (mixed, small, large)}
     for step in range(400):
         liked = (step // 40) % 2
@@ -187,7 +221,7 @@ def test_without_a_set_step_the_correction_follows_the_step_that_predicts_better
                 for c in (mixed, small, large):
                     p = c.learn(c.coordinates(user, item), 0.0, label)
                     losses[id(c)] -= math.log(p if label else 1.0 - p)
-    assert mixed.mixture()[0.3] > 0.9
+    assert mixed.mixture()["0.3"] > 0.9
     assert losses[id(large)] < losses[id(small)]
     assert losses[id(mixed)] < losses[id(large)] + 0.05 * losses[id(large)]
     key = {"PREFTRACK_PSEUDONYM_KEY": "k" * 16}

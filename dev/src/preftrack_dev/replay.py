@@ -336,7 +336,9 @@ def _gateway_env(cfg: ReplayConfig, data: Dataset, triton_url: str, store_url: s
         "PREFTRACK_ONLINE_CALIBRATION": "auto"
         if cfg.online.calibration is None
         else str(cfg.online.calibration).lower(),
-        "PREFTRACK_ONLINE_BEHAVIOUR_BUCKETS": str(cfg.online.behaviour_buckets).lower(),
+        "PREFTRACK_ONLINE_BEHAVIOUR_BUCKETS": (
+            "auto" if cfg.online.behaviour_buckets is None else str(cfg.online.behaviour_buckets).lower()
+        ),
     }
 
 

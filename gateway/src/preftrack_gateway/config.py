@@ -19,6 +19,10 @@ class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the setting."""
 
 
+#: Settings whose value ``auto`` means None (chosen by the code, per shop).
+_AUTO_FIELDS = ("online_calibration", "online_alpha", "online_behaviour_buckets")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GatewayConfig:
     """Everything the gateway needs.
@@ -91,7 +95,9 @@ class GatewayConfig:
             item's own behaviour features); ``auto`` (None, the default) where every label is final at once, see
             :class:`preftrack_gateway.online.OnlineConfig`.
         online_behaviour_buckets: also learn a weight per bucket of each behaviour feature (helps a shop whose
-            signals change meaning, e.g. repeat purchases after a move to consumables; costs a little elsewhere).
+            signals change meaning, e.g. repeat purchases after a move to consumables; costs a little elsewhere);
+            ``auto`` (None, the default): a member of the layer's mixture learns them and the shop's own feedback
+            weighs it, see :class:`preftrack_gateway.online.OnlineConfig`.
         rollout_mode / rollout_fraction / rollout_shadow_sample / rollout_window_s / rollout_min_outcomes /
             rollout_margin / rollout_alpha / rollout_check_s / rollout_max_error_rate / rollout_max_p99_ms /
             rollout_auto: how an exported version is rolled out and decided, see
@@ -140,7 +146,7 @@ class GatewayConfig:
     online_alpha: float | None = _ONLINE.alpha
     online_l2: float = _ONLINE.l2
     online_calibration: bool | None = _ONLINE.calibration
-    online_behaviour_buckets: bool = _ONLINE.behaviour_buckets
+    online_behaviour_buckets: bool | None = _ONLINE.behaviour_buckets
     model_repository: str | None = None
     triton_model_config: str | None = None
     rollout_mode: str = _POLICY.mode
@@ -280,7 +286,10 @@ class GatewayConfig:
                     "example_types",
                 ):
                     values[field.name] = tuple(k for k in raw.split(",") if k)
-                elif field.name in ("online_calibration", "online_alpha") and raw.lower() == "auto":
+                elif (
+                    field.name in ("online_calibration", "online_alpha", "online_behaviour_buckets")
+                    and raw.lower() == "auto"
+                ):
                     values[field.name] = None
                 elif field.type in ("bool", bool, "bool | None"):
                     if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):

@@ -341,7 +341,7 @@ class OnlineLearner:
                 "learned p50 %.1f ms, p90 %.1f ms",
                 self.correction.updates,
                 ", ".join(f"v{v}: {n}" for v, n in sorted(self.learned_on.items())),
-                ", ".join(f"{a:g}: {share:.2f}" for a, share in self.correction.mixture().items()),
+                ", ".join(f"{member}: {share:.2f}" for member, share in self.correction.mixture().items()),
                 self.labeller.pending,
                 self.skipped,
                 1000 * status["delay_p50_s"],  # type: ignore[operator]

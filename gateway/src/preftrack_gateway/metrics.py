@@ -111,11 +111,11 @@ class _LearnerCollector(Collector):
             yield GaugeMetricFamily(name, text, value=float(state.get(key, 0)))  # type: ignore[arg-type]
         shares = GaugeMetricFamily(
             "preftrack_online_step_share",
-            "Share of the per-event layer's prediction from each FTRL step size it learns with",
-            labels=["alpha"],
+            "Share of the per-event layer's prediction from each member of its mixture (FTRL step, +buckets)",
+            labels=["member"],
         )
-        for alpha, share in dict(state.get("step_shares", {})).items():  # type: ignore[call-overload]
-            shares.add_metric([f"{alpha:g}"], float(share))
+        for member, share in dict(state.get("step_shares", {})).items():  # type: ignore[call-overload]
+            shares.add_metric([str(member)], float(share))
         yield shares
         yield CounterMetricFamily(
             "preftrack_online_skipped",

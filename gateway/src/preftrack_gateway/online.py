@@ -28,10 +28,12 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from preftrack_gateway.features import FEATURE_NAMES, FeatureSpec, LabelSpec
+from preftrack_gateway.features import FEATURE_NAMES, NUM_FEATURES, FeatureSpec, LabelSpec
 from preftrack_gateway.schema import Event, Item
 
 _MAX_LOGIT = 16.0
+_BUCKET_SPAN = 40  # behaviour buckets: quarters of a unit, from -10 to +10
+_FEATURES = range(NUM_FEATURES)
 _LATE_EXAMPLE_S = 6 * 3600.0  # how late an example can arrive and still be learned from (the features' retention)
 
 #: The value of a user x item attribute cross (the others are 1): FTRL's steps on a weight scale with its value,
@@ -48,6 +50,11 @@ _ATTRIBUTE_CROSS = 0.5
 #: the layer on the continual versions, last third of the stream, 0.7157 / 0.7226 / 0.7284 against 0.7096 /
 #: 0.7153 / 0.7213 with 0.3). The mixture matched the better one on each (docs/benchmarks.md).
 AUTO_ALPHAS = (0.1, 0.3)
+
+#: The step of the mixture's member with behaviour buckets when none is set (``OnlineConfig.behaviour_buckets``
+#: None): on the consumables shop the buckets gained most at 0.3 (0.9064 against 0.9079 at 0.1, where the member
+#: without them is far behind; docs/benchmarks.md).
+BUCKET_MEMBER_ALPHA = 0.3
 
 #: The most a step's log-weight may trail the best one's, in nats of log loss: the mixture can still move to it
 #: when the data changes (a few dozen examples on which it predicts clearly better). Gateway snapshots record the
@@ -94,8 +101,13 @@ class OnlineConfig:
             also when learned only at each window's close (so that a user's positives and negatives come
             together), and forced on where every negative came an hour after the positives they drove every score
             towards 0. The rule is what was measured, on these two kinds of data; :meth:`resolved` settles it.
-        behaviour_buckets: also learn a weight per bucket of each behaviour feature (off by default: on
-            MovieLens-100k it measured 0.7729 AUC against 0.7758 without, see docs/benchmarks.md).
+        behaviour_buckets: also learn a weight per bucket of each behaviour feature. They re-weight what a
+            signal means ("bought this before" becomes the strongest one on a re-buy shop: +0.03 AUC on the
+            consumables shop) but cost where signals keep their meaning (MovieLens-100k 0.7729 against 0.7758, the
+            taste drifts 0.01), see docs/benchmarks.md. None (the default): no one has to know which kind of shop
+            this is; a member with buckets (:data:`BUCKET_MEMBER_ALPHA`) learns beside the members without them and
+            the mixture weighs each by how well it has predicted this shop's examples. True / False: every member
+            with / without them.
     """
 
     enabled: bool = True
@@ -107,7 +119,7 @@ class OnlineConfig:
     max_pending: int = 200_000
     rebuild_examples: int = 200_000
     calibration: bool | None = None
-    behaviour_buckets: bool = False
+    behaviour_buckets: bool | None = None
 
     def __post_init__(self) -> None:
         if not 10 <= self.bits <= 26:
@@ -116,12 +128,25 @@ class OnlineConfig:
             raise ValueError("online alpha must be > 0; beta, l1, l2 >= 0")
         if self.max_pending < 1 or self.rebuild_examples < 0:
             raise ValueError("online max_pending must be >= 1 and rebuild_examples >= 0")
-        if self.calibration not in (None, True, False):
-            raise ValueError("online calibration must be True, False or None (auto)")
+        if self.calibration not in (None, True, False) or self.behaviour_buckets not in (None, True, False):
+            raise ValueError("online calibration and behaviour_buckets must be True, False or None (auto)")
 
     def steps(self) -> tuple[float, ...]:
         """The FTRL steps learned with side by side: ``alpha``, or :data:`AUTO_ALPHAS` when it is None."""
         return AUTO_ALPHAS if self.alpha is None else (self.alpha,)
+
+    def members(self) -> tuple[tuple[float, bool], ...]:
+        """The mixture's members: (FTRL step, whether it learns behaviour buckets), one row of state each.
+
+        >>> OnlineConfig().members()
+        ((0.1, False), (0.3, False), (0.3, True))
+        >>> OnlineConfig(alpha=0.2, behaviour_buckets=True).members()
+        ((0.2, True),)
+        """
+        plain = tuple((alpha, bool(self.behaviour_buckets)) for alpha in self.steps())
+        if self.behaviour_buckets is not None:
+            return plain
+        return (*plain, (self.alpha if self.alpha is not None else BUCKET_MEMBER_ALPHA, True))
 
     def resolved(self, labels: LabelSpec | None) -> OnlineConfig:
         """These settings with ``calibration`` settled for ``labels`` (no labels: off)."""
@@ -158,6 +183,8 @@ class Coordinates:
     value: np.ndarray  # float64
     scaled: int
     shared: np.ndarray  # bool
+    #: Which are behaviour buckets (None: none): only the mixture's members with buckets learn them.
+    buckets: np.ndarray | None = None
 
     def x(self, base_logit: float) -> np.ndarray:
         if not self.scaled:
@@ -237,17 +264,31 @@ class Correction:
       it learned then; and the base logit itself, once with a shared weight and once with the user's own: how
       far to trust the serving version, overall and for this user.
 
-    Unless ``alpha`` is set, it learns with each step of :data:`AUTO_ALPHAS` side by side (one set of FTRL state
-    per step, the same features): the probability it predicts is the mixture of theirs, weighted by
-    ``exp(-their log loss so far)`` (the Bayesian mixture of the steps, with a floor so that a step left behind
-    can come back), and the correction it returns is that mixture's logit minus the base logit.
+    Unless ``alpha`` is set, it learns with each step of :data:`AUTO_ALPHAS` side by side, and unless
+    ``behaviour_buckets`` is set, with one more member that also learns the buckets (:meth:`OnlineConfig.members`;
+    one set of FTRL state per member, the same features, the buckets' weights staying 0 in the members without
+    them): the probability it predicts is the mixture of theirs, weighted by ``exp(-their log loss so far)`` (the
+    Bayesian mixture of the members, with a floor so that a member left behind can come back), and the correction
+    it returns is that mixture's logit minus the base logit.
     """
 
     def __init__(self, config: OnlineConfig | None = None) -> None:
         self.config = (config or OnlineConfig()).resolved(None)  # settled already where labels are known
-        alphas = self.config.steps()
-        self._alphas = np.array(alphas, dtype=np.float64)[:, None]  # one row of state per step
-        self._log_weights = np.zeros(len(alphas))  # minus each step's log loss so far (floored, see _MIXTURE_FLOOR)
+        members = self.config.members()
+        alphas = [alpha for alpha, _ in members]
+        self._alphas = np.array(alphas, dtype=np.float64)[:, None]  # one row of state per member
+        self._bucketed = np.array([buckets for _, buckets in members], dtype=bool)
+        self._names = [f"{alpha:g}{'+buckets' if buckets else ''}" for alpha, buckets in members]
+        # A member with buckets beside one without at the same step is stacked on it: it shares that member's
+        # weights for every other feature (it takes the same steps on them) and learns the buckets on what that
+        # member leaves unexplained, so choosing it never loses what the ids and crosses learned (a newcomer's
+        # share of the crowd's tastes, say).
+        self._stacked = [
+            (row, members.index((alpha, False)))
+            for row, (alpha, buckets) in enumerate(members)
+            if buckets and (alpha, False) in members
+        ]
+        self._log_weights = np.zeros(len(alphas))  # minus each member's log loss so far (floored, see _MIXTURE_FLOOR)
         size = 1 << self.config.bits
         self._mask = size - 1
         self._z = np.zeros((len(alphas), size), dtype=np.float64)
@@ -255,7 +296,14 @@ class Correction:
         self._w = np.zeros((len(alphas), size), dtype=np.float64)  # the weights z and n imply (see _weights)
         self._item_cache: dict[str, tuple[tuple[int, ...], bytes, tuple[str, ...], int]] = {}  # see _parts
         self._table = _CrossTable()  # see offsets
-        self._buckets: dict[tuple[int, int], int] = {}
+        # The hashed coordinate of each behaviour feature's value buckets (quarters of a unit, clipped to ±10).
+        self._bucket_index = np.array(
+            [
+                [self._hash(f"f\x1f{k}\x1f{b}") for b in range(-_BUCKET_SPAN, _BUCKET_SPAN + 1)]
+                for k in range(NUM_FEATURES)
+            ],
+            dtype=np.int64,
+        )
         self._scale = self._hash("s")
         self._signals = tuple(self._hash(f"is\x1f{k}") for k in ITEM_SIGNALS)
         self._scaled = 2 if self.config.calibration else 0  # the last features, scaled by the base logit
@@ -287,9 +335,9 @@ class Correction:
         index = [0, *own, *self._personal(user, parts, memo)]  # 0: the global bias
         # The user's crosses with the item's attributes come last, at half the step of the others.
         value = [1.0] * (len(index) - n_attributes) + [_ATTRIBUTE_CROSS] * n_attributes
-        if row is not None and self.config.behaviour_buckets:
-            buckets = [self._bucket(k, v) for k, v in enumerate(row)]
-            index += buckets
+        if row is not None and self._bucketed.any():
+            buckets = self._buckets_of(np.asarray(row, dtype=np.float64)[None, :])[0]
+            index += buckets.tolist()
             value += [1.0] * len(buckets)
         if self.config.calibration:
             if row is not None:
@@ -311,7 +359,12 @@ class Correction:
         shared[1 + len(own) : 2 + len(own) + len(texts)] = False  # the user's crosses (see _personal)
         if self._scaled:
             shared[-1] = False  # the user's own logit scale
-        return Coordinates(np.array(index, dtype=np.int64), np.array(value), self._scaled, shared)
+        buckets = None
+        if row is not None and self._bucketed.any():
+            buckets = np.zeros(len(index), dtype=bool)
+            start = 2 + len(own) + len(texts)  # after the bias, the item's own and the user's crosses
+            buckets[start : start + len(row)] = True
+        return Coordinates(np.array(index, dtype=np.int64), np.array(value), self._scaled, shared, buckets)
 
     def offsets(
         self, user: str, items: Sequence[Item], rows: np.ndarray | Sequence[Sequence[float]], base_logits: np.ndarray
@@ -320,7 +373,7 @@ class Correction:
         :data:`_TABLE_FROM` items on, from the items' rows in a table: :meth:`_table_offsets`)."""
         if not items:
             return np.zeros(0)
-        if len(items) >= _TABLE_FROM and not self.config.behaviour_buckets:
+        if len(items) >= _TABLE_FROM:
             table_offsets = self._table_offsets(user, items, rows, np.asarray(base_logits, dtype=np.float64))
             if table_offsets is not None:
                 return table_offsets
@@ -382,6 +435,10 @@ class Correction:
             hashed[number] = self._hash(f"{table.text_list[number]}\x1f{user}")
         index = [table.own[at], ui[:, None], hashed[text]]
         value = [table.own_value[at], np.ones((n, 1)), table.text_value[at]]
+        if self._bucketed.any():
+            buckets = self._buckets_of(np.asarray(rows, dtype=np.float64))
+            index.append(buckets)
+            value.append(np.ones(buckets.shape))
         if self.config.calibration:
             scale = (self._scale, self._hash(f"us\x1f{user}"))
             index += [np.broadcast_to(np.array(self._signals), (n, len(self._signals))), np.tile(scale, (n, 1))]
@@ -439,12 +496,10 @@ class Correction:
         self._n[:, where] = 0.0
         self._w[:, where] = 0.0
 
-    def _bucket(self, feature: int, value: float) -> int:
-        key = (feature, round(4.0 * max(-10.0, min(10.0, value))))
-        found = self._buckets.get(key)
-        if found is None:
-            found = self._buckets[key] = self._hash(f"f\x1f{key[0]}\x1f{key[1]}")
-        return found
+    def _buckets_of(self, rows: np.ndarray) -> np.ndarray:
+        """The bucket coordinates of behaviour feature rows (one row of coordinates per row of features)."""
+        bins = np.rint(4.0 * np.clip(rows, -10.0, 10.0)).astype(np.intp) + _BUCKET_SPAN
+        return self._bucket_index[np.arange(rows.shape[1]), bins]
 
     def _weights(self, index: np.ndarray) -> np.ndarray:
         """The weights at ``index``, one row per step: kept up to date by :meth:`learn` and :meth:`forget` (a read
@@ -463,9 +518,9 @@ class Correction:
         shares = np.exp(self._log_weights - self._log_weights.max())
         return shares / shares.sum()
 
-    def mixture(self) -> dict[float, float]:
-        """Each step's share of the prediction now, by step."""
-        return {float(a): float(s) for a, s in zip(self._alphas[:, 0], self._shares(), strict=True)}
+    def mixture(self) -> dict[str, float]:
+        """Each member's share of the prediction now, by member (its step, and ``+buckets`` if it learns them)."""
+        return {name: float(s) for name, s in zip(self._names, self._shares(), strict=True)}
 
     def _mixed(self, offsets: np.ndarray, base: np.ndarray | float) -> np.ndarray:
         """The correction, from each step's (rows of ``offsets``) on top of ``base``."""
@@ -514,17 +569,27 @@ class Correction:
         """The prediction, the distinct coordinates, each step's gradient on them, which are shared, and each step's
         log-likelihood of the label (None with one step)."""
         index, x, shared = coordinates.index, coordinates.x(base_logit), coordinates.shared
+        buckets = coordinates.buckets
         if len(set(index.tolist())) < len(index):  # a repeated index: one coordinate, its values added up
             index, where = np.unique(index, return_inverse=True)
             x = np.bincount(where, weights=x, minlength=len(index))
             shared = np.bincount(where, weights=shared, minlength=len(index)) > 0  # shared wins a collision
+            if buckets is not None:  # a bucket only if every occurrence is one: the others are every member's
+                buckets = np.bincount(where, weights=~buckets, minlength=len(index)) == 0
         each = sigmoid(base_logit + self._weights(index) @ x)  # each step's prediction
         p = float(self._shares() @ each)
         fit = None
         if len(each) > 1:
             q = np.clip(each, 1e-7, 1 - 1e-7)
             fit = label * np.log(q) + (1.0 - label) * np.log(1.0 - q)
-        return p, index, (each - label)[:, None] * x, shared, fit
+        g = (each - label)[:, None] * x
+        if buckets is not None and not self._bucketed.all():
+            g[np.ix_(~self._bucketed, buckets)] = 0.0  # the members without buckets never learn them
+        if self._stacked:
+            other = ~buckets if buckets is not None else np.ones(len(index), dtype=bool)
+            for row, partner in self._stacked:  # the same steps as its partner on every other feature
+                g[row, other] = g[partner, other]
+        return p, index, g, shared, fit
 
     def _step(self, index: np.ndarray, g: np.ndarray) -> None:
         """FTRL-Proximal's update of the coordinates ``index`` with each step's gradient ``g`` on them."""
