@@ -83,9 +83,10 @@ class OnlineConfig:
         bits: log2 of the number of hashed weights.
         alpha / beta: FTRL per-coordinate learning rate ``alpha / (beta + sqrt(sum of squared gradients))``.
             ``alpha`` None (the default): learn with each of :data:`AUTO_ALPHAS` side by side and mix their
-            predictions by how well each has predicted so far. Each step keeps its own state: three arrays of
-            ``2**bits`` float64 per step (FTRL's two and the weights they imply; 48 MiB at the default 20 bits with
-            two steps, twice that while a rebase builds the next correction).
+            predictions by how well each has predicted so far. Each member of the mixture (:meth:`members`) keeps
+            its own state: three arrays of ``2**bits`` float64 (FTRL's two and the weights they imply; 72 MiB at
+            the default 20 bits with the default three members, twice that while a rebase builds the next
+            correction).
         l1 / l2: FTRL regularisation (l1 makes rarely useful weights exactly zero).
         max_pending: most examples waiting for their label window to close (the oldest are dropped beyond).
         rebuild_examples: most labelled examples the correction is learned from again, on the logits of the
