@@ -397,8 +397,8 @@ def test_metrics_endpoint_counts_rpcs_and_events(triton, tmp_path) -> None:
     assert "preftrack_online_skipped_total 0.0" in text
     # Nothing learned yet: the per-event layer's two step sizes share its prediction equally.
     assert (
-        'preftrack_online_step_share{alpha="0.1"} 0.5' in text
-        and 'preftrack_online_step_share{alpha="0.3"} 0.5' in text
+        'preftrack_online_step_share{member="0.1"} 0.5' in text
+        and 'preftrack_online_step_share{member="0.3"} 0.5' in text
     )
     assert 'preftrack_rollout_version{role="stable"} 1.0' in text
     assert 'preftrack_rollout_version{role="candidate"} 0.0' in text

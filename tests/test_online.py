@@ -182,7 +182,8 @@ def test_the_mixture_takes_the_behaviour_buckets_where_a_signal_means_the_opposi
     width = len(FEATURE_NAMES)
     bought = FEATURE_NAMES.index("user_item_log_count")
     for flipped in (True, False):
-        auto, plain = Correction(OnlineConfig(bits=16)), Correction(OnlineConfig(bits=16, behaviour_buckets=False))
+        auto = Correction(OnlineConfig(bits=16, behaviour_buckets=None))
+        plain = Correction(OnlineConfig(bits=16, behaviour_buckets=False))
         losses = {"auto": 0.0, "plain": 0.0}
         for step in range(6000):
             user, item = f"u{rng.integers(2000)}", items[rng.integers(len(items))]

@@ -96,8 +96,8 @@ class GatewayConfig:
             :class:`preftrack_gateway.online.OnlineConfig`.
         online_behaviour_buckets: also learn a weight per bucket of each behaviour feature (helps a shop whose
             signals change meaning, e.g. repeat purchases after a move to consumables; costs a little elsewhere);
-            ``auto`` (None, the default): a member of the layer's mixture learns them and the shop's own feedback
-            weighs it, see :class:`preftrack_gateway.online.OnlineConfig`.
+            ``auto`` (None): a member of the layer's mixture learns them and the shop's own feedback weighs it;
+            off by default, see :class:`preftrack_gateway.online.OnlineConfig`.
         rollout_mode / rollout_fraction / rollout_shadow_sample / rollout_window_s / rollout_min_outcomes /
             rollout_margin / rollout_alpha / rollout_check_s / rollout_max_error_rate / rollout_max_p99_ms /
             rollout_auto: how an exported version is rolled out and decided, see

@@ -84,9 +84,9 @@ class OnlineConfig:
         alpha / beta: FTRL per-coordinate learning rate ``alpha / (beta + sqrt(sum of squared gradients))``.
             ``alpha`` None (the default): learn with each of :data:`AUTO_ALPHAS` side by side and mix their
             predictions by how well each has predicted so far. Each member of the mixture (:meth:`members`) keeps
-            its own state: three arrays of ``2**bits`` float64 (FTRL's two and the weights they imply; 72 MiB at
-            the default 20 bits with the default three members, twice that while a rebase builds the next
-            correction).
+            its own state: three arrays of ``2**bits`` float64 (FTRL's two and the weights they imply; 48 MiB at
+            the default 20 bits with the default two members, 72 MiB with three, twice that while a rebase builds
+            the next correction).
         l1 / l2: FTRL regularisation (l1 makes rarely useful weights exactly zero).
         max_pending: most examples waiting for their label window to close (the oldest are dropped beyond).
         rebuild_examples: most labelled examples the correction is learned from again, on the logits of the
@@ -105,10 +105,13 @@ class OnlineConfig:
         behaviour_buckets: also learn a weight per bucket of each behaviour feature. They re-weight what a
             signal means ("bought this before" becomes the strongest one on a re-buy shop: +0.03 AUC on the
             consumables shop) but cost where signals keep their meaning (MovieLens-100k 0.7729 against 0.7758, the
-            taste drifts 0.01), see docs/benchmarks.md. None (the default): no one has to know which kind of shop
+            taste drifts 0.01), see docs/benchmarks.md. None (``auto``): no one has to know which kind of shop
             this is; a member with buckets (:data:`BUCKET_MEMBER_ALPHA`) learns beside the members without them and
-            the mixture weighs each by how well it has predicted this shop's examples. True / False: every member
-            with / without them.
+            the mixture weighs each by how well it has predicted this shop's examples (beats every per-user rule on
+            the consumables shop, costs 0.004 AUC on taste drifts). True / False: every member with / without
+            them. False is still the default: with auto, the drifting shop's live replay missed one of its margins
+            once (the new versions' lead over the layer alone, +0.0026 against +0.003), and there was no time left
+            in the session to tell noise from cost (docs/benchmarks.md).
     """
 
     enabled: bool = True
@@ -120,7 +123,7 @@ class OnlineConfig:
     max_pending: int = 200_000
     rebuild_examples: int = 200_000
     calibration: bool | None = None
-    behaviour_buckets: bool | None = None
+    behaviour_buckets: bool | None = False
 
     def __post_init__(self) -> None:
         if not 10 <= self.bits <= 26:
@@ -139,7 +142,7 @@ class OnlineConfig:
     def members(self) -> tuple[tuple[float, bool], ...]:
         """The mixture's members: (FTRL step, whether it learns behaviour buckets), one row of state each.
 
-        >>> OnlineConfig().members()
+        >>> OnlineConfig(behaviour_buckets=None).members()
         ((0.1, False), (0.3, False), (0.3, True))
         >>> OnlineConfig(alpha=0.2, behaviour_buckets=True).members()
         ((0.2, True),)
