@@ -68,35 +68,17 @@ def main() -> None:
     base = logit(model.predict(v1, examples))
     known_at = label_times(examples, events, spec, labels)  # learned from once the gateway would know the label
     live = examples.label[n_warm:]
+
+    def layer(buckets: bool | None) -> np.ndarray:
+        """The per-event layer's prequential scores on version 1, with behaviour buckets on, off or chosen online."""
+        config = OnlineConfig(alpha=args.alpha, behaviour_buckets=buckets)
+        return prequential_correction(examples, base, n_warm, shop.items, config, known_at=known_at, labels=labels)
+
     rows = {
         "version 1 frozen": sigmoid(base[n_warm:]),
-        "v1 + per-event layer (auto: buckets chosen online)": prequential_correction(
-            examples,
-            base,
-            n_warm,
-            shop.items,
-            OnlineConfig(alpha=args.alpha, behaviour_buckets=None),
-            known_at=known_at,
-            labels=labels,
-        ),
-        "v1 + per-event layer (ids, crosses)": prequential_correction(
-            examples,
-            base,
-            n_warm,
-            shop.items,
-            OnlineConfig(alpha=args.alpha, behaviour_buckets=False),
-            known_at=known_at,
-            labels=labels,
-        ),
-        "v1 + per-event layer (+ behaviour buckets)": prequential_correction(
-            examples,
-            base,
-            n_warm,
-            shop.items,
-            OnlineConfig(alpha=args.alpha, behaviour_buckets=True),
-            known_at=known_at,
-            labels=labels,
-        ),
+        "v1 + per-event layer (auto: buckets chosen online)": layer(None),
+        "v1 + per-event layer (ids, crosses)": layer(False),
+        "v1 + per-event layer (+ behaviour buckets)": layer(True),
     }
     print(
         f"drift: {args.drift_fraction:.0%} of users' tastes redrawn, re-buys {args.repeat:.0%} of views after it; "
