@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from preftrack_gateway import contract, deployment, snapshot
+from preftrack_gateway.backoff import Backoff
 from preftrack_gateway.config import GatewayConfig
 from preftrack_gateway.errors import InvalidRequestError, ModelNotReadyError, TritonUnavailableError
 from preftrack_gateway.features import FEATURE_NAMES, FeatureSpec, FeatureState, PointInTimeError
@@ -283,9 +284,9 @@ class GatewayCore:
         """Follow the shared log: events committed through other replicas reach this one's features within
         about ``follow_interval_s``. While the store cannot be read, the turns back off (doubling to 5 s), one log
         line each."""
-        backoff_s = 0.0
+        backoff = Backoff(0.1, 5.0)
         while True:
-            await asyncio.sleep(self.config.follow_interval_s + backoff_s)
+            await asyncio.sleep(self.config.follow_interval_s + backoff.delay_s)
             try:
                 await self._sync_users()
                 if self.writer.exclusive.locked():
@@ -294,12 +295,10 @@ class GatewayCore:
                     continue
                 async with self._follow_lock:
                     await self._follow_log(max_events=_FOLLOW_TURN_EVENTS)
-                if backoff_s:
+                if backoff.succeeded():
                     _LOGGER.info("following the event log again")
-                backoff_s = 0.0
             except StoreError as exc:
-                backoff_s = min(5.0, max(0.1, 2 * backoff_s))
-                _LOGGER.warning("following the event log failed, will retry in %.1f s: %s", backoff_s, exc)
+                _LOGGER.warning("following the event log failed, will retry in %.1f s: %s", backoff.failed(), exc)
             except Exception:  # a bug must not stop the follower for good: log it and go on
                 _LOGGER.exception("following the event log failed")
                 await asyncio.sleep(1.0)

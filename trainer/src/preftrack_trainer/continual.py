@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from preftrack_gateway import deployment
+from preftrack_gateway.backoff import Backoff
 from preftrack_gateway.features import FeatureSpec, FeatureState, PointInTimeError, influence
 from preftrack_gateway.registry import FINAL_STATES, Registry, lineage, lineage_root
 from preftrack_gateway.schema import Event
@@ -198,16 +199,18 @@ class _Outage:
     and one when it answers again."""
 
     def __init__(self) -> None:
-        self.backoff_s = 0.0
+        self._backoff = Backoff(1.0, 30.0)
+
+    @property
+    def backoff_s(self) -> float:
+        return self._backoff.delay_s
 
     def failed(self, exc: StoreError) -> None:
-        self.backoff_s = min(30.0, max(1.0, 2 * self.backoff_s))
-        _LOGGER.warning("the event store failed (%s); retrying in %.0f s", exc, self.backoff_s)
+        _LOGGER.warning("the event store failed (%s); retrying in %.0f s", exc, self._backoff.failed())
 
     def over(self) -> None:
-        if self.backoff_s:
+        if self._backoff.succeeded():
             _LOGGER.info("the event store answers again; training resumes")
-        self.backoff_s = 0.0
 
 
 class ContinualTrainer:

@@ -13,13 +13,13 @@ import time
 
 import psycopg
 
+from preftrack_gateway.backoff import Backoff
 from preftrack_gateway.store.base import StoreError
 
 _LOGGER = logging.getLogger(__name__)
 
 #: Seconds a connection attempt may take before it counts as failed (a server that does not answer at all).
 CONNECT_TIMEOUT_S = 5
-_FIRST_BACKOFF_S = 0.1
 
 
 def describe(exc: psycopg.Error) -> str:
@@ -43,9 +43,8 @@ class PgLink:
     def __init__(self, url: str, name: str, *, max_backoff_s: float = 2.0) -> None:
         self._url = url
         self._name = name
-        self._max_backoff_s = max_backoff_s
         self._conn: psycopg.AsyncConnection | None = None
-        self._backoff_s = 0.0
+        self._backoff = Backoff(0.1, max_backoff_s)
         self._retry_at = 0.0
         self._last_error = ""
 
@@ -73,22 +72,17 @@ class PgLink:
             )
         except psycopg.Error as exc:
             self._last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self._backoff_s = min(self._max_backoff_s, max(_FIRST_BACKOFF_S, 2 * self._backoff_s))
-            self._retry_at = time.monotonic() + self._backoff_s
+            wait_s = self._backoff.failed()
+            self._retry_at = time.monotonic() + wait_s
             _LOGGER.warning(
-                "PostgreSQL %s connection failed (%s); next attempt in %.1f s",
-                self._name,
-                self._last_error,
-                self._backoff_s,
+                "PostgreSQL %s connection failed (%s); next attempt in %.1f s", self._name, self._last_error, wait_s
             )
             raise StoreError(
-                f"PostgreSQL is unreachable ({self._last_error}); the next connection attempt is in "
-                f"{self._backoff_s:.1f} s",
-                retry_after_s=self._backoff_s,
+                f"PostgreSQL is unreachable ({self._last_error}); the next connection attempt is in {wait_s:.1f} s",
+                retry_after_s=wait_s,
             ) from exc
-        if self._backoff_s:
+        if self._backoff.succeeded():
             _LOGGER.info("PostgreSQL %s connection restored", self._name)
-        self._backoff_s = 0.0
         self._retry_at = 0.0
         return self._conn
 
