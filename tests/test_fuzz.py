@@ -66,6 +66,10 @@ def _valid(cls: type):
     samples = {
         "ScoreRequest": lambda: sp.ScoreRequest(user_id="u-1", item_ids=["i-1", "i-2"]),
         "RecommendRequest": lambda: sp.RecommendRequest(user_id="u-1", candidate_item_ids=["i-1", "i-2"], k=1),
+        "SimilarItemsRequest": lambda: sp.SimilarItemsRequest(
+            item_id="i-1", k=3, filter=tp.ItemFilter(in_stock_only=True, max_price=50.0, categories_out=["c"])
+        ),
+        "BuyAgainRequest": lambda: sp.BuyAgainRequest(user_id="u-1", k=3),
         "SendFeedbackRequest": lambda: fp.SendFeedbackRequest(events=[_event()]),
         "StreamFeedbackRequest": lambda: fp.StreamFeedbackRequest(events=[_event(), _event(event_id="e-2")]),
         "UpsertItemsRequest": lambda: fp.UpsertItemsRequest(items=[tp.Item(item_id="i-9", categories=["c"])]),
@@ -94,6 +98,8 @@ def _extremes() -> list[tuple[str, bytes]]:
     admin = "/preftrack.admin.v1.AdminService/"
     insights = "/preftrack.insights.v1.InsightsService/"
     profile, audience, trends = insights + "GetProfile", insights + "RankAudience", insights + "GetTrends"
+    similar, again = "/preftrack.v1.ScoringService/SimilarItems", "/preftrack.v1.ScoringService/BuyAgain"
+    many = [str(k) for k in range(100_000)]
     cases = [
         (score, sp.ScoreRequest(user_id="u", item_ids=["i"] * 1001)),
         (score, sp.ScoreRequest(user_id="u" * 100_000, item_ids=["i"])),
@@ -105,6 +111,22 @@ def _extremes() -> list[tuple[str, bytes]]:
         (rec, sp.RecommendRequest(user_id="u", candidate_item_ids=["i"], k=2**31 - 1)),
         (rec, sp.RecommendRequest(user_id="u", candidate_item_ids=["i"], k=-(2**31))),
         (rec, sp.RecommendRequest(user_id="u", candidate_item_ids=["i"] * 1000, exclude_item_ids=["i"] * 100_000)),
+        (rec, sp.RecommendRequest(user_id="u", k=2**31 - 1)),
+        (rec, sp.RecommendRequest(user_id="u", k=5, filter=tp.ItemFilter(min_price=nan, max_price=-inf))),
+        (rec, sp.RecommendRequest(user_id="u", k=5, filter=tp.ItemFilter(categories_in=many, categories_out=many))),
+        (rec, sp.RecommendRequest(user_id="u", k=5, filter=tp.ItemFilter(exclude_bought_within_days=inf))),
+        (rec, sp.RecommendRequest(user_id="u", k=5, filter=tp.ItemFilter(attributes_in=[tp.AttributeValues()]))),
+        (rec, sp.RecommendRequest(user_id="u", k=5, boosts=[tp.Boost(target=9, values=["x"], factor=nan)] * 100)),
+        (rec, sp.RecommendRequest(user_id="u", k=5, boosts=[tp.Boost(target=3, values=many, factor=1e300)])),
+        (
+            rec,
+            sp.RecommendRequest(user_id="u", k=5, diversity=tp.Diversity(max_per_value=-(2**31), attribute="a" * 9999)),
+        ),
+        (similar, sp.SimilarItemsRequest(item_id="i" * 100_000, k=2**31 - 1)),
+        (similar, sp.SimilarItemsRequest(item_id="nobody-has-this", k=-(2**31), user_id="\x00")),
+        (similar, sp.SimilarItemsRequest(item_id="i-1", k=3, filter=tp.ItemFilter(min_price=9.0, max_price=1.0))),
+        (again, sp.BuyAgainRequest(user_id="u" * 100_000, k=0)),
+        (again, sp.BuyAgainRequest(user_id="u", k=2**31 - 1, filter=tp.ItemFilter(exclude_bought_within_days=-1.0))),
         (send, fp.SendFeedbackRequest(events=[_event(value=nan)])),
         (send, fp.SendFeedbackRequest(events=[_event(value=inf, type=tp.EVENT_TYPE_RATING)])),
         (send, fp.SendFeedbackRequest(events=[_event(type=99)])),
@@ -115,6 +137,7 @@ def _extremes() -> list[tuple[str, bytes]]:
         (send, fp.SendFeedbackRequest()),
         (upsert, fp.UpsertItemsRequest(items=[tp.Item(item_id="i", categories=["c"], price=nan)])),
         (upsert, fp.UpsertItemsRequest(items=[tp.Item(item_id="i", categories=["c"], price=-inf)])),
+        (upsert, fp.UpsertItemsRequest(items=[tp.Item(item_id="i", categories=["c"], stock=-(2**63))])),
         (upsert, fp.UpsertItemsRequest(items=[tp.Item(item_id="", categories=[""])])),
         (upsert, fp.UpsertItemsRequest(items=[tp.Item(item_id="i", categories=[f"c{k}" for k in range(10_000)])])),
         (upsert, fp.UpsertItemsRequest(items=[tp.Item(item_id="i", categories=["c" * 100_000])])),

@@ -58,6 +58,8 @@ class GatewayConfig:
         reflection: serve gRPC server reflection (v1 and v1alpha); off hides the API's shape from anyone who can
             reach the port.
         max_items_per_call: most items one Score/Recommend may carry.
+        retrieval_candidates: how many candidates a Recommend without candidates retrieves from the catalogue and
+            scores (more: better recall, a longer call; Triton scores 300 in a few ms).
         max_events_per_call: most events one SendFeedback may carry.
         max_stream_events: most events one StreamFeedback stream may carry.
         key_rate_limit: calls per second each key may make (bursts of twice that); beyond, RESOURCE_EXHAUSTED with
@@ -123,6 +125,7 @@ class GatewayConfig:
     metrics_keys: tuple[str, ...] = ()
     reflection: bool = True
     max_items_per_call: int = 1000
+    retrieval_candidates: int = 300
     max_audience_users: int = 100_000
     max_events_per_call: int = 10_000
     max_stream_events: int = 1_000_000
@@ -170,6 +173,7 @@ class GatewayConfig:
             raise ConfigError("port and metrics_port must lie in [0, 65535]")
         for name in (
             "max_items_per_call",
+            "retrieval_candidates",
             "max_audience_users",
             "max_events_per_call",
             "max_stream_events",

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from preftrack_gateway.retrieval import Retriever
 from preftrack_gateway.schema import EVENT_TYPES, Event, Item
 
 _SECONDS_PER_HOUR = 3600.0
@@ -456,6 +457,8 @@ class FeatureState:
         users: user -> the user's pseudonymised attribute tokens (UpsertUsers); a model input, not a feature.
         retain_s: how far back from a key's newest event reads stay exact (at most 30 short windows).
         max_kept: most events kept per key for exact past reads.
+        retrieval: the gateway's candidate retrieval state, moved with every event, catalogue change and erasure
+            here (its only writer); None (the trainer): no retrieval state is kept.
     """
 
     def __init__(
@@ -466,8 +469,10 @@ class FeatureState:
         users: Mapping[str, tuple[str, ...]] | None = None,
         retain_s: float = 6 * _SECONDS_PER_HOUR,
         max_kept: int = 1024,
+        retrieval: Retriever | None = None,
     ) -> None:
         self.spec = spec or FeatureSpec()
+        self.retrieval = retrieval
         self.catalog: dict[str, Item] = dict(catalog or {})
         self.users: dict[str, tuple[str, ...]] = {user: tokens for user, tokens in (users or {}).items() if tokens}
         s, lw = self.spec.short_window_s, self.spec.long_window_s
@@ -522,6 +527,8 @@ class FeatureState:
         """Add or replace a catalogue entry."""
         self.catalog[item.item_id] = item
         self._item_terms.pop(item.item_id, None)
+        if self.retrieval is not None:
+            self.retrieval.upsert_item(item)
         self._table.changed(item.item_id)
 
     def upsert_user(self, user_id: str, tokens: Sequence[str]) -> None:
@@ -683,6 +690,8 @@ class FeatureState:
         rating = event.value if is_rating else 0.0
         counted = 1.0 if is_rating else 0.0
         retain, kept = self.retain_s, self.max_kept
+        if self.retrieval is not None:
+            self.retrieval.fold(event, positive > 0)
         user_inc = self._user_increments(_TYPE_INDEX[event.event_type], positive, rating)
         self._series(self._user, user_id, len(user_inc)).add(t, user_inc, self._user_taus, retain, kept)
         self.events_folded += 1
@@ -711,6 +720,8 @@ class FeatureState:
         self._user.pop(user_id, None)
         self._served.pop(user_id, None)
         self.users.pop(user_id, None)
+        if self.retrieval is not None:
+            self.retrieval.forget(user_id)
         for table in (self._uc, self._ui):
             for key in [key for key in table if key[0] == user_id]:
                 del table[key]

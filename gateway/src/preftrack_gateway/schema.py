@@ -103,6 +103,7 @@ class Item:
         price: price in the shop's currency; 0 when unknown.
         title: the item's name as shown in the shop (its words link it to search queries).
         attributes: (name, value) pairs such as ``("brand", "Acme")``, sorted by name.
+        stock: units in stock; ``None`` when the shop does not track it (the item counts as in stock).
     """
 
     item_id: str
@@ -110,6 +111,12 @@ class Item:
     price: float = 0.0
     title: str = ""
     attributes: tuple[tuple[str, str], ...] = ()
+    stock: int | None = None
+
+    @property
+    def in_stock(self) -> bool:
+        """Whether the item can be sold now: its stock is untracked or positive."""
+        return self.stock is None or self.stock > 0
 
     @property
     def primary_category(self) -> str:

@@ -18,14 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from preftrack_gateway import contract, deployment, snapshot
+from preftrack_gateway import contract, deployment, lists, snapshot
 from preftrack_gateway.backoff import Backoff
 from preftrack_gateway.config import GatewayConfig
 from preftrack_gateway.errors import InvalidRequestError, ModelNotReadyError, TritonUnavailableError
 from preftrack_gateway.features import FEATURE_NAMES, FeatureSpec, FeatureState, PointInTimeError
 from preftrack_gateway.ingest import CommitHealth, GroupCommitWriter, ImpressionLog, WriteResult
 from preftrack_gateway.learner import OnlineLearner
+from preftrack_gateway.lists import NO_RULES, ListRules
 from preftrack_gateway.privacy import Pseudonymiser
+from preftrack_gateway.retrieval import Retriever
 from preftrack_gateway.rollout import RolloutController, Route
 from preftrack_gateway.schema import (
     MAX_ATTRIBUTES,
@@ -76,6 +78,8 @@ class Recommended:
     scores: tuple[float, ...]
     model_version: int
     recommendation_id: str
+    sources: tuple[str, ...] = ()  # per item, where retrieval found it (empty for candidates the caller sent)
+    fewer_than_k: bool = False
 
 
 _QUERY_MATCH = FEATURE_NAMES.index("query_text_match")
@@ -171,7 +175,7 @@ class GatewayCore:
         self.config = config
         self.store = store
         self.scorer = scorer
-        self.features = FeatureState(spec or config.feature_spec())
+        self.features = FeatureState(spec or config.feature_spec(), retrieval=Retriever())
         self.pseudonymise = Pseudonymiser(config.pseudonym_key)
         self.writer = GroupCommitWriter(
             store,
@@ -381,7 +385,11 @@ class GatewayCore:
         items = await self.store.items()
         users, users_seq = await self.store.users_changed()
         taken = await self._read_snapshot() if use_snapshot else None
-        features, after = (taken.features, taken.folded_seq) if taken else (FeatureState(self._settings.features), 0)
+        features, after = (
+            (taken.features, taken.folded_seq)
+            if taken
+            else (FeatureState(self._settings.features, retrieval=Retriever()), 0)
+        )
         learner = OnlineLearner(features, self._settings.labels, self.config.online_config())
         if taken is not None:
             learner.correction, learner.labeller = taken.correction, taken.labeller
@@ -707,30 +715,40 @@ class GatewayCore:
         timeout_s: float,
         as_of_s: float | None = None,
         query: str = "",
+        rules: ListRules = NO_RULES,
     ) -> Recommended:
-        """Rank the candidates (minus ``exclude``) for the user; return the top ``k`` and log the impression.
+        """Rank the candidates (minus ``exclude`` and what the ``rules`` filter out) for the user; without
+        candidates, retrieve them from the catalogue first. Return the top ``k`` and log the impression.
 
         With a search ``query``, items whose text holds more of the query's words come first, and the user's
         scores rank the items within each such tier: a search is answered with what it asked for, in the order
-        this user prefers."""
+        this user prefers. Boosts multiply the scores before ranking; the diversity cap applies last."""
         check_request_id("user_id", user_id)
-        self._check_items("candidate_item_ids", candidates)
+        if candidates:
+            self._check_items("candidate_item_ids", candidates)
         if k < 1:
             raise InvalidRequestError("k must be >= 1")
+        rules.validate()
         at_s = self.as_of(as_of_s)
         terms = self._query(query)
-        excluded = set(exclude)
-        pool = list(dict.fromkeys(c for c in candidates if c not in excluded))
         user_key = self.pseudonymise(user_id)
+        pool, sources = lists.pool(
+            self.features, user_key, candidates, exclude, rules, at_s=at_s, retrieve=self.config.retrieval_candidates
+        )
         recommendation_id = uuid.uuid4().hex
         if not pool:
-            return Recommended((), (), self.rollout.route(user_key).version, recommendation_id)
+            return Recommended((), (), self.rollout.route(user_key).version, recommendation_id, (), True)
         scores, route, base, rows = await self._score_items(user_key, pool, timeout_s=timeout_s, at_s=at_s, terms=terms)
         # With a query: relevant first (the share of the query's words in the item's text), personal within a tier.
-        top = np.lexsort((-scores, -rows[:, _QUERY_MATCH]))[:k] if terms else np.argsort(-scores, kind="stable")[:k]
+        top, ranked = lists.arrange(self.features, pool, scores, rows[:, _QUERY_MATCH] if terms else None, rules, k)
         self.learner.expose(user_key, [pool[i] for i in top], at_s, base[top], rows[top].tolist(), route.version)
         result = Recommended(
-            tuple(pool[i] for i in top), tuple(float(scores[i]) for i in top), route.version, recommendation_id
+            tuple(pool[i] for i in top),
+            tuple(float(ranked[i]) for i in top),
+            route.version,
+            recommendation_id,
+            tuple(sources[i] for i in top),
+            len(top) < k,
         )
         self.impressions.add(
             Impression(
@@ -747,6 +765,21 @@ class GatewayCore:
         if route.shadow is not None:
             self._shadow(route, user_key, result.item_ids, rows[top], recommendation_id, at_s)
         return result
+
+    def similar_items(
+        self, item_id: str, k: int, rules: ListRules, *, user_id: str = "", as_of_s: float | None = None
+    ) -> list[tuple[str, float, str]]:
+        """Items engaged with together with ``item_id``, best first (see :func:`lists.similar`)."""
+        check_request_id("item_id", item_id)
+        if user_id:
+            check_request_id("user_id", user_id)
+        user_key = self.pseudonymise(user_id) if user_id else None
+        return lists.similar(self.features, item_id, k, rules, at_s=self.as_of(as_of_s), user_key=user_key)
+
+    def buy_again(self, user_id: str, k: int, rules: ListRules) -> list[tuple[str, float]]:
+        """The user's bought items, the most due first (see :func:`lists.buy_again`)."""
+        check_request_id("user_id", user_id)
+        return lists.buy_again(self.features, self.pseudonymise(user_id), k, rules, at_s=self.as_of(None))
 
     def check(self, event: Event, *, now_s: float) -> Event:
         """Validate an event whose user id is already pseudonymised; returns it."""
@@ -781,6 +814,8 @@ class GatewayCore:
                     )
             if not np.isfinite(item.price) or item.price < 0:
                 raise InvalidRequestError(f"items[{index}].price must be a finite number >= 0")
+            if item.stock is not None and item.stock < 0:
+                raise InvalidRequestError(f"items[{index}].stock must be >= 0 (leave it unset when not tracked)")
             if len(item.title) > MAX_TITLE_CHARS:
                 raise InvalidRequestError(
                     f"items[{index}].title has {len(item.title)} characters; at most {MAX_TITLE_CHARS}"

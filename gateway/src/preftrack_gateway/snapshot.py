@@ -26,7 +26,7 @@ from preftrack_gateway.online import Correction, History, Labeller
 _LOGGER = logging.getLogger(__name__)
 
 #: Bumped whenever what a snapshot holds changes shape; older snapshots are then ignored.
-FORMAT = 10
+FORMAT = 11
 FILE_NAME = "gateway-state.pickle"
 
 

@@ -8,14 +8,19 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from preftrack.types import (
+    Boost,
+    BoostTarget,
+    Diversity,
     EventType,
     FeedbackEvent,
     FeedbackSummary,
     Item,
+    ItemFilter,
     Recommendation,
     RejectedEvent,
     ScoredItem,
     Scores,
+    SimilarItems,
     User,
 )
 from preftrack.v1 import feedback_service_pb2, scoring_service_pb2, types_pb2
@@ -82,6 +87,15 @@ def score_request(
     return request
 
 
+@dataclasses.dataclass(frozen=True)
+class Rules:
+    """A list's business rules as the clients take them (one argument bundle for both clients)."""
+
+    item_filter: ItemFilter | None = None
+    boosts: Sequence[Boost] = ()
+    diversity: Diversity | None = None
+
+
 def recommend_request(
     user_id: str,
     candidates: Sequence[str],
@@ -90,6 +104,7 @@ def recommend_request(
     context: Mapping[str, str] | None,
     as_of_s: float | None = None,
     query: str = "",
+    rules: Rules = Rules(),
 ):
     request = scoring_service_pb2.RecommendRequest(
         user_id=user_id,
@@ -98,14 +113,70 @@ def recommend_request(
         exclude_item_ids=list(exclude),
         context=dict(context or {}),
         query=query,
+        boosts=[boost(b) for b in rules.boosts],
     )
+    if rules.item_filter is not None:
+        request.filter.CopyFrom(item_filter(rules.item_filter))
+    if rules.diversity is not None:
+        request.diversity.CopyFrom(
+            types_pb2.Diversity(attribute=rules.diversity.attribute, max_per_value=rules.diversity.max_per_value)
+        )
     if as_of_s is not None:
         request.as_of.CopyFrom(timestamp(as_of_s))
     return request
 
 
+def _attribute_values(values: Mapping[str, Sequence[str]]) -> list[types_pb2.AttributeValues]:
+    return [types_pb2.AttributeValues(name=name, values=list(v)) for name, v in values.items()]
+
+
+def item_filter(f: ItemFilter | None) -> types_pb2.ItemFilter:
+    """The proto of a filter (an empty one for None)."""
+    if f is None:
+        return types_pb2.ItemFilter()
+    message = types_pb2.ItemFilter(
+        in_stock_only=f.in_stock_only,
+        categories_in=list(f.categories_in),
+        categories_out=list(f.categories_out),
+        attributes_in=_attribute_values(f.attributes_in),
+        attributes_out=_attribute_values(f.attributes_out),
+        exclude_bought_within_days=f.exclude_bought_within_days,
+    )
+    if f.min_price is not None:
+        message.min_price = f.min_price
+    if f.max_price is not None:
+        message.max_price = f.max_price
+    return message
+
+
+_BOOST_TARGETS = {
+    BoostTarget.CATEGORY: types_pb2.BOOST_TARGET_CATEGORY,
+    BoostTarget.ATTRIBUTE: types_pb2.BOOST_TARGET_ATTRIBUTE,
+    BoostTarget.ITEMS: types_pb2.BOOST_TARGET_ITEMS,
+}
+
+
+def boost(b: Boost) -> types_pb2.Boost:
+    """The proto of a boost; raises ValueError naming the accepted targets."""
+    try:
+        target = _BOOST_TARGETS[BoostTarget(b.target)]
+    except ValueError:
+        raise ValueError(
+            f"unknown boost target {b.target!r}; expected one of {', '.join(t.value for t in BoostTarget)}"
+        ) from None
+    return types_pb2.Boost(target=target, attribute=b.attribute, values=list(b.values), factor=b.factor)
+
+
+def similar_request(item_id: str, k: int, f: ItemFilter | None, user_id: str):
+    return scoring_service_pb2.SimilarItemsRequest(item_id=item_id, k=k, filter=item_filter(f), user_id=user_id)
+
+
+def buy_again_request(user_id: str, k: int, f: ItemFilter | None):
+    return scoring_service_pb2.BuyAgainRequest(user_id=user_id, k=k, filter=item_filter(f))
+
+
 def _scored(items) -> tuple[ScoredItem, ...]:
-    return tuple(ScoredItem(i.item_id, float(i.score)) for i in items)
+    return tuple(ScoredItem(i.item_id, float(i.score), i.source) for i in items)
 
 
 def scores(response: scoring_service_pb2.ScoreResponse) -> Scores:
@@ -113,7 +184,17 @@ def scores(response: scoring_service_pb2.ScoreResponse) -> Scores:
 
 
 def recommendation(response: scoring_service_pb2.RecommendResponse) -> Recommendation:
-    return Recommendation(_scored(response.items), response.model_version, response.recommendation_id)
+    return Recommendation(
+        _scored(response.items), response.model_version, response.recommendation_id, response.fewer_than_k
+    )
+
+
+def similar(response: scoring_service_pb2.SimilarItemsResponse) -> SimilarItems:
+    return SimilarItems(_scored(response.items), response.fewer_than_k)
+
+
+def bought_again(response: scoring_service_pb2.BuyAgainResponse) -> tuple[ScoredItem, ...]:
+    return _scored(response.items)
 
 
 def send_request(events: Sequence[FeedbackEvent]) -> feedback_service_pb2.SendFeedbackRequest:
@@ -147,6 +228,7 @@ def upsert_request(items: Sequence[Item]) -> feedback_service_pb2.UpsertItemsReq
                 price=i.price,
                 attributes=dict(i.attributes),
                 title=i.title,
+                stock=i.stock,
             )
             for i in items
         ]

@@ -11,7 +11,19 @@ from preftrack import _convert
 from preftrack._channel import TLS, channel_options, metadata, open_channel
 from preftrack.errors import InvalidRequestError, PreftrackError, translate
 from preftrack.sender import AsyncFeedbackSender
-from preftrack.types import FeedbackEvent, FeedbackSummary, Item, Recommendation, Scores, User
+from preftrack.types import (
+    Boost,
+    Diversity,
+    FeedbackEvent,
+    FeedbackSummary,
+    Item,
+    ItemFilter,
+    Recommendation,
+    ScoredItem,
+    Scores,
+    SimilarItems,
+    User,
+)
 from preftrack.v1 import feedback_service_pb2_grpc, scoring_service_pb2_grpc
 
 
@@ -69,19 +81,52 @@ class AsyncClient:
     async def recommend(
         self,
         user_id: str,
-        candidates: Sequence[str],
+        candidates: Sequence[str] = (),
         k: int = 10,
         *,
         exclude: Sequence[str] = (),
         context: Mapping[str, str] | None = None,
         as_of_s: float | None = None,
         query: str = "",
+        item_filter: ItemFilter | None = None,
+        boosts: Sequence[Boost] = (),
+        diversity: Diversity | None = None,
         timeout_s: float | None = None,
     ) -> Recommendation:
-        """The ``k`` best candidates for the user, best first (logged as an impression); for the search ``query``
-        when given."""
-        request = _convert.recommend_request(user_id, candidates, k, exclude, context, as_of_s, query)
+        """The ``k`` best items for the user, best first (logged as an impression); for the search ``query``
+        when given.
+
+        ``candidates``: the items to rank; none: the gateway retrieves candidates from the catalogue. Only items
+        passing ``item_filter`` come back, scores multiplied by the ``boosts``, at most ``diversity.max_per_value``
+        per attribute value; ``fewer_than_k`` says when fewer than k passed."""
+        rules = _convert.Rules(item_filter, tuple(boosts), diversity)
+        try:
+            request = _convert.recommend_request(user_id, candidates, k, exclude, context, as_of_s, query, rules)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), "INVALID_ARGUMENT") from exc
         return _convert.recommendation(await self._call(self._scoring.Recommend, request, timeout_s))
+
+    async def similar_items(
+        self,
+        item_id: str,
+        k: int = 10,
+        *,
+        item_filter: ItemFilter | None = None,
+        user_id: str = "",
+        timeout_s: float | None = None,
+    ) -> SimilarItems:
+        """Items engaged with together with ``item_id``, best first (popular items of its category when it has too
+        few); ``user_id`` names whose purchases ``item_filter.exclude_bought_within_days`` means."""
+        request = _convert.similar_request(item_id, k, item_filter, user_id)
+        return _convert.similar(await self._call(self._scoring.SimilarItems, request, timeout_s))
+
+    async def buy_again(
+        self, user_id: str, k: int = 10, *, item_filter: ItemFilter | None = None, timeout_s: float | None = None
+    ) -> tuple[ScoredItem, ...]:
+        """Items the user bought before, the most due for buying again first (score: time since the last purchase
+        over the item's usual re-buy interval; 0 where nobody has bought it twice yet)."""
+        request = _convert.buy_again_request(user_id, k, item_filter)
+        return _convert.bought_again(await self._call(self._scoring.BuyAgain, request, timeout_s))
 
     async def send(
         self, events: FeedbackEvent | Sequence[FeedbackEvent], *, timeout_s: float | None = None

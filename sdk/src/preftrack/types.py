@@ -6,7 +6,7 @@ import dataclasses
 import enum
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 class EventType(str, enum.Enum):  # noqa: UP042 - StrEnum needs 3.11; the SDK supports 3.10
@@ -54,6 +54,61 @@ class Item:
     price: float = 0.0
     attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     title: str = ""
+    #: Units in stock; None when the shop does not track stock (the item counts as in stock).
+    stock: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ItemFilter:
+    """Business rules for a list: only items passing every field that is set are returned.
+
+    Attributes:
+        in_stock_only: keep only items whose stock is untracked or above 0.
+        min_price: lowest price kept (items of unknown price, 0, are then dropped).
+        max_price: highest price kept (likewise).
+        categories_in: keep only items with at least one of these categories.
+        categories_out: drop items with any of these categories.
+        attributes_in: attribute name -> the values kept (an item without the attribute is dropped).
+        attributes_out: attribute name -> the values dropped.
+        exclude_bought_within_days: drop what the user bought within this many days (0: keep it).
+    """
+
+    in_stock_only: bool = False
+    min_price: float | None = None
+    max_price: float | None = None
+    categories_in: Sequence[str] = ()
+    categories_out: Sequence[str] = ()
+    attributes_in: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
+    attributes_out: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
+    exclude_bought_within_days: float = 0.0
+
+
+class BoostTarget(str, enum.Enum):  # noqa: UP042 - StrEnum needs 3.11; the SDK supports 3.10
+    """What a :class:`Boost` matches."""
+
+    CATEGORY = "category"
+    ATTRIBUTE = "attribute"
+    ITEMS = "items"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Boost:
+    """Multiply the scores of the matching items by ``factor`` before ranking (above 1 promotes, below 1 buries).
+
+    ``values`` are categories, values of ``attribute``, or item ids, as ``target`` says."""
+
+    target: BoostTarget | str
+    values: Sequence[str]
+    factor: float
+    attribute: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Diversity:
+    """At most ``max_per_value`` items of a list share one value of ``attribute`` (empty: the primary category)."""
+
+    max_per_value: int
+    attribute: str = ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -70,6 +125,9 @@ class ScoredItem:
 
     item_id: str
     score: float
+    #: On lists the gateway retrieved itself: where the item came from (buy_again, co_occurrence, category,
+    #: trending, popular); empty otherwise.
+    source: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,11 +145,21 @@ class Scores:
 
 @dataclasses.dataclass(frozen=True)
 class Recommendation:
-    """Answer to :meth:`Client.recommend`: best first."""
+    """Answer to :meth:`Client.recommend`: best first. ``fewer_than_k``: the filter, exclusions or diversity cap
+    left fewer than k items, and the list holds all that passed."""
 
     items: tuple[ScoredItem, ...]
     model_version: str
     recommendation_id: str
+    fewer_than_k: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class SimilarItems:
+    """Answer to :meth:`Client.similar_items`: best first; a score is the strength of the association, in (0, 1]."""
+
+    items: tuple[ScoredItem, ...]
+    fewer_than_k: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

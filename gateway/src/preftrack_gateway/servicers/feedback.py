@@ -173,6 +173,7 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
                 price=float(m.price),
                 title=m.title,
                 attributes=tuple(sorted(m.attributes.items())),
+                stock=int(m.stock) if m.HasField("stock") else None,
             )
             for m in request.items
         ]

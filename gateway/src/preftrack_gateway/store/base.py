@@ -198,13 +198,16 @@ def version_from_row(row: Sequence[object]) -> VersionRecord:
 
 
 #: The items table's columns, in :func:`item_row` order.
-ITEM_COLUMNS = "item_id, categories, price, title, attributes"
+ITEM_COLUMNS = "item_id, categories, price, title, attributes, stock"
+#: The upsert's ``SET`` clause: every column but the id takes the new value.
+ITEM_UPDATE = ", ".join(f"{c} = excluded.{c}" for c in ITEM_COLUMNS.split(", ")[1:])
 
 
 def item_row(item: Item) -> tuple[object, ...]:
-    """Column values of a catalogue item: id, categories (JSON), price, title, attributes (JSON pairs)."""
+    """Column values of a catalogue item: id, categories (JSON), price, title, attributes (JSON pairs), stock (NULL
+    when untracked)."""
     attributes = json.dumps([list(pair) for pair in item.attributes])
-    return (item.item_id, json.dumps(list(item.categories)), item.price, item.title, attributes)
+    return (item.item_id, json.dumps(list(item.categories)), item.price, item.title, attributes, item.stock)
 
 
 def item_from_row(row: Sequence[object]) -> Item:
@@ -215,6 +218,7 @@ def item_from_row(row: Sequence[object]) -> Item:
         price=float(row[2]),  # type: ignore[arg-type]
         title=str(row[3] or ""),
         attributes=tuple((str(k), str(v)) for k, v in json.loads(str(row[4] or "[]"))),
+        stock=None if row[5] is None else int(row[5]),  # type: ignore[call-overload]
     )
 
 

@@ -15,6 +15,7 @@ from preftrack_gateway.store.base import (
     CATALOG_VERSION_KEY,
     IMPRESSION_COLUMNS,
     ITEM_COLUMNS,
+    ITEM_UPDATE,
     PROBE_KEY,
     USERS_SEQ_KEY,
     Erasure,
@@ -62,7 +63,8 @@ CREATE TABLE IF NOT EXISTS items (
     categories TEXT NOT NULL,
     price DOUBLE PRECISION NOT NULL,
     title TEXT NOT NULL DEFAULT '',
-    attributes TEXT NOT NULL DEFAULT '[]'
+    attributes TEXT NOT NULL DEFAULT '[]',
+    stock BIGINT
 );
 CREATE TABLE IF NOT EXISTS users (
     user_key TEXT PRIMARY KEY,
@@ -110,6 +112,7 @@ CREATE INDEX IF NOT EXISTS events_time ON events (ts);
 ALTER TABLE events ADD COLUMN IF NOT EXISTS query_terms TEXT;
 ALTER TABLE items ADD COLUMN IF NOT EXISTS title TEXT NOT NULL DEFAULT '';
 ALTER TABLE items ADD COLUMN IF NOT EXISTS attributes TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE items ADD COLUMN IF NOT EXISTS stock BIGINT;
 ALTER TABLE impressions ADD COLUMN IF NOT EXISTS query_terms TEXT;
 CREATE TABLE IF NOT EXISTS erasures (
     seq BIGSERIAL PRIMARY KEY,
@@ -252,9 +255,8 @@ class PostgresStore(EventStore):
     async def upsert_items(self, items: Sequence[Item]) -> None:
         async with self._writing() as writer, writer.cursor() as cursor:
             await cursor.executemany(
-                f"INSERT INTO items ({ITEM_COLUMNS}) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (item_id) DO UPDATE "
-                "SET categories = excluded.categories, price = excluded.price, title = excluded.title, "
-                "attributes = excluded.attributes",
+                f"INSERT INTO items ({ITEM_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (item_id) DO UPDATE "
+                f"SET {ITEM_UPDATE}",
                 [item_row(i) for i in items],
             )
             await cursor.execute(

@@ -17,6 +17,7 @@ from preftrack_gateway.store.base import (
     CATALOG_VERSION_KEY,
     IMPRESSION_COLUMNS,
     ITEM_COLUMNS,
+    ITEM_UPDATE,
     PROBE_KEY,
     USERS_SEQ_KEY,
     Erasure,
@@ -65,7 +66,8 @@ CREATE TABLE IF NOT EXISTS items (
     categories TEXT NOT NULL,
     price REAL NOT NULL,
     title TEXT NOT NULL DEFAULT '',
-    attributes TEXT NOT NULL DEFAULT '[]'
+    attributes TEXT NOT NULL DEFAULT '[]',
+    stock INTEGER
 );
 CREATE TABLE IF NOT EXISTS users (
     user_key TEXT PRIMARY KEY,
@@ -131,6 +133,7 @@ _ADDED_COLUMNS = (
     ("items", "attributes", "TEXT NOT NULL DEFAULT '[]'"),
     ("impressions", "query_terms", "TEXT"),
     ("users", "seq", "INTEGER NOT NULL DEFAULT 0"),
+    ("items", "stock", "INTEGER"),
 )
 
 
@@ -314,9 +317,8 @@ class SQLiteStore(EventStore):
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(
-                    f"INSERT INTO items ({ITEM_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT(item_id) DO UPDATE SET "
-                    "categories = excluded.categories, price = excluded.price, title = excluded.title, "
-                    "attributes = excluded.attributes",
+                    f"INSERT INTO items ({ITEM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(item_id) DO UPDATE SET "
+                    f"{ITEM_UPDATE}",
                     [item_row(i) for i in items],
                 )
                 self._db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (CATALOG_VERSION_KEY, uuid4_hex()))

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class ScoringServiceStub:
-    """Scores items for a user and recommends the best of a candidate set.
+    """Scores items for a user and recommends items: from a candidate set the caller sends, or from the whole
+    catalogue.
     """
 
     def __init__(self, channel):
@@ -45,10 +46,21 @@ class ScoringServiceStub:
                 request_serializer=preftrack_dot_v1_dot_scoring__service__pb2.RecommendRequest.SerializeToString,
                 response_deserializer=preftrack_dot_v1_dot_scoring__service__pb2.RecommendResponse.FromString,
                 _registered_method=True)
+        self.SimilarItems = channel.unary_unary(
+                '/preftrack.v1.ScoringService/SimilarItems',
+                request_serializer=preftrack_dot_v1_dot_scoring__service__pb2.SimilarItemsRequest.SerializeToString,
+                response_deserializer=preftrack_dot_v1_dot_scoring__service__pb2.SimilarItemsResponse.FromString,
+                _registered_method=True)
+        self.BuyAgain = channel.unary_unary(
+                '/preftrack.v1.ScoringService/BuyAgain',
+                request_serializer=preftrack_dot_v1_dot_scoring__service__pb2.BuyAgainRequest.SerializeToString,
+                response_deserializer=preftrack_dot_v1_dot_scoring__service__pb2.BuyAgainResponse.FromString,
+                _registered_method=True)
 
 
 class ScoringServiceServicer:
-    """Scores items for a user and recommends the best of a candidate set.
+    """Scores items for a user and recommends items: from a candidate set the caller sends, or from the whole
+    catalogue.
     """
 
     def Score(self, request, context):
@@ -59,7 +71,25 @@ class ScoringServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Recommend(self, request, context):
-        """Ranks candidate items for the user and returns the top k; the list is logged as an impression.
+        """Ranks items for the user and returns the top k; the list is logged as an impression. With
+        candidate_item_ids, ranks those; without, the gateway retrieves candidates from the catalogue first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SimilarItems(self, request, context):
+        """Items engaged with together with an item (co-occurrence in the event log; popular items of the same
+        category when it has too few), best first. NOT_FOUND when the item is neither in the catalogue nor in any
+        event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuyAgain(self, request, context):
+        """Items the user bought before, the most due for buying again first (each item's usual re-buy interval is
+        learned from all users' purchases).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,6 +108,16 @@ def add_ScoringServiceServicer_to_server(servicer, server):
                     request_deserializer=preftrack_dot_v1_dot_scoring__service__pb2.RecommendRequest.FromString,
                     response_serializer=preftrack_dot_v1_dot_scoring__service__pb2.RecommendResponse.SerializeToString,
             ),
+            'SimilarItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.SimilarItems,
+                    request_deserializer=preftrack_dot_v1_dot_scoring__service__pb2.SimilarItemsRequest.FromString,
+                    response_serializer=preftrack_dot_v1_dot_scoring__service__pb2.SimilarItemsResponse.SerializeToString,
+            ),
+            'BuyAgain': grpc.unary_unary_rpc_method_handler(
+                    servicer.BuyAgain,
+                    request_deserializer=preftrack_dot_v1_dot_scoring__service__pb2.BuyAgainRequest.FromString,
+                    response_serializer=preftrack_dot_v1_dot_scoring__service__pb2.BuyAgainResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'preftrack.v1.ScoringService', rpc_method_handlers)
@@ -87,7 +127,8 @@ def add_ScoringServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ScoringService:
-    """Scores items for a user and recommends the best of a candidate set.
+    """Scores items for a user and recommends items: from a candidate set the caller sends, or from the whole
+    catalogue.
     """
 
     @staticmethod
@@ -134,6 +175,60 @@ class ScoringService:
             '/preftrack.v1.ScoringService/Recommend',
             preftrack_dot_v1_dot_scoring__service__pb2.RecommendRequest.SerializeToString,
             preftrack_dot_v1_dot_scoring__service__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimilarItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/preftrack.v1.ScoringService/SimilarItems',
+            preftrack_dot_v1_dot_scoring__service__pb2.SimilarItemsRequest.SerializeToString,
+            preftrack_dot_v1_dot_scoring__service__pb2.SimilarItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuyAgain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/preftrack.v1.ScoringService/BuyAgain',
+            preftrack_dot_v1_dot_scoring__service__pb2.BuyAgainRequest.SerializeToString,
+            preftrack_dot_v1_dot_scoring__service__pb2.BuyAgainResponse.FromString,
             options,
             channel_credentials,
             insecure,
