@@ -43,6 +43,12 @@ class NotFoundError(GatewayError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class FailedPreconditionError(GatewayError):
+    """The call contradicts what is recorded (FAILED_PRECONDITION); the message says what is."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class UnauthenticatedError(GatewayError):
     """Missing or wrong API key (UNAUTHENTICATED)."""
 

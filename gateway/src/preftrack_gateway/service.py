@@ -21,8 +21,14 @@ import numpy as np
 from preftrack_gateway import contract, deployment, lists, snapshot
 from preftrack_gateway.backoff import Backoff
 from preftrack_gateway.config import GatewayConfig
-from preftrack_gateway.errors import InvalidRequestError, ModelNotReadyError, TritonUnavailableError
+from preftrack_gateway.errors import (
+    FailedPreconditionError,
+    InvalidRequestError,
+    ModelNotReadyError,
+    TritonUnavailableError,
+)
 from preftrack_gateway.features import FEATURE_NAMES, FeatureSpec, FeatureState, PointInTimeError
+from preftrack_gateway.identities import Identities, caller_key, move
 from preftrack_gateway.ingest import CommitHealth, GroupCommitWriter, ImpressionLog, WriteResult
 from preftrack_gateway.learner import OnlineLearner
 from preftrack_gateway.lists import NO_RULES, ListRules
@@ -110,10 +116,10 @@ def check_request_id(field: str, value: str) -> None:
         raise InvalidRequestError(str(exc), field=field) from None
 
 
-def pseudonymous_user(core: GatewayCore, user_id: str) -> str:
-    """Check a caller's raw user id and return its pseudonym; raises EventValidationError."""
-    check_id("user_id", user_id)
-    return core.pseudonymise(user_id)
+def pseudonymous_user(core: GatewayCore, user_id: str, session_id: str = "") -> str:
+    """Check a caller's raw user id (or anonymous session id) and return its pseudonym, the key an event is stored
+    under; raises EventValidationError."""
+    return caller_key(core.pseudonymise, user_id, session_id)
 
 
 class _ItemInputs:
@@ -205,6 +211,7 @@ class GatewayCore:
         self._forgets = 0  # forget_user calls so far (a users read that one overtook is read again)
         self._follow_lock = asyncio.Lock()
         self._follow_task: asyncio.Task[None] | None = None
+        self.identities = Identities()
 
     def _check_versions_against(self, spec: FeatureSpec) -> deployment.VersionCheck:
         return deployment.VersionCheck(spec.schema_hash(), self.config.model_repository, self.scorer.model_name)
@@ -229,7 +236,7 @@ class GatewayCore:
         In time order: the sums do not depend on the order, but an event older than what its keys hold already
         costs a re-sum of everything after it (many streams' messages in arrival order made 100-event folds take
         0.3 s)."""
-        ordered = sorted(events, key=_event_time)
+        ordered = sorted(self.identities.translate(events), key=_event_time)
         for start in range(0, len(ordered), _FOLD_CHUNK):
             self.learner.fold(ordered[start : start + _FOLD_CHUNK])
             if start + _FOLD_CHUNK < len(ordered):
@@ -279,6 +286,56 @@ class GatewayCore:
                 self.features.upsert_user(user_key, tokens)
             self._users_seq = last
 
+    async def _sync_identities(self) -> None:
+        """Take in the sessions merged into users by any process since the last turn, in the order recorded: what
+        this process folded under each session's key moves to its user's."""
+        merges = await self.store.identities(after_seq=self.identities.seq)
+        if not merges:
+            return
+        async with self._follow_lock:
+            for seq, session_key, user_key in merges:
+                if not self.identities.knows(session_key):
+                    await self._move_session(session_key, user_key)
+                self.identities.seq = seq
+
+    async def _move_session(self, session_key: str, user_key: str) -> int:
+        """Move what was folded under a session's key to its user's (call with ``_follow_lock`` held); returns how
+        many events moved."""
+        events = [e for _, e in await self.store.key_events(session_key, up_to_seq=self._folded_seq)]
+        move(self.learner, session_key, user_key, events)
+        self.identities.add(session_key, user_key)
+        return len(events)
+
+    async def identify_user(self, session_id: str, user_id: str) -> tuple[int, bool]:
+        """Merge an anonymous session into a user, for good: (events moved, whether it was merged already).
+
+        Idempotent: the same merge again moves nothing. FAILED_PRECONDITION when the session belongs to another
+        user already."""
+        check_request_id("session_id", session_id)
+        check_request_id("user_id", user_id)
+        session_key, user_key = self.pseudonymise.session(session_id), self.pseudonymise(user_id)
+        # No commit or fold in between: every event of the session is folded either before the move or after it
+        # (then as the user's).
+        async with self.writer.exclusive, self._follow_lock:
+            added, owner = await self.store.merge_session(session_key, user_key, at=time.time())
+            if owner != user_key:
+                raise FailedPreconditionError(
+                    "session_id belongs to another user already (a session is merged into one user, for good)"
+                )
+            if not added and self.identities.knows(session_key):
+                return 0, True
+            moved = await self._move_session(session_key, user_key)
+        _LOGGER.info("a session was merged into its user: %d events moved", moved)
+        return moved, not added
+
+    def caller(self, user_id: str, session_id: str = "") -> str:
+        """The key a Score or Recommend call is answered for: the user's, or the anonymous session's (its user's
+        once merged); INVALID_ARGUMENT naming the field when the ids are bad."""
+        try:
+            return self.identities.user_of(caller_key(self.pseudonymise, user_id, session_id))
+        except EventValidationError as exc:
+            raise InvalidRequestError(str(exc), field=exc.field) from None
+
     def _items_changed(self, item_ids: Sequence[str]) -> None:
         for item_id in item_ids:
             self._item_inputs.forget(item_id)
@@ -293,6 +350,7 @@ class GatewayCore:
             await asyncio.sleep(self.config.follow_interval_s + backoff.delay_s)
             try:
                 await self._sync_users()
+                await self._sync_identities()
                 if self.writer.exclusive.locked():
                     # A commit of this process is under way: it folds the log up to its own events (any other
                     # replica's before them included) without reading back what it has in memory.
@@ -357,7 +415,8 @@ class GatewayCore:
             self.store, self.scorer, self.config.rollout_policy(), settings.features, self._version_check
         )
         self._erasures_seen = await self.store.last_erasure_seq()  # the log read next holds none of them
-        self.features, self.learner, self._folded_seq, self._users_seq = await self._load_state()
+        loaded = await self._load_state()
+        self.features, self.learner, self._folded_seq, self._users_seq, self.identities = loaded
         self.writer.start()
         self.impressions.start()
         self.learner.start(self._base_scores, lambda: self.serving_version)
@@ -365,7 +424,9 @@ class GatewayCore:
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop(), name="readiness")
         self._follow_task = asyncio.get_running_loop().create_task(self._follower(), name="log-follower")
 
-    async def _load_state(self, *, use_snapshot: bool = True) -> tuple[FeatureState, OnlineLearner, int, int]:
+    async def _load_state(
+        self, *, use_snapshot: bool = True
+    ) -> tuple[FeatureState, OnlineLearner, int, int, Identities]:
         """Features and per-event learner rebuilt from the store's catalogue, users and event log (in time order),
         or from a snapshot and the log after it, the last event sequence number read and the users' one.
 
@@ -379,7 +440,7 @@ class GatewayCore:
             if paused:
                 gc.enable()
 
-    async def _build_state(self, use_snapshot: bool) -> tuple[FeatureState, OnlineLearner, int, int]:
+    async def _build_state(self, use_snapshot: bool) -> tuple[FeatureState, OnlineLearner, int, int, Identities]:
         started = time.perf_counter()
         self._catalog_version = await self.store.get_setting(CATALOG_VERSION_KEY)
         items = await self.store.items()
@@ -399,11 +460,19 @@ class GatewayCore:
         features.users = {}
         for user_key, tokens in users:
             features.upsert_user(user_key, tokens)
+        identities = taken.identities if taken is not None else Identities()
+        for seq, session_key, user_key in await self.store.identities():
+            if not identities.knows(session_key):  # merged after the snapshot: move what it folded as the session's
+                events = [e for _, e in await self.store.key_events(session_key, up_to_seq=after)]
+                move(learner, session_key, user_key, events)
+                identities.add(session_key, user_key)
+            identities.seq = seq
         replayed: list[Event] = []
         last = after
         async for batch in self.store.events(after_seq=after):
             replayed.extend(event for _, event in batch)
             last = batch[-1][0]
+        replayed = list(identities.translate(replayed))
         replayed.sort(key=_event_time)
         learner.rebuild(replayed)  # folds the features; relearns the newest examples once a version serves
         _LOGGER.info(
@@ -413,7 +482,7 @@ class GatewayCore:
             len(features.catalog),
             time.perf_counter() - started,
         )
-        return features, learner, last, users_seq
+        return features, learner, last, users_seq, identities
 
     def _snapshot_settings(self) -> str:
         """What a snapshot must have been folded and learned with to stand in for the log: the deployment's
@@ -449,6 +518,7 @@ class GatewayCore:
                 labeller=self.learner.labeller,
                 history=self.learner.history,
                 base_version=self.learner.base_version,
+                identities=self.identities,
             ),
         )
         _LOGGER.info(
@@ -462,12 +532,13 @@ class GatewayCore:
         while True:
             forgets = self._forgets
             # Not from a snapshot: it may hold the forgotten.
-            features, learner, last, users_seq = await self._load_state(use_snapshot=False)
+            features, learner, last, users_seq, identities = await self._load_state(use_snapshot=False)
             async with self.writer.exclusive, self._follow_lock:
                 if forgets != self._forgets:  # a user forgotten here meanwhile may be in what was read: again
                     _LOGGER.info("a user was forgotten during the rebuild; rebuilding again")
                     continue
                 old, self.features, self.learner, self._folded_seq = self.learner, features, learner, last
+                self.identities = identities
                 # The catalogue and the users were read when the rebuild began: changes since then went to the old
                 # state only. The catalogue is read again now; the users written since are taken in at the
                 # follower's next turn.
@@ -489,7 +560,9 @@ class GatewayCore:
             self.impressions.drop_user(user_key)
             forgotten = await self.store.forget_user(user_key, ticket=uuid.uuid4().hex, at=time.time(), actor=actor)
             held = [event for seq, event in forgotten.events if seq <= self._folded_seq]  # the rest never came in
-            self.learner.forget(user_key, held, forgotten.impression_items)
+            # Their merged sessions' events were folded as theirs; the sessions' keys go with them.
+            self.learner.forget(user_key, self.identities.translate(held), forgotten.impression_items)
+            self.identities.drop_user(user_key)
         self.pseudonymise.forget(user_id)
         self._own_erasures.add(forgotten.erasure.seq)  # applied here; the watermark moves past it in order
         _LOGGER.info(
@@ -693,16 +766,15 @@ class GatewayCore:
         timeout_s: float,
         as_of_s: float | None = None,
         query: str = "",
+        session_id: str = "",
     ) -> Scored:
-        """Score each item for the user, in the order given (features read as of ``as_of_s``, default now), for
-        the search ``query`` when given."""
-        check_request_id("user_id", user_id)
+        """Score each item for the user (or the anonymous session), in the order given (features read as of
+        ``as_of_s``, default now), for the search ``query`` when given."""
+        user_key = self.caller(user_id, session_id)
         self._check_items("item_ids", item_ids)
         at_s = self.as_of(as_of_s)
         terms = self._query(query)
-        scores, route, _, _ = await self._score_items(
-            self.pseudonymise(user_id), item_ids, timeout_s=timeout_s, at_s=at_s, terms=terms
-        )
+        scores, route, _, _ = await self._score_items(user_key, item_ids, timeout_s=timeout_s, at_s=at_s, terms=terms)
         return Scored(tuple(item_ids), tuple(float(s) for s in scores), route.version)
 
     async def recommend(
@@ -716,6 +788,7 @@ class GatewayCore:
         as_of_s: float | None = None,
         query: str = "",
         rules: ListRules = NO_RULES,
+        session_id: str = "",
     ) -> Recommended:
         """Rank the candidates (minus ``exclude`` and what the ``rules`` filter out) for the user; without
         candidates, retrieve them from the catalogue first. Return the top ``k`` and log the impression.
@@ -723,7 +796,7 @@ class GatewayCore:
         With a search ``query``, items whose text holds more of the query's words come first, and the user's
         scores rank the items within each such tier: a search is answered with what it asked for, in the order
         this user prefers. Boosts multiply the scores before ranking; the diversity cap applies last."""
-        check_request_id("user_id", user_id)
+        user_key = self.caller(user_id, session_id)
         if candidates:
             self._check_items("candidate_item_ids", candidates)
         if k < 1:
@@ -731,7 +804,6 @@ class GatewayCore:
         rules.validate()
         at_s = self.as_of(as_of_s)
         terms = self._query(query)
-        user_key = self.pseudonymise(user_id)
         pool, sources = lists.pool(
             self.features, user_key, candidates, exclude, rules, at_s=at_s, retrieve=self.config.retrieval_candidates
         )

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from preftrack_gateway.features import FeatureState
+from preftrack_gateway.identities import Identities
 from preftrack_gateway.online import Correction, History, Labeller
 
 _LOGGER = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Snapshot:
     labeller: Labeller
     history: History
     base_version: int | None
+    identities: Identities = dataclasses.field(default_factory=Identities)  # the merges folded into it
     format: int = FORMAT
 
 

@@ -57,6 +57,7 @@ def event(e: FeedbackEvent) -> types_pb2.Event:
         recommendation_id=e.recommendation_id or "",
         context=dict(e.context),
         query=e.query,
+        session_id=e.session_id,
     )
 
 
@@ -78,9 +79,10 @@ def score_request(
     context: Mapping[str, str] | None,
     as_of_s: float | None = None,
     query: str = "",
+    session_id: str = "",
 ):
     request = scoring_service_pb2.ScoreRequest(
-        user_id=user_id, item_ids=list(item_ids), context=dict(context or {}), query=query
+        user_id=user_id, item_ids=list(item_ids), context=dict(context or {}), query=query, session_id=session_id
     )
     if as_of_s is not None:
         request.as_of.CopyFrom(timestamp(as_of_s))
@@ -94,6 +96,7 @@ class Rules:
     item_filter: ItemFilter | None = None
     boosts: Sequence[Boost] = ()
     diversity: Diversity | None = None
+    session_id: str = ""
 
 
 def recommend_request(
@@ -114,6 +117,7 @@ def recommend_request(
         context=dict(context or {}),
         query=query,
         boosts=[boost(b) for b in rules.boosts],
+        session_id=rules.session_id,
     )
     if rules.item_filter is not None:
         request.filter.CopyFrom(item_filter(rules.item_filter))
@@ -169,6 +173,10 @@ def boost(b: Boost) -> types_pb2.Boost:
 
 def similar_request(item_id: str, k: int, f: ItemFilter | None, user_id: str):
     return scoring_service_pb2.SimilarItemsRequest(item_id=item_id, k=k, filter=item_filter(f), user_id=user_id)
+
+
+def identify_request(session_id: str, user_id: str):
+    return feedback_service_pb2.IdentifyUserRequest(session_id=session_id, user_id=user_id)
 
 
 def buy_again_request(user_id: str, k: int, f: ItemFilter | None):

@@ -81,18 +81,17 @@ class Client:
         context: Mapping[str, str] | None = None,
         as_of_s: float | None = None,
         query: str = "",
+        session_id: str = "",
         timeout_s: float | None = None,
     ) -> Scores:
         """Score each item for the user; the answer keeps the request's order.
 
         ``as_of_s`` scores as of that time (replays, backtests); default now. ``query``: what the user is searching
         for now, if anything (scores then reflect each item's relevance to it; the text is never stored).
+        ``session_id``: an anonymous visitor's session instead of a user (pass ``""`` as ``user_id``).
         """
-        return _convert.scores(
-            self._call(
-                self._scoring.Score, _convert.score_request(user_id, item_ids, context, as_of_s, query), timeout_s
-            )
-        )
+        request = _convert.score_request(user_id, item_ids, context, as_of_s, query, session_id)
+        return _convert.scores(self._call(self._scoring.Score, request, timeout_s))
 
     def recommend(
         self,
@@ -107,6 +106,7 @@ class Client:
         item_filter: ItemFilter | None = None,
         boosts: Sequence[Boost] = (),
         diversity: Diversity | None = None,
+        session_id: str = "",
         timeout_s: float | None = None,
     ) -> Recommendation:
         """The ``k`` best items for the user, best first (logged as an impression); for the search ``query``
@@ -114,8 +114,9 @@ class Client:
 
         ``candidates``: the items to rank; none: the gateway retrieves candidates from the catalogue. Only items
         passing ``item_filter`` come back, scores multiplied by the ``boosts``, at most ``diversity.max_per_value``
-        per attribute value; ``fewer_than_k`` says when fewer than k passed."""
-        rules = _convert.Rules(item_filter, tuple(boosts), diversity)
+        per attribute value; ``fewer_than_k`` says when fewer than k passed. ``session_id``: an anonymous visitor's
+        session instead of a user (pass ``""`` as ``user_id``)."""
+        rules = _convert.Rules(item_filter, tuple(boosts), diversity, session_id)
         try:
             request = _convert.recommend_request(user_id, candidates, k, exclude, context, as_of_s, query, rules)
         except ValueError as exc:
@@ -168,6 +169,12 @@ class Client:
         except grpc.RpcError as e:
             raise translate(e) from e
         return batcher.summary(response)
+
+    def identify_user(self, session_id: str, user_id: str, *, timeout_s: float | None = None) -> int:
+        """Merge an anonymous session into the user it turned out to be (at login): the session's events count as
+        the user's from then on. Returns how many events moved (0 when merged before: it is idempotent)."""
+        request = _convert.identify_request(session_id, user_id)
+        return int((self._call(self._feedback.IdentifyUser, request, timeout_s)).events_moved)
 
     def upsert_items(self, items: Sequence[Item], *, timeout_s: float | None = None) -> int:
         """Add or replace catalogue items; returns how many."""

@@ -31,10 +31,12 @@ class FeedbackEvent:
     """A behaviour event to send. ``event_id`` and ``timestamp_s`` are filled in when omitted.
 
     Keep the event_id when retrying: the gateway stores each event_id once. A search event has an empty
-    ``item_id`` and the user's text in ``query`` (the gateway keeps only hashed terms of it).
+    ``item_id`` and the user's text in ``query`` (the gateway keeps only hashed terms of it). A visitor who has not
+    logged in sends ``session_id`` instead of ``user_id`` (exactly one of the two); :meth:`Client.identify_user`
+    merges the session into the user at login.
     """
 
-    user_id: str
+    user_id: str = ""
     item_id: str = ""
     event_type: EventType | str
     value: float = 1.0
@@ -43,6 +45,7 @@ class FeedbackEvent:
     recommendation_id: str | None = None
     context: Mapping[str, str] = dataclasses.field(default_factory=dict)
     query: str = ""
+    session_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,4 @@
-"""FeedbackService: SendFeedback, StreamFeedback and UpsertItems."""
+"""FeedbackService: SendFeedback, StreamFeedback, UpsertItems, UpsertUsers and IdentifyUser."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         self._preparing = asyncio.Semaphore(2)
 
     def _prepare(self, message: types_pb2.Event, now_s: float) -> Event:
-        user_key = pseudonymous_user(self._core, message.user_id)
+        user_key = pseudonymous_user(self._core, message.user_id, message.session_id)
         return self._core.check(to_event(message, now_s, user_key), now_s=now_s)
 
     def _count(self, result: WriteResult) -> None:
@@ -184,3 +184,7 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
             raise InvalidRequestError("users must hold at least one user")
         users = [(m.user_id, tuple(m.attributes.items())) for m in request.users]
         return feedback_service_pb2.UpsertUsersResponse(upserted=await self._core.upsert_users(users))
+
+    async def IdentifyUser(self, request, context):  # noqa: N802
+        moved, already = await self._core.identify_user(request.session_id, request.user_id)
+        return feedback_service_pb2.IdentifyUserResponse(events_moved=moved, already_merged=already)

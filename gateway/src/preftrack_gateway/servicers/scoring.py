@@ -85,6 +85,7 @@ class ScoringServicer(scoring_service_pb2_grpc.ScoringServiceServicer):
             timeout_s=self._timeout(context),
             as_of_s=request_time(request, "as_of"),
             query=request.query,
+            session_id=request.session_id,
         )
         self._metrics.requests_by_version.labels("Score", str(result.model_version)).inc()
         return scoring_service_pb2.ScoreResponse(
@@ -105,6 +106,7 @@ class ScoringServicer(scoring_service_pb2_grpc.ScoringServiceServicer):
             as_of_s=request_time(request, "as_of"),
             query=request.query,
             rules=list_rules(request),
+            session_id=request.session_id,
         )
         self._metrics.requests_by_version.labels("Recommend", str(result.model_version)).inc()
         sources = result.sources or ("",) * len(result.item_ids)

@@ -446,9 +446,24 @@ class EventStore(abc.ABC):
         return next((v for v in await self.versions() if v.version == number), None)
 
     @abc.abstractmethod
+    async def merge_session(self, session_key: str, user_key: str, *, at: float) -> tuple[bool, str]:
+        """Record that an anonymous session belongs to a user (IdentifyUser): (whether this call recorded it, the
+        user the session belongs to now). A session belongs to one user for good: a second merge into another
+        user records nothing and answers the first one."""
+
+    @abc.abstractmethod
+    async def identities(self, *, after_seq: int = 0) -> list[tuple[int, str, str]]:
+        """The merges recorded after ``after_seq``, in order: (seq, session key, user key)."""
+
+    @abc.abstractmethod
+    async def key_events(self, user_key: str, *, up_to_seq: int) -> list[tuple[int, Event]]:
+        """The events stored under one key (a session's, at a merge) up to a log position, in log order."""
+
+    @abc.abstractmethod
     async def forget_user(self, user_key: str, *, ticket: str, at: float, actor: str) -> Forgotten:
-        """Delete every event, served list and the attribute tokens of one (pseudonymised) user and record the
-        erasure, in one transaction; the deleted rows
+        """Delete every event, served list and the attribute tokens of one (pseudonymised) user, and the events and
+        served lists of the anonymous sessions merged into it, and record the erasure, in one transaction; the
+        deleted rows
         leave no readable trace in the store's files where the engine allows."""
 
     @abc.abstractmethod

@@ -114,6 +114,13 @@ ALTER TABLE items ADD COLUMN IF NOT EXISTS title TEXT NOT NULL DEFAULT '';
 ALTER TABLE items ADD COLUMN IF NOT EXISTS attributes TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE items ADD COLUMN IF NOT EXISTS stock BIGINT;
 ALTER TABLE impressions ADD COLUMN IF NOT EXISTS query_terms TEXT;
+CREATE TABLE IF NOT EXISTS identities (
+    seq BIGSERIAL PRIMARY KEY,
+    session_key TEXT NOT NULL UNIQUE,
+    user_key TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS identities_user ON identities (user_key);
 CREATE TABLE IF NOT EXISTS erasures (
     seq BIGSERIAL PRIMARY KEY,
     ticket TEXT NOT NULL UNIQUE,
@@ -455,17 +462,52 @@ class PostgresStore(EventStore):
         assert row is not None
         return str(row[0])
 
+    async def merge_session(self, session_key: str, user_key: str, *, at: float) -> tuple[bool, str]:
+        async with self._writing() as writer:
+            # The append lock: merges are numbered in commit order, so a replica following them never skips one.
+            await writer.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
+            cursor = await writer.execute(
+                "INSERT INTO identities (session_key, user_key, at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (session_key) DO NOTHING",
+                (session_key, user_key, at),
+            )
+            added = cursor.rowcount > 0
+            cursor = await writer.execute("SELECT user_key FROM identities WHERE session_key = %s", (session_key,))
+            row = await cursor.fetchone()
+        assert row is not None
+        return added, str(row[0])
+
+    async def identities(self, *, after_seq: int = 0) -> list[tuple[int, str, str]]:
+        rows = await self._fetch(
+            "SELECT seq, session_key, user_key FROM identities WHERE seq > %s ORDER BY seq", (after_seq,)
+        )
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]  # type: ignore[call-overload]
+
+    async def key_events(self, user_key: str, *, up_to_seq: int) -> list[tuple[int, Event]]:
+        rows = await self._fetch(
+            f"SELECT seq, {_EVENT_COLUMNS} FROM events WHERE user_key = %s AND seq <= %s ORDER BY seq",
+            (user_key, up_to_seq),
+        )
+        return [(int(r[0]), event_from_row(r[1:])) for r in rows]  # type: ignore[call-overload]
+
     async def forget_user(self, user_key: str, *, ticket: str, at: float, actor: str) -> Forgotten:
         # Dead row versions stay in the table files until VACUUM reuses their space; see docs/privacy.md.
         async with self._writing() as writer:
             # The append lock: erasures (and appends) commit one at a time, so erasure numbers increase in
             # commit order too and a replica following them by number never passes one committed late.
             await writer.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
+            # The user's own key and every anonymous session merged into it.
             cursor = await writer.execute(
-                f"DELETE FROM events WHERE user_key = %s RETURNING seq, {_EVENT_COLUMNS}", (user_key,)
+                "DELETE FROM identities WHERE user_key = %s RETURNING session_key", (user_key,)
+            )
+            keys = [user_key] + [str(r[0]) for r in await cursor.fetchall()]
+            cursor = await writer.execute(
+                f"DELETE FROM events WHERE user_key = ANY(%s) RETURNING seq, {_EVENT_COLUMNS}", (keys,)
             )
             events = [(int(r[0]), event_from_row(r[1:])) for r in await cursor.fetchall()]  # type: ignore[call-overload]
-            cursor = await writer.execute("DELETE FROM impressions WHERE user_key = %s RETURNING item_ids", (user_key,))
+            cursor = await writer.execute(
+                "DELETE FROM impressions WHERE user_key = ANY(%s) RETURNING item_ids", (keys,)
+            )
             served = [json.loads(str(ids)) for (ids,) in await cursor.fetchall()]
             cursor = await writer.execute("DELETE FROM users WHERE user_key = %s", (user_key,))
             users_deleted = cursor.rowcount

@@ -110,6 +110,13 @@ CREATE TABLE IF NOT EXISTS version_journal (
 CREATE INDEX IF NOT EXISTS version_journal_version ON version_journal (version, seq);
 CREATE INDEX IF NOT EXISTS events_user_time ON events (user_key, ts);
 CREATE INDEX IF NOT EXISTS events_time ON events (ts);
+CREATE TABLE IF NOT EXISTS identities (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_key TEXT NOT NULL UNIQUE,
+    user_key TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS identities_user ON identities (user_key);
 CREATE TABLE IF NOT EXISTS erasures (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     ticket TEXT NOT NULL UNIQUE,
@@ -529,15 +536,57 @@ class SQLiteStore(EventStore):
 
         return await self._run(write)
 
+    async def merge_session(self, session_key: str, user_key: str, *, at: float) -> tuple[bool, str]:
+        def write() -> tuple[bool, str]:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                added = self._db.execute(
+                    "INSERT INTO identities (session_key, user_key, at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (session_key) DO NOTHING",
+                    (session_key, user_key, at),
+                ).rowcount
+                row = self._db.execute("SELECT user_key FROM identities WHERE session_key = ?", (session_key,))
+                return bool(added), str(row.fetchone()[0])
+
+        return await self._run(write)
+
+    async def identities(self, *, after_seq: int = 0) -> list[tuple[int, str, str]]:
+        rows = await self._run(
+            functools.partial(
+                self._fetchall,
+                "SELECT seq, session_key, user_key FROM identities WHERE seq > ? ORDER BY seq",
+                (after_seq,),
+            )
+        )
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    async def key_events(self, user_key: str, *, up_to_seq: int) -> list[tuple[int, Event]]:
+        rows = await self._run(
+            functools.partial(
+                self._fetchall,
+                f"SELECT seq, {_EVENT_COLUMNS} FROM events WHERE user_key = ? AND seq <= ? ORDER BY seq",
+                (user_key, up_to_seq),
+            )
+        )
+        return [(int(r[0]), event_from_row(r[1:])) for r in rows]
+
     async def forget_user(self, user_key: str, *, ticket: str, at: float, actor: str) -> Forgotten:
         def write() -> Forgotten:
             db = self._db
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                rows = db.execute(f"DELETE FROM events WHERE user_key = ? RETURNING seq, {_EVENT_COLUMNS}", (user_key,))
+                # The user's own key and every anonymous session merged into it.
+                keys = [user_key] + [
+                    str(r[0]) for r in db.execute("SELECT session_key FROM identities WHERE user_key = ?", (user_key,))
+                ]
+                marks = ", ".join("?" * len(keys))
+                rows = db.execute(
+                    f"DELETE FROM events WHERE user_key IN ({marks}) RETURNING seq, {_EVENT_COLUMNS}", keys
+                )
                 events = [(int(r[0]), event_from_row(r[1:])) for r in rows.fetchall()]
-                lists = db.execute("DELETE FROM impressions WHERE user_key = ? RETURNING item_ids", (user_key,))
+                lists = db.execute(f"DELETE FROM impressions WHERE user_key IN ({marks}) RETURNING item_ids", keys)
                 served = [json.loads(ids) for (ids,) in lists.fetchall()]
+                db.execute("DELETE FROM identities WHERE user_key = ?", (user_key,))
                 users_deleted = int(db.execute("DELETE FROM users WHERE user_key = ?", (user_key,)).rowcount)
                 row = db.execute(
                     f"INSERT INTO erasures ({_ERASURE_COLUMNS}) VALUES (?, ?, ?, ?, ?) "

@@ -94,3 +94,19 @@ class UpsertUsersResponse(_message.Message):
     UPSERTED_FIELD_NUMBER: _ClassVar[int]
     upserted: int
     def __init__(self, upserted: _Optional[int] = ...) -> None: ...
+
+class IdentifyUserRequest(_message.Message):
+    __slots__ = ("session_id", "user_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    user_id: str
+    def __init__(self, session_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class IdentifyUserResponse(_message.Message):
+    __slots__ = ("events_moved", "already_merged")
+    EVENTS_MOVED_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_MERGED_FIELD_NUMBER: _ClassVar[int]
+    events_moved: int
+    already_merged: bool
+    def __init__(self, events_moved: _Optional[int] = ..., already_merged: _Optional[bool] = ...) -> None: ...

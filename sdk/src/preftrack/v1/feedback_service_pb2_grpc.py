@@ -60,6 +60,11 @@ class FeedbackServiceStub:
                 request_serializer=preftrack_dot_v1_dot_feedback__service__pb2.UpsertUsersRequest.SerializeToString,
                 response_deserializer=preftrack_dot_v1_dot_feedback__service__pb2.UpsertUsersResponse.FromString,
                 _registered_method=True)
+        self.IdentifyUser = channel.unary_unary(
+                '/preftrack.v1.FeedbackService/IdentifyUser',
+                request_serializer=preftrack_dot_v1_dot_feedback__service__pb2.IdentifyUserRequest.SerializeToString,
+                response_deserializer=preftrack_dot_v1_dot_feedback__service__pb2.IdentifyUserResponse.FromString,
+                _registered_method=True)
 
 
 class FeedbackServiceServicer:
@@ -101,6 +106,17 @@ class FeedbackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IdentifyUser(self, request, context):
+        """Merges an anonymous session (events sent with session_id) into the user it turned out to be, at login:
+        from then on the session's events, past and future, count as the user's, and calls made with the
+        session_id are answered for the user. Idempotent: the same merge again answers OK and moves nothing. A
+        session belongs to one user for good: merging it into another is FAILED_PRECONDITION. Forgetting the user
+        (the admin API) forgets the sessions merged into it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedbackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +139,11 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     servicer.UpsertUsers,
                     request_deserializer=preftrack_dot_v1_dot_feedback__service__pb2.UpsertUsersRequest.FromString,
                     response_serializer=preftrack_dot_v1_dot_feedback__service__pb2.UpsertUsersResponse.SerializeToString,
+            ),
+            'IdentifyUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.IdentifyUser,
+                    request_deserializer=preftrack_dot_v1_dot_feedback__service__pb2.IdentifyUserRequest.FromString,
+                    response_serializer=preftrack_dot_v1_dot_feedback__service__pb2.IdentifyUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -239,6 +260,33 @@ class FeedbackService:
             '/preftrack.v1.FeedbackService/UpsertUsers',
             preftrack_dot_v1_dot_feedback__service__pb2.UpsertUsersRequest.SerializeToString,
             preftrack_dot_v1_dot_feedback__service__pb2.UpsertUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IdentifyUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/preftrack.v1.FeedbackService/IdentifyUser',
+            preftrack_dot_v1_dot_feedback__service__pb2.IdentifyUserRequest.SerializeToString,
+            preftrack_dot_v1_dot_feedback__service__pb2.IdentifyUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("user_id", "item_ids", "context", "as_of", "query")
+    __slots__ = ("user_id", "item_ids", "context", "as_of", "query", "session_id")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -24,12 +24,14 @@ class ScoreRequest(_message.Message):
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     AS_OF_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     item_ids: _containers.RepeatedScalarFieldContainer[str]
     context: _containers.ScalarMap[str, str]
     as_of: _timestamp_pb2.Timestamp
     query: str
-    def __init__(self, user_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ..., context: _Optional[_Mapping[str, str]] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., query: _Optional[str] = ...) -> None: ...
+    session_id: str
+    def __init__(self, user_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ..., context: _Optional[_Mapping[str, str]] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., query: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("items", "model_version", "request_id")
@@ -42,7 +44,7 @@ class ScoreResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[_types_pb2.ScoredItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "candidate_item_ids", "k", "exclude_item_ids", "context", "as_of", "query", "filter", "boosts", "diversity")
+    __slots__ = ("user_id", "candidate_item_ids", "k", "exclude_item_ids", "context", "as_of", "query", "filter", "boosts", "diversity", "session_id")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +62,7 @@ class RecommendRequest(_message.Message):
     FILTER_FIELD_NUMBER: _ClassVar[int]
     BOOSTS_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     candidate_item_ids: _containers.RepeatedScalarFieldContainer[str]
     k: int
@@ -70,7 +73,8 @@ class RecommendRequest(_message.Message):
     filter: _types_pb2.ItemFilter
     boosts: _containers.RepeatedCompositeFieldContainer[_types_pb2.Boost]
     diversity: _types_pb2.Diversity
-    def __init__(self, user_id: _Optional[str] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., context: _Optional[_Mapping[str, str]] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., query: _Optional[str] = ..., filter: _Optional[_Union[_types_pb2.ItemFilter, _Mapping]] = ..., boosts: _Optional[_Iterable[_Union[_types_pb2.Boost, _Mapping]]] = ..., diversity: _Optional[_Union[_types_pb2.Diversity, _Mapping]] = ...) -> None: ...
+    session_id: str
+    def __init__(self, user_id: _Optional[str] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., context: _Optional[_Mapping[str, str]] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., query: _Optional[str] = ..., filter: _Optional[_Union[_types_pb2.ItemFilter, _Mapping]] = ..., boosts: _Optional[_Iterable[_Union[_types_pb2.Boost, _Mapping]]] = ..., diversity: _Optional[_Union[_types_pb2.Diversity, _Mapping]] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("items", "model_version", "recommendation_id", "fewer_than_k")

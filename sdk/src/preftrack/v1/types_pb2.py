@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18preftrack/v1/types.proto\x12\x0cpreftrack.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x02\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12%\n\x04type\x18\x04 \x01(\x0e\x32\x17.preftrack.v1.EventType\x12\r\n\x05value\x18\x05 \x01(\x01\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11recommendation_id\x18\x07 \x01(\t\x12\x31\n\x07\x63ontext\x18\x08 \x03(\x0b\x32 .preftrack.v1.Event.ContextEntry\x12\r\n\x05query\x18\t \x01(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd2\x01\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x12\n\ncategories\x18\x02 \x03(\t\x12\r\n\x05price\x18\x03 \x01(\x01\x12\x36\n\nattributes\x18\x04 \x03(\x0b\x32\".preftrack.v1.Item.AttributesEntry\x12\r\n\x05title\x18\x05 \x01(\t\x12\x12\n\x05stock\x18\x06 \x01(\x03H\x00\x88\x01\x01\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_stock\"<\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06source\x18\x03 \x01(\t\"\xaf\x02\n\nItemFilter\x12\x15\n\rin_stock_only\x18\x01 \x01(\x08\x12\x16\n\tmin_price\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tmax_price\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x15\n\rcategories_in\x18\x04 \x03(\t\x12\x16\n\x0e\x63\x61tegories_out\x18\x05 \x03(\t\x12\x34\n\rattributes_in\x18\x06 \x03(\x0b\x32\x1d.preftrack.v1.AttributeValues\x12\x35\n\x0e\x61ttributes_out\x18\x07 \x03(\x0b\x32\x1d.preftrack.v1.AttributeValues\x12\"\n\x1a\x65xclude_bought_within_days\x18\x08 \x01(\x01\x42\x0c\n\n_min_priceB\x0c\n\n_max_price\"/\n\x0f\x41ttributeValues\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"e\n\x05\x42oost\x12)\n\x06target\x18\x01 \x01(\x0e\x32\x19.preftrack.v1.BoostTarget\x12\x11\n\tattribute\x18\x02 \x01(\t\x12\x0e\n\x06values\x18\x03 \x03(\t\x12\x0e\n\x06\x66\x61\x63tor\x18\x04 \x01(\x01\"5\n\tDiversity\x12\x11\n\tattribute\x18\x01 \x01(\t\x12\x15\n\rmax_per_value\x18\x02 \x01(\x05*\xb5\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_TYPE_VIEW\x10\x01\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x02\x12\x1a\n\x16\x45VENT_TYPE_ADD_TO_CART\x10\x03\x12\x17\n\x13\x45VENT_TYPE_PURCHASE\x10\x04\x12\x15\n\x11\x45VENT_TYPE_RATING\x10\x05\x12\x15\n\x11\x45VENT_TYPE_SEARCH\x10\x06*z\n\x0b\x42oostTarget\x12\x1c\n\x18\x42OOST_TARGET_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42OOST_TARGET_CATEGORY\x10\x01\x12\x1a\n\x16\x42OOST_TARGET_ATTRIBUTE\x10\x02\x12\x16\n\x12\x42OOST_TARGET_ITEMS\x10\x03\x42T\n\x10\x64\x65v.preftrack.v1P\x01Z>github.com/preftrack/preftrack/gen/go/preftrack/v1;preftrackv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18preftrack/v1/types.proto\x12\x0cpreftrack.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x02\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12%\n\x04type\x18\x04 \x01(\x0e\x32\x17.preftrack.v1.EventType\x12\r\n\x05value\x18\x05 \x01(\x01\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11recommendation_id\x18\x07 \x01(\t\x12\x31\n\x07\x63ontext\x18\x08 \x03(\x0b\x32 .preftrack.v1.Event.ContextEntry\x12\r\n\x05query\x18\t \x01(\t\x12\x12\n\nsession_id\x18\n \x01(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd2\x01\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x12\n\ncategories\x18\x02 \x03(\t\x12\r\n\x05price\x18\x03 \x01(\x01\x12\x36\n\nattributes\x18\x04 \x03(\x0b\x32\".preftrack.v1.Item.AttributesEntry\x12\r\n\x05title\x18\x05 \x01(\t\x12\x12\n\x05stock\x18\x06 \x01(\x03H\x00\x88\x01\x01\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_stock\"<\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06source\x18\x03 \x01(\t\"\xaf\x02\n\nItemFilter\x12\x15\n\rin_stock_only\x18\x01 \x01(\x08\x12\x16\n\tmin_price\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tmax_price\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x15\n\rcategories_in\x18\x04 \x03(\t\x12\x16\n\x0e\x63\x61tegories_out\x18\x05 \x03(\t\x12\x34\n\rattributes_in\x18\x06 \x03(\x0b\x32\x1d.preftrack.v1.AttributeValues\x12\x35\n\x0e\x61ttributes_out\x18\x07 \x03(\x0b\x32\x1d.preftrack.v1.AttributeValues\x12\"\n\x1a\x65xclude_bought_within_days\x18\x08 \x01(\x01\x42\x0c\n\n_min_priceB\x0c\n\n_max_price\"/\n\x0f\x41ttributeValues\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"e\n\x05\x42oost\x12)\n\x06target\x18\x01 \x01(\x0e\x32\x19.preftrack.v1.BoostTarget\x12\x11\n\tattribute\x18\x02 \x01(\t\x12\x0e\n\x06values\x18\x03 \x03(\t\x12\x0e\n\x06\x66\x61\x63tor\x18\x04 \x01(\x01\"5\n\tDiversity\x12\x11\n\tattribute\x18\x01 \x01(\t\x12\x15\n\rmax_per_value\x18\x02 \x01(\x05*\xb5\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_TYPE_VIEW\x10\x01\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x02\x12\x1a\n\x16\x45VENT_TYPE_ADD_TO_CART\x10\x03\x12\x17\n\x13\x45VENT_TYPE_PURCHASE\x10\x04\x12\x15\n\x11\x45VENT_TYPE_RATING\x10\x05\x12\x15\n\x11\x45VENT_TYPE_SEARCH\x10\x06*z\n\x0b\x42oostTarget\x12\x1c\n\x18\x42OOST_TARGET_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42OOST_TARGET_CATEGORY\x10\x01\x12\x1a\n\x16\x42OOST_TARGET_ATTRIBUTE\x10\x02\x12\x16\n\x12\x42OOST_TARGET_ITEMS\x10\x03\x42T\n\x10\x64\x65v.preftrack.v1P\x01Z>github.com/preftrack/preftrack/gen/go/preftrack/v1;preftrackv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,26 +37,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENT_CONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_ITEM_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_ITEM_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_EVENTTYPE']._serialized_start=1163
-  _globals['_EVENTTYPE']._serialized_end=1344
-  _globals['_BOOSTTARGET']._serialized_start=1346
-  _globals['_BOOSTTARGET']._serialized_end=1468
+  _globals['_EVENTTYPE']._serialized_start=1183
+  _globals['_EVENTTYPE']._serialized_end=1364
+  _globals['_BOOSTTARGET']._serialized_start=1366
+  _globals['_BOOSTTARGET']._serialized_end=1488
   _globals['_EVENT']._serialized_start=76
-  _globals['_EVENT']._serialized_end=372
-  _globals['_EVENT_CONTEXTENTRY']._serialized_start=326
-  _globals['_EVENT_CONTEXTENTRY']._serialized_end=372
-  _globals['_ITEM']._serialized_start=375
-  _globals['_ITEM']._serialized_end=585
-  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_start=526
-  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_end=575
-  _globals['_SCOREDITEM']._serialized_start=587
-  _globals['_SCOREDITEM']._serialized_end=647
-  _globals['_ITEMFILTER']._serialized_start=650
-  _globals['_ITEMFILTER']._serialized_end=953
-  _globals['_ATTRIBUTEVALUES']._serialized_start=955
-  _globals['_ATTRIBUTEVALUES']._serialized_end=1002
-  _globals['_BOOST']._serialized_start=1004
-  _globals['_BOOST']._serialized_end=1105
-  _globals['_DIVERSITY']._serialized_start=1107
-  _globals['_DIVERSITY']._serialized_end=1160
+  _globals['_EVENT']._serialized_end=392
+  _globals['_EVENT_CONTEXTENTRY']._serialized_start=346
+  _globals['_EVENT_CONTEXTENTRY']._serialized_end=392
+  _globals['_ITEM']._serialized_start=395
+  _globals['_ITEM']._serialized_end=605
+  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_start=546
+  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_end=595
+  _globals['_SCOREDITEM']._serialized_start=607
+  _globals['_SCOREDITEM']._serialized_end=667
+  _globals['_ITEMFILTER']._serialized_start=670
+  _globals['_ITEMFILTER']._serialized_end=973
+  _globals['_ATTRIBUTEVALUES']._serialized_start=975
+  _globals['_ATTRIBUTEVALUES']._serialized_end=1022
+  _globals['_BOOST']._serialized_start=1024
+  _globals['_BOOST']._serialized_end=1125
+  _globals['_DIVERSITY']._serialized_start=1127
+  _globals['_DIVERSITY']._serialized_end=1180
 # @@protoc_insertion_point(module_scope)

@@ -39,7 +39,7 @@ BOOST_TARGET_ATTRIBUTE: BoostTarget
 BOOST_TARGET_ITEMS: BoostTarget
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "user_id", "item_id", "type", "value", "time", "recommendation_id", "context", "query")
+    __slots__ = ("event_id", "user_id", "item_id", "type", "value", "time", "recommendation_id", "context", "query", "session_id")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class Event(_message.Message):
     RECOMMENDATION_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     user_id: str
     item_id: str
@@ -65,7 +66,8 @@ class Event(_message.Message):
     recommendation_id: str
     context: _containers.ScalarMap[str, str]
     query: str
-    def __init__(self, event_id: _Optional[str] = ..., user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., value: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recommendation_id: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., query: _Optional[str] = ...) -> None: ...
+    session_id: str
+    def __init__(self, event_id: _Optional[str] = ..., user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., value: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recommendation_id: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., query: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class Item(_message.Message):
     __slots__ = ("item_id", "categories", "price", "attributes", "title", "stock")
