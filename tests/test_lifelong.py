@@ -473,3 +473,69 @@ def test_the_trainer_goes_on_from_a_version_trained_from_scratch_that_lost_its_c
     records = [(1, "serving", None), (2, "exported", None)]
     lost = [[Move(2, "loading")], [Move(2, "canary")], [Move(2, "rolled_back")]]
     assert _warm_start_base(f"sqlite:///{tmp_path / 'events.db'}", scratch_repository, records, lost) == 2
+
+
+def test_explored_lists_judge_a_new_version_before_any_user_sees_it(stack, capsys) -> None:
+    """Lists served with exploration log each item's propensity; the trainer's next version is judged on the
+    explored lists of its holdout (off-policy: IPS, SNIPS, DR with intervals), and ``preftrack-admin evaluate``
+    shows it. A share of exploration outside [0, 0.5] is refused, naming the field."""
+    from preftrack.admin.cli import main as admin_main
+
+    repository, store_url, gateway = stack
+    _send_shop(gateway.target)
+    candidates = [f"i-{n}" for n in range(10)]
+    firsts: dict[str, str] = {}
+    with preftrack.Client(gateway.target) as client:
+        with pytest.raises(preftrack.InvalidRequestError, match="exploration"):
+            client.recommend("u-1", candidates, k=4, exploration=0.7)
+        for n in range(160):
+            rec = client.recommend(f"u-{n % 40}", candidates, k=4, exploration=0.5)
+            firsts[rec.recommendation_id] = rec.items[0].item_id
+            if n % 2 == 0:  # half the users buy what they were shown first
+                client.send(
+                    preftrack.FeedbackEvent(
+                        user_id=f"u-{n % 40}",
+                        item_id=rec.items[0].item_id,
+                        event_type="purchase",
+                        recommendation_id=rec.recommendation_id,
+                    )
+                )
+        client.send(
+            preftrack.FeedbackEvent(user_id="u-99", item_id="i-1", event_type="view", timestamp_s=time.time() + 200)
+        )
+    time.sleep(0.5)  # impressions are written in background batches
+
+    async def logged() -> list:
+        store = await open_store(store_url)
+        try:
+            return [i for i in await store.impressions_after(0.0) if i.recommendation_id in firsts]
+        finally:
+            await store.close()
+
+    impressions = asyncio.run(logged())
+    assert len(impressions) == 160
+    # The first item stayed (probability 1 - 0.5) or came from one of the 3 others (0.5 / 3 each).
+    assert {round(i.propensities[0], 6) for i in impressions} == {0.5, round(0.5 / 3, 6)}
+    _put_settings(store_url, DeploymentSettings(FeatureSpec(), LabelSpec(attribution_window_s=60)))
+    config = ContinualConfig(store_url=store_url, repository=repository, trigger_examples=100, holdout_fraction=0.5)
+
+    async def one_round() -> int:
+        trainer = await ContinualTrainer.open(config)
+        try:
+            await trainer.poll()
+            result = await trainer.train_round()
+            assert result is not None
+            return result.version
+        finally:
+            await trainer.close()
+
+    version = asyncio.run(one_round())
+    judged = registered_versions(store_url)[version].metrics["offpolicy"]
+    assert judged["n"] >= 40, judged  # explored lists in the holdout, each complete
+    for estimate in ("ips", "snips", "dr", "logged"):
+        assert judged[estimate]["low"] <= judged[estimate]["value"] <= judged[estimate]["high"], judged
+    assert 0.3 < judged["logged"]["value"] < 0.7, judged  # half of the lists' first items were bought
+    assert judged["verdict"] in ("ahead", "behind", "unclear") and "explored lists" in judged["why"]
+    assert admin_main(["--target", gateway.target, "evaluate", str(version)]) == 0
+    shown = capsys.readouterr().out
+    assert f"off-policy, first positions of {judged['n']} explored lists" in shown and "DR" in shown, shown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 from collections.abc import Mapping
@@ -53,6 +54,12 @@ class GatewayConfig:
             admin keys; other keys are refused there (PERMISSION_DENIED). With no key of any kind set it is open.
         max_audience_users: most users one RankAudience call may rank.
         metrics_port: Prometheus metrics over HTTP (0: disabled).
+        health_port: a second port answering only ``grpc.health.v1`` (the main port's statuses) from threads of
+            its own, so that probes are answered while the event loop is busy: point liveness probes here.
+            Plaintext and without keys, like health on the main port (it tells only whether each service is
+            SERVING); same host as ``port``; with ``--workers``, every worker listens on it (SO_REUSEPORT). 0 (the
+            default): not served. No fixed default: every gateway on a host would bind it (SO_REUSEPORT lets
+            them), and a probe would reach any of them. The image sets 50060.
         metrics_keys: when set, ``/metrics`` answers only ``Authorization: Bearer <key>`` with one of these
             (plain or ``sha256:``), and 401 otherwise.
         reflection: serve gRPC server reflection (v1 and v1alpha); off hides the API's shape from anyone who can
@@ -60,6 +67,9 @@ class GatewayConfig:
         max_items_per_call: most items one Score/Recommend may carry.
         retrieval_candidates: how many candidates a Recommend without candidates retrieves from the catalogue and
             scores (more: better recall, a longer call; Triton scores 300 in a few ms).
+        exploration: the share of Recommend lists the exploration policy reorders (the first item trades places
+            with another returned one), in [0, 0.5]; each served list logs its propensities, so the trainer can
+            judge new versions on them before any user sees one. 0: lists are never reordered.
         max_events_per_call: most events one SendFeedback may carry.
         max_stream_events: most events one StreamFeedback stream may carry.
         key_rate_limit: calls per second each key may make (bursts of twice that); beyond, RESOURCE_EXHAUSTED with
@@ -122,10 +132,12 @@ class GatewayConfig:
     store_context: bool = True
     event_retention_days: float = 0.0
     metrics_port: int = 0
+    health_port: int = 0
     metrics_keys: tuple[str, ...] = ()
     reflection: bool = True
     max_items_per_call: int = 1000
     retrieval_candidates: int = 300
+    exploration: float = 0.0
     max_audience_users: int = 100_000
     max_events_per_call: int = 10_000
     max_stream_events: int = 1_000_000
@@ -169,8 +181,12 @@ class GatewayConfig:
             raise ConfigError("pseudonym_key (PREFTRACK_PSEUDONYM_KEY) must be set to a secret of >= 16 characters")
         if not (self.store_url.startswith("sqlite:///") or self.store_url.startswith("postgresql://")):
             raise ConfigError("store_url must start with sqlite:/// or postgresql://")
-        if not 0 <= self.port < 65536 or not 0 <= self.metrics_port < 65536:
-            raise ConfigError("port and metrics_port must lie in [0, 65535]")
+        if not (math.isfinite(self.exploration) and 0.0 <= self.exploration <= 0.5):
+            raise ConfigError("exploration (PREFTRACK_EXPLORATION) must lie in [0, 0.5]")
+        if not all(0 <= p < 65536 for p in (self.port, self.metrics_port, self.health_port)):
+            raise ConfigError("port, metrics_port and health_port must lie in [0, 65535]")
+        if self.health_port and self.health_port in (self.port, self.metrics_port):
+            raise ConfigError("health_port must differ from port and metrics_port")
         for name in (
             "max_items_per_call",
             "retrieval_candidates",

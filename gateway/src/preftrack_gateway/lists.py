@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -36,6 +37,8 @@ from preftrack_gateway.schema import Item
 MAX_K = 1000
 #: Longest exclusion window accepted, in days (ten years).
 MAX_EXCLUDE_DAYS = 3650.0
+#: Largest share of lists the exploration policy may explore.
+MAX_EXPLORATION = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +151,34 @@ def arrange(
     position = {item_ids[int(i)]: int(i) for i in order}
     kept = cap_per((item_ids[int(i)] for i in order), key_of, rules.max_per_value, k)
     return [position[item] for item in kept], boosted
+
+
+def check_exploration(share: float) -> None:
+    if not math.isfinite(share) or not 0.0 <= share <= MAX_EXPLORATION:
+        raise InvalidRequestError(f"exploration must lie in [0, {MAX_EXPLORATION}]", field="exploration")
+
+
+def explore(top: list[int], share: float, rng: random.Random) -> tuple[list[int], tuple[float, ...]]:
+    """The exploration policy, "top swap": with probability ``share`` the first item of the ranked list trades
+    places with one of the others, drawn uniformly. The list's items (so every business rule and the diversity
+    cap) are unchanged; only their order is. Returns the order shown and, per position, the probability that the
+    policy put that item there: off-policy evaluation of another version divides by it.
+
+    >>> explore([7, 8, 9], 0.0, random.Random(1))
+    ([7, 8, 9], (1.0, 1.0, 1.0))
+    >>> order, p = explore([7, 8, 9], 0.5, random.Random(3)); sorted(order), len(p)
+    ([7, 8, 9], 3)
+    """
+    if share <= 0.0 or len(top) < 2:
+        return top, (1.0,) * len(top)
+    others = len(top) - 1
+    swap = share / others  # the chance that one given other item trades places with the first
+    shown = list(top)
+    if rng.random() < share:
+        j = rng.randrange(1, len(top))
+        shown[0], shown[j] = shown[j], shown[0]
+        return shown, tuple(swap if position in (0, j) else 1.0 - swap for position in range(len(top)))
+    return shown, (1.0 - share, *(1.0 - swap for _ in range(others)))
 
 
 def similar(

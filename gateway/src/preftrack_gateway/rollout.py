@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-from preftrack_gateway import sequential
+from preftrack_gateway import offpolicy, sequential
 from preftrack_gateway.errors import GatewayError, InvalidRequestError, ModelNotReadyError, NotFoundError
 from preftrack_gateway.features import FeatureSpec
 from preftrack_gateway.outcomes import CallHealth, OutcomeTracker
@@ -394,6 +394,10 @@ class RolloutController:
         if superseded:
             await self._move(superseded, f"superseded by version {newest.version}")
         mode = self.policy.mode
+        judged, why = offpolicy.verdict(newest.metrics.get("offpolicy"))
+        if judged == "behind":  # the log says users would do worse with it: no user needs to find out
+            await self._move([Move(newest.version, "retired", why)], f"not rolled out: {why}")
+            return None
         try:
             return await self._start(newest.version, mode, None, actor=self.actor, reason=f"exported; policy {mode}")
         except (RolloutConflictError, TransitionError) as exc:

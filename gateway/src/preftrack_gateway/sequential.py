@@ -29,6 +29,8 @@ import math
 
 import numpy as np
 
+from preftrack_gateway import offpolicy
+
 #: Mixing scale relative to the stable arm's metric.
 TAU_RELATIVE = 0.2
 
@@ -163,8 +165,10 @@ def opening_fraction(metrics: dict[str, object], default: float) -> tuple[float,
     ``candidate`` and ``serving``). When the candidate's AUC leads by more than twice the standard error of the
     difference (taking the two AUCs as independent, which overstates the error: they share the examples), the
     version the shop serves is plainly behind, and the canary opens at :data:`WIDE_LEAD_FRACTION` so the live
-    test decides several times sooner. The live test and its automatic roll back are unchanged: a candidate that
-    does worse with users is still rolled back; the evidence only decides how many users help decide.
+    test decides several times sooner. An off-policy estimate from explored lists (:func:`offpolicy.verdict`) that
+    puts the candidate ahead of what the serving policy earned opens it as wide. The live test and its automatic
+    roll back are unchanged: a candidate that does worse with users is still rolled back; the evidence only
+    decides how many users help decide.
 
     >>> lead = {"candidate": {"auc": 0.80, "n": 400, "positive_rate": 0.5},
     ...         "serving": {"auc": 0.65, "n": 400, "positive_rate": 0.5}}
@@ -175,8 +179,13 @@ def opening_fraction(metrics: dict[str, object], default: float) -> tuple[float,
     >>> opening_fraction(close, 0.1)[0]
     0.1
     """
+    if default >= WIDE_LEAD_FRACTION:
+        return default, "policy fraction"
+    judged, why = offpolicy.verdict(metrics.get("offpolicy"))
+    if judged == "ahead":  # the log of explored lists says users would do better with it
+        return WIDE_LEAD_FRACTION, why
     candidate, serving = _holdout(metrics.get("candidate")), _holdout(metrics.get("serving"))
-    if candidate is None or serving is None or default >= WIDE_LEAD_FRACTION:
+    if candidate is None or serving is None:
         return default, "policy fraction"
     lead = candidate[0] - serving[0]
     error = math.hypot(auc_standard_error(*candidate), auc_standard_error(*serving))

@@ -11,6 +11,7 @@ import dataclasses
 import gc
 import logging
 import math
+import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -212,6 +213,7 @@ class GatewayCore:
         self._follow_lock = asyncio.Lock()
         self._follow_task: asyncio.Task[None] | None = None
         self.identities = Identities()
+        self._rng = random.Random()  # the exploration policy's draws
 
     def _check_versions_against(self, spec: FeatureSpec) -> deployment.VersionCheck:
         return deployment.VersionCheck(spec.schema_hash(), self.config.model_repository, self.scorer.model_name)
@@ -789,14 +791,19 @@ class GatewayCore:
         query: str = "",
         rules: ListRules = NO_RULES,
         session_id: str = "",
+        exploration: float | None = None,
     ) -> Recommended:
         """Rank the candidates (minus ``exclude`` and what the ``rules`` filter out) for the user; without
         candidates, retrieve them from the catalogue first. Return the top ``k`` and log the impression.
 
         With a search ``query``, items whose text holds more of the query's words come first, and the user's
         scores rank the items within each such tier: a search is answered with what it asked for, in the order
-        this user prefers. Boosts multiply the scores before ranking; the diversity cap applies last."""
+        this user prefers. Boosts multiply the scores before ranking; the diversity cap applies last. Then the
+        exploration policy (``exploration``, default the gateway's setting; never with a query) may reorder the
+        list, and the impression logs each item's propensity (:func:`lists.explore`)."""
         user_key = self.caller(user_id, session_id)
+        share = self.config.exploration if exploration is None else exploration
+        lists.check_exploration(share)
         if candidates:
             self._check_items("candidate_item_ids", candidates)
         if k < 1:
@@ -813,6 +820,7 @@ class GatewayCore:
         scores, route, base, rows = await self._score_items(user_key, pool, timeout_s=timeout_s, at_s=at_s, terms=terms)
         # With a query: relevant first (the share of the query's words in the item's text), personal within a tier.
         top, ranked = lists.arrange(self.features, pool, scores, rows[:, _QUERY_MATCH] if terms else None, rules, k)
+        top, propensities = lists.explore(top, 0.0 if terms else share, self._rng)
         self.learner.expose(user_key, [pool[i] for i in top], at_s, base[top], rows[top].tolist(), route.version)
         result = Recommended(
             tuple(pool[i] for i in top),
@@ -832,6 +840,7 @@ class GatewayCore:
                 timestamp_s=at_s,
                 arm=route.arm,
                 query_terms=tuple(terms),
+                propensities=propensities,
             )
         )
         if route.shadow is not None:

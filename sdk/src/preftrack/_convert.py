@@ -97,6 +97,7 @@ class Rules:
     boosts: Sequence[Boost] = ()
     diversity: Diversity | None = None
     session_id: str = ""
+    exploration: float | None = None
 
 
 def recommend_request(
@@ -125,6 +126,8 @@ def recommend_request(
         request.diversity.CopyFrom(
             types_pb2.Diversity(attribute=rules.diversity.attribute, max_per_value=rules.diversity.max_per_value)
         )
+    if rules.exploration is not None:
+        request.exploration = rules.exploration
     if as_of_s is not None:
         request.as_of.CopyFrom(timestamp(as_of_s))
     return request

@@ -94,6 +94,7 @@ class AsyncClient:
         boosts: Sequence[Boost] = (),
         diversity: Diversity | None = None,
         session_id: str = "",
+        exploration: float | None = None,
         timeout_s: float | None = None,
     ) -> Recommendation:
         """The ``k`` best items for the user, best first (logged as an impression); for the search ``query``
@@ -102,8 +103,9 @@ class AsyncClient:
         ``candidates``: the items to rank; none: the gateway retrieves candidates from the catalogue. Only items
         passing ``item_filter`` come back, scores multiplied by the ``boosts``, at most ``diversity.max_per_value``
         per attribute value; ``fewer_than_k`` says when fewer than k passed. ``session_id``: an anonymous visitor's
-        session instead of a user (pass ``""`` as ``user_id``)."""
-        rules = _convert.Rules(item_filter, tuple(boosts), diversity, session_id)
+        session instead of a user (pass ``""`` as ``user_id``). ``exploration``: the share of lists the gateway's
+        exploration policy may reorder, in [0, 0.5] (default: the gateway's setting)."""
+        rules = _convert.Rules(item_filter, tuple(boosts), diversity, session_id, exploration)
         try:
             request = _convert.recommend_request(user_id, candidates, k, exclude, context, as_of_s, query, rules)
         except ValueError as exc:

@@ -36,6 +36,7 @@ from preftrack_gateway.registry import FINAL_STATES, Registry, lineage, lineage_
 from preftrack_gateway.schema import Event
 from preftrack_gateway.store import EventStore, Impression, StoreError, VersionRecord, open_store
 from preftrack_trainer import export, metrics, model
+from preftrack_trainer.offpolicy_eval import ExploredLists, exposure_id
 from preftrack_trainer.preprocess import Examples, LabelSpec, model_inputs
 
 _LOGGER = logging.getLogger(__name__)
@@ -230,6 +231,7 @@ class ContinualTrainer:
         self._impression_watermark = 0.0  # impressions served up to this time are trained on (persisted)
         self._impressions_seen = 0.0  # ... and up to this time turned into waiting examples
         self._impressions: list[Impression] = []  # fetched, not yet turned into examples
+        self._explored = ExploredLists()  # explored served lists, to judge candidates on (off-policy)
         self._reservoir = _Reservoir(config.replay_capacity, np.random.default_rng(config.seed))
         self._last_round = time.monotonic()
         self.rounds: list[RoundResult] = []
@@ -370,6 +372,7 @@ class ContinualTrainer:
             return
         self.state = FeatureState(self.config.spec)
         self._pending, self._unfolded, self._folded_since_watermark, self._impressions = [], [], [], []
+        self._explored.clear()
         self._reservoir = _Reservoir(self.config.replay_capacity, np.random.default_rng(self.config.seed))
         seen = self._erasures_seen
         try:
@@ -424,6 +427,7 @@ class ContinualTrainer:
             if impression.timestamp_s + window > horizon_s:
                 return
             self._impressions.pop(0)
+            self._explored.add(impression)
             self.state.served(impression.user_key, impression.timestamp_s)  # an action its user's influence counts
             try:
                 at, terms = impression.timestamp_s, impression.query_terms  # the query it was served for
@@ -433,7 +437,7 @@ class ContinualTrainer:
                 continue
             for item_id, row in zip(impression.item_ids, rows, strict=True):
                 exposure = Event(
-                    event_id=f"impression:{impression.recommendation_id}:{item_id}",
+                    event_id=exposure_id(impression.recommendation_id, item_id),
                     user_id=impression.user_key,
                     item_id=item_id,
                     event_type="view",
@@ -518,6 +522,7 @@ class ContinualTrainer:
             self.rounds.append(result)
             return result
         examples = self._examples()
+        example_ids = [event.event_id for _, event, _ in self._pending]
         first_seq, last_seq = self._pending[0][0], self._pending[-1][0]
         teaching = examples.weights() > 0.0  # the others' ids were far busier than people: they teach and judge nothing
         if not teaching.any():
@@ -526,9 +531,11 @@ class ContinualTrainer:
             _LOGGER.info("round skipped: its %d examples came from ids far busier than people", len(examples))
             return None
         examples = examples.take(teaching)
+        example_ids = [example_ids[i] for i in np.flatnonzero(teaching)]
         order = np.argsort(examples.timestamp_s, kind="stable")
         n_holdout = max(1, int(len(order) * cfg.holdout_fraction))
         new_train, recent = examples.take(order[:-n_holdout]), examples.take(order[-n_holdout:])
+        recent_ids = [example_ids[i] for i in order[-n_holdout:]]
         replay = self._reservoir.sample(int(cfg.replay_fraction * len(new_train)))
         older = self._reservoir.sample(min(5000, max(200, len(recent))))
         train_set = Examples.concat([new_train, replay]) if replay is not None and len(new_train) else new_train
@@ -552,6 +559,8 @@ class ContinualTrainer:
             model.train(candidate, train_set, mconfig)
         cand = metrics.evaluate(recent.label, model.predict(candidate, recent))
         serv = metrics.evaluate(recent.label, serving.predict(recent))
+        # The holdout's explored lists, never trained on: what users would have done with the candidate's first items.
+        judged = self._explored.evaluate(recent_ids, recent, lambda rows: model.predict(candidate, rows))
         refusal = gate_refusal(recent.label, cand, serv, cfg)
         shipped = refusal is None
         reason = refusal or "not worse than serving on the newest slice"
@@ -586,7 +595,7 @@ class ContinualTrainer:
                 parent=serving_version,
                 first_seq=first_seq,
                 last_seq=last_seq,
-                metrics={"candidate": cand, "serving": serv, **origin},
+                metrics={"candidate": cand, "serving": serv, "offpolicy": judged, **origin},
                 note=reason,
                 created_at=now,
                 updated_at=now,

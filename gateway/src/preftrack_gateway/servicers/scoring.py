@@ -107,6 +107,7 @@ class ScoringServicer(scoring_service_pb2_grpc.ScoringServiceServicer):
             query=request.query,
             rules=list_rules(request),
             session_id=request.session_id,
+            exploration=request.exploration if request.HasField("exploration") else None,
         )
         self._metrics.requests_by_version.labels("Recommend", str(result.model_version)).inc()
         sources = result.sources or ("",) * len(result.item_ids)

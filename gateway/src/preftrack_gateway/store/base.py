@@ -40,6 +40,9 @@ class Impression:
     arm: str = "stable"
     #: The hashed terms of the search it answered (Recommend's query), for training on what was served.
     query_terms: tuple[str, ...] = ()
+    #: Per shown item, the probability that the exploration policy placed it where it is (empty: lists logged
+    #: before propensities were); all 1.0 when the list was not explored. Off-policy evaluation reads them.
+    propensities: tuple[float, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -246,7 +249,7 @@ def tokens_from_text(text: object) -> tuple[str, ...]:
 
 
 #: The impressions table's columns, in :func:`impression_row` order.
-IMPRESSION_COLUMNS = "recommendation_id, user_key, item_ids, scores, model_version, ts, arm, query_terms"
+IMPRESSION_COLUMNS = "recommendation_id, user_key, item_ids, scores, model_version, ts, arm, query_terms, propensities"
 
 
 def impression_row(impression: Impression) -> tuple[object, ...]:
@@ -260,6 +263,7 @@ def impression_row(impression: Impression) -> tuple[object, ...]:
         impression.timestamp_s,
         impression.arm,
         query_terms_text(impression.query_terms),
+        json.dumps(list(impression.propensities)) if impression.propensities else None,
     )
 
 
@@ -274,6 +278,7 @@ def impression_from_row(row: Sequence[object]) -> Impression:
         timestamp_s=float(row[5]),  # type: ignore[arg-type]
         arm=str(row[6]) if len(row) > 6 and row[6] else "stable",
         query_terms=tokens_from_text(row[7] if len(row) > 7 else None),
+        propensities=tuple(json.loads(str(row[8]))) if len(row) > 8 and row[8] else (),
     )
 
 

@@ -114,6 +114,7 @@ ALTER TABLE items ADD COLUMN IF NOT EXISTS title TEXT NOT NULL DEFAULT '';
 ALTER TABLE items ADD COLUMN IF NOT EXISTS attributes TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE items ADD COLUMN IF NOT EXISTS stock BIGINT;
 ALTER TABLE impressions ADD COLUMN IF NOT EXISTS query_terms TEXT;
+ALTER TABLE impressions ADD COLUMN IF NOT EXISTS propensities TEXT;
 CREATE TABLE IF NOT EXISTS identities (
     seq BIGSERIAL PRIMARY KEY,
     session_key TEXT NOT NULL UNIQUE,
@@ -305,7 +306,7 @@ class PostgresStore(EventStore):
     async def log_impressions(self, impressions: Sequence[Impression]) -> None:
         async with self._writing() as writer, writer.cursor() as cursor:
             await cursor.executemany(
-                f"INSERT INTO impressions ({IMPRESSION_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                f"INSERT INTO impressions ({IMPRESSION_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT DO NOTHING",
                 [impression_row(i) for i in impressions],
             )

@@ -141,6 +141,7 @@ _ADDED_COLUMNS = (
     ("impressions", "query_terms", "TEXT"),
     ("users", "seq", "INTEGER NOT NULL DEFAULT 0"),
     ("items", "stock", "INTEGER"),
+    ("impressions", "propensities", "TEXT"),
 )
 
 
@@ -365,7 +366,7 @@ class SQLiteStore(EventStore):
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.executemany(
-                    f"INSERT OR IGNORE INTO impressions ({IMPRESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR IGNORE INTO impressions ({IMPRESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [impression_row(i) for i in impressions],
                 )
 

@@ -5,6 +5,7 @@
     preftrack-admin status                         # per-arm outcomes and the sequential comparison
     preftrack-admin promote | rollback             # decide by hand (automatic decisions do it otherwise)
     preftrack-admin report --version 7 --png r.png # per-arm positive rate over time, decisions marked
+    preftrack-admin evaluate 7                     # version 7 judged before any user sees it
 
 The gateway is ``--target`` (or PREFTRACK_ADMIN_TARGET, default localhost:50051); the admin key is
 PREFTRACK_ADMIN_KEY.
@@ -61,6 +62,39 @@ def _versions(admin: AdminClient, args: argparse.Namespace) -> None:
             )
         )
     print(_table(("version", "state", "parent", "offline AUC", "updated (UTC)", "note"), rows))
+
+
+def _evaluate(admin: AdminClient, args: argparse.Namespace) -> None:
+    """What the trainer measured when it registered the version: its holdout against the serving version's, and
+    the off-policy estimate of its first positions from the explored lists of that holdout."""
+    found = next((v for v in admin.versions() if v.version == args.version), None)
+    if found is None:
+        raise PreftrackError(f"version {args.version} is not in the registry", "NOT_FOUND")
+    candidate, serving = _dict(found.metrics.get("candidate")), _dict(found.metrics.get("serving"))
+    print(f"version {found.version}: {found.state} ({found.note})")
+    print(
+        f"holdout AUC {_num(candidate.get('auc'))} vs {_num(serving.get('auc'))} for version {found.parent or '-'} "
+        f"(log loss {_num(candidate.get('log_loss'))} vs {_num(serving.get('log_loss'))})"
+    )
+    judged = _dict(found.metrics.get("offpolicy"))
+    if not judged.get("n"):
+        print(
+            "off-policy: no explored lists in its holdout; set PREFTRACK_EXPLORATION (e.g. 0.1) on the gateways so "
+            "that served lists can judge the next versions"
+        )
+        return
+    rows = [
+        (
+            name.upper(),
+            _num(_dict(judged.get(name)).get("value")),
+            _num(_dict(judged.get(name)).get("low")),
+            _num(_dict(judged.get(name)).get("high")),
+        )
+        for name in ("ips", "snips", "dr", "logged")
+    ]
+    print(f"off-policy, first positions of {judged['n']} explored lists ({judged.get('matches', 0)} picks agreed):")
+    print(_table(("estimate", "reward", "95% low", "95% high"), rows))
+    print(f"verdict: {judged.get('verdict', '-')} ({judged.get('why', '')})")
 
 
 def _status(admin: AdminClient, args: argparse.Namespace) -> None:
@@ -248,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("--version", type=int, default=None, help="default: the rollout in progress")
     report.add_argument("--png", default=None, help="also plot per-arm outcomes with the decisions marked")
     report.set_defaults(run=_report)
+    evaluate = sub.add_parser("evaluate", help="a version judged offline: holdout and off-policy estimates")
+    evaluate.add_argument("version", type=int)
+    evaluate.set_defaults(run=_evaluate)
     args = parser.parse_args(argv)
     try:
         with AdminClient(args.target, api_key=os.environ.get("PREFTRACK_ADMIN_KEY")) as admin:

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from preftrack.v1 import types_pb2 as preftrack_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"preftrack/v1/scoring_service.proto\x12\x0cpreftrack.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18preftrack/v1/types.proto\"\xe9\x01\n\x0cScoreRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\x38\n\x07\x63ontext\x18\x03 \x03(\x0b\x32\'.preftrack.v1.ScoreRequest.ContextEntry\x12)\n\x05\x61s_of\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05query\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"c\n\rScoreResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.preftrack.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x9b\x03\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x02 \x03(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12<\n\x07\x63ontext\x18\x05 \x03(\x0b\x32+.preftrack.v1.RecommendRequest.ContextEntry\x12)\n\x05\x61s_of\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05query\x18\x07 \x01(\t\x12(\n\x06\x66ilter\x18\x08 \x01(\x0b\x32\x18.preftrack.v1.ItemFilter\x12#\n\x06\x62oosts\x18\t \x03(\x0b\x32\x13.preftrack.v1.Boost\x12*\n\tdiversity\x18\n \x01(\x0b\x32\x17.preftrack.v1.Diversity\x12\x12\n\nsession_id\x18\x0b \x01(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x84\x01\n\x11RecommendResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.preftrack.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x19\n\x11recommendation_id\x18\x03 \x01(\t\x12\x14\n\x0c\x66\x65wer_than_k\x18\x04 \x01(\x08\"l\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12(\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x18.preftrack.v1.ItemFilter\x12\x0f\n\x07user_id\x18\x04 \x01(\t\"U\n\x14SimilarItemsResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.preftrack.v1.ScoredItem\x12\x14\n\x0c\x66\x65wer_than_k\x18\x02 \x01(\x08\"W\n\x0f\x42uyAgainRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12(\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x18.preftrack.v1.ItemFilter\";\n\x10\x42uyAgainResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.preftrack.v1.ScoredItem2\xc2\x02\n\x0eScoringService\x12@\n\x05Score\x12\x1a.preftrack.v1.ScoreRequest\x1a\x1b.preftrack.v1.ScoreResponse\x12L\n\tRecommend\x12\x1e.preftrack.v1.RecommendRequest\x1a\x1f.preftrack.v1.RecommendResponse\x12U\n\x0cSimilarItems\x12!.preftrack.v1.SimilarItemsRequest\x1a\".preftrack.v1.SimilarItemsResponse\x12I\n\x08\x42uyAgain\x12\x1d.preftrack.v1.BuyAgainRequest\x1a\x1e.preftrack.v1.BuyAgainResponseBT\n\x10\x64\x65v.preftrack.v1P\x01Z>github.com/preftrack/preftrack/gen/go/preftrack/v1;preftrackv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"preftrack/v1/scoring_service.proto\x12\x0cpreftrack.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18preftrack/v1/types.proto\"\xe9\x01\n\x0cScoreRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\x38\n\x07\x63ontext\x18\x03 \x03(\x0b\x32\'.preftrack.v1.ScoreRequest.ContextEntry\x12)\n\x05\x61s_of\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05query\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"c\n\rScoreResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.preftrack.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\xc5\x03\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x02 \x03(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12<\n\x07\x63ontext\x18\x05 \x03(\x0b\x32+.preftrack.v1.RecommendRequest.ContextEntry\x12)\n\x05\x61s_of\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05query\x18\x07 \x01(\t\x12(\n\x06\x66ilter\x18\x08 \x01(\x0b\x32\x18.preftrack.v1.ItemFilter\x12#\n\x06\x62oosts\x18\t \x03(\x0b\x32\x13.preftrack.v1.Boost\x12*\n\tdiversity\x18\n \x01(\x0b\x32\x17.preftrack.v1.Diversity\x12\x12\n\nsession_id\x18\x0b \x01(\t\x12\x18\n\x0b\x65xploration\x18\x0c \x01(\x01H\x00\x88\x01\x01\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_exploration\"\x84\x01\n\x11RecommendResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.preftrack.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x19\n\x11recommendation_id\x18\x03 \x01(\t\x12\x14\n\x0c\x66\x65wer_than_k\x18\x04 \x01(\x08\"l\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12(\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x18.preftrack.v1.ItemFilter\x12\x0f\n\x07user_id\x18\x04 \x01(\t\"U\n\x14SimilarItemsResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.preftrack.v1.ScoredItem\x12\x14\n\x0c\x66\x65wer_than_k\x18\x02 \x01(\x08\"W\n\x0f\x42uyAgainRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12(\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x18.preftrack.v1.ItemFilter\";\n\x10\x42uyAgainResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.preftrack.v1.ScoredItem2\xc2\x02\n\x0eScoringService\x12@\n\x05Score\x12\x1a.preftrack.v1.ScoreRequest\x1a\x1b.preftrack.v1.ScoreResponse\x12L\n\tRecommend\x12\x1e.preftrack.v1.RecommendRequest\x1a\x1f.preftrack.v1.RecommendResponse\x12U\n\x0cSimilarItems\x12!.preftrack.v1.SimilarItemsRequest\x1a\".preftrack.v1.SimilarItemsResponse\x12I\n\x08\x42uyAgain\x12\x1d.preftrack.v1.BuyAgainRequest\x1a\x1e.preftrack.v1.BuyAgainResponseBT\n\x10\x64\x65v.preftrack.v1P\x01Z>github.com/preftrack/preftrack/gen/go/preftrack/v1;preftrackv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,19 +45,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCORERESPONSE']._serialized_start=347
   _globals['_SCORERESPONSE']._serialized_end=446
   _globals['_RECOMMENDREQUEST']._serialized_start=449
-  _globals['_RECOMMENDREQUEST']._serialized_end=860
+  _globals['_RECOMMENDREQUEST']._serialized_end=902
   _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_start=299
   _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_end=345
-  _globals['_RECOMMENDRESPONSE']._serialized_start=863
-  _globals['_RECOMMENDRESPONSE']._serialized_end=995
-  _globals['_SIMILARITEMSREQUEST']._serialized_start=997
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=1105
-  _globals['_SIMILARITEMSRESPONSE']._serialized_start=1107
-  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1192
-  _globals['_BUYAGAINREQUEST']._serialized_start=1194
-  _globals['_BUYAGAINREQUEST']._serialized_end=1281
-  _globals['_BUYAGAINRESPONSE']._serialized_start=1283
-  _globals['_BUYAGAINRESPONSE']._serialized_end=1342
-  _globals['_SCORINGSERVICE']._serialized_start=1345
-  _globals['_SCORINGSERVICE']._serialized_end=1667
+  _globals['_RECOMMENDRESPONSE']._serialized_start=905
+  _globals['_RECOMMENDRESPONSE']._serialized_end=1037
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=1039
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=1147
+  _globals['_SIMILARITEMSRESPONSE']._serialized_start=1149
+  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1234
+  _globals['_BUYAGAINREQUEST']._serialized_start=1236
+  _globals['_BUYAGAINREQUEST']._serialized_end=1323
+  _globals['_BUYAGAINRESPONSE']._serialized_start=1325
+  _globals['_BUYAGAINRESPONSE']._serialized_end=1384
+  _globals['_SCORINGSERVICE']._serialized_start=1387
+  _globals['_SCORINGSERVICE']._serialized_end=1709
 # @@protoc_insertion_point(module_scope)

@@ -44,7 +44,7 @@ class ScoreResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[_types_pb2.ScoredItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "candidate_item_ids", "k", "exclude_item_ids", "context", "as_of", "query", "filter", "boosts", "diversity", "session_id")
+    __slots__ = ("user_id", "candidate_item_ids", "k", "exclude_item_ids", "context", "as_of", "query", "filter", "boosts", "diversity", "session_id", "exploration")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,7 @@ class RecommendRequest(_message.Message):
     BOOSTS_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPLORATION_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     candidate_item_ids: _containers.RepeatedScalarFieldContainer[str]
     k: int
@@ -74,7 +75,8 @@ class RecommendRequest(_message.Message):
     boosts: _containers.RepeatedCompositeFieldContainer[_types_pb2.Boost]
     diversity: _types_pb2.Diversity
     session_id: str
-    def __init__(self, user_id: _Optional[str] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., context: _Optional[_Mapping[str, str]] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., query: _Optional[str] = ..., filter: _Optional[_Union[_types_pb2.ItemFilter, _Mapping]] = ..., boosts: _Optional[_Iterable[_Union[_types_pb2.Boost, _Mapping]]] = ..., diversity: _Optional[_Union[_types_pb2.Diversity, _Mapping]] = ..., session_id: _Optional[str] = ...) -> None: ...
+    exploration: float
+    def __init__(self, user_id: _Optional[str] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., context: _Optional[_Mapping[str, str]] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., query: _Optional[str] = ..., filter: _Optional[_Union[_types_pb2.ItemFilter, _Mapping]] = ..., boosts: _Optional[_Iterable[_Union[_types_pb2.Boost, _Mapping]]] = ..., diversity: _Optional[_Union[_types_pb2.Diversity, _Mapping]] = ..., session_id: _Optional[str] = ..., exploration: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("items", "model_version", "recommendation_id", "fewer_than_k")
