@@ -13,11 +13,17 @@ RUN pip install --no-cache-dir /src/sdk /src/gateway \
     && mkdir -p /var/lib/preftrack/snapshots && chown -R preftrack /var/lib/preftrack
 
 USER preftrack
-EXPOSE 50051 9100
+# The health port answers grpc.health.v1 from threads of its own, so the check below is answered while ingestion
+# keeps the event loop busy (on the main port it could miss its deadline and a working gateway be marked unhealthy).
+# Not 50052: the compose file publishes host ports 50051-50052 as the replicas' main ports. (Set to 0, the
+# check asks the main port.)
+ENV PREFTRACK_HEALTH_PORT=50060
+EXPOSE 50051 9100 50060
 # Every setting is a PREFTRACK_* variable (see the README); the pseudonym key comes from a secret file.
 ENTRYPOINT ["preftrack-gateway"]
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 CMD \
-    python -c "import grpc, sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; \
-c = grpc.insecure_channel('127.0.0.1:50051'); \
+    python -c "import grpc, os, sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; \
+port = os.environ.get('PREFTRACK_HEALTH_PORT', '0').lstrip('0') or os.environ.get('PREFTRACK_PORT', '50051'); \
+c = grpc.insecure_channel('127.0.0.1:' + port); \
 r = g.HealthStub(c).Check(h.HealthCheckRequest(service='preftrack.v1.FeedbackService'), timeout=2); \
 sys.exit(0 if r.status == h.HealthCheckResponse.SERVING else 1)"

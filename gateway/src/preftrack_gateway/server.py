@@ -1,4 +1,6 @@
-"""Assembles and runs the gateway: store, Triton client, core, servicers, health, reflection, metrics."""
+"""Assembles and runs the gateway: store, Triton client, core, servicers, health, reflection, metrics.
+
+The health statuses are :class:`~preftrack_gateway.health.HealthState`'s; this module only says when they change."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import time
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health
 from grpc_reflection.v1alpha import _async as reflection_async
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
@@ -18,6 +20,7 @@ from preftrack.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
 from preftrack.insights.v1 import insights_service_pb2, insights_service_pb2_grpc
 from preftrack.v1 import feedback_service_pb2, feedback_service_pb2_grpc, scoring_service_pb2, scoring_service_pb2_grpc
 from preftrack_gateway.config import GatewayConfig
+from preftrack_gateway.health import HealthState
 from preftrack_gateway.interceptors import EdgeInterceptor
 from preftrack_gateway.keys import Keys
 from preftrack_gateway.metrics import GatewayMetrics
@@ -78,25 +81,15 @@ class GatewayServer:
         self.port = 0
         self.core: GatewayCore | None = None
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
-        self._health_tasks: set[asyncio.Task[None]] = set()
+        self.health = HealthState(*_SERVICES)
         self._edge: EdgeInterceptor | None = None
-
-    def _set_health(self, ready: bool, names: tuple[str, ...] = ("", _SERVICES[0])) -> None:
-        """Scoring (and the overall "" status) follows model readiness; FeedbackService is set apart: it takes
-        feedback whenever the store does, Triton or not, so a load balancer keeps sending it events."""
-        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in names:
-            task = asyncio.get_running_loop().create_task(self._health.set(name, status))
-            self._health_tasks.add(task)
-            task.add_done_callback(self._health_tasks.discard)
 
     def _set_feedback_health(self, up: bool) -> None:
         """FeedbackService follows the store: NOT_SERVING while it cannot commit (every event would be refused),
         SERVING again once a commit or a probe succeeds. Scoring stays as Triton says: Score and Recommend work
         from the features in memory while the store is away (served lists wait in the impression queue)."""
         if self._server is not None:  # before the start completes, start() sets it
-            self._set_health(up, (_SERVICES[1],))
+            self.health.set_feedback(up)
 
     async def start(self) -> None:
         """Open the store, rebuild features, bind the port and start serving."""
@@ -106,7 +99,7 @@ class GatewayServer:
             cfg.triton_url, cfg.model_name, repository=cfg.model_repository, config_name=cfg.triton_model_config
         )
         self.core = GatewayCore(
-            cfg, store, scorer, on_readiness=self._set_health, on_store_health=self._set_feedback_health
+            cfg, store, scorer, on_readiness=self.health.set_scoring, on_store_health=self._set_feedback_health
         )
         core = self.core
         self.metrics.watch_store(core.writer.health.summary)
@@ -138,7 +131,7 @@ class GatewayServer:
         )
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.core), server)
         insights_service_pb2_grpc.add_InsightsServiceServicer_to_server(InsightsServicer(self.core), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        self.health.add_to(server)
         if cfg.reflection:
             _enable_reflection(
                 server, (*_SERVICES, _ADMIN_SERVICE, _INSIGHTS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
@@ -155,12 +148,15 @@ class GatewayServer:
             self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port}")
-        self._set_health(False, ("", *_SERVICES))
+        self.health.set_scoring(False)
+        self.health.set_feedback(False)
         await self.core.start()
         _tune_garbage_collector()
         await server.start()
         self._server = server
-        self._set_health(self.core.writer.health.up, (_SERVICES[1],))  # the store is open, the commit loop runs
+        self.health.set_feedback(self.core.writer.health.up)  # the store is open, the commit loop runs
+        if cfg.health_port:
+            self.health.serve(cfg.host, cfg.health_port)
         if cfg.metrics_port:
             self.metrics.serve(cfg.metrics_port, cfg.host, keys=Keys(cfg.metrics_keys))
         _LOGGER.info(
@@ -182,7 +178,7 @@ class GatewayServer:
         """Drain, then stop: health turns NOT_SERVING and new calls get UNAVAILABLE (clients retry elsewhere)
         while in-flight calls finish (up to the grace period); only then does the server stop, so no call is
         cut off (CANCELLED). Then commit what is queued and close."""
-        await self._health.enter_graceful_shutdown()
+        await self.health.enter_graceful_shutdown()
         if self._edge is not None:
             self._edge.draining = True
             deadline = time.monotonic() + self.config.shutdown_grace_s
@@ -196,6 +192,7 @@ class GatewayServer:
         if self.core is not None:
             await self.core.close()
         self.metrics.close()
+        self.health.stop()  # last: the health port says NOT_SERVING while the gateway drains and closes
         _LOGGER.info("gateway stopped")
 
     async def wait(self) -> None:
