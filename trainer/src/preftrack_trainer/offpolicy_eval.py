@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from preftrack_gateway.offpolicy import LoggedChoice, estimate, verdict
+from preftrack_gateway.offpolicy import LoggedChoice, estimate, serving_position, verdict
 from preftrack_gateway.store import Impression
 from preftrack_trainer.preprocess import Examples
 
@@ -34,7 +34,9 @@ class ExploredLists:
     ``max_lists``: the oldest go first)."""
 
     def __init__(self, max_lists: int = 50_000) -> None:
-        self._lists: collections.OrderedDict[str, tuple[tuple[str, ...], float]] = collections.OrderedDict()
+        # recommendation id -> (items in the order shown, the first one's propensity, where the serving version's
+        # first choice is among them)
+        self._lists: collections.OrderedDict[str, tuple[tuple[str, ...], float, int]] = collections.OrderedDict()
         self._max = max_lists
 
     def __len__(self) -> int:
@@ -45,7 +47,11 @@ class ExploredLists:
         propensities = impression.propensities
         if len(impression.item_ids) < 2 or not propensities or not 0.0 < propensities[0] < 1.0:
             return
-        self._lists[impression.recommendation_id] = (impression.item_ids, float(propensities[0]))
+        self._lists[impression.recommendation_id] = (
+            impression.item_ids,
+            float(propensities[0]),
+            serving_position(propensities),
+        )
         while len(self._lists) > self._max:
             self._lists.popitem(last=False)
 
@@ -58,21 +64,21 @@ class ExploredLists:
         """The explored lists all of whose items are among ``examples`` (ids aligned with the rows), scored by
         ``predict``; the lists used are forgotten."""
         row_of = {example_id: row for row, example_id in enumerate(example_ids)}
-        complete: list[tuple[float, float, list[int]]] = []
-        for recommendation_id, (item_ids, propensity) in list(self._lists.items()):
+        complete: list[tuple[float, float, list[int], int]] = []
+        for recommendation_id, (item_ids, propensity, serving) in list(self._lists.items()):
             found = [row_of.get(exposure_id(recommendation_id, item)) for item in item_ids]
             taken = [row for row in found if row is not None]
             if len(taken) < len(found):
                 continue
-            complete.append((propensity, float(examples.label[taken[0]]), taken))
+            complete.append((propensity, float(examples.label[taken[0]]), taken, serving))
             del self._lists[recommendation_id]
         if not complete:
             return []
-        scores = predict(examples.take(np.array([row for _, _, rows in complete for row in rows], dtype=np.int64)))
+        scores = predict(examples.take(np.array([row for _, _, rows, _ in complete for row in rows], dtype=np.int64)))
         choices, start = [], 0
-        for propensity, reward, rows in complete:
+        for propensity, reward, rows, serving in complete:
             target = tuple(float(s) for s in scores[start : start + len(rows)])
-            choices.append(LoggedChoice(propensity, reward, 0, target))
+            choices.append(LoggedChoice(propensity, reward, 0, target, serving))
             start += len(rows)
         return choices
 
