@@ -90,10 +90,14 @@ def _evaluate(admin: AdminClient, args: argparse.Namespace) -> None:
             _num(_dict(judged.get(name)).get("low")),
             _num(_dict(judged.get(name)).get("high")),
         )
-        for name in ("ips", "snips", "dr", "logged")
+        for name in ("ips", "snips", "dr", "serving", "lead", "logged")
     ]
     print(f"off-policy, first positions of {judged['n']} explored lists ({judged.get('matches', 0)} picks agreed):")
     print(_table(("estimate", "reward", "95% low", "95% high"), rows))
+    print(
+        "(SERVING: the serving version's own first choices, by DR; LEAD: DR minus SERVING, list by list; LOGGED: what"
+    )
+    print(" the explored lists earned, exploration included)")
     print(f"verdict: {judged.get('verdict', '-')} ({judged.get('why', '')})")
 
 
