@@ -264,10 +264,10 @@ def test_admin_roles_and_the_cli(scratch_repository: Path, tmp_path: Path, capsy
                 del os.environ["PREFTRACK_ADMIN_KEY"]
 
 
-@pytest.mark.parametrize("cycles", [pytest.param(5), pytest.param(20, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("cycles", [pytest.param(3), pytest.param(20, marks=pytest.mark.slow)])
 def test_rollout_cycles_under_load_fail_no_request(cycles: int, scratch_repository: Path, tmp_path: Path) -> None:
     """canary → promote → roll back, again and again, while 4 threads score and recommend without pause (each
-    cycle loads a new version in Triton: ~15 s here, so the default run does 5 and ``make test-all`` 20)."""
+    cycle loads a new version in Triton: ~15 s here, so the default run does 3 and ``make test-all`` 20)."""
     import threading
 
     repository = scratch_repository

@@ -3,6 +3,7 @@ scoring is UNAVAILABLE while it is down and comes back by itself; kill -9 the ga
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import os
@@ -140,11 +141,29 @@ def test_a_child_that_keeps_dying_is_restarted_after_a_growing_backoff() -> None
     assert child.backoff_s >= 4.0 and child.restarts == len(started) - 1
 
 
+def _registered_serving(store_url: str, version: int) -> None:
+    """The registry as a stack's first start leaves it: ``version`` serving, found ready in Triton."""
+    from preftrack_gateway.registry import Registry
+    from preftrack_gateway.store import VersionRecord, open_store
+
+    async def register() -> None:
+        store = await open_store(store_url)
+        try:
+            now, note = time.time(), "first version: found ready in Triton"
+            record = VersionRecord(version=version, state="serving", note=note, created_at=now, updated_at=now)
+            assert await Registry(store).register(record, actor="gateway", reason=note)
+        finally:
+            await store.close()
+
+    asyncio.run(register())
+
+
 def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded(
     scratch_repository: Path, tmp_path: Path
 ) -> None:
     """A stack restarted as the compose file runs it: Triton starts with the model not loaded, the registry
-    says version 1 serves. The gateway has Triton load it (its config is only readable once loaded) and scores,
+    says version 1 serves (as a stack's first start registers it: found ready in Triton). The gateway has Triton
+    load it (its config is only readable once loaded) and scores,
     and a version exported afterwards still goes out. Restarted again with a newer, broken version in the
     repository (registered failed), it loads exactly the serving one (the repository's own policy, its newest
     two, would fail). Restarted once more with the serving version broken, the gateway says scoring is
@@ -159,10 +178,7 @@ def test_a_restarted_stack_serves_again_though_triton_starts_with_nothing_loaded
     from preftrack_dev.triton_launcher import TritonConfig, TritonServer
 
     store_url = f"sqlite:///{tmp_path / 'events.db'}"
-    with TritonServer(TritonConfig(repository=scratch_repository, work_dir=tmp_path / "first")) as triton:
-        env = gateway_env(triton.grpc_url, store_url, repository=scratch_repository)
-        with GatewayProcess(env, tmp_path / "first.log") as gateway, preftrack.Client(gateway.target) as client:
-            assert client.score("u-1", ["i-1"]).model_version == "1"
+    _registered_serving(store_url, 1)
     empty = TritonConfig(repository=scratch_repository, models=(), work_dir=tmp_path / "second")
     with TritonServer(empty) as triton:
         env = gateway_env(triton.grpc_url, store_url, repository=scratch_repository, PREFTRACK_ROLLOUT_MODE="direct")
