@@ -6,8 +6,9 @@ about to choose an item), asks for ``n`` candidates **before** the occasion's fi
 whether the chosen item is among them. The same stream feeds the lists a shop already has, each cut to ``n``:
 
 - **popular**: the items with the most positive events so far (ties: the one counted first);
-- **category**: the popular items of the user's own categories (those of the most of their events so far, each
-  category's items by positive events, ties in catalogue order), then popular items to fill ``n``; a new user gets popular;
+- **category**: the popular items of the user's own categories (those of the most of their events so far; each
+  category's items by positive events, ties in catalogue order), then popular items to fill ``n`` (all popular
+  for a new user);
 - **own items**: the user's distinct items with any event so far, the most recent first;
 - **bought before**: the user's purchased items, the most recent first (buy-again alone);
 - **oracle category** (a bound, not a baseline: it knows the answer's category): the ``n`` most popular items of
@@ -180,6 +181,7 @@ def prequential_recall(
     *,
     is_positive: Callable[[str, float], bool],
     n: int = 100,
+    also_n: Sequence[int] = (),
     occasions: Sequence[Occasion] | None = None,
     max_occasions: int | None = None,
     config: RetrievalConfig | None = None,
@@ -195,6 +197,7 @@ def prequential_recall(
         items: the catalogue.
         is_positive: the label rule, ``FeatureSpec().is_positive`` (what the gateway folds as positive).
         n: candidates per list.
+        also_n: other list lengths to ask the retriever for at the same occasions (the gateway's pool is 300).
         occasions: where to ask (default: :func:`occasions_from_positives`).
         max_occasions: ask at most this many, evenly spaced over the stream (every event is still folded).
         config: the retriever's settings (default: the gateway's).
@@ -206,13 +209,14 @@ def prequential_recall(
         ``occasions`` and ``users`` (asked for), ``n``; ``recall`` (the retriever) and ``recall_<baseline>`` for
         each of :data:`BASELINES`; ``hits_<source>`` for each retrieval source (the share of occasions whose chosen
         item that source found); ``mean_candidates`` (the retriever's list length); ``retrieval_ms`` (mean time of
-        one ``candidates`` call); ``elapsed_s``.
+        one ``candidates`` call); for each length ``m`` of ``also_n``, ``recall_at_<m>`` and ``retrieval_ms_at_<m>``;
+        ``elapsed_s``.
 
     Raises:
-        ValueError: ``n`` is below 1, or there is no occasion to ask.
+        ValueError: a list length is below 1, or there is no occasion to ask.
     """
-    if n < 1:
-        raise ValueError(f"n must be at least 1, not {n}")
+    if min((n, *also_n)) < 1:
+        raise ValueError(f"list lengths must be at least 1, not {[n, *also_n]}")
     asked = _spread(occasions_from_positives(events, is_positive) if occasions is None else occasions, max_occasions)
     if not asked:
         raise ValueError("the stream holds no occasion (no positive event) to measure recall on")
@@ -225,6 +229,7 @@ def prequential_recall(
     by_source = dict.fromkeys(SOURCES, 0)
     returned = 0
     retrieval_s = 0.0
+    wider = {m: [0, 0.0] for m in also_n}  # length -> [hits, seconds]
     queue = collections.deque(asked)
     for index, event in enumerate(events):
         while queue and queue[0].index == index:
@@ -250,6 +255,11 @@ def prequential_recall(
             }
             for name, answer in answers.items():
                 hits[name] += chosen in answer
+            for m, tally in wider.items():
+                ask_started = time.perf_counter()
+                wide = retriever.candidates(user, now_s=occasion.timestamp_s, n=m, item_of=items.get)
+                tally[1] += time.perf_counter() - ask_started
+                tally[0] += any(c.item_id == chosen for c in wide)
         positive = is_positive(event.event_type, event.value)
         retriever.fold(event, positive)
         lists.fold(event, positive)
@@ -264,9 +274,9 @@ def prequential_recall(
     }
     out.update({f"recall_{name}": hits[name] / count for name in BASELINES})
     out.update({f"hits_{source}": by_source[source] / count for source in SOURCES})
-    out.update(
-        mean_candidates=returned / count,
-        retrieval_ms=1000.0 * retrieval_s / count,
-        elapsed_s=time.perf_counter() - started,
-    )
+    out.update(mean_candidates=returned / count, retrieval_ms=1000.0 * retrieval_s / count)
+    for m, (found_m, seconds) in wider.items():
+        out[f"recall_at_{m}"] = found_m / count
+        out[f"retrieval_ms_at_{m}"] = 1000.0 * seconds / count
+    out["elapsed_s"] = time.perf_counter() - started
     return out
