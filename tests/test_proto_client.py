@@ -42,6 +42,23 @@ CLIENT = textwrap.dedent(
     out["score_items"] = [i.item_id for i in scored.items]
     rec = scoring.Recommend(sc.RecommendRequest(user_id="polyglot", candidate_item_ids=["p-1", "p-2"], k=1))
     out["recommend"] = [len(rec.items), bool(rec.recommendation_id), rec.model_version]
+    item2 = t.Item(item_id="p-2", categories=["shoes"], price=80.0, stock=0)
+    feedback.UpsertItems(fb.UpsertItemsRequest(items=[item2]))
+    wanted = t.ItemFilter(in_stock_only=True, max_price=50.0)
+    found = scoring.Recommend(sc.RecommendRequest(user_id="polyglot", k=5, filter=wanted))
+    out["retrieved"] = [[i.item_id, i.source] for i in found.items] + [found.fewer_than_k]
+    similar = scoring.SimilarItems(sc.SimilarItemsRequest(item_id="p-1", k=3))
+    out["similar"] = [i.item_id for i in similar.items]
+    again = scoring.BuyAgain(sc.BuyAgainRequest(user_id="polyglot", k=3))
+    out["buy_again"] = [i.item_id for i in again.items]
+    visit = t.Event(event_id="proto-v1", session_id="visit-7", item_id="p-2", type=t.EVENT_TYPE_VIEW, time=now)
+    feedback.SendFeedback(fb.SendFeedbackRequest(events=[visit]))
+    merged = feedback.IdentifyUser(fb.IdentifyUserRequest(session_id="visit-7", user_id="polyglot"))
+    out["identify"] = [merged.events_moved, merged.already_merged]
+    try:
+        scoring.SimilarItems(sc.SimilarItemsRequest(item_id="nowhere", k=3))
+    except grpc.RpcError as e:
+        out["similar_unknown"] = e.code().name
     bad = t.Event(event_id="proto-bad", user_id="polyglot", item_id="p-1", type=99, time=now)
     try:
         feedback.SendFeedback(fb.SendFeedbackRequest(events=[bad]))
@@ -92,6 +109,10 @@ def test_client_from_proto_only_calls_every_rpc(gateway, tmp_path: Path) -> None
     assert out["upserted"] == 1 and out["send"] == 1 and out["resend_duplicates"] == 1 and out["stream"] == 5
     assert out["score_items"] == ["p-1", "p-2"]
     assert out["recommend"] == [1, True, "1"]
+    # From the catalogue, with a filter (p-2 is out of stock and too dear): the one item left, and "fewer than k".
+    assert out["retrieved"] == [["p-1", "buy_again"], True]
+    assert out["similar"] == ["p-2"] and out["buy_again"] == ["p-1"]  # the only other shoe; what they bought
+    assert out["identify"] == [1, False] and out["similar_unknown"] == "NOT_FOUND"
     assert out["bad_type"][0] == "INVALID_ARGUMENT" and "type" in out["bad_type"][1]
     assert out["health"] == 1  # SERVING
     assert {"preftrack.v1.ScoringService", "preftrack.v1.FeedbackService", "grpc.health.v1.Health"} <= set(
