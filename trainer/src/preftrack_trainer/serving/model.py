@@ -17,6 +17,12 @@ class TritonPythonModel:
     """One loaded SavedModel version."""
 
     def initialize(self, args):
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        saved = os.path.join(version_dir, "model.savedmodel")
+        if not any(os.path.isfile(os.path.join(saved, name)) for name in ("saved_model.pb", "saved_model.pbtxt")):
+            # Refused before TensorFlow is imported (seconds per attempt): a version whose files are gone fails at
+            # once, and whoever asked for the load moves on sooner.
+            raise FileNotFoundError(f"{saved} holds no saved_model.pb: this version's files are missing or incomplete")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
 
@@ -35,11 +41,8 @@ class TritonPythonModel:
             tf.config.experimental.set_memory_growth(gpu, True)
         on_gpu = args.get("model_instance_kind") == "GPU" and gpus
         self._device = f"/GPU:{int(args.get('model_instance_device_id', 0))}" if on_gpu else "/CPU:0"
-        version_dir = os.path.join(args["model_repository"], args["model_version"])
         with tf.device(self._device):
-            self._signature = tf.saved_model.load(os.path.join(version_dir, "model.savedmodel")).signatures[
-                "serving_default"
-            ]
+            self._signature = tf.saved_model.load(saved).signatures["serving_default"]
         self._tf = tf
         self._inputs = [
             (spec["name"], pb_utils.triton_string_to_numpy(spec["data_type"]), [int(d) for d in spec["dims"]])
