@@ -9,6 +9,7 @@ import pathlib
 from collections.abc import Mapping
 
 from preftrack_gateway.features import FeatureSpec, LabelSpec
+from preftrack_gateway.lists import MAX_EXPLORATION
 from preftrack_gateway.online import OnlineConfig
 from preftrack_gateway.policy import RolloutPolicy
 
@@ -181,8 +182,8 @@ class GatewayConfig:
             raise ConfigError("pseudonym_key (PREFTRACK_PSEUDONYM_KEY) must be set to a secret of >= 16 characters")
         if not (self.store_url.startswith("sqlite:///") or self.store_url.startswith("postgresql://")):
             raise ConfigError("store_url must start with sqlite:/// or postgresql://")
-        if not (math.isfinite(self.exploration) and 0.0 <= self.exploration <= 0.5):
-            raise ConfigError("exploration (PREFTRACK_EXPLORATION) must lie in [0, 0.5]")
+        if not (math.isfinite(self.exploration) and 0.0 <= self.exploration <= MAX_EXPLORATION):
+            raise ConfigError(f"exploration (PREFTRACK_EXPLORATION) must lie in [0, {MAX_EXPLORATION}]")
         if not all(0 <= p < 65536 for p in (self.port, self.metrics_port, self.health_port)):
             raise ConfigError("port, metrics_port and health_port must lie in [0, 65535]")
         if self.health_port and self.health_port in (self.port, self.metrics_port):

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from preftrack_gateway.learner import OnlineLearner
 from preftrack_gateway.privacy import Pseudonymiser
 from preftrack_gateway.schema import Event, EventValidationError, check_id
+from preftrack_gateway.store import EventStore
 
 
 def caller_key(pseudonymise: Pseudonymiser, user_id: str, session_id: str) -> str:
@@ -56,6 +57,16 @@ class Identities:
 
     def add(self, session_key: str, user_key: str) -> None:
         self._user_of[session_key] = user_key
+
+    async def merge(
+        self, store: EventStore, learner: OnlineLearner, session_key: str, user_key: str, *, up_to_seq: int
+    ) -> int:
+        """Take in a merge: what ``learner`` folded under the session's key (its events up to ``up_to_seq``) moves to
+        the user's (:func:`move`), and the session's later events are keyed by the user; returns how many moved."""
+        events = [event for _, event in await store.key_events(session_key, up_to_seq=up_to_seq)]
+        move(learner, session_key, user_key, events)
+        self.add(session_key, user_key)
+        return len(events)
 
     def translate(self, events: Sequence[Event]) -> Sequence[Event]:
         """The events, those of merged sessions keyed by their users (the same list when there are none)."""

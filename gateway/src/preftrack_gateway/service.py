@@ -29,7 +29,7 @@ from preftrack_gateway.errors import (
     TritonUnavailableError,
 )
 from preftrack_gateway.features import FEATURE_NAMES, FeatureSpec, FeatureState, PointInTimeError
-from preftrack_gateway.identities import Identities, caller_key, move
+from preftrack_gateway.identities import Identities, caller_key
 from preftrack_gateway.ingest import CommitHealth, GroupCommitWriter, ImpressionLog, WriteResult
 from preftrack_gateway.learner import OnlineLearner
 from preftrack_gateway.lists import NO_RULES, ListRules
@@ -85,8 +85,8 @@ class Recommended:
     scores: tuple[float, ...]
     model_version: int
     recommendation_id: str
-    sources: tuple[str, ...] = ()  # per item, where retrieval found it (empty for candidates the caller sent)
-    fewer_than_k: bool = False
+    sources: tuple[str, ...]  # per item, where retrieval found it ("" for candidates the caller sent)
+    fewer_than_k: bool
 
 
 _QUERY_MATCH = FEATURE_NAMES.index("query_text_match")
@@ -297,16 +297,12 @@ class GatewayCore:
         async with self._follow_lock:
             for seq, session_key, user_key in merges:
                 if not self.identities.knows(session_key):
-                    await self._move_session(session_key, user_key)
+                    await self._merge(session_key, user_key)
                 self.identities.seq = seq
 
-    async def _move_session(self, session_key: str, user_key: str) -> int:
-        """Move what was folded under a session's key to its user's (call with ``_follow_lock`` held); returns how
-        many events moved."""
-        events = [e for _, e in await self.store.key_events(session_key, up_to_seq=self._folded_seq)]
-        move(self.learner, session_key, user_key, events)
-        self.identities.add(session_key, user_key)
-        return len(events)
+    async def _merge(self, session_key: str, user_key: str) -> int:
+        """Take in a merge at the fold position (call with ``_follow_lock`` held); returns how many events moved."""
+        return await self.identities.merge(self.store, self.learner, session_key, user_key, up_to_seq=self._folded_seq)
 
     async def identify_user(self, session_id: str, user_id: str) -> tuple[int, bool]:
         """Merge an anonymous session into a user, for good: (events moved, whether it was merged already).
@@ -326,7 +322,7 @@ class GatewayCore:
                 )
             if not added and self.identities.knows(session_key):
                 return 0, True
-            moved = await self._move_session(session_key, user_key)
+            moved = await self._merge(session_key, user_key)
         _LOGGER.info("a session was merged into its user: %d events moved", moved)
         return moved, not added
 
@@ -465,9 +461,7 @@ class GatewayCore:
         identities = taken.identities if taken is not None else Identities()
         for seq, session_key, user_key in await self.store.identities():
             if not identities.knows(session_key):  # merged after the snapshot: move what it folded as the session's
-                events = [e for _, e in await self.store.key_events(session_key, up_to_seq=after)]
-                move(learner, session_key, user_key, events)
-                identities.add(session_key, user_key)
+                await identities.merge(self.store, learner, session_key, user_key, up_to_seq=after)
             identities.seq = seq
         replayed: list[Event] = []
         last = after
@@ -852,15 +846,12 @@ class GatewayCore:
     ) -> list[tuple[str, float, str]]:
         """Items engaged with together with ``item_id``, best first (see :func:`lists.similar`)."""
         check_request_id("item_id", item_id)
-        if user_id:
-            check_request_id("user_id", user_id)
-        user_key = self.pseudonymise(user_id) if user_id else None
+        user_key = self.caller(user_id) if user_id else None
         return lists.similar(self.features, item_id, k, rules, at_s=self.as_of(as_of_s), user_key=user_key)
 
     def buy_again(self, user_id: str, k: int, rules: ListRules) -> list[tuple[str, float]]:
         """The user's bought items, the most due first (see :func:`lists.buy_again`)."""
-        check_request_id("user_id", user_id)
-        return lists.buy_again(self.features, self.pseudonymise(user_id), k, rules, at_s=self.as_of(None))
+        return lists.buy_again(self.features, self.caller(user_id), k, rules, at_s=self.as_of(None))
 
     def check(self, event: Event, *, now_s: float) -> Event:
         """Validate an event whose user id is already pseudonymised; returns it."""

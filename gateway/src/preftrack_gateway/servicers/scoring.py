@@ -29,7 +29,7 @@ def _attribute_values(messages) -> tuple[tuple[str, frozenset[str]], ...]:
     return tuple((m.name, frozenset(m.values)) for m in messages)
 
 
-def item_filter(message: types_pb2.ItemFilter, exclude: frozenset[str] = frozenset()) -> ItemFilter:
+def item_filter(message: types_pb2.ItemFilter) -> ItemFilter:
     """The filter of a request (not validated yet: :meth:`ListRules.validate` names the field at fault)."""
     return ItemFilter(
         in_stock_only=message.in_stock_only,
@@ -39,7 +39,6 @@ def item_filter(message: types_pb2.ItemFilter, exclude: frozenset[str] = frozens
         categories_out=frozenset(message.categories_out),
         attributes_in=_attribute_values(message.attributes_in),
         attributes_out=_attribute_values(message.attributes_out),
-        exclude_item_ids=exclude,
         exclude_bought_within_s=days_to_s("filter.exclude_bought_within_days", message.exclude_bought_within_days),
     )
 
@@ -110,11 +109,10 @@ class ScoringServicer(scoring_service_pb2_grpc.ScoringServiceServicer):
             exploration=request.exploration if request.HasField("exploration") else None,
         )
         self._metrics.requests_by_version.labels("Recommend", str(result.model_version)).inc()
-        sources = result.sources or ("",) * len(result.item_ids)
         return scoring_service_pb2.RecommendResponse(
             items=[
                 types_pb2.ScoredItem(item_id=i, score=s, source=source)
-                for i, s, source in zip(result.item_ids, result.scores, sources, strict=True)
+                for i, s, source in zip(result.item_ids, result.scores, result.sources, strict=True)
             ],
             model_version=str(result.model_version),
             recommendation_id=result.recommendation_id,
